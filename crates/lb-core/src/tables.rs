@@ -1,0 +1,194 @@
+//! [`Tables`]: the programmed state with identifiers, the shape every
+//! dataplane stores (frontends by ID, backends by ID, reverse NAT).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use crate::select::maglev::{build_table, MaglevBackend};
+use crate::{
+    Backend, BackendId, BackendSlot, ConfigError, DesiredState, Frontend, FrontendKey, IdAllocator,
+    L3n4Addr, LbAlgorithm, MaglevConfig, RevNatId, ServiceId,
+};
+
+/// The most service IDs (16-bit, 0 reserved).
+pub const MAX_SERVICE_ID: u32 = u16::MAX as u32;
+/// The most backend IDs (0 reserved).
+pub const MAX_BACKEND_ID: u32 = u32::MAX - 1;
+
+/// The programmed state: what a dataplane holds after applying the ops.
+///
+/// Built from a [`DesiredState`] with [`Tables::realize`], which keeps the
+/// identifiers and Maglev tables of everything that did not change.
+#[derive(Debug, Clone)]
+pub struct Tables {
+    /// Frontends by ID.
+    pub frontends: BTreeMap<ServiceId, Frontend>,
+    /// Backends by ID.
+    pub backends: BTreeMap<BackendId, Backend>,
+    /// Maglev parameters the tables were built with.
+    pub maglev: MaglevConfig,
+    frontend_ids: IdAllocator<FrontendKey>,
+    backend_ids: IdAllocator<L3n4Addr>,
+    by_key: HashMap<FrontendKey, ServiceId>,
+}
+
+impl Default for Tables {
+    fn default() -> Self {
+        Tables {
+            frontends: BTreeMap::new(),
+            backends: BTreeMap::new(),
+            maglev: MaglevConfig::default(),
+            frontend_ids: IdAllocator::new("service", MAX_SERVICE_ID),
+            backend_ids: IdAllocator::new("backend", MAX_BACKEND_ID),
+            by_key: HashMap::new(),
+        }
+    }
+}
+
+impl PartialEq for Tables {
+    /// Two tables are equal when they program the same entries.
+    fn eq(&self, other: &Self) -> bool {
+        self.frontends == other.frontends && self.backends == other.backends
+    }
+}
+
+impl Tables {
+    /// Empty tables.
+    pub fn new() -> Self {
+        Tables::default()
+    }
+
+    /// The frontend entry for `key`.
+    pub fn frontend_by_key(&self, key: &FrontendKey) -> Option<&Frontend> {
+        self.by_key.get(key).and_then(|id| self.frontends.get(id))
+    }
+
+    /// The reverse-NAT entries: every frontend's ID and address.
+    pub fn rev_nat(&self) -> impl Iterator<Item = (RevNatId, L3n4Addr)> + '_ {
+        self.frontends
+            .values()
+            .map(|fe| (fe.id.rev_nat(), fe.key.addr))
+    }
+
+    /// Stores a frontend (dataplanes that build tables from ops use this).
+    pub fn insert_frontend(&mut self, fe: Frontend) {
+        if let Some(old) = self.frontends.get(&fe.id) {
+            if old.key != fe.key {
+                self.by_key.remove(&old.key);
+            }
+        }
+        self.by_key.insert(fe.key, fe.id);
+        self.frontends.insert(fe.id, fe);
+    }
+
+    /// Removes a frontend by ID.
+    pub fn remove_frontend(&mut self, id: ServiceId) -> Option<Frontend> {
+        let fe = self.frontends.remove(&id)?;
+        self.by_key.remove(&fe.key);
+        Some(fe)
+    }
+
+    /// The next tables for `desired`, keeping the identifiers of every
+    /// frontend key and backend address that stays, and the Maglev table of
+    /// every frontend whose selectable backends did not change.
+    pub fn realize(&self, desired: &DesiredState) -> Result<Tables, ConfigError> {
+        let mut next = Tables {
+            maglev: desired.maglev,
+            frontend_ids: self.frontend_ids.clone(),
+            backend_ids: self.backend_ids.clone(),
+            ..Tables::default()
+        };
+        next.frontend_ids
+            .retain(|k| desired.frontends.contains_key(k));
+        next.backend_ids
+            .retain(|a| desired.backends.contains_key(a));
+
+        for (addr, placement) in &desired.backends {
+            let id = BackendId(next.backend_ids.acquire(addr)?);
+            next.backends.insert(
+                id,
+                Backend {
+                    id,
+                    addr: *addr,
+                    local: placement.local,
+                    zone: placement.zone.clone(),
+                },
+            );
+        }
+
+        // Frontends of one service often share a backend set (a NodePort on
+        // every node IP): build each distinct Maglev table once.
+        let mut built: HashMap<Vec<(L3n4Addr, u16)>, Arc<[BackendId]>> = HashMap::new();
+        for (key, d) in &desired.frontends {
+            let id = ServiceId(next.frontend_ids.acquire(key)? as u16);
+            let backends: Vec<BackendSlot> = d
+                .backends
+                .iter()
+                .map(|b| BackendSlot {
+                    id: BackendId(next.backend_ids.get(&b.addr).unwrap_or(0)),
+                    state: b.state,
+                    weight: b.weight,
+                })
+                .collect();
+            let mut fe = Frontend {
+                id,
+                key: *key,
+                kind: d.kind,
+                service: d.service.clone(),
+                backends,
+                selectable: d.selectable,
+                algorithm: d.algorithm,
+                affinity_timeout: d.affinity_timeout,
+                source_ranges: d.source_ranges.clone(),
+                local_only: d.local_only,
+                two_scopes: d.two_scopes,
+                maglev: None,
+            };
+            if fe.algorithm == LbAlgorithm::Maglev {
+                fe.maglev = Some(self.maglev_for(&fe, d, &mut built, desired.maglev));
+            }
+            next.insert_frontend(fe);
+        }
+        Ok(next)
+    }
+
+    /// The Maglev table of `fe`: the previous one when the selectable set and
+    /// the parameters are unchanged, else a shared or freshly built one.
+    fn maglev_for(
+        &self,
+        fe: &Frontend,
+        d: &crate::DesiredFrontend,
+        built: &mut HashMap<Vec<(L3n4Addr, u16)>, Arc<[BackendId]>>,
+        cfg: MaglevConfig,
+    ) -> Arc<[BackendId]> {
+        if let Some(old) = self.frontend_by_key(&fe.key) {
+            if self.maglev == cfg
+                && old.selectable_backends() == fe.selectable_backends()
+                && old.id == fe.id
+            {
+                if let Some(table) = &old.maglev {
+                    return table.clone();
+                }
+            }
+        }
+        let set: Vec<(L3n4Addr, u16)> = d.backends[..d.selectable]
+            .iter()
+            .map(|b| (b.addr, b.weight))
+            .collect();
+        if let Some(table) = built.get(&set) {
+            return table.clone();
+        }
+        let input: Vec<MaglevBackend> = d.backends[..d.selectable]
+            .iter()
+            .zip(fe.selectable_backends())
+            .map(|(b, slot)| MaglevBackend {
+                addr: b.addr,
+                id: slot.id,
+                weight: b.weight,
+            })
+            .collect();
+        let table: Arc<[BackendId]> = build_table(&input, &cfg).into();
+        built.insert(set, table.clone());
+        table
+    }
+}
