@@ -1,0 +1,99 @@
+//! Maglev table invariants: full, balanced, minimally disrupted, deterministic.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+
+use lb_core::select::maglev::{build_table, MaglevBackend};
+use lb_core::{BackendId, L3n4Addr, L4Proto, MaglevConfig, MAGLEV_TABLE_SIZES};
+use proptest::prelude::*;
+
+fn backends(addrs: &[u32]) -> Vec<MaglevBackend> {
+    addrs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| MaglevBackend {
+            addr: L3n4Addr::new(IpAddr::V4(Ipv4Addr::from(*a)), 8080, L4Proto::Tcp),
+            id: BackendId(i as u32 + 1),
+            weight: 1,
+        })
+        .collect()
+}
+
+fn counts(table: &[BackendId]) -> HashMap<BackendId, usize> {
+    let mut c = HashMap::new();
+    for id in table {
+        *c.entry(*id).or_default() += 1;
+    }
+    c
+}
+
+/// Distinct backend addresses, 1..=max of them.
+fn addr_set(max: usize) -> impl Strategy<Value = Vec<u32>> {
+    proptest::collection::btree_set(0x0a00_0000u32..0x0aff_ffff, 1..=max)
+        .prop_map(|s| s.into_iter().collect())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    #[test]
+    fn table_is_full_and_balanced(addrs in addr_set(160), seed: u32) {
+        // M >= 100 * N: pick the smallest accepted size that satisfies it.
+        let n = addrs.len();
+        let m = *MAGLEV_TABLE_SIZES.iter().find(|m| **m as usize >= 100 * n).unwrap();
+        let cfg = MaglevConfig::new(m, seed).unwrap();
+        let table = build_table(&backends(&addrs), &cfg);
+        prop_assert_eq!(table.len(), m as usize);
+        let c = counts(&table);
+        prop_assert_eq!(c.len(), n, "every backend owns entries");
+        let max = *c.values().max().unwrap() as f64;
+        let avg = m as f64 / n as f64;
+        prop_assert!(max / avg <= 1.02, "max/avg = {}", max / avg);
+    }
+
+    /// Maglev (like Cilium's) moves a few entries of surviving backends
+    /// besides the removed backend's own. With M = 65521 or 131071 the extra
+    /// stays under 1% of the table; at the default 16381 it averages 0.5% for
+    /// 10 backends but has been seen up to 1.5% (see BENCHMARKS.md).
+    #[test]
+    fn removing_one_backend_moves_few_entries(
+        addrs in addr_set(100),
+        seed: u32,
+        victim: prop::sample::Index,
+        big in any::<bool>(),
+    ) {
+        prop_assume!(addrs.len() >= 2);
+        let n = addrs.len();
+        let m = if big { 131071 } else { 65521 };
+        let cfg = MaglevConfig::new(m, seed).unwrap();
+        let all = backends(&addrs);
+        let before = build_table(&all, &cfg);
+        let gone = all[victim.index(n)].id;
+        let rest: Vec<_> = all.iter().copied().filter(|b| b.id != gone).collect();
+        let after = build_table(&rest, &cfg);
+        // Entries of surviving backends that changed owner.
+        let changed = before.iter().zip(&after).filter(|(b, a)| b != a).count();
+        let bound = (1.0 / n as f64 + 0.01) * m as f64;
+        prop_assert!(changed as f64 <= bound, "{changed} of {m} entries changed (bound {bound})");
+        prop_assert!(after.iter().all(|id| *id != gone));
+    }
+
+    #[test]
+    fn same_inputs_same_table(addrs in addr_set(20), seed: u32) {
+        let cfg = MaglevConfig::new(1021, seed).unwrap();
+        let mut shuffled = backends(&addrs);
+        shuffled.reverse();
+        prop_assert_eq!(build_table(&backends(&addrs), &cfg), build_table(&shuffled, &cfg));
+    }
+}
+
+#[test]
+fn only_cilium_table_sizes_are_accepted() {
+    for m in MAGLEV_TABLE_SIZES {
+        assert!(MaglevConfig::new(*m, 0).is_ok());
+    }
+    for bad in [0, 1, 100, 16383, 65537] {
+        let err = MaglevConfig::new(bad, 0).unwrap_err();
+        assert!(err.to_string().contains(&bad.to_string()), "{err}");
+    }
+}

@@ -1,0 +1,253 @@
+//! Reconciler invariants: ops applied one at a time never dangle, reach the
+//! desired state, are minimal, and keep identifiers stable.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use lb_core::*;
+use proptest::prelude::*;
+
+fn node() -> NodeConfig {
+    let mut n = NodeConfig::new("node-a", vec!["192.168.1.10".parse().unwrap()]);
+    n.maglev = MaglevConfig::new(251, 9).unwrap();
+    n
+}
+
+/// A compact description of one service for generation.
+#[derive(Debug, Clone)]
+struct Spec {
+    vip: u8,
+    nodeport: Option<u16>,
+    maglev: bool,
+    affinity: bool,
+    local: bool,
+    backends: Vec<(u8, u8, bool)>, // (address byte, state index, on this node)
+}
+
+fn spec() -> impl Strategy<Value = Spec> {
+    (
+        0u8..12,
+        proptest::option::of(30000u16..30006),
+        any::<bool>(),
+        any::<bool>(),
+        any::<bool>(),
+        proptest::collection::vec((0u8..16, 0u8..4, any::<bool>()), 0..6),
+    )
+        .prop_map(|(vip, nodeport, maglev, affinity, local, backends)| Spec {
+            vip,
+            nodeport,
+            maglev,
+            affinity,
+            local,
+            backends,
+        })
+}
+
+fn services(specs: &[Spec]) -> Vec<Service> {
+    let states = [
+        BackendState::Active,
+        BackendState::Terminating,
+        BackendState::Quarantined,
+        BackendState::Maintenance,
+    ];
+    let mut out: Vec<Service> = Vec::new();
+    for (i, s) in specs.iter().enumerate() {
+        // Skip specs that would collide with an earlier one: the generator
+        // wants valid states here (invalid ones are tested elsewhere).
+        if specs[..i]
+            .iter()
+            .any(|o| o.vip == s.vip || (o.nodeport.is_some() && o.nodeport == s.nodeport))
+        {
+            continue;
+        }
+        let mut svc = Service::new(ServiceName::new("ns", format!("svc-{i}")));
+        let vip = IpAddr::V4(Ipv4Addr::new(10, 96, 0, s.vip));
+        svc.frontends.push(FrontendParams::new(
+            L3n4Addr::new(vip, 80, L4Proto::Tcp),
+            FrontendType::ClusterIp,
+        ));
+        if let Some(p) = s.nodeport {
+            svc.frontends.push(FrontendParams::new(
+                L3n4Addr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), p, L4Proto::Tcp),
+                FrontendType::NodePort,
+            ));
+        }
+        if s.maglev {
+            svc.algorithm = Some(LbAlgorithm::Maglev);
+        }
+        if s.affinity {
+            svc.session_affinity = SessionAffinity::client_ip();
+        }
+        if s.local {
+            svc.ext_traffic_policy = TrafficPolicy::Local;
+        }
+        for (addr, state, here) in &s.backends {
+            let ip = IpAddr::V4(Ipv4Addr::new(10, 0, 0, *addr));
+            let mut b = BackendParams::new(L3n4Addr::new(ip, 8080, L4Proto::Tcp))
+                .with_state(states[*state as usize]);
+            b.node_name = Some(if *here { "node-a" } else { "node-b" }.into());
+            svc.backends.push(b);
+        }
+        out.push(svc);
+    }
+    out
+}
+
+/// Applies `ops` one by one; every intermediate state must pass the
+/// memory dataplane's dangling checks.
+fn apply_each(dp: &mut MemoryDataplane, ops: &[Op]) {
+    for op in ops {
+        dp.apply(std::slice::from_ref(op))
+            .unwrap_or_else(|e| panic!("op {op} failed: {e}"));
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    #[test]
+    fn ops_reach_the_desired_state_without_dangling(steps in proptest::collection::vec(proptest::collection::vec(spec(), 0..6), 1..5)) {
+        let node = node();
+        let mut dp = MemoryDataplane::new();
+        let mut rec = Reconciler::new();
+        for specs in &steps {
+            let desired = DesiredState::build(&node, &services(specs)).unwrap();
+            let plan = rec.plan(&desired).unwrap();
+            apply_each(&mut dp, &plan.ops);
+            prop_assert!(dp.tables() == &plan.next, "dataplane differs from the plan");
+            rec.commit(plan);
+            // Every frontend in the desired state is programmed with its backends.
+            prop_assert_eq!(dp.tables().frontends.len(), desired.frontends.len());
+            for (key, d) in &desired.frontends {
+                let fe = dp.tables().frontend_by_key(key).expect("frontend programmed");
+                let addrs: Vec<_> = fe.backends.iter().map(|s| dp.tables().backends[&s.id].addr).collect();
+                let want: Vec<_> = d.backends.iter().map(|b| b.addr).collect();
+                prop_assert_eq!(addrs, want);
+                prop_assert_eq!(fe.maglev.is_some(), d.algorithm == LbAlgorithm::Maglev);
+            }
+            // The rev-NAT table holds exactly the frontends.
+            prop_assert_eq!(dp.rev_nat().len(), dp.tables().frontends.len());
+            // A resync of the same state is a no-op.
+            prop_assert!(rec.plan(&desired).unwrap().ops.is_empty());
+        }
+    }
+
+    #[test]
+    fn ids_survive_unrelated_changes(a in proptest::collection::vec(spec(), 1..6), extra in spec()) {
+        let node = node();
+        let mut rec = Reconciler::new();
+        let first = DesiredState::build(&node, &services(&a)).unwrap();
+        let plan = rec.plan(&first).unwrap();
+        rec.commit(plan);
+        let before: Vec<(FrontendKey, ServiceId)> = rec.current().frontends.values().map(|f| (f.key, f.id)).collect();
+        let mut more = a.clone();
+        more.push(extra);
+        let second = DesiredState::build(&node, &services(&more)).unwrap();
+        let plan = rec.plan(&second).unwrap();
+        for (key, id) in before {
+            if let Some(fe) = plan.next.frontend_by_key(&key) {
+                prop_assert_eq!(fe.id, id);
+            }
+        }
+    }
+}
+
+#[test]
+fn one_endpoint_change_is_a_handful_of_ops() {
+    let node = node();
+    let specs: Vec<Spec> = (0..10)
+        .map(|i| Spec {
+            vip: i,
+            nodeport: None,
+            maglev: false,
+            affinity: false,
+            local: false,
+            backends: vec![(i * 10, 0, true), (i * 10 + 1, 0, true)],
+        })
+        .collect();
+    let mut rec = Reconciler::new();
+    let mut dp = MemoryDataplane::new();
+    rec.apply(
+        &mut dp,
+        &DesiredState::build(&node, &services(&specs)).unwrap(),
+    )
+    .unwrap();
+    let mut changed = specs.clone();
+    changed[3].backends[1].0 = 200;
+    let plan = rec
+        .plan(&DesiredState::build(&node, &services(&changed)).unwrap())
+        .unwrap();
+    let names: Vec<String> = plan.ops.iter().map(|o| o.to_string()).collect();
+    assert_eq!(plan.ops.len(), 3, "{names:#?}");
+    assert!(matches!(plan.ops[0], Op::UpsertBackend(_)));
+    assert!(matches!(plan.ops[1], Op::UpsertFrontend(_)));
+    assert!(matches!(plan.ops[2], Op::DeleteBackend { .. }));
+}
+
+#[test]
+fn removing_a_service_deletes_frontend_before_backends() {
+    let node = node();
+    let spec = Spec {
+        vip: 1,
+        nodeport: Some(30001),
+        maglev: true,
+        affinity: false,
+        local: false,
+        backends: vec![(1, 0, true)],
+    };
+    let mut rec = Reconciler::new();
+    let mut dp = MemoryDataplane::new();
+    rec.apply(
+        &mut dp,
+        &DesiredState::build(&node, &services(&[spec])).unwrap(),
+    )
+    .unwrap();
+    let plan = rec.plan(&DesiredState::build(&node, &[]).unwrap()).unwrap();
+    let kinds: Vec<&str> = plan
+        .ops
+        .iter()
+        .map(|o| match o {
+            Op::DeleteFrontend { .. } => "fe",
+            Op::DeleteMaglev { .. } => "maglev",
+            Op::DeleteRevNat { .. } => "revnat",
+            Op::DeleteBackend { .. } => "backend",
+            _ => "upsert",
+        })
+        .collect();
+    // ClusterIP, NodePort on the node IP, NodePort wildcard.
+    assert_eq!(
+        kinds,
+        ["fe", "fe", "fe", "maglev", "maglev", "maglev", "revnat", "revnat", "revnat", "backend"]
+    );
+    apply_each(&mut dp, &plan.ops);
+    assert!(dp.tables().frontends.is_empty() && dp.tables().backends.is_empty());
+}
+
+#[test]
+fn a_full_dataplane_refuses_the_whole_batch() {
+    let node = node();
+    let specs: Vec<Spec> = (0..3)
+        .map(|i| Spec {
+            vip: i,
+            nodeport: None,
+            maglev: false,
+            affinity: false,
+            local: false,
+            backends: vec![(i, 0, true)],
+        })
+        .collect();
+    let mut dp = MemoryDataplane::with_capacity(Capacity {
+        frontends: 2,
+        backends: 10,
+    });
+    let mut rec = Reconciler::new();
+    let err = rec
+        .apply(
+            &mut dp,
+            &DesiredState::build(&node, &services(&specs)).unwrap(),
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("frontends is full"), "{err}");
+    // Nothing was applied, nothing was committed.
+    assert!(dp.tables().backends.is_empty() && dp.log().is_empty());
+    assert!(rec.current().frontends.is_empty());
+}
