@@ -104,6 +104,11 @@ mod tests {
         assert_eq!(jhash2(&[], 0), JHASH_INITVAL);
         assert_eq!(jhash2(&[1, 2, 3], 0), jhash_3words(1, 2, 3, 0));
         assert_eq!(jhash2(&[7, 8, 9], 42), jhash_3words(7, 8, 9, 42));
+        // A value computed by the kernel's jhash_3words in a BPF program.
+        assert_eq!(
+            jhash_3words(0x0100_000a, (80 << 16) | 12345, 6, 0x1234_5678),
+            0x23cc_6d3a
+        );
         // Different seeds and lengths give different hashes.
         assert_ne!(jhash2(&[1, 2, 3, 4], 0), jhash2(&[1, 2, 3, 4], 1));
         assert_ne!(jhash2(&[1, 2, 3], 0), jhash2(&[1, 2, 3, 0], 0));

@@ -77,3 +77,8 @@ pub use reconcile::{diff, Plan, ReconcileError, Reconciler};
 pub use select::{LbAlgorithm, MaglevConfig, MAGLEV_TABLE_SIZES};
 pub use service::{Service, ServiceName, SessionAffinity, TrafficPolicy};
 pub use tables::{Tables, MAX_BACKEND_ID, MAX_SERVICE_ID};
+
+/// The README's example, compiled and run as a doc test.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
