@@ -1,0 +1,250 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
+/*
+ * lb_abi.h: THE definition of every map layout shared by the BPF programs
+ * and the Rust loader (src/abi.rs mirrors these structs; tests/abi.rs checks
+ * sizes and offsets against this object's BTF). After Cilium's bpf/lib/lb.h.
+ *
+ * Byte order: fields typed __be* are in network order, everything else in
+ * host order. Every struct has explicit padding and is zeroed before use.
+ */
+#ifndef LB_ABI_H
+#define LB_ABI_H
+
+#include <linux/types.h>
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+/* Default capacities; the loader overrides them (EbpfLoader::map_max_entries). */
+#define LB_SERVICES_MAX   65536
+#define LB_BACKENDS_MAX   65536
+#define LB_REV_NAT_MAX    65536
+#define LB_CT_MAX         262144
+#define LB_AFFINITY_MAX   65536
+#define LB_MAGLEV_MAX     1024
+#define LB_SRC_RANGE_MAX  16384
+#define LB_MAX_NODE_IPS   8
+
+/* lb4_service.flags */
+#define LB_SVC_F_AFFINITY      (1 << 0) /* ClientIP session affinity */
+#define LB_SVC_F_MAGLEV        (1 << 1) /* Maglev selection, else random */
+#define LB_SVC_F_LOCAL_ONLY    (1 << 2) /* traffic policy Local */
+#define LB_SVC_F_TWO_SCOPES    (1 << 3) /* an internal-scope entry exists */
+#define LB_SVC_F_SOURCE_RANGES (1 << 4) /* check lb4_src_range */
+#define LB_SVC_F_UNIFORM       (1 << 5) /* all selectable weights equal */
+
+/* lb4_service.fe_type: lb-core's FrontendType in declaration order. */
+enum lb_fe_type {
+	LB_FE_CLUSTER_IP = 0,
+	LB_FE_NODE_PORT = 1,
+	LB_FE_LOAD_BALANCER = 2,
+	LB_FE_EXTERNAL_IP = 3,
+	LB_FE_HOST_PORT = 4,
+};
+
+/* lb4_backend.flags: lb-core's BackendState in declaration order. */
+enum lb_backend_state {
+	LB_BE_ACTIVE = 0,
+	LB_BE_TERMINATING = 1,
+	LB_BE_QUARANTINED = 2,
+	LB_BE_MAINTENANCE = 3,
+};
+
+/* Indices of lb_drops (per-CPU packet counters per drop reason). */
+enum lb_drop_reason {
+	LB_DROP_MALFORMED = 0,    /* truncated or invalid IPv4/TCP/UDP header */
+	LB_DROP_NO_BACKEND = 1,   /* frontend without a selectable backend */
+	LB_DROP_SOURCE_RANGE = 2, /* client outside loadBalancerSourceRanges */
+	LB_DROP_REWRITE = 3,      /* a checksum/store helper failed */
+	LB_DROP_MAX = 8,
+};
+
+/* Services map key. backend_slot 0 is the frontend entry, 1..total the slots. */
+struct lb4_key {
+	__be32 address;     /* frontend address (0.0.0.0 = wildcard NodePort/HostPort) */
+	__be16 dport;       /* frontend port */
+	__u16 backend_slot; /* 0 = frontend entry */
+	__u8 proto;         /* IPPROTO_TCP / IPPROTO_UDP */
+	__u8 scope;         /* 0 external, 1 internal */
+	__u8 pad[2];
+};
+
+/* Services map value: slot 0 uses the frontend fields, slots >0 the backend ones. */
+struct lb4_service {
+	__u32 backend_id;       /* slot > 0: backend */
+	__u32 affinity_timeout; /* slot 0: seconds */
+	__u32 total_weight;     /* slot 0: sum of the selectable slots' weights */
+	__u16 count;            /* slot 0: selectable slots (1..count) */
+	__u16 total;            /* slot 0: all slots incl. non-selectable */
+	__u16 rev_nat_index;    /* slot 0: reverse-NAT id (= service id) */
+	__u16 weight;           /* slot > 0: backend weight */
+	__u16 flags;            /* slot 0: LB_SVC_F_* */
+	__u8 fe_type;           /* slot 0: enum lb_fe_type */
+	__u8 pad;
+};
+
+/* Backends map value, keyed by backend id (__u32). */
+struct lb4_backend {
+	__be32 address;
+	__be16 port;
+	__u8 proto;
+	__u8 flags; /* enum lb_backend_state */
+};
+
+/* Reverse-NAT map value, keyed by rev_nat_index (__u16). */
+struct lb4_reverse_nat {
+	__be32 address;
+	__be16 port;
+	__u16 pad;
+};
+
+/* ct4_key.dir */
+#define LB_CT_SERVICE 0 /* client -> frontend, as the client sent it */
+#define LB_CT_REPLY   1 /* backend -> client, as the backend sends it */
+
+/* Connection-tracking key: a flow's 5-tuple in one direction. */
+struct ct4_key {
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 dir; /* LB_CT_* */
+	__u8 pad[2];
+};
+
+/* Connection-tracking value (same for both directions). */
+struct ct4_entry {
+	__u32 backend_id;
+	__u16 rev_nat_index;
+	__u16 pad;
+	__be32 frontend_addr; /* the address the client used */
+	__be16 frontend_port;
+	__u16 pad2;
+};
+
+/* Session-affinity key: client address per frontend. */
+struct lb4_affinity_key {
+	__be32 client;
+	__u16 rev_nat_index;
+	__u8 pad[2];
+};
+
+/* Session-affinity value. */
+struct lb_affinity_val {
+	__u64 last_used; /* seconds of CLOCK_MONOTONIC_COARSE */
+	__u32 backend_id;
+	__u32 pad;
+};
+
+/* Source-range LPM key: prefixlen counts 32 bits of (rev_nat_index, pad) + the prefix. */
+struct lb4_src_range_key {
+	__u32 prefixlen;
+	__u16 rev_nat_index;
+	__u16 pad;
+	__be32 addr;
+};
+
+/* Global configuration, index 0 of lb_config. */
+struct lb_config {
+	__u32 maglev_seed;       /* FlowKey::hash seed */
+	__u32 maglev_table_size; /* M: entries of every Maglev inner array */
+	__u32 node_ip_count;     /* valid entries of node_ips */
+	__u32 pad;
+	__be32 node_ips[LB_MAX_NODE_IPS]; /* addresses wildcard frontends answer on */
+};
+
+/* Per-service counters, keyed by rev_nat_index (__u16). */
+struct lb_svc_stats {
+	__u64 packets;
+	__u64 bytes;
+	__u64 new_flows;
+};
+
+/* ---- maps ---- */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct lb4_key);
+	__type(value, struct lb4_service);
+	__uint(max_entries, LB_SERVICES_MAX);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} lb4_services SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u32);
+	__type(value, struct lb4_backend);
+	__uint(max_entries, LB_BACKENDS_MAX);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} lb4_backends SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u16);
+	__type(value, struct lb4_reverse_nat);
+	__uint(max_entries, LB_REV_NAT_MAX);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} lb4_reverse_nat SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct ct4_key);
+	__type(value, struct ct4_entry);
+	__uint(max_entries, LB_CT_MAX);
+} lb4_ct SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct lb4_affinity_key);
+	__type(value, struct lb_affinity_val);
+	__uint(max_entries, LB_AFFINITY_MAX);
+} lb4_affinity SEC(".maps");
+
+/* Inner template of lb4_maglev: M backend ids; BPF_F_INNER_MAP lets the
+ * inner arrays have any size (the configured M). */
+struct lb_maglev_inner {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(max_entries, 1);
+	__uint(map_flags, BPF_F_INNER_MAP);
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH_OF_MAPS);
+	__type(key, __u16); /* service id */
+	__uint(max_entries, LB_MAGLEV_MAX);
+	__array(values, struct lb_maglev_inner);
+} lb4_maglev SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct lb4_src_range_key);
+	__type(value, __u8);
+	__uint(max_entries, LB_SRC_RANGE_MAX);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} lb4_src_range SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct lb_config);
+	__uint(max_entries, 1);
+} lb_config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, LB_DROP_MAX);
+} lb_drops SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__type(key, __u16);
+	__type(value, struct lb_svc_stats);
+	__uint(max_entries, LB_SERVICES_MAX);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} lb_svc_stats SEC(".maps");
+
+#endif /* LB_ABI_H */

@@ -1,0 +1,116 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
+/*
+ * lb_pkt.h: bounds-checked Ethernet/IPv4/TCP|UDP parsing and the address/port
+ * rewrites with incremental L3/L4 checksum updates.
+ */
+#ifndef LB_PKT_H
+#define LB_PKT_H
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/ip.h>
+#include <linux/in.h>
+#include <linux/tcp.h>
+#include <linux/udp.h>
+#include <stddef.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#define LB_IP_CSUM_OFF  (ETH_HLEN + offsetof(struct iphdr, check))
+#define LB_IP_SADDR_OFF (ETH_HLEN + offsetof(struct iphdr, saddr))
+#define LB_IP_DADDR_OFF (ETH_HLEN + offsetof(struct iphdr, daddr))
+#define LB_IP_MF        0x2000
+#define LB_IP_OFFSET    0x1fff
+
+/* What the programs need of a packet. */
+struct lb_pkt {
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u32 l4_off;   /* from the start of the frame */
+	__u32 csum_off; /* of the L4 checksum, from the start of the frame */
+};
+
+enum lb_parse {
+	LB_PARSE_OK = 0,        /* IPv4 TCP/UDP, headers complete */
+	LB_PARSE_IGNORE = 1,    /* not ours (other protocol, fragment): pass untouched */
+	LB_PARSE_MALFORMED = 2, /* IPv4 with a broken header: drop and count */
+};
+
+static __always_inline enum lb_parse lb_parse4(struct __sk_buff *skb, struct lb_pkt *p)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	struct iphdr *ip;
+	void *l4;
+	__u32 ihl;
+
+	if ((void *)(eth + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
+		return LB_PARSE_IGNORE;
+	ip = (void *)(eth + 1);
+	if ((void *)(ip + 1) > data_end)
+		return LB_PARSE_MALFORMED;
+	ihl = ip->ihl;
+	if (ip->version != 4 || ihl < 5)
+		return LB_PARSE_MALFORMED;
+	if (ip->frag_off & bpf_htons(LB_IP_MF | LB_IP_OFFSET))
+		return LB_PARSE_IGNORE;
+	if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP)
+		return LB_PARSE_IGNORE;
+	l4 = (void *)ip + ihl * 4;
+	p->saddr = ip->saddr;
+	p->daddr = ip->daddr;
+	p->proto = ip->protocol;
+	p->l4_off = ETH_HLEN + ihl * 4;
+	if (p->proto == IPPROTO_TCP) {
+		struct tcphdr *tcp = l4;
+
+		if ((void *)(tcp + 1) > data_end)
+			return LB_PARSE_MALFORMED;
+		p->sport = tcp->source;
+		p->dport = tcp->dest;
+		p->csum_off = p->l4_off + offsetof(struct tcphdr, check);
+	} else {
+		struct udphdr *udp = l4;
+
+		if ((void *)(udp + 1) > data_end)
+			return LB_PARSE_MALFORMED;
+		p->sport = udp->source;
+		p->dport = udp->dest;
+		p->csum_off = p->l4_off + offsetof(struct udphdr, check);
+	}
+	return LB_PARSE_OK;
+}
+
+/* Replaces one address (at ip_off) and one port (at port_off) and fixes the IP
+ * and L4 checksums incrementally. A zero UDP checksum stays zero. */
+static __always_inline int lb_rewrite(struct __sk_buff *skb, const struct lb_pkt *p,
+				      __u32 ip_off, __be32 old_addr, __be32 new_addr,
+				      __u32 port_off, __be16 old_port, __be16 new_port)
+{
+	__u64 mangled = p->proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0;
+
+	if (old_addr != new_addr) {
+		if (bpf_l4_csum_replace(skb, p->csum_off, old_addr, new_addr,
+					BPF_F_PSEUDO_HDR | mangled | sizeof(new_addr)) < 0)
+			return -1;
+		if (bpf_l3_csum_replace(skb, LB_IP_CSUM_OFF, old_addr, new_addr,
+					sizeof(new_addr)) < 0)
+			return -1;
+		if (bpf_skb_store_bytes(skb, ip_off, &new_addr, sizeof(new_addr), 0) < 0)
+			return -1;
+	}
+	if (old_port != new_port) {
+		if (bpf_l4_csum_replace(skb, p->csum_off, old_port, new_port,
+					mangled | sizeof(new_port)) < 0)
+			return -1;
+		if (bpf_skb_store_bytes(skb, port_off, &new_port, sizeof(new_port), 0) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+#endif /* LB_PKT_H */

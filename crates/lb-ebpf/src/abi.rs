@@ -1,0 +1,286 @@
+//! `#[repr(C)]` mirrors of `bpf/lb_abi.h`: map keys, values, flags and names.
+//!
+//! The C header is the definition; `tests/abi.rs` checks every struct here
+//! against the BTF of the built object (size and each field's offset).
+//! Fields named like `__be*` in C hold network byte order here too.
+
+/// Name of the services map (frontend entries and backend slots).
+pub const MAP_SERVICES: &str = "lb4_services";
+/// Name of the backends map.
+pub const MAP_BACKENDS: &str = "lb4_backends";
+/// Name of the reverse-NAT map.
+pub const MAP_REV_NAT: &str = "lb4_reverse_nat";
+/// Name of the connection-tracking map.
+pub const MAP_CT: &str = "lb4_ct";
+/// Name of the session-affinity map.
+pub const MAP_AFFINITY: &str = "lb4_affinity";
+/// Name of the Maglev outer map (service id -> inner array of backend ids).
+pub const MAP_MAGLEV: &str = "lb4_maglev";
+/// Name of the source-range LPM trie.
+pub const MAP_SRC_RANGE: &str = "lb4_src_range";
+/// Name of the configuration array.
+pub const MAP_CONFIG: &str = "lb_config";
+/// Name of the per-CPU drop counters.
+pub const MAP_DROPS: &str = "lb_drops";
+/// Name of the per-CPU per-service counters.
+pub const MAP_SVC_STATS: &str = "lb_svc_stats";
+/// Every map of the tc object, in pinning order.
+pub const ALL_MAPS: [&str; 10] = [
+    MAP_SERVICES,
+    MAP_BACKENDS,
+    MAP_REV_NAT,
+    MAP_CT,
+    MAP_AFFINITY,
+    MAP_MAGLEV,
+    MAP_SRC_RANGE,
+    MAP_CONFIG,
+    MAP_DROPS,
+    MAP_SVC_STATS,
+];
+
+/// `LB_SVC_F_AFFINITY`: ClientIP session affinity.
+pub const SVC_F_AFFINITY: u16 = 1 << 0;
+/// `LB_SVC_F_MAGLEV`: Maglev selection (else weighted random).
+pub const SVC_F_MAGLEV: u16 = 1 << 1;
+/// `LB_SVC_F_LOCAL_ONLY`: traffic policy Local.
+pub const SVC_F_LOCAL_ONLY: u16 = 1 << 2;
+/// `LB_SVC_F_TWO_SCOPES`: an internal-scope entry exists.
+pub const SVC_F_TWO_SCOPES: u16 = 1 << 3;
+/// `LB_SVC_F_SOURCE_RANGES`: check the source-range trie.
+pub const SVC_F_SOURCE_RANGES: u16 = 1 << 4;
+/// `LB_SVC_F_UNIFORM`: all selectable weights are equal (O(1) random pick).
+pub const SVC_F_UNIFORM: u16 = 1 << 5;
+
+/// `LB_CT_SERVICE`: a CT key in the client -> frontend direction.
+pub const CT_SERVICE: u8 = 0;
+/// `LB_CT_REPLY`: a CT key in the backend -> client direction.
+pub const CT_REPLY: u8 = 1;
+
+/// `LB_MAX_NODE_IPS`: node addresses the configuration holds.
+pub const MAX_NODE_IPS: usize = 8;
+/// `LB_DROP_MAX`: entries of the drop-counter array.
+pub const DROP_MAX: u32 = 8;
+/// `BPF_F_INNER_MAP`: inner arrays of any size may go into the Maglev map.
+pub const BPF_F_INNER_MAP: u32 = 1 << 12;
+
+/// Drop reasons: indices of the `lb_drops` counters (`enum lb_drop_reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u32)]
+pub enum DropReason {
+    /// A truncated or invalid IPv4/TCP/UDP header.
+    Malformed = 0,
+    /// A frontend without a selectable backend.
+    NoBackend = 1,
+    /// A client outside the frontend's source ranges.
+    SourceRange = 2,
+    /// A checksum or store helper failed.
+    Rewrite = 3,
+}
+
+impl DropReason {
+    /// Every reason, in index order.
+    pub const ALL: [DropReason; 4] = [
+        DropReason::Malformed,
+        DropReason::NoBackend,
+        DropReason::SourceRange,
+        DropReason::Rewrite,
+    ];
+}
+
+/// `struct lb4_key`: services map key; slot 0 is the frontend entry.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Lb4Key {
+    /// Frontend address, network order (0 = wildcard).
+    pub address: u32,
+    /// Frontend port, network order.
+    pub dport: u16,
+    /// 0 for the frontend entry, 1..=total for backend slots.
+    pub backend_slot: u16,
+    /// IP protocol number.
+    pub proto: u8,
+    /// 0 external, 1 internal.
+    pub scope: u8,
+    /// Zero.
+    pub pad: [u8; 2],
+}
+
+/// `struct lb4_service`: services map value (frontend entry or backend slot).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Lb4Service {
+    /// Slot > 0: the backend.
+    pub backend_id: u32,
+    /// Slot 0: affinity timeout in seconds.
+    pub affinity_timeout: u32,
+    /// Slot 0: sum of the selectable slots' weights.
+    pub total_weight: u32,
+    /// Slot 0: number of selectable slots.
+    pub count: u16,
+    /// Slot 0: number of slots.
+    pub total: u16,
+    /// Slot 0: reverse-NAT id.
+    pub rev_nat_index: u16,
+    /// Slot > 0: the backend's weight.
+    pub weight: u16,
+    /// Slot 0: `SVC_F_*`.
+    pub flags: u16,
+    /// Slot 0: frontend type (lb-core `FrontendType` order).
+    pub fe_type: u8,
+    /// Zero.
+    pub pad: u8,
+}
+
+/// `struct lb4_backend`: backends map value.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Lb4Backend {
+    /// Address, network order.
+    pub address: u32,
+    /// Port, network order.
+    pub port: u16,
+    /// IP protocol number.
+    pub proto: u8,
+    /// Backend state (lb-core `BackendState` order).
+    pub flags: u8,
+}
+
+/// `struct lb4_reverse_nat`: reverse-NAT map value.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Lb4ReverseNat {
+    /// Frontend address, network order.
+    pub address: u32,
+    /// Frontend port, network order.
+    pub port: u16,
+    /// Zero.
+    pub pad: u16,
+}
+
+/// `struct ct4_key`: a flow's 5-tuple in one direction.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Ct4Key {
+    /// Source address, network order.
+    pub saddr: u32,
+    /// Destination address, network order.
+    pub daddr: u32,
+    /// Source port, network order.
+    pub sport: u16,
+    /// Destination port, network order.
+    pub dport: u16,
+    /// IP protocol number.
+    pub proto: u8,
+    /// [`CT_SERVICE`] or [`CT_REPLY`].
+    pub dir: u8,
+    /// Zero.
+    pub pad: [u8; 2],
+}
+
+/// `struct ct4_entry`: connection-tracking value.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Ct4Entry {
+    /// The flow's backend.
+    pub backend_id: u32,
+    /// The frontend's reverse-NAT id.
+    pub rev_nat_index: u16,
+    /// Zero.
+    pub pad: u16,
+    /// Address the client used, network order.
+    pub frontend_addr: u32,
+    /// Port the client used, network order.
+    pub frontend_port: u16,
+    /// Zero.
+    pub pad2: u16,
+}
+
+/// `struct lb4_affinity_key`: client address per frontend.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Lb4AffinityKey {
+    /// Client address, network order.
+    pub client: u32,
+    /// Frontend's reverse-NAT id.
+    pub rev_nat_index: u16,
+    /// Zero.
+    pub pad: [u8; 2],
+}
+
+/// `struct lb_affinity_val`: the client's last backend.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LbAffinityVal {
+    /// Seconds of `CLOCK_MONOTONIC_COARSE` (see [`crate::now_secs`]).
+    pub last_used: u64,
+    /// The backend.
+    pub backend_id: u32,
+    /// Zero.
+    pub pad: u32,
+}
+
+/// `struct lb4_src_range_key`: source-range LPM key (prefixlen counts the
+/// 32 bits of `rev_nat_index` + `pad` plus the address prefix).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Lb4SrcRangeKey {
+    /// 32 + prefix length.
+    pub prefixlen: u32,
+    /// Frontend's reverse-NAT id.
+    pub rev_nat_index: u16,
+    /// Zero.
+    pub pad: u16,
+    /// Prefix address, network order.
+    pub addr: u32,
+}
+
+/// `struct lb_config`: index 0 of the configuration array.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LbConfig {
+    /// Seed of the Maglev flow hash.
+    pub maglev_seed: u32,
+    /// `M`, entries of every Maglev table.
+    pub maglev_table_size: u32,
+    /// Valid entries of `node_ips`.
+    pub node_ip_count: u32,
+    /// Zero.
+    pub pad: u32,
+    /// Node addresses (network order) wildcard frontends answer on.
+    pub node_ips: [u32; MAX_NODE_IPS],
+}
+
+/// `struct lb_svc_stats`: per-service counters (one copy per CPU).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LbSvcStats {
+    /// Packets that matched the frontend.
+    pub packets: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// New flows (backend selections).
+    pub new_flows: u64,
+}
+
+macro_rules! pod {
+    ($($t:ty = $size:expr),* $(,)?) => {$(
+        // SAFETY: repr(C), only integer fields, explicit padding: every bit
+        // pattern is valid and there are no implicit padding bytes.
+        unsafe impl aya::Pod for $t {}
+        const _: () = assert!(std::mem::size_of::<$t>() == $size);
+    )*};
+}
+
+pod!(
+    Lb4Key = 12,
+    Lb4Service = 24,
+    Lb4Backend = 8,
+    Lb4ReverseNat = 8,
+    Ct4Key = 16,
+    Ct4Entry = 16,
+    Lb4AffinityKey = 8,
+    LbAffinityVal = 16,
+    Lb4SrcRangeKey = 12,
+    LbConfig = 48,
+    LbSvcStats = 24,
+);

@@ -1,0 +1,609 @@
+//! [`EbpfDataplane`]: lb-core's [`Op`]s as writes to the pinned BPF maps.
+//!
+//! Every batch is checked first (IPv4 only, Maglev table size, backends
+//! that slots name, and the peak occupancy of every map while the batch is
+//! applied); only then are maps written, in the op order the reconciler
+//! chose. Within one frontend: source ranges, backend slots, then slot 0
+//! (its counts last), then stale slots and ranges. A Maglev table is a new
+//! inner array, filled, then swapped into the outer map in one update.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
+
+use aya::maps::{Array, MapData, MapError, PerCpuValues};
+use lb_core::{
+    BackendId, Dataplane, DataplaneError, Frontend, FrontendType, L3n4Addr, LbAlgorithm,
+    MaglevConfig, NodeConfig, Op, ServiceId,
+};
+
+use crate::abi::*;
+use crate::maps::{Maps, SrcRangeData, SrcRangeKey};
+
+/// Counters read from the per-CPU maps (summed over CPUs).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Dropped packets per reason.
+    pub drops: Vec<(DropReason, u64)>,
+    /// Per-frontend counters.
+    pub services: BTreeMap<ServiceId, LbSvcStats>,
+}
+
+impl Counters {
+    /// Drops for one reason.
+    pub fn drops_for(&self, reason: DropReason) -> u64 {
+        self.drops
+            .iter()
+            .find(|(r, _)| *r == reason)
+            .map_or(0, |(_, n)| *n)
+    }
+}
+
+/// What the dataplane knows is programmed (rebuilt from the maps on open).
+#[derive(Debug, Clone, Default)]
+struct Shadow {
+    frontends: HashMap<u16, FeState>,
+    backends: HashSet<u32>,
+    rev_nat: HashSet<u16>,
+    maglev: HashSet<u16>,
+    /// Entries of the services map (every frontend's total + 1).
+    service_entries: usize,
+    /// Entries of the source-range trie.
+    range_entries: usize,
+}
+
+#[derive(Debug, Clone)]
+struct FeState {
+    key: Lb4Key,
+    total: u16,
+    ranges: Vec<(u32, u8)>,
+}
+
+/// Capacities of the maps the dataplane fills.
+#[derive(Debug, Clone, Copy)]
+struct Caps {
+    services: usize,
+    backends: usize,
+    rev_nat: usize,
+    maglev: usize,
+    src_range: usize,
+}
+
+/// The eBPF dataplane: implements [`Dataplane`] on the maps a
+/// [`crate::load`] pinned.
+#[derive(Debug)]
+pub struct EbpfDataplane {
+    maps: Maps,
+    maglev: MaglevConfig,
+    caps: Caps,
+    shadow: Shadow,
+}
+
+fn sys(context: impl Into<String>) -> impl FnOnce(MapError) -> DataplaneError {
+    let context = context.into();
+    move |e| DataplaneError::System {
+        context,
+        source: Box::new(e),
+    }
+}
+
+fn ignore_missing(r: Result<(), MapError>) -> Result<(), MapError> {
+    match r {
+        Err(MapError::KeyNotFound) => Ok(()),
+        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        other => other,
+    }
+}
+
+fn unsupported(what: impl Into<String>) -> DataplaneError {
+    DataplaneError::Unsupported(what.into())
+}
+
+fn v4(addr: IpAddr, what: &dyn std::fmt::Display) -> Result<Ipv4Addr, DataplaneError> {
+    match addr {
+        IpAddr::V4(a) => Ok(a),
+        IpAddr::V6(_) => Err(unsupported(format!(
+            "{what}: IPv6 (this dataplane is IPv4 only)"
+        ))),
+    }
+}
+
+/// An IPv4 address as the datapath stores it (`__be32`).
+pub fn be32(a: Ipv4Addr) -> u32 {
+    u32::from_ne_bytes(a.octets())
+}
+
+fn fe_type(kind: FrontendType) -> u8 {
+    match kind {
+        FrontendType::ClusterIp => 0,
+        FrontendType::NodePort => 1,
+        FrontendType::LoadBalancer => 2,
+        FrontendType::ExternalIp => 3,
+        FrontendType::HostPort => 4,
+    }
+}
+
+/// The services-map key of a frontend (slot 0).
+pub fn frontend_key(fe: &Frontend) -> Result<Lb4Key, DataplaneError> {
+    let addr = fe.key.addr;
+    Ok(Lb4Key {
+        address: be32(v4(addr.addr, &addr)?),
+        dport: addr.port.to_be(),
+        backend_slot: 0,
+        proto: addr.proto.number(),
+        scope: fe.key.scope as u8,
+        pad: [0; 2],
+    })
+}
+
+/// The slot-0 value of a frontend.
+pub fn frontend_entry(fe: &Frontend) -> Lb4Service {
+    let sel = fe.selectable_backends();
+    let mut flags = 0;
+    if fe.affinity_timeout.is_some() {
+        flags |= SVC_F_AFFINITY;
+    }
+    if fe.algorithm == LbAlgorithm::Maglev {
+        flags |= SVC_F_MAGLEV;
+    }
+    if fe.local_only {
+        flags |= SVC_F_LOCAL_ONLY;
+    }
+    if fe.two_scopes {
+        flags |= SVC_F_TWO_SCOPES;
+    }
+    if fe.has_source_ranges() {
+        flags |= SVC_F_SOURCE_RANGES;
+    }
+    if !sel.is_empty()
+        && sel
+            .iter()
+            .all(|s| s.weight > 0 && s.weight == sel[0].weight)
+    {
+        flags |= SVC_F_UNIFORM;
+    }
+    Lb4Service {
+        affinity_timeout: fe.affinity_timeout.unwrap_or(0),
+        total_weight: sel.iter().map(|s| u32::from(s.weight)).sum(),
+        count: sel.len() as u16,
+        total: fe.backends.len() as u16,
+        rev_nat_index: fe.id.0,
+        flags,
+        fe_type: fe_type(fe.kind),
+        ..Lb4Service::default()
+    }
+}
+
+fn v4_ranges(fe: &Frontend) -> Vec<(u32, u8)> {
+    fe.source_ranges
+        .iter()
+        .filter_map(|n| match n {
+            ipnet::IpNet::V4(n) => Some((be32(n.network()), n.prefix_len())),
+            ipnet::IpNet::V6(_) => None,
+        })
+        .collect()
+}
+
+fn range_key(id: u16, (addr, len): (u32, u8)) -> SrcRangeKey {
+    SrcRangeKey::new(
+        32 + u32::from(len),
+        SrcRangeData {
+            rev_nat_index: id,
+            pad: 0,
+            addr,
+        },
+    )
+}
+
+fn backend_value(addr: &L3n4Addr) -> Result<Lb4Backend, DataplaneError> {
+    Ok(Lb4Backend {
+        address: be32(v4(addr.addr, addr)?),
+        port: addr.port.to_be(),
+        proto: addr.proto.number(),
+        flags: 0,
+    })
+}
+
+impl EbpfDataplane {
+    /// Opens the maps pinned under `pin_dir` (by [`crate::load`]), writes the
+    /// node's configuration (Maglev seed and size, node IPv4 addresses) and
+    /// learns what is already programmed.
+    pub fn open(pin_dir: &Path, node: &NodeConfig) -> Result<Self, DataplaneError> {
+        let maps = Maps::open(pin_dir).map_err(|e| DataplaneError::System {
+            context: "opening pinned maps".into(),
+            source: Box::new(e),
+        })?;
+        let cap = |m| {
+            maps.capacity(m)
+                .map(|c| c as usize)
+                .ok_or_else(|| unsupported(format!("map {m} has no capacity")))
+        };
+        let caps = Caps {
+            services: cap(MAP_SERVICES)?,
+            backends: cap(MAP_BACKENDS)?,
+            rev_nat: cap(MAP_REV_NAT)?,
+            maglev: cap(MAP_MAGLEV)?,
+            src_range: cap(MAP_SRC_RANGE)?,
+        };
+        let mut dp = EbpfDataplane {
+            maps,
+            maglev: node.maglev,
+            caps,
+            shadow: Shadow::default(),
+        };
+        dp.write_config(node)?;
+        dp.resync()?;
+        Ok(dp)
+    }
+
+    fn write_config(&mut self, node: &NodeConfig) -> Result<(), DataplaneError> {
+        let ips: Vec<u32> = node
+            .node_ips
+            .iter()
+            .filter_map(|ip| match ip {
+                IpAddr::V4(a) => Some(be32(*a)),
+                IpAddr::V6(_) => None,
+            })
+            .collect();
+        if ips.len() > MAX_NODE_IPS {
+            return Err(unsupported(format!(
+                "{} node IPv4 addresses (at most {MAX_NODE_IPS})",
+                ips.len()
+            )));
+        }
+        let mut cfg = LbConfig {
+            maglev_seed: node.maglev.seed(),
+            maglev_table_size: node.maglev.table_size(),
+            node_ip_count: ips.len() as u32,
+            ..LbConfig::default()
+        };
+        cfg.node_ips[..ips.len()].copy_from_slice(&ips);
+        self.maps
+            .config
+            .set(0, cfg, 0)
+            .map_err(sys("writing lb_config"))
+    }
+
+    /// Rebuilds the shadow state from the maps.
+    fn resync(&mut self) -> Result<(), DataplaneError> {
+        let mut s = Shadow::default();
+        let keys: Vec<Lb4Key> = self
+            .maps
+            .services
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(sys("listing services"))?;
+        s.service_entries = keys.len();
+        for key in keys.into_iter().filter(|k| k.backend_slot == 0) {
+            if let Ok(v) = self.maps.services.get(&key, 0) {
+                s.frontends.insert(
+                    v.rev_nat_index,
+                    FeState {
+                        key,
+                        total: v.total,
+                        ranges: Vec::new(),
+                    },
+                );
+            }
+        }
+        for k in self.maps.src_range.keys() {
+            let k = k.map_err(sys("listing source ranges"))?;
+            s.range_entries += 1;
+            let d = k.data();
+            if let Some(fe) = s.frontends.get_mut(&d.rev_nat_index) {
+                fe.ranges.push((d.addr, (k.prefix_len() - 32) as u8));
+            }
+        }
+        s.backends = self
+            .maps
+            .backends
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(sys("listing backends"))?;
+        s.rev_nat = self
+            .maps
+            .rev_nat
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(sys("listing rev-nat"))?;
+        s.maglev = self
+            .maps
+            .maglev
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(sys("listing maglev"))?;
+        self.shadow = s;
+        Ok(())
+    }
+
+    /// The typed maps (tests read CT and affinity entries through them).
+    pub fn maps(&mut self) -> &mut Maps {
+        &mut self.maps
+    }
+
+    /// Reads the drop and per-service counters.
+    pub fn counters(&self) -> Result<Counters, DataplaneError> {
+        let mut c = Counters::default();
+        for r in DropReason::ALL {
+            let v = self
+                .maps
+                .drops
+                .get(&(r as u32), 0)
+                .map_err(sys("reading lb_drops"))?;
+            c.drops.push((r, v.iter().sum()));
+        }
+        for item in self.maps.svc_stats.iter() {
+            let (id, per_cpu) = item.map_err(sys("reading lb_svc_stats"))?;
+            let mut sum = LbSvcStats::default();
+            for s in per_cpu.iter() {
+                sum.packets += s.packets;
+                sum.bytes += s.bytes;
+                sum.new_flows += s.new_flows;
+            }
+            c.services.insert(ServiceId(id), sum);
+        }
+        Ok(c)
+    }
+
+    /// Validates the batch against the shadow state and the map capacities;
+    /// returns the shadow state after the batch.
+    fn check(&self, ops: &[Op]) -> Result<Shadow, DataplaneError> {
+        let mut s = self.shadow.clone();
+        let mut peak_services = s.service_entries;
+        let mut peak_ranges = s.range_entries;
+        let (mut peak_backends, mut peak_rev_nat, mut peak_maglev) =
+            (s.backends.len(), s.rev_nat.len(), s.maglev.len());
+        let m = self.maglev.table_size() as usize;
+        for op in ops {
+            match op {
+                Op::UpsertBackend(b) => {
+                    backend_value(&b.addr)?;
+                    s.backends.insert(b.id.0);
+                }
+                Op::DeleteBackend { id, .. } => {
+                    s.backends.remove(&id.0);
+                }
+                Op::UpsertRevNat { id, addr } => {
+                    v4(addr.addr, addr)?;
+                    s.rev_nat.insert(id.0);
+                }
+                Op::DeleteRevNat { id } => {
+                    s.rev_nat.remove(&id.0);
+                }
+                Op::UpsertMaglev { id, table } => {
+                    if !table.is_empty() && table.len() != m {
+                        return Err(unsupported(format!(
+                            "maglev table {id} has {} entries, the datapath is configured for {m}",
+                            table.len()
+                        )));
+                    }
+                    if let Some(b) = table.iter().find(|b| !s.backends.contains(&b.0)) {
+                        return Err(DataplaneError::Dangling(format!(
+                            "maglev table {id} names backend {b}"
+                        )));
+                    }
+                    if table.is_empty() {
+                        s.maglev.remove(&id.0);
+                    } else {
+                        s.maglev.insert(id.0);
+                    }
+                }
+                Op::DeleteMaglev { id } => {
+                    s.maglev.remove(&id.0);
+                }
+                Op::UpsertFrontend(fe) => {
+                    let key = frontend_key(fe)?;
+                    let total = u16::try_from(fe.backends.len()).map_err(|_| {
+                        unsupported(format!("frontend {}: more than 65535 backends", fe.id))
+                    })?;
+                    if let Some(b) = fe.backends.iter().find(|b| !s.backends.contains(&b.id.0)) {
+                        return Err(DataplaneError::Dangling(format!(
+                            "frontend {} names backend {}",
+                            fe.id, b.id
+                        )));
+                    }
+                    let ranges = v4_ranges(fe);
+                    let (old_entries, old_ranges, same_key, old_total) =
+                        match s.frontends.get(&fe.id.0) {
+                            Some(o) => (
+                                usize::from(o.total) + 1,
+                                o.ranges.len(),
+                                o.key == key,
+                                usize::from(o.total),
+                            ),
+                            None => (0, 0, false, 0),
+                        };
+                    let new_entries = usize::from(total) + 1;
+                    let during = if same_key {
+                        s.service_entries - old_entries + old_total.max(new_entries - 1) + 1
+                    } else {
+                        s.service_entries + new_entries
+                    };
+                    peak_services = peak_services.max(during);
+                    s.service_entries = s.service_entries - old_entries + new_entries;
+                    peak_ranges = peak_ranges.max(s.range_entries + ranges.len());
+                    s.range_entries = s.range_entries - old_ranges + ranges.len();
+                    s.frontends.insert(fe.id.0, FeState { key, total, ranges });
+                }
+                Op::DeleteFrontend { id, .. } => {
+                    if let Some(o) = s.frontends.remove(&id.0) {
+                        s.service_entries -= usize::from(o.total) + 1;
+                        s.range_entries -= o.ranges.len();
+                    }
+                }
+            }
+            peak_backends = peak_backends.max(s.backends.len());
+            peak_rev_nat = peak_rev_nat.max(s.rev_nat.len());
+            peak_maglev = peak_maglev.max(s.maglev.len());
+        }
+        for (table, capacity, needed) in [
+            ("services map", self.caps.services, peak_services),
+            ("backends map", self.caps.backends, peak_backends),
+            ("reverse-NAT map", self.caps.rev_nat, peak_rev_nat),
+            ("maglev map", self.caps.maglev, peak_maglev),
+            ("source-range map", self.caps.src_range, peak_ranges),
+        ] {
+            if needed > capacity {
+                return Err(DataplaneError::CapacityExceeded {
+                    table,
+                    capacity,
+                    needed,
+                });
+            }
+        }
+        Ok(s)
+    }
+
+    fn write(&mut self, op: &Op) -> Result<(), DataplaneError> {
+        let maps = &mut self.maps;
+        match op {
+            Op::UpsertBackend(b) => maps
+                .backends
+                .insert(b.id.0, backend_value(&b.addr)?, 0)
+                .map_err(sys(format!("writing backend {}", b.id))),
+            Op::DeleteBackend { id, .. } => ignore_missing(maps.backends.remove(&id.0))
+                .map_err(sys(format!("deleting backend {id}"))),
+            Op::UpsertRevNat { id, addr } => {
+                let v = Lb4ReverseNat {
+                    address: be32(v4(addr.addr, addr)?),
+                    port: addr.port.to_be(),
+                    pad: 0,
+                };
+                maps.rev_nat
+                    .insert(id.0, v, 0)
+                    .map_err(sys(format!("writing rev-nat {id}")))
+            }
+            Op::DeleteRevNat { id } => ignore_missing(maps.rev_nat.remove(&id.0))
+                .map_err(sys(format!("deleting rev-nat {id}"))),
+            Op::UpsertMaglev { id, table } => self.write_maglev(*id, table),
+            Op::DeleteMaglev { id } => ignore_missing(maps.maglev.remove(&id.0))
+                .map_err(sys(format!("deleting maglev {id}"))),
+            Op::UpsertFrontend(fe) => self.write_frontend(fe),
+            Op::DeleteFrontend { id, .. } => self.delete_frontend(*id),
+        }
+    }
+
+    fn write_maglev(&mut self, id: ServiceId, table: &[BackendId]) -> Result<(), DataplaneError> {
+        let ctx = || format!("writing maglev table {id}");
+        if table.is_empty() {
+            return ignore_missing(self.maps.maglev.remove(&id.0)).map_err(sys(ctx()));
+        }
+        let mut inner: Array<MapData, u32> =
+            Array::create(table.len() as u32, BPF_F_INNER_MAP).map_err(sys(ctx()))?;
+        for (i, b) in table.iter().enumerate() {
+            inner.set(i as u32, b.0, 0).map_err(sys(ctx()))?;
+        }
+        // One update swaps the whole table: a packet sees old or new.
+        self.maps.maglev.insert(id.0, &inner, 0).map_err(sys(ctx()))
+    }
+
+    fn write_frontend(&mut self, fe: &Frontend) -> Result<(), DataplaneError> {
+        let ctx = || format!("writing frontend {}", fe.id);
+        let key = frontend_key(fe)?;
+        let old = self.shadow.frontends.get(&fe.id.0).cloned();
+        let ranges = v4_ranges(fe);
+        for r in &ranges {
+            self.maps
+                .src_range
+                .insert(&range_key(fe.id.0, *r), 1, 0)
+                .map_err(sys(ctx()))?;
+        }
+        for (i, b) in fe.backends.iter().enumerate() {
+            let slot = Lb4Key {
+                backend_slot: (i + 1) as u16,
+                ..key
+            };
+            let v = Lb4Service {
+                backend_id: b.id.0,
+                weight: b.weight,
+                ..Lb4Service::default()
+            };
+            self.maps.services.insert(slot, v, 0).map_err(sys(ctx()))?;
+        }
+        self.maps
+            .services
+            .insert(key, frontend_entry(fe), 0)
+            .map_err(sys(ctx()))?;
+        if self.maps.svc_stats.get(&fe.id.0, 0).is_err() {
+            let zeros = PerCpuValues::try_from(vec![
+                LbSvcStats::default();
+                aya::util::nr_cpus().map_err(|(_, e)| {
+                    DataplaneError::System {
+                        context: ctx(),
+                        source: Box::new(e),
+                    }
+                })?
+            ])
+            .map_err(|e| DataplaneError::System {
+                context: ctx(),
+                source: Box::new(e),
+            })?;
+            self.maps
+                .svc_stats
+                .insert(fe.id.0, zeros, 0)
+                .map_err(sys(ctx()))?;
+        }
+        if let Some(old) = old {
+            let first_stale = if old.key == key {
+                fe.backends.len() as u16 + 1
+            } else {
+                ignore_missing(self.maps.services.remove(&old.key)).map_err(sys(ctx()))?;
+                1
+            };
+            for slot in first_stale..=old.total {
+                let k = Lb4Key {
+                    backend_slot: slot,
+                    ..old.key
+                };
+                ignore_missing(self.maps.services.remove(&k)).map_err(sys(ctx()))?;
+            }
+            for r in old.ranges.iter().filter(|r| !ranges.contains(r)) {
+                ignore_missing(self.maps.src_range.remove(&range_key(fe.id.0, *r)))
+                    .map_err(sys(ctx()))?;
+            }
+        }
+        self.shadow.frontends.insert(
+            fe.id.0,
+            FeState {
+                key,
+                total: fe.backends.len() as u16,
+                ranges,
+            },
+        );
+        Ok(())
+    }
+
+    fn delete_frontend(&mut self, id: ServiceId) -> Result<(), DataplaneError> {
+        let ctx = || format!("deleting frontend {id}");
+        let Some(old) = self.shadow.frontends.remove(&id.0) else {
+            return Ok(());
+        };
+        // Slot 0 first: from here on no packet matches the frontend.
+        for slot in 0..=old.total {
+            let k = Lb4Key {
+                backend_slot: slot,
+                ..old.key
+            };
+            ignore_missing(self.maps.services.remove(&k)).map_err(sys(ctx()))?;
+        }
+        for r in &old.ranges {
+            ignore_missing(self.maps.src_range.remove(&range_key(id.0, *r))).map_err(sys(ctx()))?;
+        }
+        ignore_missing(self.maps.svc_stats.remove(&id.0)).map_err(sys(ctx()))
+    }
+}
+
+impl Dataplane for EbpfDataplane {
+    fn apply(&mut self, ops: &[Op]) -> Result<(), DataplaneError> {
+        let next = self.check(ops)?;
+        for op in ops {
+            if let Err(e) = self.write(op) {
+                // Relearn what actually got written before reporting.
+                let _ = self.resync();
+                return Err(e);
+            }
+        }
+        self.shadow = next;
+        Ok(())
+    }
+}

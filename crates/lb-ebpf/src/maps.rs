@@ -1,0 +1,121 @@
+//! Typed aya handles on the pinned maps (`DIR/maps/<name>`), opened from the
+//! pins so key and value sizes are checked against the kernel's maps.
+
+use std::path::Path;
+
+use aya::maps::{
+    lpm_trie::Key, Array, HashMap, HashOfMaps, LpmTrie, Map, MapData, MapError, PerCpuArray,
+    PerCpuHashMap,
+};
+
+use crate::abi::*;
+use crate::loader::maps_dir;
+
+/// A map could not be opened or used.
+#[derive(Debug, thiserror::Error)]
+#[error("map {map}: {source}")]
+pub struct MapsError {
+    /// The map.
+    pub map: &'static str,
+    /// The aya error.
+    #[source]
+    pub source: MapError,
+}
+
+/// Data part of the source-range LPM key (`struct lb4_src_range_key`
+/// without `prefixlen`, which aya's [`Key`] carries).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SrcRangeData {
+    /// Frontend's reverse-NAT id.
+    pub rev_nat_index: u16,
+    /// Zero.
+    pub pad: u16,
+    /// Prefix address, network order.
+    pub addr: u32,
+}
+// SAFETY: repr(C), integers only, no implicit padding.
+unsafe impl aya::Pod for SrcRangeData {}
+const _: () = assert!(std::mem::size_of::<Key<SrcRangeData>>() == 12);
+
+/// The source-range trie key type.
+pub type SrcRangeKey = Key<SrcRangeData>;
+
+/// Every map of the tc object.
+pub struct Maps {
+    /// Frontend entries (slot 0) and backend slots.
+    pub services: HashMap<MapData, Lb4Key, Lb4Service>,
+    /// Backends by id.
+    pub backends: HashMap<MapData, u32, Lb4Backend>,
+    /// Reverse-NAT entries by id.
+    pub rev_nat: HashMap<MapData, u16, Lb4ReverseNat>,
+    /// Connection tracking (LRU).
+    pub ct: HashMap<MapData, Ct4Key, Ct4Entry>,
+    /// Session affinity (LRU).
+    pub affinity: HashMap<MapData, Lb4AffinityKey, LbAffinityVal>,
+    /// Maglev tables by service id.
+    pub maglev: HashOfMaps<MapData, u16, Array<MapData, u32>>,
+    /// Source ranges.
+    pub src_range: LpmTrie<MapData, SrcRangeData, u8>,
+    /// Configuration (index 0).
+    pub config: Array<MapData, LbConfig>,
+    /// Per-CPU drop counters by [`DropReason`].
+    pub drops: PerCpuArray<MapData, u64>,
+    /// Per-CPU service counters by service id.
+    pub svc_stats: PerCpuHashMap<MapData, u16, LbSvcStats>,
+    capacities: Vec<(&'static str, u32)>,
+}
+
+impl std::fmt::Debug for Maps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Maps").finish_non_exhaustive()
+    }
+}
+
+fn open(
+    dir: &Path,
+    map: &'static str,
+    caps: &mut Vec<(&'static str, u32)>,
+) -> Result<Map, MapsError> {
+    let err = |source| MapsError { map, source };
+    let data = MapData::from_pin(dir.join(map)).map_err(err)?;
+    caps.push((map, data.info().map_err(err)?.max_entries()));
+    Map::from_map_data(data).map_err(err)
+}
+
+macro_rules! typed {
+    ($dir:expr, $caps:expr, $name:expr) => {
+        open($dir, $name, $caps)?
+            .try_into()
+            .map_err(|source| MapsError { map: $name, source })?
+    };
+}
+
+impl Maps {
+    /// Opens the maps pinned under the loader's pin directory `pin_dir`.
+    pub fn open(pin_dir: &Path) -> Result<Maps, MapsError> {
+        let dir = &maps_dir(pin_dir);
+        let caps = &mut Vec::new();
+        Ok(Maps {
+            services: typed!(dir, caps, MAP_SERVICES),
+            backends: typed!(dir, caps, MAP_BACKENDS),
+            rev_nat: typed!(dir, caps, MAP_REV_NAT),
+            ct: typed!(dir, caps, MAP_CT),
+            affinity: typed!(dir, caps, MAP_AFFINITY),
+            maglev: typed!(dir, caps, MAP_MAGLEV),
+            src_range: typed!(dir, caps, MAP_SRC_RANGE),
+            config: typed!(dir, caps, MAP_CONFIG),
+            drops: typed!(dir, caps, MAP_DROPS),
+            svc_stats: typed!(dir, caps, MAP_SVC_STATS),
+            capacities: std::mem::take(caps),
+        })
+    }
+
+    /// `max_entries` of a map, as the kernel reported it when opened.
+    pub fn capacity(&self, map: &str) -> Option<u32> {
+        self.capacities
+            .iter()
+            .find(|(m, _)| *m == map)
+            .map(|(_, c)| *c)
+    }
+}

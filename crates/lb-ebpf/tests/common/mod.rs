@@ -1,0 +1,177 @@
+//! Shared fixture of the lb-ebpf tests: a private bpffs, the loaded
+//! programs, an `EbpfDataplane` and lb-core's reconciler, plus test-run
+//! helpers. Privileged: every constructor calls `require_privileges`.
+#![allow(dead_code)]
+
+use std::net::{IpAddr, SocketAddr};
+
+use aya::programs::{TestRun, TestRunOptions};
+use lb_core::*;
+use lb_ebpf::{EbpfDataplane, LoadOptions, Loaded};
+use lb_testkit::BpffsGuard;
+
+/// The node IP of the packet-level tests.
+pub const NODE_IP: &str = "192.168.1.10";
+
+/// Loaded programs (not attached) over maps in a private bpffs.
+pub struct Fixture {
+    pub loaded: Loaded,
+    pub dp: EbpfDataplane,
+    pub rec: Reconciler,
+    pub node: NodeConfig,
+    pub flows: FlowState,
+    pub bpffs: BpffsGuard,
+}
+
+impl Fixture {
+    /// A fixture whose node has [`NODE_IP`] and the given Maglev config.
+    pub fn new(maglev: MaglevConfig) -> Self {
+        let mut node = NodeConfig::new("node-1", vec![NODE_IP.parse().unwrap()]);
+        node.maglev = maglev;
+        Self::with_node(node)
+    }
+
+    /// A fixture for `node` (its IPs also go into the datapath config).
+    pub fn with_node(node: NodeConfig) -> Self {
+        lb_testkit::require_privileges();
+        let bpffs = BpffsGuard::new().expect("bpffs");
+        let loaded = lb_ebpf::load(&LoadOptions::new(bpffs.pin_path("lb"), &[])).expect("load");
+        let dp = EbpfDataplane::open(loaded.pin_dir(), &node).expect("open dataplane");
+        Fixture {
+            loaded,
+            dp,
+            rec: Reconciler::new(),
+            node,
+            flows: FlowState::new(),
+            bpffs,
+        }
+    }
+
+    /// Reconciles `services` into the maps.
+    pub fn apply(&mut self, services: &[Service]) {
+        let desired = DesiredState::build(&self.node, services).expect("desired state");
+        self.rec.apply(&mut self.dp, &desired).expect("apply");
+    }
+
+    /// Runs the ingress program once on `frame`: (return value, output frame).
+    pub fn ingress(&mut self, frame: &[u8]) -> (u32, Vec<u8>) {
+        run(self.loaded.ingress(), frame)
+    }
+
+    /// Runs the egress program once on `frame`.
+    pub fn egress(&mut self, frame: &[u8]) -> (u32, Vec<u8>) {
+        run(self.loaded.egress(), frame)
+    }
+
+    /// lb-core's verdict for `key` (scope external, the given time).
+    pub fn decide(&mut self, key: &FlowKey, now: u64) -> Verdict {
+        let ctx = FlowContext {
+            now,
+            entropy: 0,
+            scope: Scope::External,
+        };
+        flow::decide(self.rec.current(), &self.node, &mut self.flows, key, ctx)
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        if let Err(e) = lb_ebpf::cleanup(self.loaded.pin_dir()) {
+            eprintln!("cleanup: {e}");
+        }
+    }
+}
+
+/// One `BPF_PROG_TEST_RUN`: (return value, output frame, kernel ns).
+pub fn run_timed(prog: &mut aya::programs::SchedClassifier, frame: &[u8]) -> (u32, Vec<u8>, u128) {
+    let mut out = vec![0u8; frame.len() + 256];
+    let r = prog
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            repeat: 1,
+            ..Default::default()
+        })
+        .expect("test_run");
+    out.truncate(r.data_size_out as usize);
+    (r.return_value, out, r.duration.as_nanos())
+}
+
+/// One `BPF_PROG_TEST_RUN`: (return value, output frame).
+pub fn run(prog: &mut aya::programs::SchedClassifier, frame: &[u8]) -> (u32, Vec<u8>) {
+    let (rv, out, _) = run_timed(prog, frame);
+    (rv, out)
+}
+
+/// TC_ACT_OK.
+pub const TC_ACT_OK: u32 = 0;
+/// TC_ACT_SHOT.
+pub const TC_ACT_SHOT: u32 = 2;
+
+/// A TCP SYN frame.
+pub fn tcp(src: &str, dst: &str) -> Vec<u8> {
+    lb_testkit::PacketBuilder::tcp(sa(src), sa(dst))
+        .syn()
+        .payload(b"hello")
+        .build()
+        .unwrap()
+}
+
+/// A UDP frame.
+pub fn udp(src: &str, dst: &str) -> Vec<u8> {
+    lb_testkit::PacketBuilder::udp(sa(src), sa(dst))
+        .payload(b"hello")
+        .build()
+        .unwrap()
+}
+
+/// Parses `ADDR:PORT`.
+pub fn sa(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+/// (src, dst) of a frame, checking both checksums on the way.
+pub fn endpoints(frame: &[u8]) -> (SocketAddr, SocketAddr) {
+    lb_testkit::verify_checksums(frame).expect("valid checksums");
+    let p = lb_testkit::parse(frame).expect("parse");
+    (p.src, p.dst)
+}
+
+/// The flow key of a frame.
+pub fn flow_key(frame: &[u8]) -> FlowKey {
+    let p = lb_testkit::parse(frame).expect("parse");
+    let proto = L4Proto::try_from(p.proto.number()).unwrap();
+    FlowKey {
+        src: p.src.ip(),
+        dst: p.dst.ip(),
+        sport: p.src.port(),
+        dport: p.dst.port(),
+        proto,
+    }
+}
+
+/// A service with frontends `(addr, type)` and backends `addr`s.
+pub fn service(name: &str, frontends: &[(&str, FrontendType)], backends: &[&str]) -> Service {
+    let mut s = Service::new(name.parse().unwrap());
+    for (a, t) in frontends {
+        s.frontends
+            .push(FrontendParams::new(a.parse().unwrap(), *t));
+    }
+    for b in backends {
+        s.backends.push(BackendParams::new(b.parse().unwrap()));
+    }
+    s
+}
+
+/// The backend address a verdict forwards to.
+pub fn forwarded_to(v: &Verdict) -> Option<SocketAddr> {
+    match v {
+        Verdict::Forward(f) => Some(SocketAddr::new(f.backend.addr, f.backend.port)),
+        _ => None,
+    }
+}
+
+/// The IPv4 address of `s`.
+pub fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
