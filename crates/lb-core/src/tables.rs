@@ -121,15 +121,19 @@ impl Tables {
         let mut built: HashMap<Vec<(L3n4Addr, u16)>, Arc<[BackendId]>> = HashMap::new();
         for (key, d) in &desired.frontends {
             let id = ServiceId(next.frontend_ids.acquire(key)? as u16);
-            let backends: Vec<BackendSlot> = d
+            // Every backend of a desired frontend is in `desired.backends`,
+            // so it was given an ID above; acquire() just returns it.
+            let backends = d
                 .backends
                 .iter()
-                .map(|b| BackendSlot {
-                    id: BackendId(next.backend_ids.get(&b.addr).unwrap_or(0)),
-                    state: b.state,
-                    weight: b.weight,
+                .map(|b| {
+                    Ok(BackendSlot {
+                        id: BackendId(next.backend_ids.acquire(&b.addr)?),
+                        state: b.state,
+                        weight: b.weight,
+                    })
                 })
-                .collect();
+                .collect::<Result<Vec<_>, ConfigError>>()?;
             let mut fe = Frontend {
                 id,
                 key: *key,

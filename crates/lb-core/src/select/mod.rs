@@ -58,6 +58,9 @@ impl FromStr for LbAlgorithm {
 /// `entropy` is the caller's random number (injected so tests are
 /// deterministic). Returns `None` when nothing is selectable. Does not allocate.
 pub fn select_backend(frontend: &Frontend, flow_hash: u32, entropy: u32) -> Option<BackendId> {
+    if frontend.selectable == 0 {
+        return None;
+    }
     match (frontend.algorithm, &frontend.maglev) {
         (LbAlgorithm::Maglev, Some(table)) if !table.is_empty() => {
             Some(table[(flow_hash % table.len() as u32) as usize])
