@@ -107,6 +107,26 @@ impl<K: Ord + Clone> IdAllocator<K> {
         Ok(id)
     }
 
+    /// Records that `key` already holds `id` (restoring state a dataplane
+    /// kept across a restart). New identifiers then start after the highest
+    /// restored one. Fails if `id` is out of range or held by another key.
+    pub fn restore(&mut self, key: &K, id: u32) -> Result<(), ConfigError> {
+        if id == 0 || id > self.max || (self.used.contains(&id) && self.get(key) != Some(id)) {
+            return Err(ConfigError::IdsExhausted {
+                kind: self.kind,
+                max: self.max,
+            });
+        }
+        if let Some(old) = self.by_key.insert(key.clone(), id) {
+            self.used.remove(&old);
+        }
+        self.used.insert(id);
+        if id >= self.cursor {
+            self.cursor = if id >= self.max { 1 } else { id + 1 };
+        }
+        Ok(())
+    }
+
     /// Frees every identifier whose key `keep` rejects.
     pub fn retain(&mut self, mut keep: impl FnMut(&K) -> bool) {
         let used = &mut self.used;

@@ -88,6 +88,29 @@ impl Tables {
         Some(fe)
     }
 
+    /// Rebuilds tables from entries a dataplane kept (after an agent
+    /// restart), so the reconciler keeps their identifiers and the next
+    /// resync of an unchanged state only rewrites what differs.
+    pub fn restore(
+        frontends: impl IntoIterator<Item = Frontend>,
+        backends: impl IntoIterator<Item = Backend>,
+        maglev: MaglevConfig,
+    ) -> Result<Tables, ConfigError> {
+        let mut t = Tables {
+            maglev,
+            ..Tables::default()
+        };
+        for b in backends {
+            t.backend_ids.restore(&b.addr, b.id.0)?;
+            t.backends.insert(b.id, b);
+        }
+        for fe in frontends {
+            t.frontend_ids.restore(&fe.key, u32::from(fe.id.0))?;
+            t.insert_frontend(fe);
+        }
+        Ok(t)
+    }
+
     /// The next tables for `desired`, keeping the identifiers of every
     /// frontend key and backend address that stays, and the Maglev table of
     /// every frontend whose selectable backends did not change.

@@ -251,3 +251,52 @@ fn a_full_dataplane_refuses_the_whole_batch() {
     assert!(dp.tables().backends.is_empty() && dp.log().is_empty());
     assert!(rec.current().frontends.is_empty());
 }
+
+#[test]
+fn restored_tables_keep_ids_and_resync_to_nothing() {
+    let node = node();
+    let specs: Vec<Spec> = (0..4)
+        .map(|i| Spec {
+            vip: i,
+            nodeport: Some(30000 + u16::from(i)),
+            maglev: i % 2 == 0,
+            affinity: false,
+            local: false,
+            backends: vec![(i, 0, true), (i + 100, 1, false)],
+        })
+        .collect();
+    let desired = DesiredState::build(&node, &services(&specs)).unwrap();
+    let mut rec = Reconciler::new();
+    let mut dp = MemoryDataplane::new();
+    rec.apply(&mut dp, &desired).unwrap();
+    // An agent restart: only what the dataplane holds survives.
+    let t = dp.tables();
+    let restored = Tables::restore(
+        t.frontends.values().cloned(),
+        t.backends.values().cloned(),
+        t.maglev,
+    )
+    .unwrap();
+    let mut rec2 = Reconciler::with_tables(restored);
+    assert!(rec2.plan(&desired).unwrap().ops.is_empty());
+    // New entries get fresh IDs, never a restored one.
+    let mut more = specs.clone();
+    more.push(Spec {
+        vip: 50,
+        nodeport: None,
+        maglev: false,
+        affinity: false,
+        local: false,
+        backends: vec![(77, 0, true)],
+    });
+    let plan = rec2
+        .plan(&DesiredState::build(&node, &services(&more)).unwrap())
+        .unwrap();
+    let old_ids: Vec<ServiceId> = t.frontends.keys().copied().collect();
+    for op in &plan.ops {
+        if let Op::UpsertFrontend(fe) = op {
+            assert!(!old_ids.contains(&fe.id));
+        }
+    }
+    rec2.commit(plan);
+}
