@@ -111,7 +111,7 @@ pub struct BackendSlot {
 }
 
 /// A programmed frontend: the unit a dataplane stores (Cilium's service entry).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Frontend {
     /// The frontend's identifier (also its reverse-NAT ID).
@@ -140,6 +140,28 @@ pub struct Frontend {
     pub two_scopes: bool,
     /// The Maglev lookup table (backend IDs), when the algorithm is Maglev.
     pub maglev: Option<Arc<[BackendId]>>,
+}
+
+impl PartialEq for Frontend {
+    fn eq(&self, o: &Self) -> bool {
+        let same_maglev = match (&self.maglev, &o.maglev) {
+            (Some(a), Some(b)) => crate::tables::same_table(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        self.id == o.id
+            && self.key == o.key
+            && self.kind == o.kind
+            && self.selectable == o.selectable
+            && self.algorithm == o.algorithm
+            && self.affinity_timeout == o.affinity_timeout
+            && self.local_only == o.local_only
+            && self.two_scopes == o.two_scopes
+            && self.backends == o.backends
+            && self.source_ranges == o.source_ranges
+            && self.service == o.service
+            && same_maglev
+    }
 }
 
 impl Frontend {

@@ -127,6 +127,32 @@ impl<K: Ord + Clone> IdAllocator<K> {
         Ok(())
     }
 
+    /// Starts a tentative allocation on top of this allocator: identifiers
+    /// handed out by the preview are not taken here until
+    /// [`IdAllocator::commit_preview`] (used by the incremental reconciler).
+    pub(crate) fn preview(&self) -> IdPreview<'_, K> {
+        IdPreview {
+            base: self,
+            cursor: self.cursor,
+            added: BTreeMap::new(),
+            taken: BTreeSet::new(),
+        }
+    }
+
+    /// Makes a preview's allocations real and frees `removed` keys.
+    pub(crate) fn commit_preview(&mut self, preview: IdDelta<K>, removed: &[K]) {
+        for k in removed {
+            if let Some(id) = self.by_key.remove(k) {
+                self.used.remove(&id);
+            }
+        }
+        for (k, id) in preview.added {
+            self.used.insert(id);
+            self.by_key.insert(k, id);
+        }
+        self.cursor = preview.cursor;
+    }
+
     /// Frees every identifier whose key `keep` rejects.
     pub fn retain(&mut self, mut keep: impl FnMut(&K) -> bool) {
         let used = &mut self.used;
@@ -147,6 +173,54 @@ impl<K: Ord + Clone> IdAllocator<K> {
     /// True when no identifier is in use.
     pub fn is_empty(&self) -> bool {
         self.by_key.is_empty()
+    }
+}
+
+/// A tentative allocation over an [`IdAllocator`]; see [`IdAllocator::preview`].
+#[derive(Debug)]
+pub(crate) struct IdPreview<'a, K: Ord + Clone> {
+    base: &'a IdAllocator<K>,
+    cursor: u32,
+    added: BTreeMap<K, u32>,
+    taken: BTreeSet<u32>,
+}
+
+/// What a preview allocated, detached from its allocator.
+#[derive(Debug, Clone)]
+pub(crate) struct IdDelta<K> {
+    cursor: u32,
+    added: BTreeMap<K, u32>,
+}
+
+impl<K: Ord + Clone> IdPreview<'_, K> {
+    /// The identifier of `key`: its existing one, or the next free one.
+    pub(crate) fn acquire(&mut self, key: &K) -> Result<u32, ConfigError> {
+        if let Some(id) = self.base.get(key).or_else(|| self.added.get(key).copied()) {
+            return Ok(id);
+        }
+        let max = self.base.max;
+        if (self.base.used.len() + self.taken.len()) as u64 >= u64::from(max) {
+            return Err(ConfigError::IdsExhausted {
+                kind: self.base.kind,
+                max,
+            });
+        }
+        let mut id = self.cursor;
+        while self.base.used.contains(&id) || self.taken.contains(&id) {
+            id = if id >= max { 1 } else { id + 1 };
+        }
+        self.cursor = if id >= max { 1 } else { id + 1 };
+        self.taken.insert(id);
+        self.added.insert(key.clone(), id);
+        Ok(id)
+    }
+
+    /// Detaches the allocations for a later commit.
+    pub(crate) fn into_delta(self) -> IdDelta<K> {
+        IdDelta {
+            cursor: self.cursor,
+            added: self.added,
+        }
     }
 }
 

@@ -2,7 +2,14 @@
 //! [`Tables`] into another, and [`Reconciler`], which keeps the programmed
 //! state and applies desired states to a [`Dataplane`] all-or-nothing.
 
-use crate::{ConfigError, Dataplane, DataplaneError, DesiredState, Op, Tables};
+use std::collections::BTreeMap;
+
+use crate::ids::IdDelta;
+use crate::tables::{build_frontend, same_table, MaglevMemo};
+use crate::{
+    Backend, BackendId, ConfigError, Dataplane, DataplaneError, DesiredState, FrontendKey,
+    L3n4Addr, LbAlgorithm, MaglevConfig, Op, ServiceId, Tables,
+};
 
 /// The ops that turn `old` into `new`, in an order that keeps every
 /// intermediate state valid:
@@ -33,7 +40,7 @@ pub fn diff(old: &Tables, new: &Tables) -> Vec<Op> {
     for (id, fe) in &new.frontends {
         let prev = old.frontends.get(id).and_then(|p| p.maglev.as_ref());
         if let Some(table) = &fe.maglev {
-            if prev != Some(table) {
+            if !prev.is_some_and(|p| same_table(p, table)) {
                 ops.push(Op::UpsertMaglev {
                     id: *id,
                     table: table.clone(),
@@ -87,16 +94,34 @@ pub enum ReconcileError {
     Dataplane(#[from] DataplaneError),
 }
 
-/// A computed step: the tables to reach and the ops that reach them.
+/// A computed step: the ops that reach the desired state, in order.
 #[derive(Debug, Clone)]
 pub struct Plan {
-    /// The tables after the ops.
-    pub next: Tables,
     /// The ops, in order.
     pub ops: Vec<Op>,
+    step: Step,
+}
+
+/// What committing a plan changes besides applying its ops.
+#[derive(Debug, Clone)]
+enum Step {
+    /// A full recomputation: the next tables outright.
+    Full(Box<Tables>),
+    /// An incremental step: identifier changes to record.
+    Delta {
+        maglev: MaglevConfig,
+        frontend_ids: (IdDelta<FrontendKey>, Vec<FrontendKey>),
+        backend_ids: (IdDelta<L3n4Addr>, Vec<L3n4Addr>),
+    },
 }
 
 /// Keeps the programmed [`Tables`] and moves a dataplane to new desired states.
+///
+/// After the first step, planning is incremental: only the frontends and
+/// backends whose desired entries changed since the last committed step are
+/// rebuilt, so one endpoint change costs a walk over the desired state, not
+/// a rebuild of every table. The result always equals the full
+/// recomputation, [`diff`]`(current, current.realize(desired))`.
 ///
 /// ```
 /// use lb_core::*;
@@ -114,17 +139,26 @@ pub struct Plan {
 #[derive(Debug, Clone, Default)]
 pub struct Reconciler {
     current: Tables,
+    /// The desired state `current` was built from, once known.
+    desired: Option<DesiredState>,
 }
 
 impl Reconciler {
     /// A reconciler for an empty dataplane.
     pub fn new() -> Self {
-        Reconciler::default()
+        Reconciler {
+            current: Tables::default(),
+            desired: Some(DesiredState::default()),
+        }
     }
 
-    /// A reconciler for a dataplane that already holds `tables` (after a restart).
+    /// A reconciler for a dataplane that already holds `tables` (after a
+    /// restart). Its first plan is a full recomputation.
     pub fn with_tables(tables: Tables) -> Self {
-        Reconciler { current: tables }
+        Reconciler {
+            current: tables,
+            desired: None,
+        }
     }
 
     /// The programmed state.
@@ -134,14 +168,31 @@ impl Reconciler {
 
     /// Computes the step to `desired` without applying it.
     pub fn plan(&self, desired: &DesiredState) -> Result<Plan, ConfigError> {
-        let next = self.current.realize(desired)?;
-        let ops = diff(&self.current, &next);
-        Ok(Plan { next, ops })
+        match &self.desired {
+            Some(old) => self.plan_delta(old, desired),
+            None => {
+                let next = self.current.realize(desired)?;
+                Ok(Plan {
+                    ops: diff(&self.current, &next),
+                    step: Step::Full(Box::new(next)),
+                })
+            }
+        }
     }
 
-    /// Records that `plan` was applied.
-    pub fn commit(&mut self, plan: Plan) {
-        self.current = plan.next;
+    /// Records that `plan` (computed for `desired`) was applied.
+    pub fn commit(&mut self, plan: Plan, desired: &DesiredState) {
+        match plan.step {
+            Step::Full(next) => self.current = *next,
+            Step::Delta {
+                maglev,
+                frontend_ids,
+                backend_ids,
+            } => self
+                .current
+                .commit_step(&plan.ops, maglev, frontend_ids, backend_ids),
+        }
+        self.desired = Some(desired.clone());
     }
 
     /// Plans, applies to `dp`, and commits; returns the number of ops. On
@@ -156,7 +207,185 @@ impl Reconciler {
             dp.apply(&plan.ops)?;
         }
         let n = plan.ops.len();
-        self.commit(plan);
+        self.commit(plan, desired);
         Ok(n)
     }
+
+    fn plan_delta(&self, old: &DesiredState, desired: &DesiredState) -> Result<Plan, ConfigError> {
+        let cur = &self.current;
+        let (fe_alloc, be_alloc) = cur.allocators();
+
+        let mut be_ids = be_alloc.preview();
+        let mut be_removed = Vec::new();
+        let mut upsert_backends: Vec<(BackendId, Op)> = Vec::new();
+        let mut delete_backends: Vec<(BackendId, Op)> = Vec::new();
+        for change in changes(&old.backends, &desired.backends) {
+            match change {
+                Change::Removed(addr) => {
+                    if let Some(id) = be_alloc.get(addr) {
+                        let id = BackendId(id);
+                        delete_backends.push((id, Op::DeleteBackend { id, addr: *addr }));
+                    }
+                    be_removed.push(*addr);
+                }
+                Change::Added(addr, p) | Change::Changed(addr, p) => {
+                    let id = BackendId(be_ids.acquire(addr)?);
+                    let b = Backend {
+                        id,
+                        addr: *addr,
+                        local: p.local,
+                        zone: p.zone.clone(),
+                    };
+                    if cur.backends.get(&id) != Some(&b) {
+                        upsert_backends.push((id, Op::UpsertBackend(b)));
+                    }
+                }
+                Change::Same(..) => {}
+            }
+        }
+
+        let mut fe_ids = fe_alloc.preview();
+        let mut fe_removed = Vec::new();
+        let maglev_changed = old.maglev != desired.maglev;
+        let mut memo = MaglevMemo::default();
+        let (mut rev_nats, mut maglevs, mut upserts) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut deletes, mut maglev_deletes, mut rev_nat_deletes) =
+            (Vec::new(), Vec::new(), Vec::new());
+        for change in changes(&old.frontends, &desired.frontends) {
+            let (key, d) = match change {
+                Change::Removed(key) => {
+                    if let Some(fe) = cur.frontend_by_key(key) {
+                        deletes.push((
+                            fe.id,
+                            Op::DeleteFrontend {
+                                id: fe.id,
+                                key: *key,
+                            },
+                        ));
+                        if fe.maglev.is_some() {
+                            maglev_deletes.push((fe.id, Op::DeleteMaglev { id: fe.id }));
+                        }
+                        rev_nat_deletes.push((
+                            fe.id,
+                            Op::DeleteRevNat {
+                                id: fe.id.rev_nat(),
+                            },
+                        ));
+                    }
+                    fe_removed.push(*key);
+                    continue;
+                }
+                Change::Same(key, d) if maglev_changed && d.algorithm == LbAlgorithm::Maglev => {
+                    (key, d)
+                }
+                Change::Same(..) => continue,
+                Change::Added(key, d) | Change::Changed(key, d) => (key, d),
+            };
+            let id = ServiceId(fe_ids.acquire(key)? as u16);
+            let prev = cur.frontend_by_key(key).filter(|o| o.id == id);
+            let fe = build_frontend(
+                id,
+                *key,
+                d,
+                |addr| be_ids.acquire(addr).map(BackendId),
+                prev.map(|p| (p, cur.maglev)),
+                desired.maglev,
+                &mut memo,
+            )?;
+            if prev.map(|p| p.key.addr) != Some(key.addr) {
+                rev_nats.push((
+                    id,
+                    Op::UpsertRevNat {
+                        id: id.rev_nat(),
+                        addr: key.addr,
+                    },
+                ));
+            }
+            let prev_table = prev.and_then(|p| p.maglev.as_ref());
+            match (&fe.maglev, prev_table) {
+                (Some(t), p) if !p.is_some_and(|p| same_table(p, t)) => maglevs.push((
+                    id,
+                    Op::UpsertMaglev {
+                        id,
+                        table: t.clone(),
+                    },
+                )),
+                (None, Some(_)) => maglev_deletes.push((id, Op::DeleteMaglev { id })),
+                _ => {}
+            }
+            if prev != Some(&fe) {
+                upserts.push((id, Op::UpsertFrontend(fe)));
+            }
+        }
+
+        let mut ops = Vec::new();
+        for mut group in [
+            upsert_backends
+                .into_iter()
+                .map(|(id, op)| (u64::from(id.0), op))
+                .collect::<Vec<_>>(),
+            by_service(rev_nats),
+            by_service(maglevs),
+            by_service(upserts),
+            by_service(deletes),
+            by_service(maglev_deletes),
+            by_service(rev_nat_deletes),
+            delete_backends
+                .into_iter()
+                .map(|(id, op)| (u64::from(id.0), op))
+                .collect(),
+        ] {
+            group.sort_by_key(|(id, _)| *id);
+            ops.extend(group.into_iter().map(|(_, op)| op));
+        }
+        Ok(Plan {
+            ops,
+            step: Step::Delta {
+                maglev: desired.maglev,
+                frontend_ids: (fe_ids.into_delta(), fe_removed),
+                backend_ids: (be_ids.into_delta(), be_removed),
+            },
+        })
+    }
+}
+
+fn by_service(v: Vec<(ServiceId, Op)>) -> Vec<(u64, Op)> {
+    v.into_iter()
+        .map(|(id, op)| (u64::from(id.0), op))
+        .collect()
+}
+
+/// How one key differs between two sorted maps.
+enum Change<'a, K, V> {
+    Removed(&'a K),
+    Added(&'a K, &'a V),
+    Changed(&'a K, &'a V),
+    Same(&'a K, &'a V),
+}
+
+/// Walks two sorted maps in lockstep and yields every key's change.
+fn changes<'a, K: Ord, V: PartialEq>(
+    old: &'a BTreeMap<K, V>,
+    new: &'a BTreeMap<K, V>,
+) -> impl Iterator<Item = Change<'a, K, V>> {
+    let mut a = old.iter().peekable();
+    let mut b = new.iter().peekable();
+    std::iter::from_fn(move || match (a.peek(), b.peek()) {
+        (None, None) => None,
+        (Some(_), None) => a.next().map(|(k, _)| Change::Removed(k)),
+        (None, Some(_)) => b.next().map(|(k, v)| Change::Added(k, v)),
+        (Some((ka, _)), Some((kb, _))) => match ka.cmp(kb) {
+            std::cmp::Ordering::Less => a.next().map(|(k, _)| Change::Removed(k)),
+            std::cmp::Ordering::Greater => b.next().map(|(k, v)| Change::Added(k, v)),
+            std::cmp::Ordering::Equal => {
+                let (k, va) = a.next()?;
+                let (_, vb) = b.next()?;
+                Some(if va == vb {
+                    Change::Same(k, vb)
+                } else {
+                    Change::Changed(k, vb)
+                })
+            }
+        },
+    })
 }

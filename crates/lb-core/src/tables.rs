@@ -4,10 +4,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use crate::ids::IdDelta;
 use crate::select::maglev::{build_table, MaglevBackend};
 use crate::{
-    Backend, BackendId, BackendSlot, ConfigError, DesiredState, Frontend, FrontendKey, IdAllocator,
-    L3n4Addr, LbAlgorithm, MaglevConfig, RevNatId, ServiceId,
+    Backend, BackendId, BackendSlot, ConfigError, DesiredFrontend, DesiredState, Frontend,
+    FrontendKey, IdAllocator, L3n4Addr, LbAlgorithm, MaglevConfig, RevNatId, ServiceId,
 };
 
 /// The most service IDs (16-bit, 0 reserved).
@@ -139,83 +140,143 @@ impl Tables {
             );
         }
 
-        // Frontends of one service often share a backend set (a NodePort on
-        // every node IP): build each distinct Maglev table once.
-        let mut built: HashMap<Vec<(L3n4Addr, u16)>, Arc<[BackendId]>> = HashMap::new();
+        let mut memo = MaglevMemo::default();
         for (key, d) in &desired.frontends {
             let id = ServiceId(next.frontend_ids.acquire(key)? as u16);
-            // Every backend of a desired frontend is in `desired.backends`,
-            // so it was given an ID above; acquire() just returns it.
-            let backends = d
-                .backends
-                .iter()
-                .map(|b| {
-                    Ok(BackendSlot {
-                        id: BackendId(next.backend_ids.acquire(&b.addr)?),
-                        state: b.state,
-                        weight: b.weight,
-                    })
-                })
-                .collect::<Result<Vec<_>, ConfigError>>()?;
-            let mut fe = Frontend {
+            let old = self.frontend_by_key(key).filter(|o| o.id == id);
+            let fe = build_frontend(
                 id,
-                key: *key,
-                kind: d.kind,
-                service: d.service.clone(),
-                backends,
-                selectable: d.selectable,
-                algorithm: d.algorithm,
-                affinity_timeout: d.affinity_timeout,
-                source_ranges: d.source_ranges.clone(),
-                local_only: d.local_only,
-                two_scopes: d.two_scopes,
-                maglev: None,
-            };
-            if fe.algorithm == LbAlgorithm::Maglev {
-                fe.maglev = Some(self.maglev_for(&fe, d, &mut built, desired.maglev));
-            }
+                *key,
+                d,
+                |addr| next.backend_ids.acquire(addr).map(BackendId),
+                old.map(|o| (o, self.maglev)),
+                desired.maglev,
+                &mut memo,
+            )?;
             next.insert_frontend(fe);
         }
         Ok(next)
     }
 
-    /// The Maglev table of `fe`: the previous one when the selectable set and
-    /// the parameters are unchanged, else a shared or freshly built one.
-    fn maglev_for(
-        &self,
-        fe: &Frontend,
-        d: &crate::DesiredFrontend,
-        built: &mut HashMap<Vec<(L3n4Addr, u16)>, Arc<[BackendId]>>,
-        cfg: MaglevConfig,
-    ) -> Arc<[BackendId]> {
-        if let Some(old) = self.frontend_by_key(&fe.key) {
-            if self.maglev == cfg
-                && old.selectable_backends() == fe.selectable_backends()
-                && old.id == fe.id
-            {
-                if let Some(table) = &old.maglev {
-                    return table.clone();
+    /// The frontend-key and backend-address allocators (for the incremental reconciler).
+    pub(crate) fn allocators(&self) -> (&IdAllocator<FrontendKey>, &IdAllocator<L3n4Addr>) {
+        (&self.frontend_ids, &self.backend_ids)
+    }
+
+    /// Applies a committed step: the ops' entries and the identifier changes.
+    pub(crate) fn commit_step(
+        &mut self,
+        ops: &[crate::Op],
+        maglev: MaglevConfig,
+        frontend_ids: (IdDelta<FrontendKey>, Vec<FrontendKey>),
+        backend_ids: (IdDelta<L3n4Addr>, Vec<L3n4Addr>),
+    ) {
+        use crate::Op;
+        for op in ops {
+            match op {
+                Op::UpsertBackend(b) => {
+                    self.backends.insert(b.id, b.clone());
                 }
+                Op::UpsertFrontend(fe) => self.insert_frontend(fe.clone()),
+                Op::DeleteFrontend { id, .. } => {
+                    self.remove_frontend(*id);
+                }
+                Op::DeleteBackend { id, .. } => {
+                    self.backends.remove(id);
+                }
+                Op::UpsertRevNat { .. }
+                | Op::UpsertMaglev { .. }
+                | Op::DeleteMaglev { .. }
+                | Op::DeleteRevNat { .. } => {}
             }
         }
-        let set: Vec<(L3n4Addr, u16)> = d.backends[..d.selectable]
-            .iter()
-            .map(|b| (b.addr, b.weight))
-            .collect();
-        if let Some(table) = built.get(&set) {
-            return table.clone();
-        }
-        let input: Vec<MaglevBackend> = d.backends[..d.selectable]
-            .iter()
-            .zip(fe.selectable_backends())
-            .map(|(b, slot)| MaglevBackend {
-                addr: b.addr,
-                id: slot.id,
+        self.maglev = maglev;
+        self.frontend_ids
+            .commit_preview(frontend_ids.0, &frontend_ids.1);
+        self.backend_ids
+            .commit_preview(backend_ids.0, &backend_ids.1);
+    }
+}
+
+/// Maglev tables built during one step, keyed by their (address, weight)
+/// set: frontends of one service often share a backend set (a NodePort on
+/// every node IP), and each distinct table is built once.
+#[derive(Debug, Default)]
+pub(crate) struct MaglevMemo(HashMap<Vec<(L3n4Addr, u16)>, Arc<[BackendId]>>);
+
+/// True when two Maglev tables hold the same entries (same allocation first).
+pub(crate) fn same_table(a: &Arc<[BackendId]>, b: &Arc<[BackendId]>) -> bool {
+    Arc::ptr_eq(a, b) || a == b
+}
+
+/// Builds the programmed form of a desired frontend. `backend_id` names each
+/// backend address; `old` is the previously programmed entry for the same
+/// key and ID with the Maglev parameters it was built with, whose table is
+/// reused when the selectable backends and parameters are unchanged.
+pub(crate) fn build_frontend(
+    id: ServiceId,
+    key: FrontendKey,
+    d: &DesiredFrontend,
+    mut backend_id: impl FnMut(&L3n4Addr) -> Result<BackendId, ConfigError>,
+    old: Option<(&Frontend, MaglevConfig)>,
+    cfg: MaglevConfig,
+    memo: &mut MaglevMemo,
+) -> Result<Frontend, ConfigError> {
+    let backends = d
+        .backends
+        .iter()
+        .map(|b| {
+            Ok(BackendSlot {
+                id: backend_id(&b.addr)?,
+                state: b.state,
                 weight: b.weight,
             })
-            .collect();
-        let table: Arc<[BackendId]> = build_table(&input, &cfg).into();
-        built.insert(set, table.clone());
-        table
+        })
+        .collect::<Result<Vec<_>, ConfigError>>()?;
+    let mut fe = Frontend {
+        id,
+        key,
+        kind: d.kind,
+        service: d.service.clone(),
+        backends,
+        selectable: d.selectable,
+        algorithm: d.algorithm,
+        affinity_timeout: d.affinity_timeout,
+        source_ranges: d.source_ranges.clone(),
+        local_only: d.local_only,
+        two_scopes: d.two_scopes,
+        maglev: None,
+    };
+    if fe.algorithm != LbAlgorithm::Maglev {
+        return Ok(fe);
     }
+    if let Some((old, old_cfg)) = old {
+        if old_cfg == cfg && old.selectable_backends() == fe.selectable_backends() {
+            if let Some(table) = &old.maglev {
+                fe.maglev = Some(table.clone());
+                return Ok(fe);
+            }
+        }
+    }
+    let set: Vec<(L3n4Addr, u16)> = d.backends[..d.selectable]
+        .iter()
+        .map(|b| (b.addr, b.weight))
+        .collect();
+    if let Some(table) = memo.0.get(&set) {
+        fe.maglev = Some(table.clone());
+        return Ok(fe);
+    }
+    let input: Vec<MaglevBackend> = d.backends[..d.selectable]
+        .iter()
+        .zip(fe.selectable_backends())
+        .map(|(b, slot)| MaglevBackend {
+            addr: b.addr,
+            id: slot.id,
+            weight: b.weight,
+        })
+        .collect();
+    let table: Arc<[BackendId]> = build_table(&input, &cfg).into();
+    memo.0.insert(set, table.clone());
+    fe.maglev = Some(table);
+    Ok(fe)
 }

@@ -111,10 +111,13 @@ proptest! {
         let mut rec = Reconciler::new();
         for specs in &steps {
             let desired = DesiredState::build(&node, &services(specs)).unwrap();
+            // The incremental plan equals the full recomputation.
+            let full = diff(rec.current(), &rec.current().realize(&desired).unwrap());
             let plan = rec.plan(&desired).unwrap();
+            prop_assert_eq!(&plan.ops, &full);
             apply_each(&mut dp, &plan.ops);
-            prop_assert!(dp.tables() == &plan.next, "dataplane differs from the plan");
-            rec.commit(plan);
+            rec.commit(plan, &desired);
+            prop_assert!(dp.tables() == rec.current(), "dataplane differs from the reconciler");
             // Every frontend in the desired state is programmed with its backends.
             prop_assert_eq!(dp.tables().frontends.len(), desired.frontends.len());
             for (key, d) in &desired.frontends {
@@ -137,14 +140,15 @@ proptest! {
         let mut rec = Reconciler::new();
         let first = DesiredState::build(&node, &services(&a)).unwrap();
         let plan = rec.plan(&first).unwrap();
-        rec.commit(plan);
+        rec.commit(plan, &first);
         let before: Vec<(FrontendKey, ServiceId)> = rec.current().frontends.values().map(|f| (f.key, f.id)).collect();
         let mut more = a.clone();
         more.push(extra);
         let second = DesiredState::build(&node, &services(&more)).unwrap();
         let plan = rec.plan(&second).unwrap();
+        rec.commit(plan, &second);
         for (key, id) in before {
-            if let Some(fe) = plan.next.frontend_by_key(&key) {
+            if let Some(fe) = rec.current().frontend_by_key(&key) {
                 prop_assert_eq!(fe.id, id);
             }
         }
@@ -289,14 +293,15 @@ fn restored_tables_keep_ids_and_resync_to_nothing() {
         local: false,
         backends: vec![(77, 0, true)],
     });
-    let plan = rec2
-        .plan(&DesiredState::build(&node, &services(&more)).unwrap())
-        .unwrap();
+    let more = DesiredState::build(&node, &services(&more)).unwrap();
+    let plan = rec2.plan(&more).unwrap();
     let old_ids: Vec<ServiceId> = t.frontends.keys().copied().collect();
     for op in &plan.ops {
         if let Op::UpsertFrontend(fe) = op {
             assert!(!old_ids.contains(&fe.id));
         }
     }
-    rec2.commit(plan);
+    rec2.commit(plan, &more);
+    // After the first (full) step, planning is incremental again.
+    assert!(rec2.plan(&more).unwrap().ops.is_empty());
 }
