@@ -19,12 +19,15 @@ fuzz_target!(|steps: Vec<Vec<SvcSpec>>| {
         let Ok(plan) = rec.plan(&desired) else {
             continue;
         };
+        // The incremental plan equals the full recomputation.
+        let full = diff(rec.current(), &rec.current().realize(&desired).unwrap());
+        assert_eq!(plan.ops, full);
         for op in &plan.ops {
             dp.apply(std::slice::from_ref(op))
                 .unwrap_or_else(|e| panic!("op {op} dangles: {e}"));
         }
-        assert!(dp.tables() == &plan.next);
-        rec.commit(plan);
+        rec.commit(plan, &desired);
+        assert!(dp.tables() == rec.current());
         assert!(
             rec.plan(&desired).unwrap().ops.is_empty(),
             "resync not empty"
