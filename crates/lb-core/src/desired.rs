@@ -144,7 +144,7 @@ impl DesiredState {
             maglev: node.maglev,
             ..DesiredState::default()
         };
-        let mut owners: BTreeMap<L3n4Addr, ServiceName> = BTreeMap::new();
+        let mut owners: BTreeMap<L3n4Addr, &ServiceName> = BTreeMap::new();
         let mut names = BTreeSet::new();
         for svc in services {
             if !names.insert(&svc.name) {
@@ -157,19 +157,19 @@ impl DesiredState {
         Ok(state)
     }
 
-    fn add_service(
+    fn add_service<'s>(
         &mut self,
         node: &NodeConfig,
-        svc: &Service,
-        owners: &mut BTreeMap<L3n4Addr, ServiceName>,
+        svc: &'s Service,
+        owners: &mut BTreeMap<L3n4Addr, &'s ServiceName>,
     ) -> Result<(), ConfigError> {
         validate_service(node, svc)?;
         for fe in &svc.frontends {
             for addr in expand(node, fe) {
-                if let Some(first) = owners.insert(addr, svc.name.clone()) {
+                if let Some(first) = owners.insert(addr, &svc.name) {
                     return Err(ConfigError::DuplicateFrontend {
                         frontend: addr,
-                        first,
+                        first: first.clone(),
                         second: svc.name.clone(),
                     });
                 }
@@ -206,11 +206,11 @@ impl DesiredState {
         } else {
             (svc.int_traffic_policy, false)
         };
-        let mut scopes = vec![(Scope::External, ext_policy)];
-        if twin {
-            scopes.push((Scope::Internal, svc.int_traffic_policy));
-        }
-        for (scope, policy) in scopes {
+        let scopes = [
+            Some((Scope::External, ext_policy)),
+            twin.then_some((Scope::Internal, svc.int_traffic_policy)),
+        ];
+        for (scope, policy) in scopes.into_iter().flatten() {
             let local_only = policy == TrafficPolicy::Local;
             let chosen: Vec<&BackendParams> = matching
                 .iter()
@@ -267,24 +267,27 @@ impl DesiredState {
 /// says how many they are: the active ones with a non-zero weight, or, when
 /// there are none, the terminating ones (ProxyTerminatingEndpoints).
 fn order_backends(chosen: &[&BackendParams]) -> (Vec<DesiredBackend>, usize) {
-    let mut all: BTreeMap<L3n4Addr, DesiredBackend> = BTreeMap::new();
-    for b in chosen {
-        all.entry(b.addr).or_insert(DesiredBackend {
+    let mut all: Vec<DesiredBackend> = chosen
+        .iter()
+        .map(|b| DesiredBackend {
             addr: b.addr,
             state: b.state,
             weight: b.weight,
-        });
-    }
+        })
+        .collect();
+    // By address; the first declaration of an address wins.
+    all.sort_by_key(|b| b.addr);
+    all.dedup_by_key(|b| b.addr);
     let takes = |b: &DesiredBackend, state: BackendState| b.state == state && b.weight > 0;
-    let fallback = if all.values().any(|b| takes(b, BackendState::Active)) {
+    let fallback = if all.iter().any(|b| takes(b, BackendState::Active)) {
         BackendState::Active
     } else {
         BackendState::Terminating
     };
-    let (mut first, rest): (Vec<_>, Vec<_>) = all.into_values().partition(|b| takes(b, fallback));
-    let selectable = first.len();
-    first.extend(rest);
-    (first, selectable)
+    // Stable partition: selectable first, each part still by address.
+    all.sort_by_key(|b| !takes(b, fallback));
+    let selectable = all.iter().take_while(|b| takes(b, fallback)).count();
+    (all, selectable)
 }
 
 /// The frontend addresses a declared frontend stands for.
