@@ -89,6 +89,22 @@ pub struct BackendPlacement {
     pub zone: Option<String>,
 }
 
+impl BackendPlacement {
+    /// Combines two declarations of the same backend address (by different
+    /// services) independently of their order: local if either says so, and
+    /// the smallest zone named.
+    pub fn merge(&self, other: &BackendPlacement) -> BackendPlacement {
+        let zone = match (&self.zone, &other.zone) {
+            (Some(a), Some(b)) => Some(a.min(b).clone()),
+            (a, b) => a.clone().or_else(|| b.clone()),
+        };
+        BackendPlacement {
+            local: self.local || other.local,
+            zone,
+        }
+    }
+}
+
 /// One programmable frontend, before identifiers are assigned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DesiredFrontend {
@@ -233,12 +249,19 @@ impl DesiredState {
                 });
             }
             for b in &chosen {
-                self.backends
-                    .entry(b.addr)
-                    .or_insert_with(|| BackendPlacement {
-                        local: is_local(b),
-                        zone: b.zone.clone(),
-                    });
+                let placement = BackendPlacement {
+                    local: is_local(b),
+                    zone: b.zone.clone(),
+                };
+                match self.backends.entry(b.addr) {
+                    std::collections::btree_map::Entry::Vacant(v) => {
+                        v.insert(placement);
+                    }
+                    std::collections::btree_map::Entry::Occupied(mut o) => {
+                        let merged = o.get().merge(&placement);
+                        o.insert(merged);
+                    }
+                }
             }
             self.frontends.insert(
                 FrontendKey { addr, scope },

@@ -286,7 +286,7 @@ pub fn decide(
         }
     }
     if chosen.is_none() {
-        let hash = key.hash(tables.maglev.seed());
+        let hash = key.hash(node.maglev.seed());
         chosen = select_backend(fe, hash, ctx.entropy).map(|id| (id, Selection::New));
     }
     let Some((backend_id, selection)) = chosen else {

@@ -51,6 +51,7 @@
 
 mod addr;
 mod backend;
+mod builder;
 mod dataplane;
 mod desired;
 mod error;
@@ -66,6 +67,7 @@ mod tables;
 
 pub use addr::{HostPort, L3n4Addr, L4Proto, Scope};
 pub use backend::{Backend, BackendParams, BackendState};
+pub use builder::{Changes, DesiredBuilder};
 pub use dataplane::{Capacity, Dataplane, MemoryDataplane};
 pub use desired::{BackendPlacement, DesiredBackend, DesiredFrontend, DesiredState, NodeConfig};
 pub use error::{ConfigError, DataplaneError, ParseError};

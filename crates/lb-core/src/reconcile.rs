@@ -7,8 +7,9 @@ use std::collections::BTreeMap;
 use crate::ids::IdDelta;
 use crate::tables::{build_frontend, same_table, MaglevMemo};
 use crate::{
-    Backend, BackendId, ConfigError, Dataplane, DataplaneError, DesiredState, FrontendKey,
-    L3n4Addr, LbAlgorithm, MaglevConfig, Op, ServiceId, Tables,
+    Backend, BackendId, BackendPlacement, Changes, ConfigError, Dataplane, DataplaneError,
+    DesiredFrontend, DesiredState, FrontendKey, L3n4Addr, LbAlgorithm, MaglevConfig, Op, ServiceId,
+    Tables,
 };
 
 /// The ops that turn `old` into `new`, in an order that keeps every
@@ -107,11 +108,15 @@ pub struct Plan {
 enum Step {
     /// A full recomputation: the next tables outright.
     Full(Box<Tables>),
-    /// An incremental step: identifier changes to record.
+    /// An incremental step: identifier changes to record, and the desired
+    /// entries that changed (`None`: removed), to patch the remembered
+    /// desired state with.
     Delta {
         maglev: MaglevConfig,
         frontend_ids: (IdDelta<FrontendKey>, Vec<FrontendKey>),
         backend_ids: (IdDelta<L3n4Addr>, Vec<L3n4Addr>),
+        frontends: Vec<(FrontendKey, Option<DesiredFrontend>)>,
+        backends: Vec<(L3n4Addr, Option<BackendPlacement>)>,
     },
 }
 
@@ -166,33 +171,92 @@ impl Reconciler {
         &self.current
     }
 
-    /// Computes the step to `desired` without applying it.
+    /// Computes the step to `desired` without applying it: a lockstep walk
+    /// over the last committed desired state and `desired`.
     pub fn plan(&self, desired: &DesiredState) -> Result<Plan, ConfigError> {
         match &self.desired {
-            Some(old) => self.plan_delta(old, desired),
-            None => {
-                let next = self.current.realize(desired)?;
-                Ok(Plan {
-                    ops: diff(&self.current, &next),
-                    step: Step::Full(Box::new(next)),
-                })
-            }
+            Some(old) => self.plan_step(
+                desired,
+                changes(&old.backends, &desired.backends),
+                changes(&old.frontends, &desired.frontends),
+                old.maglev != desired.maglev,
+            ),
+            None => self.plan_full(desired),
         }
+    }
+
+    /// Like [`Reconciler::plan`], but looks only at the entries `changed`
+    /// names (as [`crate::DesiredBuilder::take_changes`] reports them): the
+    /// cost follows the size of the change, not of the state. Every other
+    /// entry must be as it was at the last commit.
+    pub fn plan_changes(
+        &self,
+        desired: &DesiredState,
+        changed: &Changes,
+    ) -> Result<Plan, ConfigError> {
+        let Some(old) = self.desired.as_ref().filter(|o| o.maglev == desired.maglev) else {
+            return self.plan(desired);
+        };
+        self.plan_step(
+            desired,
+            keyed_changes(&changed.backends, &old.backends, &desired.backends),
+            keyed_changes(&changed.frontends, &old.frontends, &desired.frontends),
+            false,
+        )
+    }
+
+    fn plan_full(&self, desired: &DesiredState) -> Result<Plan, ConfigError> {
+        let next = self.current.realize(desired)?;
+        Ok(Plan {
+            ops: diff(&self.current, &next),
+            step: Step::Full(Box::new(next)),
+        })
     }
 
     /// Records that `plan` (computed for `desired`) was applied.
     pub fn commit(&mut self, plan: Plan, desired: &DesiredState) {
         match plan.step {
-            Step::Full(next) => self.current = *next,
+            Step::Full(next) => {
+                self.current = *next;
+                self.desired = Some(desired.clone());
+            }
             Step::Delta {
                 maglev,
                 frontend_ids,
                 backend_ids,
-            } => self
-                .current
-                .commit_step(&plan.ops, maglev, frontend_ids, backend_ids),
+                frontends,
+                backends,
+            } => {
+                self.current
+                    .commit_step(&plan.ops, maglev, frontend_ids, backend_ids);
+                let remembered = self.desired.get_or_insert_with(DesiredState::default);
+                remembered.maglev = maglev;
+                for (k, v) in frontends {
+                    match v {
+                        Some(v) => remembered.frontends.insert(k, v),
+                        None => remembered.frontends.remove(&k),
+                    };
+                }
+                for (k, v) in backends {
+                    match v {
+                        Some(v) => remembered.backends.insert(k, v),
+                        None => remembered.backends.remove(&k),
+                    };
+                }
+            }
         }
-        self.desired = Some(desired.clone());
+    }
+
+    /// [`Reconciler::apply`] for a change set: plans with
+    /// [`Reconciler::plan_changes`], applies, commits.
+    pub fn apply_changes<D: Dataplane + ?Sized>(
+        &mut self,
+        dp: &mut D,
+        desired: &DesiredState,
+        changed: &Changes,
+    ) -> Result<usize, ReconcileError> {
+        let plan = self.plan_changes(desired, changed)?;
+        self.apply_plan(dp, plan, desired)
     }
 
     /// Plans, applies to `dp`, and commits; returns the number of ops. On
@@ -203,6 +267,15 @@ impl Reconciler {
         desired: &DesiredState,
     ) -> Result<usize, ReconcileError> {
         let plan = self.plan(desired)?;
+        self.apply_plan(dp, plan, desired)
+    }
+
+    fn apply_plan<D: Dataplane + ?Sized>(
+        &mut self,
+        dp: &mut D,
+        plan: Plan,
+        desired: &DesiredState,
+    ) -> Result<usize, ReconcileError> {
         if !plan.ops.is_empty() {
             dp.apply(&plan.ops)?;
         }
@@ -211,17 +284,26 @@ impl Reconciler {
         Ok(n)
     }
 
-    fn plan_delta(&self, old: &DesiredState, desired: &DesiredState) -> Result<Plan, ConfigError> {
+    fn plan_step<'a>(
+        &self,
+        desired: &DesiredState,
+        backend_changes: impl Iterator<Item = Change<'a, L3n4Addr, BackendPlacement>>,
+        frontend_changes: impl Iterator<Item = Change<'a, FrontendKey, DesiredFrontend>>,
+        maglev_changed: bool,
+    ) -> Result<Plan, ConfigError> {
         let cur = &self.current;
+        let mut patch_backends = Vec::new();
+        let mut patch_frontends = Vec::new();
         let (fe_alloc, be_alloc) = cur.allocators();
 
         let mut be_ids = be_alloc.preview();
         let mut be_removed = Vec::new();
         let mut upsert_backends: Vec<(BackendId, Op)> = Vec::new();
         let mut delete_backends: Vec<(BackendId, Op)> = Vec::new();
-        for change in changes(&old.backends, &desired.backends) {
+        for change in backend_changes {
             match change {
                 Change::Removed(addr) => {
+                    patch_backends.push((*addr, None));
                     if let Some(id) = be_alloc.get(addr) {
                         let id = BackendId(id);
                         delete_backends.push((id, Op::DeleteBackend { id, addr: *addr }));
@@ -229,6 +311,7 @@ impl Reconciler {
                     be_removed.push(*addr);
                 }
                 Change::Added(addr, p) | Change::Changed(addr, p) => {
+                    patch_backends.push((*addr, Some(p.clone())));
                     let id = BackendId(be_ids.acquire(addr)?);
                     let b = Backend {
                         id,
@@ -246,14 +329,14 @@ impl Reconciler {
 
         let mut fe_ids = fe_alloc.preview();
         let mut fe_removed = Vec::new();
-        let maglev_changed = old.maglev != desired.maglev;
         let mut memo = MaglevMemo::default();
         let (mut rev_nats, mut maglevs, mut upserts) = (Vec::new(), Vec::new(), Vec::new());
         let (mut deletes, mut maglev_deletes, mut rev_nat_deletes) =
             (Vec::new(), Vec::new(), Vec::new());
-        for change in changes(&old.frontends, &desired.frontends) {
+        for change in frontend_changes {
             let (key, d) = match change {
                 Change::Removed(key) => {
+                    patch_frontends.push((*key, None));
                     if let Some(fe) = cur.frontend_by_key(key) {
                         deletes.push((
                             fe.id,
@@ -279,7 +362,10 @@ impl Reconciler {
                     (key, d)
                 }
                 Change::Same(..) => continue,
-                Change::Added(key, d) | Change::Changed(key, d) => (key, d),
+                Change::Added(key, d) | Change::Changed(key, d) => {
+                    patch_frontends.push((*key, Some(d.clone())));
+                    (key, d)
+                }
             };
             let id = ServiceId(fe_ids.acquire(key)? as u16);
             let prev = cur.frontend_by_key(key).filter(|o| o.id == id);
@@ -344,6 +430,8 @@ impl Reconciler {
                 maglev: desired.maglev,
                 frontend_ids: (fe_ids.into_delta(), fe_removed),
                 backend_ids: (be_ids.into_delta(), be_removed),
+                frontends: patch_frontends,
+                backends: patch_backends,
             },
         })
     }
@@ -361,6 +449,22 @@ enum Change<'a, K, V> {
     Added(&'a K, &'a V),
     Changed(&'a K, &'a V),
     Same(&'a K, &'a V),
+}
+
+/// The changes of the keys in `keys`, looked up in both maps.
+fn keyed_changes<'a, K: Ord, V: PartialEq>(
+    keys: &'a std::collections::BTreeSet<K>,
+    old: &'a BTreeMap<K, V>,
+    new: &'a BTreeMap<K, V>,
+) -> impl Iterator<Item = Change<'a, K, V>> {
+    keys.iter()
+        .filter_map(move |k| match (old.get(k), new.get(k)) {
+            (None, None) => None,
+            (Some(_), None) => Some(Change::Removed(k)),
+            (None, Some(v)) => Some(Change::Added(k, v)),
+            (Some(a), Some(b)) if a == b => Some(Change::Same(k, b)),
+            (Some(_), Some(b)) => Some(Change::Changed(k, b)),
+        })
 }
 
 /// Walks two sorted maps in lockstep and yields every key's change.

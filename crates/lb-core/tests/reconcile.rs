@@ -43,12 +43,6 @@ fn spec() -> impl Strategy<Value = Spec> {
 }
 
 fn services(specs: &[Spec]) -> Vec<Service> {
-    let states = [
-        BackendState::Active,
-        BackendState::Terminating,
-        BackendState::Quarantined,
-        BackendState::Maintenance,
-    ];
     let mut out: Vec<Service> = Vec::new();
     for (i, s) in specs.iter().enumerate() {
         // Skip specs that would collide with an earlier one: the generator
@@ -59,37 +53,49 @@ fn services(specs: &[Spec]) -> Vec<Service> {
         {
             continue;
         }
-        let mut svc = Service::new(ServiceName::new("ns", format!("svc-{i}")));
-        let vip = IpAddr::V4(Ipv4Addr::new(10, 96, 0, s.vip));
-        svc.frontends.push(FrontendParams::new(
-            L3n4Addr::new(vip, 80, L4Proto::Tcp),
-            FrontendType::ClusterIp,
-        ));
-        if let Some(p) = s.nodeport {
-            svc.frontends.push(FrontendParams::new(
-                L3n4Addr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), p, L4Proto::Tcp),
-                FrontendType::NodePort,
-            ));
-        }
-        if s.maglev {
-            svc.algorithm = Some(LbAlgorithm::Maglev);
-        }
-        if s.affinity {
-            svc.session_affinity = SessionAffinity::client_ip();
-        }
-        if s.local {
-            svc.ext_traffic_policy = TrafficPolicy::Local;
-        }
-        for (addr, state, here) in &s.backends {
-            let ip = IpAddr::V4(Ipv4Addr::new(10, 0, 0, *addr));
-            let mut b = BackendParams::new(L3n4Addr::new(ip, 8080, L4Proto::Tcp))
-                .with_state(states[*state as usize]);
-            b.node_name = Some(if *here { "node-a" } else { "node-b" }.into());
-            svc.backends.push(b);
-        }
+        let svc = service_of(i, s);
         out.push(svc);
     }
     out
+}
+
+/// The service a spec describes, named `ns/svc-{i}`.
+fn service_of(i: usize, s: &Spec) -> Service {
+    let states = [
+        BackendState::Active,
+        BackendState::Terminating,
+        BackendState::Quarantined,
+        BackendState::Maintenance,
+    ];
+    let mut svc = Service::new(ServiceName::new("ns", format!("svc-{i}")));
+    let vip = IpAddr::V4(Ipv4Addr::new(10, 96, 0, s.vip));
+    svc.frontends.push(FrontendParams::new(
+        L3n4Addr::new(vip, 80, L4Proto::Tcp),
+        FrontendType::ClusterIp,
+    ));
+    if let Some(p) = s.nodeport {
+        svc.frontends.push(FrontendParams::new(
+            L3n4Addr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), p, L4Proto::Tcp),
+            FrontendType::NodePort,
+        ));
+    }
+    if s.maglev {
+        svc.algorithm = Some(LbAlgorithm::Maglev);
+    }
+    if s.affinity {
+        svc.session_affinity = SessionAffinity::client_ip();
+    }
+    if s.local {
+        svc.ext_traffic_policy = TrafficPolicy::Local;
+    }
+    for (addr, state, here) in &s.backends {
+        let ip = IpAddr::V4(Ipv4Addr::new(10, 0, 0, *addr));
+        let mut b = BackendParams::new(L3n4Addr::new(ip, 8080, L4Proto::Tcp))
+            .with_state(states[*state as usize]);
+        b.node_name = Some(if *here { "node-a" } else { "node-b" }.into());
+        svc.backends.push(b);
+    }
+    svc
 }
 
 /// Applies `ops` one by one; every intermediate state must pass the
@@ -304,4 +310,55 @@ fn restored_tables_keep_ids_and_resync_to_nothing() {
     rec2.commit(plan, &more);
     // After the first (full) step, planning is incremental again.
     assert!(rec2.plan(&more).unwrap().ops.is_empty());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// Service-at-a-time updates through `DesiredBuilder` and
+    /// `plan_changes` give the same state and ops as a full rebuild.
+    #[test]
+    fn builder_and_change_sets_match_full_rebuilds(
+        steps in proptest::collection::vec((0usize..5, proptest::option::of(spec())), 1..16)
+    ) {
+        let node = node();
+        let mut builder = DesiredBuilder::new(node.clone()).unwrap();
+        let mut accepted: std::collections::BTreeMap<usize, Service> = Default::default();
+        let mut rec = Reconciler::new();
+        let mut dp = MemoryDataplane::new();
+        for (i, spec) in &steps {
+            match spec {
+                Some(spec) => {
+                    let svc = service_of(*i, spec);
+                    let others: Vec<Service> = accepted
+                        .iter()
+                        .filter(|(k, _)| *k != i)
+                        .map(|(_, v)| v.clone())
+                        .chain([svc.clone()])
+                        .collect();
+                    let alone_ok = DesiredState::build(&node, &others).is_ok();
+                    let res = builder.upsert(&svc);
+                    prop_assert_eq!(res.is_ok(), alone_ok, "{:?}", res);
+                    if res.is_ok() {
+                        accepted.insert(*i, svc);
+                    }
+                }
+                None => {
+                    let name = ServiceName::new("ns", format!("svc-{i}"));
+                    prop_assert_eq!(builder.remove(&name), accepted.remove(i).is_some());
+                }
+            }
+            let all: Vec<Service> = accepted.values().cloned().collect();
+            let rebuilt = DesiredState::build(&node, &all).unwrap();
+            prop_assert_eq!(builder.state(), &rebuilt);
+            let changes = builder.take_changes();
+            let by_changes = rec.plan_changes(builder.state(), &changes).unwrap();
+            let by_walk = rec.plan(builder.state()).unwrap();
+            prop_assert_eq!(&by_changes.ops, &by_walk.ops);
+            apply_each(&mut dp, &by_changes.ops);
+            rec.commit(by_changes, builder.state());
+            prop_assert!(dp.tables() == rec.current());
+            prop_assert!(rec.plan(&rebuilt).unwrap().ops.is_empty());
+        }
+    }
 }
