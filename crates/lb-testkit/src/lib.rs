@@ -30,11 +30,14 @@
 //! * [`packets`]: Ethernet/IPv4/IPv6/TCP/UDP/ICMP builders, parser and
 //!   checksum verification (pure, no privileges needed).
 //! * [`servers`]: tiny TCP/UDP echo servers running inside a namespace.
+//! * [`conformance`]: one scenario suite and packet-trace replay for every
+//!   dataplane (lb-core's in-memory oracle, lb-userspace, lb-ebpf).
 
 #![warn(missing_docs)]
 
 pub mod bpffs;
 pub mod cgroup;
+pub mod conformance;
 pub mod netns;
 pub mod packets;
 pub mod privileges;

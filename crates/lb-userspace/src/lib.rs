@@ -1,3 +1,29 @@
-//! The userspace (pnet) dataplane with the same semantics as the eBPF one.
+//! # lb-userspace
 //!
-//! Work in progress (issue 5): nothing is exported yet.
+//! The userspace load-balancing dataplane: the same semantics as the eBPF
+//! one (`crates/lb-ebpf/bpf/lb_tc.c`) and as lb-core's oracle
+//! [`lb_core::flow::decide`], run on frames in a process.
+//!
+//! * [`tables`]: ops are validated all-or-nothing under a mutex and
+//!   published as immutable snapshots with `arc-swap`.
+//! * [`path`]: the per-worker packet path — parse ([`packet`]), decide,
+//!   rewrite in place with incremental checksums; connection tracking and
+//!   affinity in [`ct`]; counters in [`counters`].
+//! * [`io`]: moves frames between network devices and the packet path.
+//!
+//! IPv4 only (like the tc programs); IPv6 frames pass untouched.
+#![warn(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod counters;
+pub mod ct;
+pub mod dataplane;
+pub mod io;
+pub mod packet;
+pub mod path;
+pub mod rng;
+pub mod tables;
+
+pub use counters::{Counters, DropKind, ServiceStats};
+pub use dataplane::{Config, UserspaceDataplane};
+pub use path::{Direction, Outcome, PacketMeta, PacketPath};

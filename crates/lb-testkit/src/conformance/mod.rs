@@ -1,0 +1,229 @@
+//! One conformance suite for every dataplane.
+//!
+//! A dataplane implements [`DataplaneUnderTest`] (apply ops; process one
+//! frame in a [`Direction`]; reset flow state). [`run_suite`] builds one per
+//! [`Scenario`] and drives it through a [`Session`], which compares every
+//! frame with lb-core's oracle [`lb_core::decide`] and a reference rewrite
+//! ([`reference::rewrite`]): same verdict, same bytes. A scenario the
+//! dataplane cannot run is declared by [`DataplaneUnderTest::unsupported`]
+//! with a reason; the [`Report`] lists it and the caller asserts the list —
+//! nothing is skipped silently.
+//!
+//! ```
+//! use lb_testkit::conformance::{run_suite, OracleDataplane, Scenario};
+//! let report = run_suite(|setup| OracleDataplane::new(setup));
+//! report.assert_unsupported(&[]);
+//! assert_eq!(report.passed.len(), Scenario::ALL.len());
+//! ```
+//!
+//! # Writing an adapter for a kernel dataplane
+//!
+//! lb-ebpf: build the dataplane for [`Setup`] (its node, and
+//! `capacity.backends` as the backends map size), run
+//! [`DataplaneUnderTest::process`] with `BPF_PROG_TEST_RUN` on the ingress
+//! program ([`Direction::ToFrontend`]) or the egress program
+//! ([`Direction::Reply`]), and map `TC_ACT_OK` to `Accept(output)` and
+//! `TC_ACT_SHOT` to `Drop`. It takes neither entropy nor time from the
+//! caller and does not SNAT, so its [`Features`] are all `false`; the suite
+//! then follows its random choices (checking they are selectable), and it
+//! declares [`Scenario::AffinityTimeout`] (kernel clock),
+//! [`Scenario::SnatRemoteBackend`] (no SNAT) and [`Scenario::ShortFrames`]
+//! (test-run refuses such frames) unsupported, with those reasons. Traces
+//! for it come from [`trace::record_with`] without SNAT.
+//!
+//! [`trace`] replays recorded packet traces through several dataplanes and
+//! compares their outputs frame by frame (the differential test).
+
+pub mod dut;
+pub mod oracle;
+pub mod reference;
+pub mod scenarios;
+pub mod session;
+pub mod trace;
+
+use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+pub use dut::{
+    AsDataplane, DataplaneUnderTest, Direction, Drops, Features, PacketCtx, PacketResult, Setup,
+};
+pub use oracle::OracleDataplane;
+pub use session::{Sent, Session};
+
+/// Every scenario of the suite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Scenario {
+    /// ClusterIP, TCP and UDP, with reverse NAT of replies.
+    ClusterIp,
+    /// NodePort on the node IP.
+    NodePortNodeIp,
+    /// NodePort through the wildcard entry.
+    NodePortWildcard,
+    /// LoadBalancer ingress IP.
+    LoadBalancer,
+    /// externalIPs.
+    ExternalIp,
+    /// HostPort.
+    HostPort,
+    /// ClientIP session affinity.
+    Affinity,
+    /// Affinity expiry (needs an injectable clock).
+    AffinityTimeout,
+    /// Maglev: same 5-tuple, same backend, equal to the oracle.
+    MaglevStability,
+    /// Weighted random selection (exact with injectable entropy).
+    WeightedRandom,
+    /// Terminating backends keep established flows only.
+    GracefulTermination,
+    /// Removed backends lose their flows.
+    BackendRemoval,
+    /// A batch over capacity is refused whole.
+    Capacity,
+    /// loadBalancerSourceRanges.
+    SourceRanges,
+    /// externalTrafficPolicy Local.
+    TrafficPolicyLocal,
+    /// SNAT of flows to remote backends.
+    SnatRemoteBackend,
+    /// Traffic not for a frontend passes untouched.
+    UnknownTraffic,
+    /// Malformed packets dropped and counted.
+    MalformedPackets,
+    /// Frames shorter than an Ethernet or IPv4 header (`BPF_PROG_TEST_RUN`
+    /// refuses to run such frames).
+    ShortFrames,
+}
+
+impl Scenario {
+    /// All scenarios, in the order the suite runs them.
+    pub const ALL: [Scenario; 19] = [
+        Scenario::ClusterIp,
+        Scenario::NodePortNodeIp,
+        Scenario::NodePortWildcard,
+        Scenario::LoadBalancer,
+        Scenario::ExternalIp,
+        Scenario::HostPort,
+        Scenario::Affinity,
+        Scenario::AffinityTimeout,
+        Scenario::MaglevStability,
+        Scenario::WeightedRandom,
+        Scenario::GracefulTermination,
+        Scenario::BackendRemoval,
+        Scenario::Capacity,
+        Scenario::SourceRanges,
+        Scenario::TrafficPolicyLocal,
+        Scenario::SnatRemoteBackend,
+        Scenario::UnknownTraffic,
+        Scenario::MalformedPackets,
+        Scenario::ShortFrames,
+    ];
+
+    /// Runs the scenario on a session (panics on a difference).
+    pub fn run(self, s: &mut Session) {
+        use scenarios::*;
+        match self {
+            Scenario::ClusterIp => cluster_ip(s),
+            Scenario::NodePortNodeIp => node_port_node_ip(s),
+            Scenario::NodePortWildcard => node_port_wildcard(s),
+            Scenario::LoadBalancer => load_balancer(s),
+            Scenario::ExternalIp => external_ip(s),
+            Scenario::HostPort => host_port(s),
+            Scenario::Affinity => affinity(s),
+            Scenario::AffinityTimeout => affinity_timeout(s),
+            Scenario::MaglevStability => maglev_stability(s),
+            Scenario::WeightedRandom => weighted_random(s),
+            Scenario::GracefulTermination => graceful_termination(s),
+            Scenario::BackendRemoval => backend_removal(s),
+            Scenario::Capacity => capacity(s),
+            Scenario::SourceRanges => source_ranges(s),
+            Scenario::TrafficPolicyLocal => traffic_policy_local(s),
+            Scenario::SnatRemoteBackend => snat_remote_backend(s),
+            Scenario::UnknownTraffic => unknown_traffic(s),
+            Scenario::MalformedPackets => malformed_packets(s),
+            Scenario::ShortFrames => short_frames(s),
+        }
+    }
+}
+
+impl fmt::Display for Scenario {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// The result of [`run_suite`].
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    /// The dataplane's name.
+    pub dataplane: String,
+    /// Scenarios that passed.
+    pub passed: Vec<Scenario>,
+    /// Scenarios the dataplane declared it cannot run, with the reason.
+    pub unsupported: Vec<(Scenario, String)>,
+}
+
+impl Report {
+    /// Asserts that exactly `expected` were declared unsupported.
+    pub fn assert_unsupported(&self, expected: &[Scenario]) {
+        let got: Vec<Scenario> = self.unsupported.iter().map(|(s, _)| *s).collect();
+        assert_eq!(
+            got, expected,
+            "{}: unsupported scenarios: {:?}",
+            self.dataplane, self.unsupported
+        );
+    }
+}
+
+/// Runs every scenario on a fresh dataplane from `make`, prints what passed
+/// and what was declared unsupported, and panics listing every failure.
+pub fn run_suite<D, F>(mut make: F) -> Report
+where
+    D: DataplaneUnderTest,
+    F: FnMut(&Setup) -> D,
+{
+    let mut report = Report::default();
+    let mut failures = Vec::new();
+    for scenario in Scenario::ALL {
+        let setup = scenarios::setup(scenario);
+        let mut dut = make(&setup);
+        report.dataplane = dut.name();
+        if let Some(reason) = dut.unsupported(scenario) {
+            println!(
+                "conformance [{}] {scenario}: UNSUPPORTED: {reason}",
+                report.dataplane
+            );
+            report.unsupported.push((scenario, reason));
+            continue;
+        }
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            let mut session = Session::new(&mut dut, setup.node.clone());
+            scenario.run(&mut session);
+        }));
+        match result {
+            Ok(()) => {
+                println!("conformance [{}] {scenario}: ok", report.dataplane);
+                report.passed.push(scenario);
+            }
+            Err(e) => {
+                let msg = e
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                println!(
+                    "conformance [{}] {scenario}: FAILED: {msg}",
+                    report.dataplane
+                );
+                failures.push(format!("{scenario}: {msg}"));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{}: {} scenario(s) failed:\n{}",
+        report.dataplane,
+        failures.len(),
+        failures.join("\n")
+    );
+    report
+}

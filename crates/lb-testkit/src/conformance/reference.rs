@@ -1,0 +1,98 @@
+//! Reference packet handling, written independently of any dataplane:
+//! the classification of `lb_parse4` and address rewrites with checksums
+//! recomputed from scratch.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use lb_core::{FlowKey, L4Proto};
+
+use crate::packets::{internet_checksum, l4_checksum};
+
+/// The class of a frame (`lb_parse4` in `crates/lb-ebpf/bpf/lb_pkt.h`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// IPv4 TCP/UDP with complete headers: its 5-tuple.
+    Flow(FlowKey),
+    /// Not ours: pass untouched.
+    Ignore,
+    /// Broken IPv4/TCP/UDP header: drop and count.
+    Malformed,
+}
+
+/// Classifies an Ethernet frame. Never panics.
+pub fn classify(frame: &[u8]) -> Class {
+    if frame.len() < 14 || frame[12..14] != [0x08, 0x00] {
+        return Class::Ignore;
+    }
+    let ip = &frame[14..];
+    if ip.len() < 20 {
+        return Class::Malformed;
+    }
+    let ihl = usize::from(ip[0] & 0x0f);
+    if ip[0] >> 4 != 4 || ihl < 5 {
+        return Class::Malformed;
+    }
+    if u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0 {
+        return Class::Ignore;
+    }
+    let proto = match ip[9] {
+        6 => L4Proto::Tcp,
+        17 => L4Proto::Udp,
+        _ => return Class::Ignore,
+    };
+    let need = if proto == L4Proto::Tcp { 20 } else { 8 };
+    let Some(l4) = ip.get(ihl * 4..ihl * 4 + need) else {
+        return Class::Malformed;
+    };
+    let v4 = |o: usize| IpAddr::V4(Ipv4Addr::new(ip[o], ip[o + 1], ip[o + 2], ip[o + 3]));
+    Class::Flow(FlowKey {
+        src: v4(12),
+        dst: v4(16),
+        sport: u16::from_be_bytes([l4[0], l4[1]]),
+        dport: u16::from_be_bytes([l4[2], l4[3]]),
+        proto,
+    })
+}
+
+/// A copy of an IPv4 TCP/UDP frame with new endpoints and both checksums
+/// recomputed over the IP total length (a zero UDP checksum stays zero).
+/// `None` for frames [`classify`] does not accept or IPv6 endpoints.
+pub fn rewrite(frame: &[u8], src: SocketAddr, dst: SocketAddr) -> Option<Vec<u8>> {
+    let Class::Flow(key) = classify(frame) else {
+        return None;
+    };
+    let (IpAddr::V4(s), IpAddr::V4(d)) = (src.ip(), dst.ip()) else {
+        return None;
+    };
+    let mut out = frame.to_vec();
+    let ihl = usize::from(out[14] & 0x0f) * 4;
+    let total = usize::from(u16::from_be_bytes([out[16], out[17]]));
+    let end = (14 + total).clamp(14 + ihl + 8, out.len());
+    out[14 + 12..14 + 16].copy_from_slice(&s.octets());
+    out[14 + 16..14 + 20].copy_from_slice(&d.octets());
+    out[24..26].copy_from_slice(&[0, 0]);
+    let c = internet_checksum(&out[14..14 + ihl]);
+    out[24..26].copy_from_slice(&c.to_be_bytes());
+    let l4 = 14 + ihl;
+    out[l4..l4 + 2].copy_from_slice(&src.port().to_be_bytes());
+    out[l4 + 2..l4 + 4].copy_from_slice(&dst.port().to_be_bytes());
+    let csum = l4 + if key.proto == L4Proto::Tcp { 16 } else { 6 };
+    if key.proto == L4Proto::Udp && out[csum..csum + 2] == [0, 0] {
+        return Some(out);
+    }
+    out[csum..csum + 2].copy_from_slice(&[0, 0]);
+    let mut c = l4_checksum(src.ip(), dst.ip(), key.proto.number(), &out[l4..end]);
+    if key.proto == L4Proto::Udp && c == 0 {
+        c = 0xffff;
+    }
+    out[csum..csum + 2].copy_from_slice(&c.to_be_bytes());
+    Some(out)
+}
+
+/// `(src, dst)` of a flow key as socket addresses.
+pub fn endpoints(key: &FlowKey) -> (SocketAddr, SocketAddr) {
+    (
+        SocketAddr::new(key.src, key.sport),
+        SocketAddr::new(key.dst, key.dport),
+    )
+}

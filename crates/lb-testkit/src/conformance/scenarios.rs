@@ -1,0 +1,652 @@
+//! The scenarios: each takes a [`Session`] and panics on a difference.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+
+use lb_core::{
+    BackendParams, BackendState, Capacity, DataplaneError, DropReason, FrontendParams,
+    FrontendType, LbAlgorithm, MaglevConfig, NodeConfig, ReconcileError, Service, SessionAffinity,
+    TrafficPolicy, Verdict,
+};
+
+use super::dut::Setup;
+use super::session::{frame, sa, tcp, udp, Session};
+use super::Scenario;
+
+/// The node address of the scenarios.
+pub const NODE_IP: &str = "192.168.1.10";
+/// The node of the scenarios.
+pub const NODE: &str = "node-1";
+
+/// The setup `scenario` runs with.
+pub fn setup(scenario: Scenario) -> Setup {
+    let mut node = NodeConfig::new(NODE, vec![NODE_IP.parse().expect("ip")]);
+    node.maglev = MaglevConfig::new(251, 7).expect("maglev config");
+    let capacity = match scenario {
+        Scenario::Capacity => Capacity {
+            frontends: 64,
+            backends: 3,
+        },
+        _ => Capacity::default(),
+    };
+    Setup { node, capacity }
+}
+
+/// A service with frontends `(addr, type)` and node-local backends.
+pub fn service(name: &str, frontends: &[(&str, FrontendType)], backends: &[&str]) -> Service {
+    let mut s = Service::new(name.parse().expect("service name"));
+    for (a, t) in frontends {
+        s.frontends
+            .push(FrontendParams::new(a.parse().expect("frontend"), *t));
+    }
+    for b in backends {
+        s.backends
+            .push(BackendParams::new(b.parse().expect("backend")).on_node(NODE));
+    }
+    s
+}
+
+fn with_alg(mut s: Service, alg: LbAlgorithm) -> Service {
+    s.algorithm = Some(alg);
+    s
+}
+
+const FOUR: [&str; 4] = ["10.0.1.1:80", "10.0.1.2:80", "10.0.1.3:80", "10.0.1.4:80"];
+
+/// TCP and UDP to `dst` (TCP) and `dst_udp` (UDP): forwarded to `backend`,
+/// replies reverse-NATed; then a few more clients.
+fn tcp_and_udp(s: &mut Session, dsts: &[&str], dsts_udp: &[&str], backends: &[&str]) {
+    let want: BTreeSet<SocketAddr> = backends.iter().map(|b| sa(b)).collect();
+    for (i, dst) in dsts.iter().chain(dsts_udp).enumerate() {
+        let is_udp = i >= dsts.len();
+        for c in 0..4u16 {
+            let src = format!("192.168.5.{}:{}", 2 + c, 40000 + i as u16);
+            let f = if is_udp {
+                udp(&src, dst)
+            } else {
+                tcp(&src, dst)
+            };
+            let b = s.roundtrip(&f);
+            assert!(b.is_some_and(|b| want.contains(&b)), "{dst}: {b:?}");
+            // The same flow again: established.
+            assert_eq!(s.roundtrip(&f), b, "{dst}: established flow moved");
+        }
+    }
+    // A reply nobody asked for passes.
+    s.stray_reply(&tcp(backends[0], "192.168.5.99:1"));
+}
+
+/// ClusterIP, TCP and UDP.
+pub fn cluster_ip(s: &mut Session) {
+    s.program(&[
+        service(
+            "default/web",
+            &[("10.96.0.10:80", FrontendType::ClusterIp)],
+            &FOUR,
+        ),
+        service(
+            "default/dns",
+            &[("10.96.0.53:53/UDP", FrontendType::ClusterIp)],
+            &["10.0.1.1:5353/UDP", "10.0.1.2:5353/UDP"],
+        ),
+    ]);
+    tcp_and_udp(s, &["10.96.0.10:80"], &[], &FOUR);
+    tcp_and_udp(
+        s,
+        &[],
+        &["10.96.0.53:53"],
+        &["10.0.1.1:5353", "10.0.1.2:5353"],
+    );
+    // Another port of the ClusterIP is not a frontend.
+    s.send(&tcp("192.168.5.2:40000", "10.96.0.10:81"));
+}
+
+/// NodePort on the node IP (the expanded entry), TCP and UDP.
+pub fn node_port_node_ip(s: &mut Session) {
+    s.program(&[
+        service(
+            "default/web",
+            &[("0.0.0.0:30080", FrontendType::NodePort)],
+            &FOUR[..2],
+        ),
+        service(
+            "default/dns",
+            &[("0.0.0.0:30053/UDP", FrontendType::NodePort)],
+            &["10.0.1.3:5353/UDP"],
+        ),
+    ]);
+    tcp_and_udp(
+        s,
+        &["192.168.1.10:30080"],
+        &["192.168.1.10:30053"],
+        &["10.0.1.1:80", "10.0.1.2:80", "10.0.1.3:5353"],
+    );
+}
+
+/// NodePort through the wildcard entry (a loopback destination), and a
+/// non-node destination that the wildcard does not cover.
+pub fn node_port_wildcard(s: &mut Session) {
+    s.program(&[
+        service(
+            "default/web",
+            &[("0.0.0.0:30080", FrontendType::NodePort)],
+            &FOUR[..1],
+        ),
+        service(
+            "default/dns",
+            &[("0.0.0.0:30053/UDP", FrontendType::NodePort)],
+            &["10.0.1.3:5353/UDP"],
+        ),
+    ]);
+    tcp_and_udp(
+        s,
+        &["127.0.0.1:30080"],
+        &["127.0.0.1:30053"],
+        &["10.0.1.1:80", "10.0.1.3:5353"],
+    );
+    let sent = s.send(&tcp("192.168.5.2:42000", "192.168.1.50:30080"));
+    assert_eq!(sent.verdict, Verdict::Pass);
+}
+
+/// LoadBalancer ingress IP, TCP and UDP.
+pub fn load_balancer(s: &mut Session) {
+    s.program(&[service(
+        "default/web",
+        &[
+            ("203.0.113.7:80", FrontendType::LoadBalancer),
+            ("203.0.113.7:53/UDP", FrontendType::LoadBalancer),
+        ],
+        &["10.0.1.5:8080", "10.0.1.5:5353/UDP"],
+    )]);
+    tcp_and_udp(
+        s,
+        &["203.0.113.7:80"],
+        &["203.0.113.7:53"],
+        &["10.0.1.5:8080", "10.0.1.5:5353"],
+    );
+}
+
+/// externalIPs, TCP and UDP.
+pub fn external_ip(s: &mut Session) {
+    s.program(&[service(
+        "default/web",
+        &[
+            ("198.51.100.20:8443", FrontendType::ExternalIp),
+            ("198.51.100.20:53/UDP", FrontendType::ExternalIp),
+        ],
+        &["10.0.1.6:8443", "10.0.1.6:53/UDP"],
+    )]);
+    tcp_and_udp(
+        s,
+        &["198.51.100.20:8443"],
+        &["198.51.100.20:53"],
+        &["10.0.1.6:8443", "10.0.1.6:53"],
+    );
+}
+
+/// HostPort on the node IP and through the wildcard, TCP and UDP.
+pub fn host_port(s: &mut Session) {
+    s.program(&[service(
+        "default/pod",
+        &[
+            ("0.0.0.0:8081", FrontendType::HostPort),
+            ("0.0.0.0:8053/UDP", FrontendType::HostPort),
+        ],
+        &["10.0.1.7:80", "10.0.1.7:53/UDP"],
+    )]);
+    tcp_and_udp(
+        s,
+        &["192.168.1.10:8081", "127.0.0.1:8081"],
+        &["192.168.1.10:8053"],
+        &["10.0.1.7:80", "10.0.1.7:53"],
+    );
+}
+
+/// ClientIP affinity: every new flow of a client goes where its first went.
+pub fn affinity(s: &mut Session) {
+    let mut svc = with_alg(
+        service(
+            "default/web",
+            &[("10.96.0.10:80", FrontendType::ClusterIp)],
+            &FOUR,
+        ),
+        LbAlgorithm::Random,
+    );
+    svc.session_affinity = SessionAffinity::ClientIp { timeout_secs: 30 };
+    s.program(&[svc]);
+    for client in 2..6 {
+        let first = s.roundtrip(&tcp(&format!("192.168.5.{client}:40000"), "10.96.0.10:80"));
+        for port in 40001..40020 {
+            let b = s.roundtrip(&tcp(&format!("192.168.5.{client}:{port}"), "10.96.0.10:80"));
+            assert_eq!(b, first, "client {client} moved");
+        }
+    }
+}
+
+/// Affinity entries expire after the timeout (needs an injectable clock).
+pub fn affinity_timeout(s: &mut Session) {
+    let mut svc = with_alg(
+        service(
+            "default/web",
+            &[("10.96.0.10:80", FrontendType::ClusterIp)],
+            &FOUR,
+        ),
+        LbAlgorithm::Random,
+    );
+    svc.session_affinity = SessionAffinity::ClientIp { timeout_secs: 30 };
+    s.program(&[svc]);
+    let mut moved = false;
+    for port in 0..40u16 {
+        let first = s.roundtrip(&tcp(
+            &format!("192.168.6.{}:40000", port + 1),
+            "10.96.0.10:80",
+        ));
+        s.now += 30;
+        let same = s.roundtrip(&tcp(
+            &format!("192.168.6.{}:40001", port + 1),
+            "10.96.0.10:80",
+        ));
+        assert_eq!(same, first, "entry expired early");
+        s.now += 31;
+        moved |= s.roundtrip(&tcp(
+            &format!("192.168.6.{}:40002", port + 1),
+            "10.96.0.10:80",
+        )) != first;
+    }
+    assert!(moved, "no client was rebalanced after expiry");
+}
+
+/// Maglev: the same 5-tuple always maps to the same backend (also after the
+/// flow state is gone), equal to the oracle, and flows spread.
+pub fn maglev_stability(s: &mut Session) {
+    let backends: Vec<String> = (1..=7).map(|i| format!("10.0.3.{i}:8080")).collect();
+    let refs: Vec<&str> = backends.iter().map(String::as_str).collect();
+    s.program(&[
+        with_alg(
+            service(
+                "default/web",
+                &[
+                    ("10.96.0.10:80", FrontendType::ClusterIp),
+                    ("0.0.0.0:30080", FrontendType::NodePort),
+                ],
+                &refs,
+            ),
+            LbAlgorithm::Maglev,
+        ),
+        with_alg(
+            service(
+                "default/dns",
+                &[("10.96.0.53:53/UDP", FrontendType::ClusterIp)],
+                &["10.0.3.1:5353/UDP", "10.0.3.2:5353/UDP"],
+            ),
+            LbAlgorithm::Maglev,
+        ),
+    ]);
+    let frames: Vec<Vec<u8>> = (0..60u16)
+        .map(|i| {
+            let src = format!("172.16.{}.{}:{}", i % 3, 1 + i, 1024 + i * 7);
+            match i % 3 {
+                0 => tcp(&src, "10.96.0.10:80"),
+                1 => tcp(&src, "192.168.1.10:30080"),
+                _ => udp(&src, "10.96.0.53:53"),
+            }
+        })
+        .collect();
+    let first: Vec<_> = frames.iter().map(|f| s.roundtrip(f)).collect();
+    s.reset_flows();
+    let again: Vec<_> = frames.iter().map(|f| s.roundtrip(f)).collect();
+    assert_eq!(first, again, "maglev choice changed without CT");
+    let spread: BTreeSet<_> = first.iter().flatten().collect();
+    assert!(spread.len() > 3, "{spread:?}");
+}
+
+/// Weighted random: weight 0 never chosen, every choice equal to the oracle
+/// with the same entropy.
+pub fn weighted_random(s: &mut Session) {
+    let mut svc = with_alg(
+        service(
+            "default/web",
+            &[("10.96.0.10:80", FrontendType::ClusterIp)],
+            &FOUR[..3],
+        ),
+        LbAlgorithm::Random,
+    );
+    svc.backends[0].weight = 0;
+    svc.backends[1].weight = 10;
+    svc.backends[2].weight = 30;
+    s.program(&[svc]);
+    let mut hits = std::collections::BTreeMap::new();
+    for port in 40000..40400 {
+        let b = s.roundtrip(&tcp(&format!("192.168.5.2:{port}"), "10.96.0.10:80"));
+        *hits.entry(b.expect("forwarded")).or_insert(0u32) += 1;
+    }
+    assert!(!hits.contains_key(&sa(FOUR[0])), "{hits:?}");
+    assert!(hits[&sa(FOUR[2])] > 2 * hits[&sa(FOUR[1])], "{hits:?}");
+}
+
+fn mark(svc: &mut Service, backend: SocketAddr, state: Option<BackendState>) {
+    match state {
+        Some(st) => svc
+            .backends
+            .iter_mut()
+            .filter(|b| b.addr.addr == backend.ip() && b.addr.port == backend.port())
+            .for_each(|b| b.state = st),
+        None => svc
+            .backends
+            .retain(|b| !(b.addr.addr == backend.ip() && b.addr.port == backend.port())),
+    }
+}
+
+/// Graceful termination: a terminating backend keeps its established flows
+/// and gets no new ones.
+pub fn graceful_termination(s: &mut Session) {
+    for alg in [LbAlgorithm::Random, LbAlgorithm::Maglev] {
+        s.reset_flows();
+        let mut svc = with_alg(
+            service(
+                "default/web",
+                &[("10.96.0.10:80", FrontendType::ClusterIp)],
+                &FOUR,
+            ),
+            alg,
+        );
+        s.program(&[svc.clone()]);
+        let established = tcp("192.168.5.2:40000", "10.96.0.10:80");
+        let x = s.roundtrip(&established).expect("forwarded");
+        mark(&mut svc, x, Some(BackendState::Terminating));
+        s.program(&[svc]);
+        for port in 41000..41060 {
+            assert_ne!(
+                s.roundtrip(&tcp(&format!("192.168.5.3:{port}"), "10.96.0.10:80")),
+                Some(x)
+            );
+        }
+        for _ in 0..5 {
+            assert_eq!(
+                s.roundtrip(&established),
+                Some(x),
+                "{alg}: established flow moved"
+            );
+        }
+    }
+}
+
+/// Backend removal: established flows of a removed backend move, nobody
+/// reaches it.
+pub fn backend_removal(s: &mut Session) {
+    for alg in [LbAlgorithm::Random, LbAlgorithm::Maglev] {
+        s.reset_flows();
+        let mut svc = with_alg(
+            service(
+                "default/web",
+                &[("10.96.0.10:80", FrontendType::ClusterIp)],
+                &FOUR,
+            ),
+            alg,
+        );
+        s.program(&[svc.clone()]);
+        let established = tcp("192.168.5.2:40000", "10.96.0.10:80");
+        let x = s.roundtrip(&established).expect("forwarded");
+        mark(&mut svc, x, None);
+        s.program(&[svc.clone()]);
+        assert_ne!(s.roundtrip(&established), Some(x));
+        for port in 42000..42060 {
+            assert_ne!(
+                s.roundtrip(&tcp(&format!("192.168.5.4:{port}"), "10.96.0.10:80")),
+                Some(x)
+            );
+        }
+        // All gone: the frontend drops.
+        svc.backends.clear();
+        s.program(&[svc]);
+        let sent = s.send(&established);
+        assert!(
+            matches!(
+                sent.verdict,
+                Verdict::Drop {
+                    reason: DropReason::NoBackend,
+                    ..
+                }
+            ),
+            "{sent:?}"
+        );
+    }
+}
+
+/// Capacity: a batch that does not fit is refused as a whole.
+pub fn capacity(s: &mut Session) {
+    let four = service(
+        "default/web",
+        &[("10.96.0.10:80", FrontendType::ClusterIp)],
+        &FOUR,
+    );
+    match s.apply(&[four]) {
+        Err(ReconcileError::Dataplane(DataplaneError::CapacityExceeded {
+            capacity: 3,
+            needed,
+            ..
+        })) => {
+            assert!(needed >= 4, "needed {needed}");
+        }
+        other => panic!("{}: expected a capacity error, got {other:?}", s.dut.name()),
+    }
+    // Nothing was programmed.
+    assert_eq!(
+        s.send(&tcp("192.168.5.2:40000", "10.96.0.10:80")).verdict,
+        Verdict::Pass
+    );
+    s.program(&[service(
+        "default/web",
+        &[("10.96.0.10:80", FrontendType::ClusterIp)],
+        &FOUR[..3],
+    )]);
+    assert!(s
+        .roundtrip(&tcp("192.168.5.2:40001", "10.96.0.10:80"))
+        .is_some());
+}
+
+/// loadBalancerSourceRanges: only listed clients get through.
+pub fn source_ranges(s: &mut Session) {
+    let mut svc = service(
+        "default/web",
+        &[("203.0.113.7:80", FrontendType::LoadBalancer)],
+        &["10.0.1.5:8080"],
+    );
+    svc.source_ranges = vec![
+        "192.168.5.0/24".parse().expect("net"),
+        "10.9.9.9/32".parse().expect("net"),
+    ];
+    s.program(&[svc.clone()]);
+    for (src, allowed) in [
+        ("192.168.5.2:40000", true),
+        ("10.9.9.9:40000", true),
+        ("10.9.9.8:40000", false),
+        ("192.168.6.2:40000", false),
+    ] {
+        let sent = s.send(&tcp(src, "203.0.113.7:80"));
+        assert_eq!(
+            sent.backend().is_some(),
+            allowed,
+            "{src}: {:?}",
+            sent.verdict
+        );
+    }
+    if let Some(d) = s.dut.drops() {
+        assert!(d.source_range >= 2, "{d:?}");
+    }
+    svc.source_ranges.pop();
+    s.program(&[svc]);
+    let sent = s.send(&tcp("10.9.9.9:40001", "203.0.113.7:80"));
+    assert!(matches!(
+        sent.verdict,
+        Verdict::Drop {
+            reason: DropReason::SourceRangeDenied,
+            ..
+        }
+    ));
+}
+
+/// externalTrafficPolicy Local: only node-local backends, client address
+/// kept; no local backend drops.
+pub fn traffic_policy_local(s: &mut Session) {
+    let mut svc = service(
+        "default/web",
+        &[("203.0.113.7:80", FrontendType::LoadBalancer)],
+        &["10.0.1.5:8080"],
+    );
+    svc.backends
+        .push(BackendParams::new("10.0.2.5:8080".parse().expect("addr")).on_node("node-2"));
+    svc.backends
+        .push(BackendParams::new("10.0.2.6:8080".parse().expect("addr")).on_node("node-2"));
+    svc.ext_traffic_policy = TrafficPolicy::Local;
+    let mut remote_only = service(
+        "default/far",
+        &[("203.0.113.8:80", FrontendType::LoadBalancer)],
+        &[],
+    );
+    remote_only
+        .backends
+        .push(BackendParams::new("10.0.2.7:8080".parse().expect("addr")).on_node("node-2"));
+    remote_only.ext_traffic_policy = TrafficPolicy::Local;
+    s.program(&[svc, remote_only]);
+    for port in 40000..40030 {
+        let b = s.roundtrip(&tcp(&format!("192.168.5.2:{port}"), "203.0.113.7:80"));
+        assert_eq!(b, Some(sa("10.0.1.5:8080")));
+    }
+    let sent = s.send(&tcp("192.168.5.2:40000", "203.0.113.8:80"));
+    assert!(
+        matches!(
+            sent.verdict,
+            Verdict::Drop {
+                reason: DropReason::NoBackend,
+                ..
+            }
+        ),
+        "{sent:?}"
+    );
+}
+
+/// Traffic policy Cluster to a remote backend: the client is SNATed to the
+/// node IP and the reply is reverse-NATed back to the client.
+pub fn snat_remote_backend(s: &mut Session) {
+    let mut svc = service(
+        "default/web",
+        &[("0.0.0.0:30080", FrontendType::NodePort)],
+        &[],
+    );
+    svc.backends
+        .push(BackendParams::new("10.0.2.5:8080".parse().expect("addr")).on_node("node-2"));
+    s.program(&[svc]);
+    let sent = s.send(&tcp("192.168.5.2:40000", "192.168.1.10:30080"));
+    let Verdict::Forward(f) = sent.verdict else {
+        panic!("{sent:?}")
+    };
+    assert_eq!(f.snat, Some(NODE_IP.parse().expect("ip")));
+    s.reply(
+        &tcp("192.168.5.2:40000", "192.168.1.10:30080"),
+        &sent.out.expect("forwarded"),
+    );
+}
+
+/// Traffic that is not for a frontend passes untouched.
+pub fn unknown_traffic(s: &mut Session) {
+    s.program(&[service(
+        "default/web",
+        &[("10.96.0.10:80", FrontendType::ClusterIp)],
+        &FOUR,
+    )]);
+    let f = tcp("192.168.5.2:40000", "10.96.0.10:80");
+    let mut arp = f.clone();
+    arp[12..14].copy_from_slice(&[0x08, 0x06]);
+    let mut icmp = f.clone();
+    icmp[14 + 9] = 1;
+    let mut fragment = f.clone();
+    fragment[14 + 6] = 0x20;
+    let mut sctp = f.clone();
+    sctp[14 + 9] = 132;
+    let v6 = frame(
+        lb_core::L4Proto::Tcp,
+        sa("[fd00::1]:40000"),
+        sa("[fd00::2]:80"),
+    );
+    for x in [
+        tcp("192.168.5.2:40000", "10.96.0.99:80"),
+        arp,
+        icmp,
+        fragment,
+        sctp,
+        v6,
+        vec![0u8; 5],
+        Vec::new(),
+    ] {
+        let sent = s.send(&x);
+        assert_eq!(sent.out.as_deref(), Some(&x[..]));
+    }
+}
+
+/// Bad packets are dropped (and counted) or passed exactly as the BPF
+/// program does; a UDP header with no payload or a zero length field is a
+/// normal packet.
+pub fn malformed_packets(s: &mut Session) {
+    s.program(&[service(
+        "default/web",
+        &[
+            ("10.96.0.10:80", FrontendType::ClusterIp),
+            ("10.96.0.10:53/UDP", FrontendType::ClusterIp),
+        ],
+        &["10.0.1.1:80", "10.0.1.1:53/UDP"],
+    )]);
+    let before = s.dut.drops();
+    let f = tcp("192.168.5.2:40000", "10.96.0.10:80");
+    let mut bad_ihl = f.clone();
+    bad_ihl[14] = 0x44;
+    let mut bad_version = f.clone();
+    bad_version[14] = 0x65;
+    let mut long_ihl = f.clone();
+    long_ihl[14] = 0x4f;
+    let cut_tcp = f[..14 + 20 + 8].to_vec();
+    let cut_udp = udp("192.168.5.2:40000", "10.96.0.10:53")[..14 + 20 + 4].to_vec();
+    let bad = [bad_ihl, bad_version, long_ihl, cut_tcp, cut_udp];
+    for x in &bad {
+        assert_eq!(s.send(x).out, None);
+    }
+    if let (Some(b), Some(a)) = (before, s.dut.drops()) {
+        assert_eq!(
+            a.malformed - b.malformed,
+            bad.len() as u64,
+            "malformed drops counted"
+        );
+    }
+    // UDP without payload, and with a zero length field: forwarded.
+    let empty = lb_core::L4Proto::Udp;
+    let no_payload =
+        crate::packets::PacketBuilder::udp(sa("192.168.5.2:40001"), sa("10.96.0.10:53"))
+            .build()
+            .expect("frame");
+    assert!(s.send(&no_payload).backend().is_some());
+    let mut zero_len = frame(empty, sa("192.168.5.2:40002"), sa("10.96.0.10:53"));
+    zero_len[14 + 20 + 4..14 + 20 + 6].copy_from_slice(&[0, 0]);
+    zero_len[14 + 20 + 6..14 + 20 + 8].copy_from_slice(&[0, 0]); // no checksum
+    assert!(s.send(&zero_len).backend().is_some());
+}
+
+/// Frames shorter than an Ethernet header pass; an IPv4 header cut short
+/// is dropped and counted.
+pub fn short_frames(s: &mut Session) {
+    s.program(&[service(
+        "default/web",
+        &[("10.96.0.10:80", FrontendType::ClusterIp)],
+        &FOUR,
+    )]);
+    let f = tcp("192.168.5.2:40000", "10.96.0.10:80");
+    for x in [Vec::new(), vec![0u8; 5], f[..13].to_vec()] {
+        assert_eq!(s.send(&x).out.as_deref(), Some(&x[..]));
+    }
+    let before = s.dut.drops();
+    for cut in [14, 14 + 1, 14 + 12, 14 + 19] {
+        assert_eq!(s.send(&f[..cut]).out, None, "IPv4 header cut at {cut}");
+    }
+    if let (Some(b), Some(a)) = (before, s.dut.drops()) {
+        assert_eq!(a.malformed - b.malformed, 4, "malformed drops counted");
+    }
+}

@@ -1,0 +1,348 @@
+//! [`Session`]: drives one dataplane under test next to lb-core's oracle and
+//! checks every frame it sends.
+
+use std::net::SocketAddr;
+
+use lb_core::{
+    decide, BackendId, DesiredState, FlowContext, FlowKey, FlowState, L4Proto, LbAlgorithm,
+    NodeConfig, ReconcileError, Reconciler, Scope, Selection, Service, Verdict,
+};
+
+use super::dut::{AsDataplane, DataplaneUnderTest, Direction, Features, PacketCtx, PacketResult};
+use super::reference::{classify, endpoints, rewrite, Class};
+use crate::packets::PacketBuilder;
+
+/// One dataplane, the reconciler that programs it, and the oracle's flow
+/// state. Every `send` is compared with [`lb_core::decide`].
+pub struct Session<'a> {
+    /// The dataplane.
+    pub dut: &'a mut dyn DataplaneUnderTest,
+    /// Programs the dataplane; its tables are the oracle's.
+    pub rec: Reconciler,
+    /// The node.
+    pub node: NodeConfig,
+    /// The oracle's connection tracking and affinity.
+    pub flows: FlowState,
+    /// What the dataplane supports.
+    pub features: Features,
+    /// The current time (seconds).
+    pub now: u64,
+    entropy: u64,
+}
+
+/// What happened to one frame sent to a frontend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sent {
+    /// The oracle's verdict (after following the dataplane's random choice
+    /// when it cannot take entropy); `Pass` for frames that are not an IPv4
+    /// TCP/UDP flow (ignored or malformed: see `out`).
+    pub verdict: Verdict,
+    /// The frame the dataplane let through, if any.
+    pub out: Option<Vec<u8>>,
+}
+
+impl Sent {
+    /// The backend the frame was forwarded to.
+    pub fn backend(&self) -> Option<SocketAddr> {
+        match self.verdict {
+            Verdict::Forward(f) => Some(SocketAddr::new(f.backend.addr, f.backend.port)),
+            _ => None,
+        }
+    }
+}
+
+impl<'a> Session<'a> {
+    /// A session over `dut` for `node`.
+    pub fn new(dut: &'a mut dyn DataplaneUnderTest, node: NodeConfig) -> Self {
+        let features = dut.features();
+        Session {
+            dut,
+            rec: Reconciler::new(),
+            node,
+            flows: FlowState::new(),
+            features,
+            now: 1000,
+            entropy: 0x9e37_79b9_7f4a_7c15,
+        }
+    }
+
+    /// Reconciles `services` into the dataplane.
+    pub fn apply(&mut self, services: &[Service]) -> Result<usize, ReconcileError> {
+        let desired = DesiredState::build(&self.node, services)?;
+        self.rec.apply(&mut AsDataplane(&mut *self.dut), &desired)
+    }
+
+    /// Like [`Session::apply`], panicking on error.
+    pub fn program(&mut self, services: &[Service]) {
+        if let Err(e) = self.apply(services) {
+            panic!("{}: apply: {e}", self.dut.name());
+        }
+    }
+
+    /// Forgets flows in the dataplane and the oracle.
+    pub fn reset_flows(&mut self) {
+        self.dut.reset_flows();
+        self.flows = FlowState::new();
+    }
+
+    fn next_entropy(&mut self) -> u32 {
+        // splitmix64
+        self.entropy = self.entropy.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.entropy;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        (z ^ (z >> 31)) as u32
+    }
+
+    /// Sends `frame` towards the frontends with fresh entropy and checks the
+    /// result against the oracle: untouched for `Pass`, dropped for `Drop`,
+    /// and for `Forward` exactly the reference rewrite (addresses, ports,
+    /// checksums; every other byte the same).
+    pub fn send(&mut self, frame: &[u8]) -> Sent {
+        let ctx = PacketCtx {
+            now: self.now,
+            entropy: self.next_entropy(),
+        };
+        self.send_with(frame, ctx)
+    }
+
+    /// [`Session::send`] with the given time and entropy.
+    pub fn send_with(&mut self, frame: &[u8], ctx: PacketCtx) -> Sent {
+        let name = self.dut.name();
+        let got = self.dut.process(Direction::ToFrontend, frame, ctx);
+        let key = match classify(frame) {
+            Class::Flow(key) => key,
+            Class::Ignore => {
+                assert_eq!(
+                    got,
+                    PacketResult::Accept(frame.to_vec()),
+                    "{name}: ignored frame changed"
+                );
+                return Sent {
+                    verdict: Verdict::Pass,
+                    out: Some(frame.to_vec()),
+                };
+            }
+            Class::Malformed => {
+                assert_eq!(
+                    got,
+                    PacketResult::Drop,
+                    "{name}: malformed frame not dropped"
+                );
+                return Sent {
+                    verdict: Verdict::Pass,
+                    out: None,
+                };
+            }
+        };
+        let fctx = FlowContext {
+            now: ctx.now,
+            entropy: ctx.entropy,
+            scope: Scope::External,
+        };
+        let before = self.flows.clone();
+        let mut verdict = decide(self.rec.current(), &self.node, &mut self.flows, &key, fctx);
+        if !self.features.entropy {
+            if let Some(v) = self.follow_random_choice(&key, &verdict, &got, before, fctx) {
+                verdict = v;
+            }
+        }
+        match verdict {
+            Verdict::Pass => {
+                assert_eq!(
+                    got,
+                    PacketResult::Accept(frame.to_vec()),
+                    "{name}: {key:?} should pass untouched"
+                );
+                Sent {
+                    verdict,
+                    out: Some(frame.to_vec()),
+                }
+            }
+            Verdict::Drop { .. } => {
+                assert_eq!(
+                    got,
+                    PacketResult::Drop,
+                    "{name}: {key:?} should be dropped ({verdict:?})"
+                );
+                Sent { verdict, out: None }
+            }
+            Verdict::Forward(f) => {
+                assert!(
+                    f.snat.is_none() || self.features.snat,
+                    "{name}: the scenario needs SNAT, which this dataplane does not do: declare it unsupported"
+                );
+                let src = SocketAddr::new(f.snat.unwrap_or(key.src), key.sport);
+                let dst = SocketAddr::new(f.backend.addr, f.backend.port);
+                let want = rewrite(frame, src, dst).expect("reference rewrite");
+                let PacketResult::Accept(out) = got else {
+                    panic!("{name}: {key:?} should be forwarded to {dst} but was dropped");
+                };
+                assert_eq!(
+                    classify(&out),
+                    classify(&want),
+                    "{name}: {key:?} forwarded to the wrong place (oracle {f:?})"
+                );
+                assert_eq!(
+                    out, want,
+                    "{name}: {key:?}: headers or checksums differ from the reference"
+                );
+                Sent {
+                    verdict,
+                    out: Some(out),
+                }
+            }
+        }
+    }
+
+    /// For a dataplane with its own randomness: when the oracle chose a new
+    /// backend at random and the dataplane another selectable one, record
+    /// the dataplane's choice in the oracle and return the matching verdict.
+    fn follow_random_choice(
+        &mut self,
+        key: &FlowKey,
+        verdict: &Verdict,
+        got: &PacketResult,
+        before: FlowState,
+        fctx: FlowContext,
+    ) -> Option<Verdict> {
+        let Verdict::Forward(f) = verdict else {
+            return None;
+        };
+        if f.selection != Selection::New {
+            return None;
+        }
+        let tables = self.rec.current();
+        let fe = tables.frontends.get(&f.service)?;
+        if fe.algorithm != LbAlgorithm::Random {
+            return None;
+        }
+        let PacketResult::Accept(out) = got else {
+            return None;
+        };
+        let Class::Flow(k) = classify(out) else {
+            return None;
+        };
+        let chosen = tables
+            .backends
+            .values()
+            .find(|b| b.addr.addr == k.dst && b.addr.port == k.dport)?;
+        if chosen.id == f.backend_id {
+            return None;
+        }
+        assert!(
+            fe.selectable_backends()
+                .iter()
+                .any(|s| s.id == chosen.id && s.weight > 0),
+            "{}: {key:?} went to {}, which is not selectable",
+            self.dut.name(),
+            chosen.addr
+        );
+        // Replay the decision with entropy that picks the dataplane's backend.
+        self.flows = before;
+        let entropy = entropy_for(fe.selectable_backends(), chosen.id)?;
+        Some(decide(
+            tables,
+            &self.node,
+            &mut self.flows,
+            key,
+            FlowContext { entropy, ..fctx },
+        ))
+    }
+
+    /// Sends the backend's reply to a frame this session forwarded (`out` of
+    /// [`Sent`]) and checks that it comes back from the frontend the client
+    /// used to the client. Returns the rewritten reply.
+    pub fn reply(&mut self, client_frame: &[u8], forwarded: &[u8]) -> Vec<u8> {
+        let name = self.dut.name();
+        let (Class::Flow(orig), Class::Flow(fwd)) = (classify(client_frame), classify(forwarded))
+        else {
+            panic!("reply() needs two IPv4 TCP/UDP frames");
+        };
+        let (backend, target) = (
+            SocketAddr::new(fwd.dst, fwd.dport),
+            SocketAddr::new(fwd.src, fwd.sport),
+        );
+        let reply = frame(orig.proto, backend, target);
+        let got = self.dut.process(
+            Direction::Reply,
+            &reply,
+            PacketCtx {
+                now: self.now,
+                entropy: 0,
+            },
+        );
+        let (client, frontend) = endpoints(&orig);
+        let want = rewrite(&reply, frontend, client).expect("reference rewrite");
+        assert_eq!(
+            got,
+            PacketResult::Accept(want.clone()),
+            "{name}: reply of {orig:?} not reverse-NATed"
+        );
+        want
+    }
+
+    /// Sends a frame and its reply; returns the backend (`None` if not forwarded).
+    pub fn roundtrip(&mut self, frame: &[u8]) -> Option<SocketAddr> {
+        let sent = self.send(frame);
+        if let (Some(out), Some(_)) = (&sent.out, sent.backend()) {
+            self.reply(frame, out);
+        }
+        sent.backend()
+    }
+
+    /// Sends a reply no flow expects and checks it passes untouched.
+    pub fn stray_reply(&mut self, frame: &[u8]) {
+        let got = self.dut.process(
+            Direction::Reply,
+            frame,
+            PacketCtx {
+                now: self.now,
+                entropy: 0,
+            },
+        );
+        assert_eq!(
+            got,
+            PacketResult::Accept(frame.to_vec()),
+            "{}: stray reply changed",
+            self.dut.name()
+        );
+    }
+}
+
+/// Entropy that makes weighted random selection pick `id` from `slots`.
+fn entropy_for(slots: &[lb_core::BackendSlot], id: BackendId) -> Option<u32> {
+    let mut start = 0u32;
+    for s in slots {
+        if s.id == id && s.weight > 0 {
+            return Some(start);
+        }
+        start += u32::from(s.weight);
+    }
+    None
+}
+
+/// A TCP SYN or UDP frame with a 5-byte payload.
+pub fn frame(proto: L4Proto, src: SocketAddr, dst: SocketAddr) -> Vec<u8> {
+    let b = match proto {
+        L4Proto::Udp => PacketBuilder::udp(src, dst),
+        _ => PacketBuilder::tcp(src, dst).syn(),
+    };
+    b.payload(b"hello").build().expect("valid frame")
+}
+
+/// A TCP SYN frame `src` → `dst` (`ADDR:PORT` strings).
+pub fn tcp(src: &str, dst: &str) -> Vec<u8> {
+    frame(L4Proto::Tcp, sa(src), sa(dst))
+}
+
+/// A UDP frame `src` → `dst`.
+pub fn udp(src: &str, dst: &str) -> Vec<u8> {
+    frame(L4Proto::Udp, sa(src), sa(dst))
+}
+
+/// Parses `ADDR:PORT`.
+pub fn sa(s: &str) -> SocketAddr {
+    s.parse()
+        .unwrap_or_else(|_| panic!("bad socket address {s:?}"))
+}

@@ -1,0 +1,288 @@
+//! Recorded packet traces and their replay through several dataplanes.
+//!
+//! A [`Trace`] is a list of [`Step`]s: program services, send a frame in a
+//! direction with a time and entropy, or reset flows. [`replay`] runs it
+//! through one dataplane and records every result; [`assert_same`] compares
+//! the records of two dataplanes frame by frame.
+
+use lb_core::{DesiredState, NodeConfig, Reconciler, Service};
+
+use super::dut::{AsDataplane, DataplaneUnderTest, Direction, PacketCtx, PacketResult};
+
+/// One step of a trace.
+#[derive(Debug, Clone)]
+pub enum Step {
+    /// Reconcile to these services.
+    Program(Vec<Service>),
+    /// Process a frame.
+    Packet {
+        /// Which way.
+        dir: Direction,
+        /// The frame.
+        frame: Vec<u8>,
+        /// Time and entropy.
+        ctx: PacketCtx,
+    },
+    /// Forget flows.
+    ResetFlows,
+}
+
+/// A recorded packet trace.
+#[derive(Debug, Clone)]
+pub struct Trace {
+    /// The node the trace was recorded on.
+    pub node: NodeConfig,
+    /// The steps.
+    pub steps: Vec<Step>,
+}
+
+/// What one step produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    /// The result of programming (`Err` text on failure).
+    Programmed(Result<usize, String>),
+    /// The result of a packet.
+    Packet(PacketResult),
+    /// Flows were reset.
+    Reset,
+}
+
+/// Replays `trace` through `dut`.
+pub fn replay(dut: &mut dyn DataplaneUnderTest, trace: &Trace) -> Vec<Record> {
+    let mut rec = Reconciler::new();
+    trace
+        .steps
+        .iter()
+        .map(|step| match step {
+            Step::Program(services) => Record::Programmed(
+                DesiredState::build(&trace.node, services)
+                    .map_err(|e| e.to_string())
+                    .and_then(|d| {
+                        rec.apply(&mut AsDataplane(&mut *dut), &d)
+                            .map_err(|e| e.to_string())
+                    }),
+            ),
+            Step::Packet { dir, frame, ctx } => Record::Packet(dut.process(*dir, frame, *ctx)),
+            Step::ResetFlows => {
+                dut.reset_flows();
+                Record::Reset
+            }
+        })
+        .collect()
+}
+
+/// Asserts that two replays of `trace` are identical, naming the first
+/// step where they differ.
+pub fn assert_same(trace: &Trace, a: (&str, &[Record]), b: (&str, &[Record])) {
+    assert_eq!(a.1.len(), b.1.len());
+    for (i, (x, y)) in a.1.iter().zip(b.1).enumerate() {
+        assert_eq!(
+            x, y,
+            "step {i} ({:?}) differs between {} and {}",
+            trace.steps[i], a.0, b.0
+        );
+    }
+}
+
+/// Records a trace of `packets` frames with a seeded generator: several
+/// services (random with affinity, Maglev, NodePort with an SNATed remote
+/// backend, source ranges, traffic policy Local), clients that reuse ports
+/// (established flows), replies to what lb-core's oracle forwarded, a
+/// backend that turns terminating and one that is removed halfway, flow
+/// resets, and damaged frames.
+///
+/// ```
+/// use lb_testkit::conformance::{trace, OracleDataplane};
+/// let t = trace::record(7, 50);
+/// let mut a = OracleDataplane::new(&trace::setup(&t));
+/// let mut b = OracleDataplane::new(&trace::setup(&t));
+/// trace::assert_same(&t, ("a", &trace::replay(&mut a, &t)), ("b", &trace::replay(&mut b, &t)));
+/// ```
+pub fn record(seed: u64, packets: usize) -> Trace {
+    record_with(seed, packets, true)
+}
+
+/// [`record`], with or without a flow that lb-core SNATs (a remote backend
+/// under traffic policy Cluster), for dataplanes that do not SNAT.
+pub fn record_with(seed: u64, packets: usize, snat: bool) -> Trace {
+    use super::session::{frame, sa};
+    use super::OracleDataplane;
+    use lb_core::{L4Proto, MaglevConfig};
+
+    let mut rng = SplitMix(seed);
+    let mut node = NodeConfig::new(super::scenarios::NODE, vec![sa("192.168.1.10:0").ip()]);
+    node.maglev = MaglevConfig::new(251, rng.next() as u32).expect("maglev config");
+    let v1 = trace_services(false, snat);
+    let v2 = trace_services(true, snat);
+    let mut trace = Trace {
+        node,
+        steps: vec![Step::Program(v1.clone())],
+    };
+    let mut oracle = OracleDataplane::new(&setup(&trace));
+    let mut rec = Reconciler::new();
+    let mut program = |oracle: &mut OracleDataplane, services: &[Service]| {
+        if let Ok(d) = DesiredState::build(&trace.node, services) {
+            let _ = rec.apply(&mut AsDataplane(oracle), &d);
+        }
+    };
+    program(&mut oracle, &v1);
+    let dsts = [
+        ("10.96.0.10:80", L4Proto::Tcp),
+        ("10.96.0.53:53", L4Proto::Udp),
+        ("192.168.1.10:30080", L4Proto::Tcp),
+        ("127.0.0.1:30080", L4Proto::Tcp),
+        ("203.0.113.7:80", L4Proto::Tcp),
+        ("203.0.113.8:80", L4Proto::Tcp),
+        ("10.96.0.99:80", L4Proto::Tcp),
+    ];
+    let mut now = 100u64;
+    for i in 0..packets {
+        let mut extra = Vec::new();
+        if i == packets / 2 {
+            extra.push(Step::Program(v2.clone()));
+        } else if rng.next().is_multiple_of(97) {
+            extra.push(Step::ResetFlows);
+        }
+        now += rng.next() % 3;
+        let client = format!(
+            "192.168.{}.{}:{}",
+            5 + rng.next() % 2,
+            1 + rng.next() % 6,
+            40000 + rng.next() % 8
+        );
+        let (dst, proto) = dsts[(rng.next() % dsts.len() as u64) as usize];
+        let mut f = frame(proto, sa(&client), sa(dst));
+        if rng.next().is_multiple_of(13) {
+            damage(&mut f, rng.next());
+        }
+        let ctx = PacketCtx {
+            now,
+            entropy: rng.next() as u32,
+        };
+        extra.push(Step::Packet {
+            dir: Direction::ToFrontend,
+            frame: f.clone(),
+            ctx,
+        });
+        // Keep the oracle in step to build the replies.
+        let mut part = Trace {
+            node: trace.node.clone(),
+            steps: extra,
+        };
+        let mut out = None;
+        for step in &part.steps {
+            match step {
+                Step::Program(s) => program(&mut oracle, s),
+                Step::ResetFlows => oracle.reset_flows(),
+                Step::Packet { dir, frame, ctx } => out = Some(oracle.process(*dir, frame, *ctx)),
+            }
+        }
+        if let (Some(PacketResult::Accept(fwd)), true) = (out, rng.next().is_multiple_of(2)) {
+            if let super::reference::Class::Flow(k) = super::reference::classify(&fwd) {
+                if fwd != f {
+                    let reply = frame(
+                        proto,
+                        std::net::SocketAddr::new(k.dst, k.dport),
+                        std::net::SocketAddr::new(k.src, k.sport),
+                    );
+                    oracle.process(Direction::Reply, &reply, ctx);
+                    part.steps.push(Step::Packet {
+                        dir: Direction::Reply,
+                        frame: reply,
+                        ctx,
+                    });
+                }
+            }
+        }
+        trace.steps.append(&mut part.steps);
+    }
+    trace
+}
+
+/// The setup a trace's dataplanes are built with.
+pub fn setup(trace: &Trace) -> super::Setup {
+    super::Setup {
+        node: trace.node.clone(),
+        capacity: lb_core::Capacity::default(),
+    }
+}
+
+fn trace_services(later: bool, snat: bool) -> Vec<Service> {
+    use super::scenarios::service;
+    use lb_core::{
+        BackendParams, BackendState, FrontendType, LbAlgorithm, SessionAffinity, TrafficPolicy,
+    };
+    let mut web = service(
+        "default/web",
+        &[("10.96.0.10:80", FrontendType::ClusterIp)],
+        &["10.0.1.1:80", "10.0.1.2:80", "10.0.1.3:80", "10.0.1.4:80"],
+    );
+    web.algorithm = Some(LbAlgorithm::Random);
+    web.session_affinity = SessionAffinity::ClientIp { timeout_secs: 5 };
+    web.backends[1].weight = 3;
+    let mut dns = service(
+        "default/dns",
+        &[("10.96.0.53:53/UDP", FrontendType::ClusterIp)],
+        &["10.0.2.1:53/UDP", "10.0.2.2:53/UDP", "10.0.2.3:53/UDP"],
+    );
+    dns.algorithm = Some(LbAlgorithm::Maglev);
+    let mut np = service(
+        "default/np",
+        &[("0.0.0.0:30080", FrontendType::NodePort)],
+        &["10.0.3.1:8080"],
+    );
+    let remote = if snat {
+        "node-2"
+    } else {
+        super::scenarios::NODE
+    };
+    np.backends
+        .push(BackendParams::new("10.0.4.1:8080".parse().expect("addr")).on_node(remote));
+    np.algorithm = Some(LbAlgorithm::Maglev);
+    let mut lb = service(
+        "default/lb",
+        &[("203.0.113.7:80", FrontendType::LoadBalancer)],
+        &["10.0.5.1:80"],
+    );
+    lb.source_ranges = vec!["192.168.5.0/24".parse().expect("net")];
+    let mut local = service(
+        "default/local",
+        &[("203.0.113.8:80", FrontendType::LoadBalancer)],
+        &["10.0.6.1:80"],
+    );
+    local
+        .backends
+        .push(BackendParams::new("10.0.6.2:80".parse().expect("addr")).on_node("node-2"));
+    local.ext_traffic_policy = TrafficPolicy::Local;
+    if later {
+        web.backends[0].state = BackendState::Terminating;
+        web.backends.remove(2);
+        dns.backends.remove(0);
+        np.backends[0].state = BackendState::Terminating;
+    }
+    vec![web, dns, np, lb, local]
+}
+
+/// Damages a frame the way the bad-packet cases do.
+fn damage(f: &mut Vec<u8>, how: u64) {
+    match how % 6 {
+        0 => f[14] = 0x44,                             // IHL below 5
+        1 => f.truncate(14 + 20 + 4),                  // L4 header cut short
+        2 => f[14 + 6] = 0x20,                         // a fragment
+        3 => f[14 + 9] = 1,                            // ICMP
+        4 => f.truncate(14 + 10),                      // IPv4 header cut short
+        _ => f[12..14].copy_from_slice(&[0x86, 0xdd]), // claims IPv6
+    }
+}
+
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}

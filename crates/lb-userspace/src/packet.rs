@@ -1,0 +1,380 @@
+//! Frame parsing and in-place rewriting with `pnet_packet` views.
+//!
+//! [`parse`] classifies a frame exactly like `lb_parse4` in
+//! `crates/lb-ebpf/bpf/lb_pkt.h`: not IPv4 (or shorter than an Ethernet
+//! header) is [`Parsed::Ignore`]; an IPv4 frame whose header is cut short,
+//! whose version is not 4 or whose IHL is below 5 is [`Parsed::Malformed`];
+//! fragments and protocols other than TCP and UDP are ignored; a TCP or UDP
+//! header cut short is malformed. Nothing else is checked (the IPv4 total
+//! length and the UDP length field are not, as in the BPF program).
+//!
+//! [`set_addr`] and [`set_port`] rewrite one address or port and update the
+//! IPv4 and L4 checksums incrementally (RFC 1624), as `bpf_l3_csum_replace`
+//! and `bpf_l4_csum_replace` do; a zero UDP checksum ("none") stays zero and
+//! a computed zero becomes `0xffff`.
+
+use std::net::Ipv4Addr;
+
+use lb_core::L4Proto;
+use pnet_packet::ethernet::{EtherTypes, EthernetPacket, MutableEthernetPacket};
+use pnet_packet::ip::IpNextHeaderProtocols;
+use pnet_packet::ipv4::{Ipv4Flags, Ipv4Packet, MutableIpv4Packet};
+use pnet_packet::tcp::{MutableTcpPacket, TcpPacket};
+use pnet_packet::udp::{MutableUdpPacket, UdpPacket};
+use pnet_packet::Packet;
+
+/// Length of an Ethernet header.
+pub const ETH_HLEN: usize = 14;
+
+/// What the packet path needs of an IPv4 TCP/UDP frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PacketInfo {
+    /// IPv4 source.
+    pub src: Ipv4Addr,
+    /// IPv4 destination.
+    pub dst: Ipv4Addr,
+    /// L4 source port.
+    pub sport: u16,
+    /// L4 destination port.
+    pub dport: u16,
+    /// TCP or UDP.
+    pub proto: L4Proto,
+    /// Offset of the L4 header from the start of the frame.
+    pub l4_off: usize,
+}
+
+/// The class of a frame, as `lb_parse4` returns it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parsed {
+    /// IPv4 TCP or UDP with complete headers.
+    Ok(PacketInfo),
+    /// Not ours (not IPv4, a fragment, another protocol): pass untouched.
+    Ignore,
+    /// IPv4 with a broken header: drop and count.
+    Malformed,
+}
+
+/// Classifies `frame` (an Ethernet frame). Never panics.
+///
+/// ```
+/// use lb_userspace::packet::{parse, Parsed};
+/// assert_eq!(parse(&[0u8; 10]), Parsed::Ignore);
+/// let mut ipv4_cut_short = vec![0u8; 20];
+/// ipv4_cut_short[12..14].copy_from_slice(&[0x08, 0x00]);
+/// assert_eq!(parse(&ipv4_cut_short), Parsed::Malformed);
+/// ```
+pub fn parse(frame: &[u8]) -> Parsed {
+    let Some(eth) = EthernetPacket::new(frame) else {
+        return Parsed::Ignore;
+    };
+    if eth.get_ethertype() != EtherTypes::Ipv4 {
+        return Parsed::Ignore;
+    }
+    let Some(ip) = Ipv4Packet::new(&frame[ETH_HLEN..]) else {
+        return Parsed::Malformed;
+    };
+    let ihl = usize::from(ip.get_header_length());
+    if ip.get_version() != 4 || ihl < 5 {
+        return Parsed::Malformed;
+    }
+    if ip.get_flags() & Ipv4Flags::MoreFragments != 0 || ip.get_fragment_offset() != 0 {
+        return Parsed::Ignore;
+    }
+    let proto = match ip.get_next_level_protocol() {
+        IpNextHeaderProtocols::Tcp => L4Proto::Tcp,
+        IpNextHeaderProtocols::Udp => L4Proto::Udp,
+        _ => return Parsed::Ignore,
+    };
+    let l4_off = ETH_HLEN + ihl * 4;
+    let l4 = frame.get(l4_off..).unwrap_or(&[]);
+    let ports = match proto {
+        L4Proto::Tcp => TcpPacket::new(l4).map(|t| (t.get_source(), t.get_destination())),
+        _ => UdpPacket::new(l4).map(|u| (u.get_source(), u.get_destination())),
+    };
+    let Some((sport, dport)) = ports else {
+        return Parsed::Malformed;
+    };
+    Parsed::Ok(PacketInfo {
+        src: ip.get_source(),
+        dst: ip.get_destination(),
+        sport,
+        dport,
+        proto,
+        l4_off,
+    })
+}
+
+/// Which end of a packet to rewrite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// The source address or port.
+    Src,
+    /// The destination address or port.
+    Dst,
+}
+
+/// Folds a 32-bit one's-complement sum to 16 bits.
+fn fold(mut sum: u32) -> u16 {
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum as u16
+}
+
+/// RFC 1624 eqn. 3: the checksum after a 16-bit word changed from `old` to `new`.
+pub fn csum_replace2(check: u16, old: u16, new: u16) -> u16 {
+    !fold(u32::from(!check) + u32::from(!old) + u32::from(new))
+}
+
+/// The checksum after a 32-bit word changed from `old` to `new`.
+pub fn csum_replace4(check: u16, old: u32, new: u32) -> u16 {
+    let sum = u32::from(!check)
+        + u32::from(!(old >> 16) as u16)
+        + u32::from(!(old as u16))
+        + (new >> 16)
+        + (new & 0xffff);
+    !fold(sum)
+}
+
+/// Applies a checksum update to the L4 header at `info.l4_off`, keeping a
+/// zero UDP checksum zero and turning a computed UDP zero into `0xffff`.
+fn update_l4_csum(frame: &mut [u8], info: &PacketInfo, update: impl Fn(u16) -> u16) {
+    let Some(l4) = frame.get_mut(info.l4_off..) else {
+        return;
+    };
+    match info.proto {
+        L4Proto::Tcp => {
+            if let Some(mut tcp) = MutableTcpPacket::new(l4) {
+                let c = tcp.get_checksum();
+                tcp.set_checksum(update(c));
+            }
+        }
+        _ => {
+            if let Some(mut udp) = MutableUdpPacket::new(l4) {
+                let c = udp.get_checksum();
+                if c != 0 {
+                    let n = update(c);
+                    udp.set_checksum(if n == 0 { 0xffff } else { n });
+                }
+            }
+        }
+    }
+}
+
+/// Rewrites the source or destination IPv4 address of a frame [`parse`]
+/// accepted as `info`, updating both checksums. Returns false (and changes
+/// nothing) when the frame does not match `info`'s layout.
+pub fn set_addr(frame: &mut [u8], info: &PacketInfo, end: End, new: Ipv4Addr) -> bool {
+    let Some(mut ip) = frame.get_mut(ETH_HLEN..).and_then(MutableIpv4Packet::new) else {
+        return false;
+    };
+    let old = match end {
+        End::Src => ip.get_source(),
+        End::Dst => ip.get_destination(),
+    };
+    if old == new {
+        return true;
+    }
+    let (o, n) = (u32::from(old), u32::from(new));
+    let c = ip.get_checksum();
+    ip.set_checksum(csum_replace4(c, o, n));
+    match end {
+        End::Src => ip.set_source(new),
+        End::Dst => ip.set_destination(new),
+    }
+    update_l4_csum(frame, info, |c| csum_replace4(c, o, n));
+    true
+}
+
+/// Rewrites the source or destination port, updating the L4 checksum.
+/// Returns false (and changes nothing) when the L4 header is missing.
+pub fn set_port(frame: &mut [u8], info: &PacketInfo, end: End, new: u16) -> bool {
+    let Some(l4) = frame.get_mut(info.l4_off..) else {
+        return false;
+    };
+    let old = match info.proto {
+        L4Proto::Tcp => match MutableTcpPacket::new(l4) {
+            Some(mut t) => {
+                let old = match end {
+                    End::Src => t.get_source(),
+                    End::Dst => t.get_destination(),
+                };
+                match end {
+                    End::Src => t.set_source(new),
+                    End::Dst => t.set_destination(new),
+                }
+                old
+            }
+            None => return false,
+        },
+        _ => match MutableUdpPacket::new(l4) {
+            Some(mut u) => {
+                let old = match end {
+                    End::Src => u.get_source(),
+                    End::Dst => u.get_destination(),
+                };
+                match end {
+                    End::Src => u.set_source(new),
+                    End::Dst => u.set_destination(new),
+                }
+                old
+            }
+            None => return false,
+        },
+    };
+    if old != new {
+        update_l4_csum(frame, info, |c| csum_replace2(c, old, new));
+    }
+    true
+}
+
+/// Sums 16-bit big-endian words (an odd last byte is padded with zero).
+fn sum_words(data: &[u8]) -> u32 {
+    let mut sum = 0u32;
+    let mut chunks = data.chunks_exact(2);
+    for c in &mut chunks {
+        sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
+    }
+    if let [b] = chunks.remainder() {
+        sum += u32::from(*b) << 8;
+    }
+    sum
+}
+
+/// Completes an L4 checksum left for offload (Linux `CHECKSUM_PARTIAL`:
+/// the field holds the folded, non-inverted pseudo-header sum, as frames
+/// from a veth peer carry it when captured with `AF_PACKET`). Frames whose
+/// checksum field is anything else are left alone. Returns true when it
+/// completed the checksum. Runs before the packet path, outside it.
+pub fn complete_partial_checksum(frame: &mut [u8], info: &PacketInfo) -> bool {
+    let Some(ip) = frame.get(ETH_HLEN..).and_then(Ipv4Packet::new) else {
+        return false;
+    };
+    let ip_len = usize::from(ip.get_total_length());
+    let l4_len = ip_len.saturating_sub(info.l4_off - ETH_HLEN);
+    let end = info.l4_off + l4_len;
+    if l4_len == 0 || end > frame.len() {
+        return false;
+    }
+    let csum_off = info.l4_off + if info.proto == L4Proto::Tcp { 16 } else { 6 };
+    let pseudo = u32::from(fold(
+        sum_words(&info.src.octets())
+            + sum_words(&info.dst.octets())
+            + u32::from(info.proto.number())
+            + l4_len as u32,
+    ));
+    let field = u32::from(u16::from_be_bytes([frame[csum_off], frame[csum_off + 1]]));
+    if field != pseudo {
+        return false;
+    }
+    frame[csum_off..csum_off + 2].copy_from_slice(&[0, 0]);
+    let mut c = !fold(pseudo + sum_words(&frame[info.l4_off..end]));
+    if c == 0 && info.proto == L4Proto::Udp {
+        c = 0xffff;
+    }
+    frame[csum_off..csum_off + 2].copy_from_slice(&c.to_be_bytes());
+    true
+}
+
+/// The source MAC address of a frame, if it has an Ethernet header.
+pub fn src_mac(frame: &[u8]) -> Option<[u8; 6]> {
+    EthernetPacket::new(frame).map(|e| e.get_source().octets())
+}
+
+/// The Ethernet payload (the IP packet) of a frame.
+pub fn l3(frame: &[u8]) -> Option<&[u8]> {
+    EthernetPacket::new(frame).map(|e| &frame[ETH_HLEN..ETH_HLEN + e.payload().len()])
+}
+
+/// Sets the MAC addresses of a frame (used when a frame is sent on another link).
+pub fn set_macs(frame: &mut [u8], src: [u8; 6], dst: [u8; 6]) -> bool {
+    match MutableEthernetPacket::new(frame) {
+        Some(mut e) => {
+            e.set_source(src.into());
+            e.set_destination(dst.into());
+            true
+        }
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn full_csum(words: &[u16]) -> u16 {
+        !fold(words.iter().map(|w| u32::from(*w)).sum())
+    }
+
+    #[test]
+    fn incremental_equals_full_recompute() {
+        let mut words = [
+            0x4500u16, 0x0073, 0, 0x4000, 0x4011, 0, 0xc0a8, 0x0001, 0xc0a8, 0x00c7,
+        ];
+        let c = full_csum(&words);
+        let c2 = csum_replace4(c, 0xc0a8_00c7, 0x0a00_0105);
+        words[8] = 0x0a00;
+        words[9] = 0x0105;
+        assert_eq!(c2, full_csum(&words));
+        let c3 = csum_replace2(c2, 0x0a00, 0x1234);
+        words[8] = 0x1234;
+        assert_eq!(c3, full_csum(&words));
+    }
+
+    #[test]
+    fn partial_checksums_are_completed_and_others_left_alone() {
+        // 10.0.0.1:1000 -> 10.0.0.2:80, TCP, 20-byte header, no payload.
+        let mut f = vec![0u8; 14 + 20 + 20];
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        f[14] = 0x45;
+        f[16..18].copy_from_slice(&40u16.to_be_bytes());
+        f[14 + 9] = 6;
+        f[26..30].copy_from_slice(&[10, 0, 0, 1]);
+        f[30..34].copy_from_slice(&[10, 0, 0, 2]);
+        f[34..36].copy_from_slice(&1000u16.to_be_bytes());
+        f[36..38].copy_from_slice(&80u16.to_be_bytes());
+        f[34 + 12] = 0x50;
+        let Parsed::Ok(info) = parse(&f) else {
+            panic!()
+        };
+        let pseudo = fold(sum_words(&[10, 0, 0, 1, 10, 0, 0, 2]) + 6 + 20);
+        f[50..52].copy_from_slice(&pseudo.to_be_bytes());
+        assert!(complete_partial_checksum(&mut f, &info));
+        let full = !fold(
+            u32::from(pseudo)
+                + sum_words(&{
+                    let mut seg = f[34..54].to_vec();
+                    seg[16] = 0;
+                    seg[17] = 0;
+                    seg
+                }),
+        );
+        assert_eq!(u16::from_be_bytes([f[50], f[51]]), full);
+        // Now complete: left alone.
+        assert!(!complete_partial_checksum(&mut f, &info));
+    }
+
+    #[test]
+    fn classification_matches_lb_parse4() {
+        assert_eq!(parse(&[]), Parsed::Ignore);
+        let mut f = vec![0u8; 14 + 20 + 20];
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        f[14] = 0x45;
+        f[14 + 9] = 6;
+        assert!(matches!(parse(&f), Parsed::Ok(_)));
+        assert_eq!(parse(&f[..14 + 20 + 19]), Parsed::Malformed);
+        f[14] = 0x44;
+        assert_eq!(parse(&f), Parsed::Malformed);
+        f[14] = 0x65;
+        assert_eq!(parse(&f), Parsed::Malformed);
+        f[14] = 0x45;
+        f[14 + 6] = 0x20; // more fragments
+        assert_eq!(parse(&f), Parsed::Ignore);
+        f[14 + 6] = 0;
+        f[14 + 9] = 1; // ICMP
+        assert_eq!(parse(&f), Parsed::Ignore);
+        f[14] = 0x4f; // IHL 15: the TCP header would start past the end
+        f[14 + 9] = 6;
+        assert_eq!(parse(&f), Parsed::Malformed);
+    }
+}

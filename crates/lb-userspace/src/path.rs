@@ -1,0 +1,290 @@
+//! The packet path of one worker: classify a frame, decide (the same steps
+//! as [`lb_core::flow::decide`], over the published snapshot and the
+//! worker's own [`FlowTable`]), and rewrite the frame in place.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use lb_core::flow::{lookup_frontend, AffinityEntry};
+use lb_core::select::select_backend;
+use lb_core::{BackendId, DropReason, FlowKey, Forward, RevNatId, Scope, Selection, Verdict};
+
+use crate::counters::{Counters, DropKind};
+use crate::ct::{CtEntry, FlowTable};
+use crate::packet::{self, End, PacketInfo, Parsed};
+use crate::rng::FastRng;
+use crate::tables::Snapshot;
+
+/// Which way a frame travels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// From a client towards a frontend (the BPF ingress program's job).
+    ToFrontend,
+    /// From a backend back to a client (the BPF egress program's job).
+    Reply,
+}
+
+/// What the caller knows about a packet beyond its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PacketMeta {
+    /// Monotonic time in seconds (affinity timeouts).
+    pub now: u64,
+    /// The random number for weighted random selection.
+    pub entropy: u32,
+    /// The lookup scope (a client-facing device carries external traffic).
+    pub scope: Scope,
+}
+
+/// What the packet path did with a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Not ours: the frame is untouched; let it through.
+    Pass,
+    /// DNATed (and maybe SNATed) in place towards a backend.
+    Forwarded(Forward),
+    /// A reply rewritten in place back to the frontend address.
+    ReverseNated {
+        /// The frontend's reverse-NAT ID.
+        rev_nat: RevNatId,
+    },
+    /// DropKind the frame.
+    Dropped(DropKind),
+}
+
+impl Outcome {
+    /// True when the frame should be sent on (possibly rewritten).
+    pub fn keeps(&self) -> bool {
+        !matches!(self, Outcome::Dropped(_))
+    }
+}
+
+/// One worker's packet path. Not shared between threads: each worker owns
+/// its connection-tracking table, and reads the tables through `arc-swap`.
+#[derive(Debug)]
+pub struct PacketPath {
+    tables: Arc<ArcSwap<Snapshot>>,
+    flows: FlowTable,
+    counters: Arc<Counters>,
+    rng: FastRng,
+}
+
+impl PacketPath {
+    /// A worker over published `tables`, counting into `counters`.
+    pub fn new(
+        tables: Arc<ArcSwap<Snapshot>>,
+        counters: Arc<Counters>,
+        flows: FlowTable,
+        rng: FastRng,
+    ) -> Self {
+        PacketPath {
+            tables,
+            flows,
+            counters,
+            rng,
+        }
+    }
+
+    /// The worker's tracked flows.
+    pub fn flows(&self) -> &FlowTable {
+        &self.flows
+    }
+
+    /// Forgets every flow and affinity entry.
+    pub fn reset_flows(&mut self) {
+        self.flows.clear();
+    }
+
+    /// Processes one frame at time `now` (seconds), drawing entropy from the
+    /// worker's PRNG, in the external scope.
+    pub fn process(&mut self, frame: &mut [u8], dir: Direction, now: u64) -> Outcome {
+        let meta = PacketMeta {
+            now,
+            entropy: self.rng.next_u32(),
+            scope: Scope::External,
+        };
+        self.process_with(frame, dir, meta)
+    }
+
+    /// Processes one frame with explicit time, entropy and scope.
+    pub fn process_with(&mut self, frame: &mut [u8], dir: Direction, meta: PacketMeta) -> Outcome {
+        let info = match packet::parse(frame) {
+            Parsed::Ok(info) => info,
+            Parsed::Ignore => return Outcome::Pass,
+            Parsed::Malformed => {
+                self.counters.count_drop(DropKind::Malformed);
+                return Outcome::Dropped(DropKind::Malformed);
+            }
+        };
+        let key = FlowKey {
+            src: IpAddr::V4(info.src),
+            dst: IpAddr::V4(info.dst),
+            sport: info.sport,
+            dport: info.dport,
+            proto: info.proto,
+        };
+        match dir {
+            Direction::ToFrontend => self.client_packet(frame, &info, &key, meta),
+            Direction::Reply => self.reply(frame, &info, &key),
+        }
+    }
+
+    fn client_packet(
+        &mut self,
+        frame: &mut [u8],
+        info: &PacketInfo,
+        key: &FlowKey,
+        meta: PacketMeta,
+    ) -> Outcome {
+        let snap = self.tables.load();
+        let verdict = decide(&mut self.flows, &snap, key, meta);
+        match verdict {
+            Verdict::Pass => Outcome::Pass,
+            Verdict::Drop { service, reason } => {
+                if reason == DropReason::NoBackend {
+                    self.counters.service(service, frame.len(), false);
+                }
+                self.counters.count_drop(reason.into());
+                Outcome::Dropped(reason.into())
+            }
+            Verdict::Forward(f) => {
+                let (IpAddr::V4(to), Some(src)) = (f.backend.addr, snat_v4(f.snat, info.src))
+                else {
+                    // A family change (NAT46/64) is not something lb-core plans.
+                    self.counters.count_drop(DropKind::NoBackend);
+                    return Outcome::Dropped(DropKind::NoBackend);
+                };
+                self.counters.service(
+                    f.service,
+                    frame.len(),
+                    f.selection != Selection::Established,
+                );
+                packet::set_addr(frame, info, End::Dst, to);
+                packet::set_port(frame, info, End::Dst, f.backend.port);
+                packet::set_addr(frame, info, End::Src, src);
+                Outcome::Forwarded(f)
+            }
+        }
+    }
+
+    fn reply(&mut self, frame: &mut [u8], info: &PacketInfo, key: &FlowKey) -> Outcome {
+        let Some((orig, entry)) = self.flows.by_reply(key) else {
+            return Outcome::Pass;
+        };
+        let (orig, entry) = (*orig, *entry);
+        let snap = self.tables.load();
+        // The reverse-NAT entry names the frontend; a wildcard entry keeps
+        // the node address the client used.
+        let fe = match snap.rev_nat.get(&entry.rev_nat) {
+            Some(a) if !a.addr.is_unspecified() => *a,
+            _ => orig.frontend(),
+        };
+        let (IpAddr::V4(fe_addr), IpAddr::V4(client)) = (fe.addr, orig.src) else {
+            return Outcome::Pass;
+        };
+        packet::set_addr(frame, info, End::Src, fe_addr);
+        packet::set_port(frame, info, End::Src, fe.port);
+        if entry.snat.is_some() {
+            packet::set_addr(frame, info, End::Dst, client);
+        }
+        Outcome::ReverseNated {
+            rev_nat: entry.rev_nat,
+        }
+    }
+}
+
+/// [`lb_core::flow::decide`] over a snapshot and a worker's flows.
+pub fn decide(flows: &mut FlowTable, snap: &Snapshot, key: &FlowKey, meta: PacketMeta) -> Verdict {
+    {
+        let tables = &snap.tables;
+        let node = &snap.node;
+        let Some(fe) = lookup_frontend(tables, node, key, meta.scope) else {
+            return Verdict::Pass;
+        };
+        if fe.has_source_ranges() && !fe.source_ranges.iter().any(|n| n.contains(&key.src)) {
+            return Verdict::Drop {
+                service: fe.id,
+                reason: DropReason::SourceRangeDenied,
+            };
+        }
+        let rev_nat = fe.id.rev_nat();
+        let forward = |backend_id: BackendId, selection| {
+            let backend = tables.backends.get(&backend_id)?;
+            let snat = (!backend.local && !fe.local_only)
+                .then(|| node.node_ip_like(backend.addr.addr))
+                .flatten();
+            Some(Forward {
+                service: fe.id,
+                rev_nat,
+                frontend: key.frontend(),
+                backend_id,
+                backend: backend.addr,
+                snat,
+                selection,
+            })
+        };
+
+        if let Some(ct) = flows.get(key) {
+            if ct.rev_nat == rev_nat {
+                if let Some(f) = forward(ct.backend_id, Selection::Established) {
+                    return Verdict::Forward(f);
+                }
+            }
+            flows.remove(key);
+        }
+
+        let mut chosen = None;
+        if let Some(timeout) = fe.affinity_timeout {
+            if let Some(a) = flows.affinity(key.src, rev_nat) {
+                let fresh = meta.now.saturating_sub(a.last_used) <= u64::from(timeout);
+                if fresh
+                    && fe
+                        .selectable_backends()
+                        .iter()
+                        .any(|s| s.id == a.backend_id)
+                {
+                    chosen = Some((a.backend_id, Selection::Affinity));
+                }
+            }
+        }
+        if chosen.is_none() {
+            let hash = key.hash(tables.maglev.seed());
+            chosen = select_backend(fe, hash, meta.entropy).map(|id| (id, Selection::New));
+        }
+        let Some(f) = chosen.and_then(|(id, sel)| forward(id, sel)) else {
+            return Verdict::Drop {
+                service: fe.id,
+                reason: DropReason::NoBackend,
+            };
+        };
+        flows.insert(
+            *key,
+            CtEntry {
+                backend_id: f.backend_id,
+                rev_nat,
+                backend: f.backend,
+                snat: f.snat,
+            },
+        );
+        if fe.affinity_timeout.is_some() {
+            flows.set_affinity(
+                key.src,
+                rev_nat,
+                AffinityEntry {
+                    backend_id: f.backend_id,
+                    last_used: meta.now,
+                },
+            );
+        }
+        Verdict::Forward(f)
+    }
+}
+
+/// The IPv4 source after SNAT (`None`: a family change, not supported).
+fn snat_v4(snat: Option<IpAddr>, client: Ipv4Addr) -> Option<Ipv4Addr> {
+    match snat {
+        None => Some(client),
+        Some(IpAddr::V4(a)) => Some(a),
+        Some(IpAddr::V6(_)) => None,
+    }
+}

@@ -1,0 +1,67 @@
+//! The lb-userspace adapter of the conformance suite.
+#![allow(dead_code)]
+
+use lb_core::{DataplaneError, Op, Scope};
+use lb_testkit::conformance::{
+    DataplaneUnderTest, Direction, Drops, PacketCtx, PacketResult, Setup,
+};
+use lb_userspace::{Config, DropKind, PacketMeta, PacketPath, UserspaceDataplane};
+
+/// lb-userspace with one worker; time and entropy come from the suite.
+pub struct Userspace {
+    pub dp: UserspaceDataplane,
+    pub worker: PacketPath,
+}
+
+impl Userspace {
+    pub fn new(setup: &Setup) -> Self {
+        let config = Config {
+            capacity: setup.capacity,
+            flows: 65_536,
+        };
+        let dp = UserspaceDataplane::new(setup.node.clone(), config);
+        let worker = dp.worker_with_rng(lb_userspace::rng::FastRng::new(1));
+        Userspace { dp, worker }
+    }
+}
+
+impl DataplaneUnderTest for Userspace {
+    fn name(&self) -> String {
+        "lb-userspace".into()
+    }
+
+    fn apply(&mut self, ops: &[Op]) -> Result<(), DataplaneError> {
+        self.dp.apply_ops(ops)
+    }
+
+    fn process(&mut self, dir: Direction, frame: &[u8], ctx: PacketCtx) -> PacketResult {
+        let mut buf = frame.to_vec();
+        let dir = match dir {
+            Direction::ToFrontend => lb_userspace::Direction::ToFrontend,
+            Direction::Reply => lb_userspace::Direction::Reply,
+        };
+        let meta = PacketMeta {
+            now: ctx.now,
+            entropy: ctx.entropy,
+            scope: Scope::External,
+        };
+        if self.worker.process_with(&mut buf, dir, meta).keeps() {
+            PacketResult::Accept(buf)
+        } else {
+            PacketResult::Drop
+        }
+    }
+
+    fn reset_flows(&mut self) {
+        self.worker.reset_flows();
+    }
+
+    fn drops(&self) -> Option<Drops> {
+        let c = self.dp.counters();
+        Some(Drops {
+            malformed: c.drops(DropKind::Malformed),
+            no_backend: c.drops(DropKind::NoBackend),
+            source_range: c.drops(DropKind::SourceRange),
+        })
+    }
+}
