@@ -17,7 +17,10 @@ fn main() {
         rng ^= rng << 17;
         rng
     };
-    println!("{:>5} {:>7} {:>7} {:>10} {:>10} {:>10}", "N", "M", "trials", "mean", "max", "bound");
+    println!(
+        "{:>5} {:>7} {:>7} {:>10} {:>10} {:>10}",
+        "N", "M", "trials", "mean", "max", "bound"
+    );
     for &n in &[3usize, 10, 100, 1000] {
         for &m in &[16381u32, 65521, 131071] {
             let trials = if n >= 1000 { 10 } else { 40 };
