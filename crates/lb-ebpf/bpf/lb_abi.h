@@ -22,7 +22,14 @@
 #define LB_AFFINITY_MAX   65536
 #define LB_MAGLEV_MAX     1024
 #define LB_SRC_RANGE_MAX  16384
+#define LB_SOCK_REV_MAX   262144
+#define LB_DEVICES_MAX    64
+#define LB_SNAT_PORT_MIN  32768 /* default SNAT source-port range (Cilium's) */
+#define LB_SNAT_PORT_MAX  65535
+#define LB_SNAT_TRIES     16    /* port collisions tolerated per new flow */
 #define LB_MAX_NODE_IPS   8
+#define LB_SVC_NAME_MAX   128 /* "namespace/name" (Kubernetes: 63 + 1 + 63) */
+#define LB_ZONE_MAX       64  /* topology zone label value (Kubernetes: 63) */
 
 /* lb4_service.flags */
 #define LB_SVC_F_AFFINITY      (1 << 0) /* ClientIP session affinity */
@@ -41,7 +48,12 @@ enum lb_fe_type {
 	LB_FE_HOST_PORT = 4,
 };
 
-/* lb4_backend.flags: lb-core's BackendState in declaration order. */
+/* lb4_backend.flags */
+#define LB_BE_F_LOCAL (1 << 0) /* the backend runs on this node */
+
+/* lb4_service.flags of a backend slot (> 0): lb-core's BackendState in
+ * declaration order. Only slots 1..count are selectable; the state lets a
+ * restarted agent rebuild the frontend faithfully. */
 enum lb_backend_state {
 	LB_BE_ACTIVE = 0,
 	LB_BE_TERMINATING = 1,
@@ -55,6 +67,7 @@ enum lb_drop_reason {
 	LB_DROP_NO_BACKEND = 1,   /* frontend without a selectable backend */
 	LB_DROP_SOURCE_RANGE = 2, /* client outside loadBalancerSourceRanges */
 	LB_DROP_REWRITE = 3,      /* a checksum/store helper failed */
+	LB_DROP_SNAT_PORTS = 4,   /* no free SNAT source port after LB_SNAT_TRIES */
 	LB_DROP_MAX = 8,
 };
 
@@ -77,7 +90,7 @@ struct lb4_service {
 	__u16 total;            /* slot 0: all slots incl. non-selectable */
 	__u16 rev_nat_index;    /* slot 0: reverse-NAT id (= service id) */
 	__u16 weight;           /* slot > 0: backend weight */
-	__u16 flags;            /* slot 0: LB_SVC_F_* */
+	__u16 flags;            /* slot 0: LB_SVC_F_*; slot > 0: enum lb_backend_state */
 	__u8 fe_type;           /* slot 0: enum lb_fe_type */
 	__u8 pad;
 };
@@ -87,7 +100,7 @@ struct lb4_backend {
 	__be32 address;
 	__be16 port;
 	__u8 proto;
-	__u8 flags; /* enum lb_backend_state */
+	__u8 flags; /* LB_BE_F_* */
 };
 
 /* Reverse-NAT map value, keyed by rev_nat_index (__u16). */
@@ -112,14 +125,31 @@ struct ct4_key {
 	__u8 pad[2];
 };
 
+/* ct4_entry.flags */
+#define LB_CT_F_SNAT    (1 << 0) /* the flow is SNATed to node_ips[0]:snat_port */
+#define LB_CT_F_CLOSING (1 << 1) /* TCP FIN or RST seen: expires after a short grace */
+
 /* Connection-tracking value (same for both directions). */
 struct ct4_entry {
 	__u32 backend_id;
 	__u16 rev_nat_index;
-	__u16 pad;
+	__u16 flags;          /* LB_CT_F_* */
 	__be32 frontend_addr; /* the address the client used */
 	__be16 frontend_port;
-	__u16 pad2;
+	__be16 snat_port;     /* LB_CT_F_SNAT: the node's source port */
+	__u64 last_seen;      /* seconds of CLOCK_MONOTONIC_COARSE (userspace gc) */
+};
+
+/* SNAT reverse entry, keyed by the reply's ct4_key (backend -> node IP:
+ * snat port, dir LB_CT_SERVICE): where the reply goes back to. */
+struct lb4_snat_entry {
+	__be32 client_addr;
+	__be32 frontend_addr;
+	__be16 client_port;
+	__be16 frontend_port;
+	__u16 rev_nat_index;
+	__u16 pad;
+	__u64 last_seen; /* seconds of CLOCK_MONOTONIC_COARSE (userspace gc) */
 };
 
 /* Session-affinity key: client address per frontend. */
@@ -149,15 +179,47 @@ struct lb_config {
 	__u32 maglev_seed;       /* FlowKey::hash seed */
 	__u32 maglev_table_size; /* M: entries of every Maglev inner array */
 	__u32 node_ip_count;     /* valid entries of node_ips */
-	__u32 pad;
+	__u16 snat_port_min;     /* SNAT source ports (0: LB_SNAT_PORT_MIN) */
+	__u16 snat_port_max;     /* (0: LB_SNAT_PORT_MAX) */
 	__be32 node_ips[LB_MAX_NODE_IPS]; /* addresses wildcard frontends answer on */
 };
 
-/* Per-service counters, keyed by rev_nat_index (__u16). */
+/* Socket-LB reverse translation key: a socket and the backend it was
+ * connected (or sent) to. */
+struct lb4_sock_key {
+	__u64 cookie;    /* bpf_get_socket_cookie() */
+	__be32 address;  /* backend address */
+	__be16 port;     /* backend port */
+	__u16 pad;
+};
+
+/* Socket-LB reverse translation value: what the application asked for. */
+struct lb4_sock_val {
+	__be32 address;  /* the frontend address the application used */
+	__be16 port;     /* the frontend port */
+	__u16 rev_nat_index;
+};
+
+/* Per-service counters, keyed by rev_nat_index (__u16), and per-backend
+ * counters, keyed by backend id (__u32): client -> backend packets that
+ * matched, their bytes, and new flows (the socket LB counts its translated
+ * connections as new flows, with no packets: it sees none). */
 struct lb_svc_stats {
 	__u64 packets;
 	__u64 bytes;
 	__u64 new_flows;
+};
+
+/* Userspace-only metadata of a frontend, keyed by rev_nat_index (__u16):
+ * what a restarted agent needs that the datapath does not. */
+struct lb_svc_meta {
+	char name[LB_SVC_NAME_MAX]; /* "namespace/name", NUL-padded */
+};
+
+/* Userspace-only metadata of a backend, keyed by backend id (__u32); only
+ * backends with a zone have an entry. */
+struct lb_be_meta {
+	char zone[LB_ZONE_MAX]; /* NUL-padded */
 };
 
 /* ---- maps ---- */
@@ -220,7 +282,7 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__type(key, struct lb4_src_range_key);
-	__type(value, __u8);
+	__type(value, __u8); /* the prefix's position in the frontend's list (saturating) */
 	__uint(max_entries, LB_SRC_RANGE_MAX);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } lb4_src_range SEC(".maps");
@@ -246,5 +308,54 @@ struct {
 	__uint(max_entries, LB_SERVICES_MAX);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } lb_svc_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__type(key, __u32);
+	__type(value, struct lb_svc_stats);
+	__uint(max_entries, LB_BACKENDS_MAX);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} lb_be_stats SEC(".maps");
+
+/* SNAT reverse entries (LRU), see struct lb4_snat_entry. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct ct4_key);
+	__type(value, struct lb4_snat_entry);
+	__uint(max_entries, LB_CT_MAX);
+} lb4_snat SEC(".maps");
+
+/* The devices the programs are attached to (ifindex -> 1): a remote
+ * backend is one whose route leaves through one of them. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u32);
+	__type(value, __u8);
+	__uint(max_entries, LB_DEVICES_MAX);
+} lb_devices SEC(".maps");
+
+/* Socket LB: reverse translation for getpeername/recvmsg (LRU). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct lb4_sock_key);
+	__type(value, struct lb4_sock_val);
+	__uint(max_entries, LB_SOCK_REV_MAX);
+} lb4_sock_rev SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u16);
+	__type(value, struct lb_svc_meta);
+	__uint(max_entries, LB_SERVICES_MAX);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} lb_svc_meta SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u32);
+	__type(value, struct lb_be_meta);
+	__uint(max_entries, LB_BACKENDS_MAX);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} lb_be_meta SEC(".maps");
 
 #endif /* LB_ABI_H */

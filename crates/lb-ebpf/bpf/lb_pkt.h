@@ -21,6 +21,10 @@
 #define LB_IP_DADDR_OFF (ETH_HLEN + offsetof(struct iphdr, daddr))
 #define LB_IP_MF        0x2000
 #define LB_IP_OFFSET    0x1fff
+#define LB_TCP_FIN      0x01
+#define LB_TCP_SYN      0x02
+#define LB_TCP_RST      0x04
+#define LB_TCP_ACK      0x10
 
 /* What the programs need of a packet. */
 struct lb_pkt {
@@ -29,6 +33,7 @@ struct lb_pkt {
 	__be16 sport;
 	__be16 dport;
 	__u8 proto;
+	__u8 tcp_flags; /* TCP: the flags byte (LB_TCP_*), else 0 */
 	__u32 l4_off;   /* from the start of the frame */
 	__u32 csum_off; /* of the L4 checksum, from the start of the frame */
 };
@@ -72,6 +77,7 @@ static __always_inline enum lb_parse lb_parse4(struct __sk_buff *skb, struct lb_
 			return LB_PARSE_MALFORMED;
 		p->sport = tcp->source;
 		p->dport = tcp->dest;
+		p->tcp_flags = ((__u8 *)tcp)[13];
 		p->csum_off = p->l4_off + offsetof(struct tcphdr, check);
 	} else {
 		struct udphdr *udp = l4;

@@ -1,11 +1,14 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
 /*
- * lb_tc.c: tc programs for the client-facing devices (IPv4, no SNAT).
+ * lb_tc.c: tc programs for the client-facing devices (IPv4).
  *
- * lb_tc_ingress: frontend lookup (exact, then the wildcard NodePort/HostPort
- * entry for node-local destinations), source ranges, connection tracking,
- * ClientIP affinity, Maglev or weighted random selection, DNAT.
- * lb_tc_egress: reverse NAT of replies of tracked flows.
+ * lb_tc_ingress: reverse SNAT of replies from remote backends; frontend
+ * lookup (exact, then the wildcard NodePort/HostPort entry for node-local
+ * destinations), source ranges, connection tracking, ClientIP affinity,
+ * Maglev or weighted random selection, DNAT, and SNAT to the node IP when
+ * the backend is remote (lb_snat.h).
+ * lb_tc_egress: reverse NAT of replies of tracked (non-SNAT) flows, and
+ * of ICMP errors about them (lb_icmp.h).
  *
  * The decision order is lb_core::flow::decide's; tests/prog_run.rs compares.
  */
@@ -18,8 +21,9 @@
 #include "lb_abi.h"
 #include "lb_jhash.h"
 #include "lb_pkt.h"
-
-#define NSEC_PER_SEC 1000000000ULL
+#include "lb_select.h"
+#include "lb_snat.h"
+#include "lb_icmp.h"
 
 static __always_inline void lb_count_drop(__u32 reason)
 {
@@ -35,138 +39,52 @@ static __always_inline int lb_drop(__u32 reason)
 	return TC_ACT_SHOT;
 }
 
-/* Seconds of CLOCK_MONOTONIC_COARSE, the affinity clock. */
-static __always_inline __u64 lb_now_secs(void)
-{
-	return bpf_ktime_get_coarse_ns() / NSEC_PER_SEC;
-}
-
-/* True for the addresses a wildcard frontend answers on: node IPs, 127/8. */
-static __always_inline bool lb_is_node_local(const struct lb_config *cfg, __be32 addr)
-{
-	if ((bpf_ntohl(addr) >> 24) == 127)
-		return true;
-	if (!cfg)
-		return false;
-#pragma unroll
-	for (int i = 0; i < LB_MAX_NODE_IPS; i++) {
-		if (i < cfg->node_ip_count && cfg->node_ips[i] == addr)
-			return true;
-	}
-	return false;
-}
-
-static __always_inline struct lb4_service *lb_lookup_frontend(struct lb4_key *key,
-							      const struct lb_config *cfg,
-							      const struct lb_pkt *p)
-{
-	struct lb4_service *svc;
-
-	key->address = p->daddr;
-	key->dport = p->dport;
-	key->proto = p->proto;
-	key->backend_slot = 0;
-	key->scope = 0; /* the client-facing device carries external traffic */
-	svc = bpf_map_lookup_elem(&lb4_services, key);
-	if (svc || p->daddr == 0 || !lb_is_node_local(cfg, p->daddr))
-		return svc;
-	key->address = 0;
-	svc = bpf_map_lookup_elem(&lb4_services, key);
-	if (svc && svc->fe_type != LB_FE_NODE_PORT && svc->fe_type != LB_FE_HOST_PORT)
-		return NULL;
-	return svc;
-}
-
-/* State of the bpf_loop walks over a frontend's selectable slots. */
-struct lb_slot_walk {
-	struct lb4_key key; /* frontend key; backend_slot is set per step */
-	__u32 point;        /* weighted: remaining weight; find: backend id */
-	__u32 found;        /* backend id found, 0 if none */
-};
-
-static long lb_weighted_step(__u32 i, void *ctx)
-{
-	struct lb_slot_walk *w = ctx;
-	struct lb4_service *slot;
-
-	w->key.backend_slot = i + 1;
-	slot = bpf_map_lookup_elem(&lb4_services, &w->key);
-	if (!slot)
-		return 1;
-	if (w->point < slot->weight) {
-		w->found = slot->backend_id;
-		return 1;
-	}
-	w->point -= slot->weight;
-	return 0;
-}
-
-static long lb_find_step(__u32 i, void *ctx)
-{
-	struct lb_slot_walk *w = ctx;
-	struct lb4_service *slot;
-
-	w->key.backend_slot = i + 1;
-	slot = bpf_map_lookup_elem(&lb4_services, &w->key);
-	if (!slot)
-		return 1;
-	if (slot->backend_id == w->point) {
-		w->found = slot->backend_id;
-		return 1;
-	}
-	return 0;
-}
-
-/* True when backend_id is among the frontend's selectable slots. */
-static __always_inline bool lb_is_selectable(const struct lb4_key *key, __u16 count,
-					     __u32 backend_id)
-{
-	struct lb_slot_walk w = { .key = *key, .point = backend_id };
-
-	bpf_loop(count, lb_find_step, &w, 0);
-	return w.found != 0;
-}
-
-static __always_inline __u32 lb_select_maglev(const struct lb_config *cfg, __u16 rev_nat,
-					      const struct lb_pkt *p)
-{
-	void *table;
-	__u32 idx, *id;
-
-	if (!cfg || cfg->maglev_table_size == 0)
-		return 0;
-	table = bpf_map_lookup_elem(&lb4_maglev, &rev_nat);
-	if (!table)
-		return 0;
-	idx = lb_flow_hash4(p->saddr, p->daddr, p->sport, p->dport, p->proto,
-			    cfg->maglev_seed) % cfg->maglev_table_size;
-	id = bpf_map_lookup_elem(table, &idx);
-	return id ? *id : 0;
-}
-
-/* Weighted random choice among slots 1..count (lb_core::select::random). */
-static __always_inline __u32 lb_select_random(const struct lb4_key *key, __u16 count,
-					      __u32 total_weight, __u16 flags)
-{
-	struct lb_slot_walk w = { .key = *key };
-	struct lb4_service *slot;
-	__u32 entropy = bpf_get_prandom_u32();
-
-	if (count == 0 || total_weight == 0)
-		return 0;
-	if (flags & LB_SVC_F_UNIFORM) {
-		w.key.backend_slot = (entropy % count) + 1;
-		slot = bpf_map_lookup_elem(&lb4_services, &w.key);
-		return slot ? slot->backend_id : 0;
-	}
-	w.point = entropy % total_weight;
-	bpf_loop(count, lb_weighted_step, &w, 0);
-	return w.found;
-}
-
 static __always_inline void lb_count_service(__u16 rev_nat, __u32 bytes, bool new_flow)
 {
 	struct lb_svc_stats *st = bpf_map_lookup_elem(&lb_svc_stats, &rev_nat);
+
+	if (!st)
+		return;
+	st->packets += 1;
+	st->bytes += bytes;
+	if (new_flow)
+		st->new_flows += 1;
+}
+
+/* A FIN or RST: the flow is closing. */
+static __always_inline bool lb_closing(const struct lb_pkt *p)
+{
+	return p->tcp_flags & (LB_TCP_FIN | LB_TCP_RST);
+}
+
+/* A SYN without ACK: a new connection (reusing the tuple of a closed one). */
+static __always_inline bool lb_new_syn(const struct lb_pkt *p)
+{
+	return (p->tcp_flags & (LB_TCP_SYN | LB_TCP_ACK)) == LB_TCP_SYN;
+}
+
+/* Records activity on a CT entry (at most one write per second) and a
+ * FIN/RST. */
+static __always_inline void lb_ct_touch(struct ct4_entry *ct, __u64 now, bool closing)
+{
+	if (ct->last_seen != now)
+		ct->last_seen = now;
+	if (closing && !(ct->flags & LB_CT_F_CLOSING))
+		ct->flags |= LB_CT_F_CLOSING; /* benign race: flags only gain bits */
+}
+
+/* Marks the CT entry under `k` closing, if any. */
+static __always_inline void lb_ct_close(const struct ct4_key *k, __u64 now)
+{
+	struct ct4_entry *ct = bpf_map_lookup_elem(&lb4_ct, k);
+
+	if (ct)
+		lb_ct_touch(ct, now, true);
+}
+
+static __always_inline void lb_count_backend(__u32 backend_id, __u32 bytes, bool new_flow)
+{
+	struct lb_svc_stats *st = bpf_map_lookup_elem(&lb_be_stats, &backend_id);
 
 	if (!st)
 		return;
@@ -189,11 +107,13 @@ int lb_tc_ingress(struct __sk_buff *skb)
 	struct ct4_entry *ct;
 	const struct lb_config *cfg;
 	__u32 zero = 0, backend_id = 0, timeout, total_weight;
-	__be32 be_addr;
-	__be16 be_port;
+	__be32 be_addr, node = 0;
+	__be16 be_port, snat_port = 0;
 	__u16 rev_nat, flags, count;
 	__u64 now = 0;
-	bool new_flow = false;
+	bool new_flow = false, snat = false;
+	__u8 be_flags;
+	int rc;
 
 	switch (lb_parse4(skb, &p)) {
 	case LB_PARSE_OK:
@@ -204,7 +124,13 @@ int lb_tc_ingress(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	}
 	cfg = bpf_map_lookup_elem(&lb_config, &zero);
-	svc = lb_lookup_frontend(&key, cfg, &p);
+	now = lb_now_secs();
+	/* Replies of SNATed flows come back to the node IP. */
+	rc = lb_snat_reply(skb, cfg, &p, now);
+	if (rc >= 0)
+		return rc == TC_ACT_SHOT ? lb_drop(LB_DROP_REWRITE) : rc;
+	/* The client-facing device carries external traffic. */
+	svc = lb_lookup_frontend(&key, cfg, p.daddr, p.dport, p.proto, 0);
 	if (!svc)
 		return TC_ACT_OK;
 	/* Copy what we use: userspace may rewrite the entry meanwhile. */
@@ -231,35 +157,33 @@ int lb_tc_ingress(struct __sk_buff *skb)
 	ck.proto = p.proto;
 	ck.dir = LB_CT_SERVICE;
 	ct = bpf_map_lookup_elem(&lb4_ct, &ck);
-	if (ct && ct->rev_nat_index == rev_nat) {
+	/* A new SYN on the tuple of a closed connection starts over. */
+	if (ct && ct->rev_nat_index == rev_nat &&
+	    !((ct->flags & LB_CT_F_CLOSING) && lb_new_syn(&p))) {
 		backend_id = ct->backend_id;
+		snat = ct->flags & LB_CT_F_SNAT;
+		snat_port = ct->snat_port;
 		be = bpf_map_lookup_elem(&lb4_backends, &backend_id);
 	}
 	if (!be) {
 		if (ct)
 			bpf_map_delete_elem(&lb4_ct, &ck);
 		backend_id = 0;
-		now = lb_now_secs();
+		snat = false;
 		if (flags & LB_SVC_F_AFFINITY) {
-			struct lb_affinity_val *a;
-
 			ak.client = p.saddr;
 			ak.rev_nat_index = rev_nat;
-			a = bpf_map_lookup_elem(&lb4_affinity, &ak);
-			if (a) {
-				__u64 last = a->last_used;
-				__u32 id = a->backend_id;
-				__u64 age = now > last ? now - last : 0;
-
-				if (age <= timeout && lb_is_selectable(&key, count, id))
-					backend_id = id;
-			}
+			backend_id = lb_affinity_backend(&ak, &key, count, timeout, now);
 		}
 		if (!backend_id) {
 			if (flags & LB_SVC_F_MAGLEV)
-				backend_id = lb_select_maglev(cfg, rev_nat, &p);
+				backend_id = lb_select_maglev(
+					cfg, rev_nat,
+					lb_flow_hash4(p.saddr, p.daddr, p.sport, p.dport, p.proto,
+						      cfg ? cfg->maglev_seed : 0));
 			else
-				backend_id = lb_select_random(&key, count, total_weight, flags);
+				backend_id = lb_select_random(&key, count, total_weight, flags,
+							      bpf_get_prandom_u32());
 		}
 		if (backend_id)
 			be = bpf_map_lookup_elem(&lb4_backends, &backend_id);
@@ -271,30 +195,100 @@ int lb_tc_ingress(struct __sk_buff *skb)
 	}
 	be_addr = be->address;
 	be_port = be->port;
-	lb_count_service(rev_nat, skb->len, new_flow);
+	be_flags = be->flags;
+	node = lb_snat_addr(cfg);
 
 	if (new_flow) {
 		struct lb_affinity_val av = { .last_used = now, .backend_id = backend_id };
 
+		/* SNAT mode: a remote backend (lb-core's Backend::local is false)
+		 * under traffic policy Cluster, reached through one of our devices. */
+		if (node && !(be_flags & LB_BE_F_LOCAL) && !(flags & LB_SVC_F_LOCAL_ONLY) &&
+		    lb_route_is_ours(skb, p.saddr, be_addr, p.proto)) {
+			struct lb4_snat_entry rev = {
+				.client_addr = p.saddr,
+				.frontend_addr = p.daddr,
+				.client_port = p.sport,
+				.frontend_port = p.dport,
+				.rev_nat_index = rev_nat,
+				.last_seen = now,
+			};
+
+			snat_port = lb_snat_alloc(cfg, node, be_addr, be_port, p.proto, &rev,
+						  p.sport);
+			if (!snat_port)
+				return lb_drop(LB_DROP_SNAT_PORTS);
+			snat = true;
+		}
 		ct_val.backend_id = backend_id;
 		ct_val.rev_nat_index = rev_nat;
 		ct_val.frontend_addr = p.daddr;
 		ct_val.frontend_port = p.dport;
+		ct_val.last_seen = now;
+		if (lb_closing(&p))
+			ct_val.flags |= LB_CT_F_CLOSING;
+		if (snat) {
+			ct_val.flags = LB_CT_F_SNAT;
+			ct_val.snat_port = snat_port;
+		}
 		bpf_map_update_elem(&lb4_ct, &ck, &ct_val, BPF_ANY);
-		ck.saddr = be_addr;
-		ck.daddr = p.saddr;
-		ck.sport = be_port;
-		ck.dport = p.sport;
-		ck.dir = LB_CT_REPLY;
-		bpf_map_update_elem(&lb4_ct, &ck, &ct_val, BPF_ANY);
+		if (!snat) {
+			ck.saddr = be_addr;
+			ck.daddr = p.saddr;
+			ck.sport = be_port;
+			ck.dport = p.sport;
+			ck.dir = LB_CT_REPLY;
+			bpf_map_update_elem(&lb4_ct, &ck, &ct_val, BPF_ANY);
+		}
 		if (flags & LB_SVC_F_AFFINITY)
 			bpf_map_update_elem(&lb4_affinity, &ak, &av, BPF_ANY);
+	} else {
+		bool closing = lb_closing(&p);
+
+		lb_ct_touch(ct, now, closing);
+		if (closing && !snat) {
+			ck.saddr = be_addr;
+			ck.daddr = p.saddr;
+			ck.sport = be_port;
+			ck.dport = p.sport;
+			ck.dir = LB_CT_REPLY;
+			lb_ct_close(&ck, now);
+		}
 	}
+	if (!new_flow && snat) {
+		/* Keep the reverse entry fresh; recreate it if the LRU evicted it. */
+		struct ct4_key rk = {};
+		struct lb4_snat_entry *e;
+
+		lb_snat_key(&rk, be_addr, be_port, node, snat_port, p.proto);
+		e = bpf_map_lookup_elem(&lb4_snat, &rk);
+		if (e) {
+			if (e->last_seen != now)
+				e->last_seen = now;
+		} else {
+			struct lb4_snat_entry rev = {
+				.client_addr = p.saddr,
+				.frontend_addr = p.daddr,
+				.client_port = p.sport,
+				.frontend_port = p.dport,
+				.rev_nat_index = rev_nat,
+				.last_seen = now,
+			};
+
+			bpf_map_update_elem(&lb4_snat, &rk, &rev, BPF_ANY);
+		}
+	}
+	lb_count_service(rev_nat, skb->len, new_flow);
+	lb_count_backend(backend_id, skb->len, new_flow);
 
 	if (lb_rewrite(skb, &p, LB_IP_DADDR_OFF, p.daddr, be_addr, p.l4_off + 2, p.dport,
 		       be_port) < 0)
 		return lb_drop(LB_DROP_REWRITE);
-	return TC_ACT_OK;
+	if (!snat)
+		return TC_ACT_OK;
+	if (lb_rewrite(skb, &p, LB_IP_SADDR_OFF, p.saddr, node, p.l4_off, p.sport, snat_port) < 0)
+		return lb_drop(LB_DROP_REWRITE);
+	return lb_fib_redirect(skb, node, be_addr, p.proto);
 }
 
 SEC("classifier")
@@ -307,6 +301,8 @@ int lb_tc_egress(struct __sk_buff *skb)
 	__be32 fe_addr;
 	__be16 fe_port;
 	__u16 rev_nat;
+	__u64 now;
+	bool closing;
 
 	switch (lb_parse4(skb, &p)) {
 	case LB_PARSE_OK:
@@ -314,6 +310,9 @@ int lb_tc_egress(struct __sk_buff *skb)
 	case LB_PARSE_MALFORMED:
 		return lb_drop(LB_DROP_MALFORMED);
 	default:
+		/* ICMP errors about a DNATed flow, from its backend. */
+		if (lb_icmp_error_rev(skb) == TC_ACT_SHOT)
+			return lb_drop(LB_DROP_REWRITE);
 		return TC_ACT_OK;
 	}
 	ck.saddr = p.saddr;
@@ -328,6 +327,18 @@ int lb_tc_egress(struct __sk_buff *skb)
 	fe_addr = ct->frontend_addr;
 	fe_port = ct->frontend_port;
 	rev_nat = ct->rev_nat_index;
+	now = lb_now_secs();
+	closing = lb_closing(&p);
+	lb_ct_touch(ct, now, closing);
+	if (closing) {
+		/* The client's direction closes too. */
+		ck.saddr = p.daddr;
+		ck.daddr = fe_addr;
+		ck.sport = p.dport;
+		ck.dport = fe_port;
+		ck.dir = LB_CT_SERVICE;
+		lb_ct_close(&ck, now);
+	}
 	/* The reverse-NAT entry names the frontend; a wildcard entry (0.0.0.0)
 	 * keeps the node address the client used, stored in the CT entry. */
 	rn = bpf_map_lookup_elem(&lb4_reverse_nat, &rev_nat);

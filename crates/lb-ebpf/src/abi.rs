@@ -24,8 +24,20 @@ pub const MAP_CONFIG: &str = "lb_config";
 pub const MAP_DROPS: &str = "lb_drops";
 /// Name of the per-CPU per-service counters.
 pub const MAP_SVC_STATS: &str = "lb_svc_stats";
-/// Every map of the tc object, in pinning order.
-pub const ALL_MAPS: [&str; 10] = [
+/// Name of the per-CPU per-backend counters.
+pub const MAP_BE_STATS: &str = "lb_be_stats";
+/// Name of the userspace-only frontend metadata map (service names).
+pub const MAP_SVC_META: &str = "lb_svc_meta";
+/// Name of the userspace-only backend metadata map (zones).
+pub const MAP_BE_META: &str = "lb_be_meta";
+/// Name of the socket-LB reverse translation map.
+pub const MAP_SOCK_REV: &str = "lb4_sock_rev";
+/// Name of the SNAT reverse-entry map.
+pub const MAP_SNAT: &str = "lb4_snat";
+/// Name of the attached-devices map (ifindex -> 1).
+pub const MAP_DEVICES: &str = "lb_devices";
+/// Every map of the objects, in pinning order.
+pub const ALL_MAPS: [&str; 16] = [
     MAP_SERVICES,
     MAP_BACKENDS,
     MAP_REV_NAT,
@@ -36,6 +48,12 @@ pub const ALL_MAPS: [&str; 10] = [
     MAP_CONFIG,
     MAP_DROPS,
     MAP_SVC_STATS,
+    MAP_SVC_META,
+    MAP_BE_META,
+    MAP_SOCK_REV,
+    MAP_SNAT,
+    MAP_DEVICES,
+    MAP_BE_STATS,
 ];
 
 /// `LB_SVC_F_AFFINITY`: ClientIP session affinity.
@@ -50,6 +68,35 @@ pub const SVC_F_TWO_SCOPES: u16 = 1 << 3;
 pub const SVC_F_SOURCE_RANGES: u16 = 1 << 4;
 /// `LB_SVC_F_UNIFORM`: all selectable weights are equal (O(1) random pick).
 pub const SVC_F_UNIFORM: u16 = 1 << 5;
+
+/// `LB_BE_F_LOCAL`: the backend runs on this node ([`Lb4Backend::flags`]).
+pub const BE_F_LOCAL: u8 = 1 << 0;
+
+/// `enum lb_backend_state`: a backend slot's state, stored in the slot's
+/// [`Lb4Service::flags`] (lb-core `BackendState` order).
+pub const BE_STATE_ACTIVE: u16 = 0;
+/// `LB_BE_TERMINATING`.
+pub const BE_STATE_TERMINATING: u16 = 1;
+/// `LB_BE_QUARANTINED`.
+pub const BE_STATE_QUARANTINED: u16 = 2;
+/// `LB_BE_MAINTENANCE`.
+pub const BE_STATE_MAINTENANCE: u16 = 3;
+
+/// `LB_SVC_NAME_MAX`: bytes of [`LbSvcMeta::name`].
+pub const SVC_NAME_MAX: usize = 128;
+/// `LB_ZONE_MAX`: bytes of [`LbBeMeta::zone`].
+pub const ZONE_MAX: usize = 64;
+
+/// `LB_CT_F_SNAT`: the flow is SNATed ([`Ct4Entry::flags`]).
+pub const CT_F_SNAT: u16 = 1 << 0;
+/// `LB_CT_F_CLOSING`: a TCP FIN or RST was seen ([`Ct4Entry::flags`]).
+pub const CT_F_CLOSING: u16 = 1 << 1;
+/// `LB_SNAT_PORT_MIN`: default lowest SNAT source port.
+pub const SNAT_PORT_MIN: u16 = 32768;
+/// `LB_SNAT_PORT_MAX`: default highest SNAT source port.
+pub const SNAT_PORT_MAX: u16 = 65535;
+/// `LB_DEVICES_MAX`: devices the programs may be attached to.
+pub const DEVICES_MAX: u32 = 64;
 
 /// `LB_CT_SERVICE`: a CT key in the client -> frontend direction.
 pub const CT_SERVICE: u8 = 0;
@@ -75,15 +122,18 @@ pub enum DropReason {
     SourceRange = 2,
     /// A checksum or store helper failed.
     Rewrite = 3,
+    /// No free SNAT source port for a new flow.
+    SnatPorts = 4,
 }
 
 impl DropReason {
     /// Every reason, in index order.
-    pub const ALL: [DropReason; 4] = [
+    pub const ALL: [DropReason; 5] = [
         DropReason::Malformed,
         DropReason::NoBackend,
         DropReason::SourceRange,
         DropReason::Rewrite,
+        DropReason::SnatPorts,
     ];
 }
 
@@ -123,7 +173,7 @@ pub struct Lb4Service {
     pub rev_nat_index: u16,
     /// Slot > 0: the backend's weight.
     pub weight: u16,
-    /// Slot 0: `SVC_F_*`.
+    /// Slot 0: `SVC_F_*`; slot > 0: the slot's `BE_STATE_*`.
     pub flags: u16,
     /// Slot 0: frontend type (lb-core `FrontendType` order).
     pub fe_type: u8,
@@ -141,7 +191,7 @@ pub struct Lb4Backend {
     pub port: u16,
     /// IP protocol number.
     pub proto: u8,
-    /// Backend state (lb-core `BackendState` order).
+    /// `BE_F_*`.
     pub flags: u8,
 }
 
@@ -185,14 +235,37 @@ pub struct Ct4Entry {
     pub backend_id: u32,
     /// The frontend's reverse-NAT id.
     pub rev_nat_index: u16,
-    /// Zero.
-    pub pad: u16,
+    /// `CT_F_*`.
+    pub flags: u16,
     /// Address the client used, network order.
     pub frontend_addr: u32,
     /// Port the client used, network order.
     pub frontend_port: u16,
+    /// With [`CT_F_SNAT`]: the node's source port, network order.
+    pub snat_port: u16,
+    /// Last packet, seconds of `CLOCK_MONOTONIC_COARSE` ([`crate::now_secs`]).
+    pub last_seen: u64,
+}
+
+/// `struct lb4_snat_entry`: where the reply of a SNATed flow goes back to,
+/// keyed by the reply's [`Ct4Key`] (backend -> node IP:SNAT port).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Lb4SnatEntry {
+    /// Client address, network order.
+    pub client_addr: u32,
+    /// Frontend address the client used, network order.
+    pub frontend_addr: u32,
+    /// Client port, network order.
+    pub client_port: u16,
+    /// Frontend port, network order.
+    pub frontend_port: u16,
+    /// The frontend's reverse-NAT id.
+    pub rev_nat_index: u16,
     /// Zero.
-    pub pad2: u16,
+    pub pad: u16,
+    /// Last packet, seconds of `CLOCK_MONOTONIC_COARSE` ([`crate::now_secs`]).
+    pub last_seen: u64,
 }
 
 /// `struct lb4_affinity_key`: client address per frontend.
@@ -244,13 +317,16 @@ pub struct LbConfig {
     pub maglev_table_size: u32,
     /// Valid entries of `node_ips`.
     pub node_ip_count: u32,
-    /// Zero.
-    pub pad: u32,
+    /// Lowest SNAT source port (0: [`SNAT_PORT_MIN`]).
+    pub snat_port_min: u16,
+    /// Highest SNAT source port (0: [`SNAT_PORT_MAX`]).
+    pub snat_port_max: u16,
     /// Node addresses (network order) wildcard frontends answer on.
     pub node_ips: [u32; MAX_NODE_IPS],
 }
 
-/// `struct lb_svc_stats`: per-service counters (one copy per CPU).
+/// `struct lb_svc_stats`: per-service and per-backend counters (one copy
+/// per CPU).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LbSvcStats {
@@ -260,6 +336,89 @@ pub struct LbSvcStats {
     pub bytes: u64,
     /// New flows (backend selections).
     pub new_flows: u64,
+}
+
+/// `struct lb4_sock_key`: a socket and the backend it was translated to.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Lb4SockKey {
+    /// `bpf_get_socket_cookie()`.
+    pub cookie: u64,
+    /// Backend address, network order.
+    pub address: u32,
+    /// Backend port, network order.
+    pub port: u16,
+    /// Zero.
+    pub pad: u16,
+}
+
+/// `struct lb4_sock_val`: the frontend the application asked for.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Lb4SockVal {
+    /// Frontend address the application used, network order.
+    pub address: u32,
+    /// Frontend port, network order.
+    pub port: u16,
+    /// The frontend's reverse-NAT id.
+    pub rev_nat_index: u16,
+}
+
+/// `struct lb_svc_meta`: a frontend's service name (userspace only).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LbSvcMeta {
+    /// `namespace/name`, NUL-padded.
+    pub name: [u8; SVC_NAME_MAX],
+}
+
+/// `struct lb_be_meta`: a backend's zone (userspace only).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LbBeMeta {
+    /// Zone label value, NUL-padded.
+    pub zone: [u8; ZONE_MAX],
+}
+
+/// Fills a NUL-padded byte field; `None` when `s` does not fit (or holds NUL).
+fn padded<const N: usize>(s: &str) -> Option<[u8; N]> {
+    let b = s.as_bytes();
+    if b.len() > N || b.contains(&0) {
+        return None;
+    }
+    let mut out = [0u8; N];
+    out[..b.len()].copy_from_slice(b);
+    Some(out)
+}
+
+/// The text of a NUL-padded byte field (lossy on invalid UTF-8).
+fn unpadded(b: &[u8]) -> String {
+    let n = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+    String::from_utf8_lossy(&b[..n]).into_owned()
+}
+
+impl LbSvcMeta {
+    /// The entry for `name`, or `None` when it does not fit.
+    pub fn new(name: &str) -> Option<Self> {
+        padded(name).map(|name| LbSvcMeta { name })
+    }
+
+    /// The stored name.
+    pub fn name(&self) -> String {
+        unpadded(&self.name)
+    }
+}
+
+impl LbBeMeta {
+    /// The entry for `zone`, or `None` when it does not fit.
+    pub fn new(zone: &str) -> Option<Self> {
+        padded(zone).map(|zone| LbBeMeta { zone })
+    }
+
+    /// The stored zone.
+    pub fn zone(&self) -> String {
+        unpadded(&self.zone)
+    }
 }
 
 macro_rules! pod {
@@ -277,10 +436,15 @@ pod!(
     Lb4Backend = 8,
     Lb4ReverseNat = 8,
     Ct4Key = 16,
-    Ct4Entry = 16,
+    Ct4Entry = 24,
     Lb4AffinityKey = 8,
     LbAffinityVal = 16,
     Lb4SrcRangeKey = 12,
     LbConfig = 48,
     LbSvcStats = 24,
+    LbSvcMeta = 128,
+    Lb4SockKey = 16,
+    Lb4SockVal = 8,
+    Lb4SnatEntry = 24,
+    LbBeMeta = 64,
 );

@@ -13,8 +13,8 @@ use std::path::Path;
 
 use aya::maps::{Array, MapData, MapError, PerCpuValues};
 use lb_core::{
-    BackendId, Dataplane, DataplaneError, Frontend, FrontendType, L3n4Addr, LbAlgorithm,
-    MaglevConfig, NodeConfig, Op, ServiceId,
+    Backend, BackendId, BackendState, Dataplane, DataplaneError, Frontend, FrontendType,
+    LbAlgorithm, MaglevConfig, NodeConfig, Op, ServiceId,
 };
 
 use crate::abi::*;
@@ -27,6 +27,9 @@ pub struct Counters {
     pub drops: Vec<(DropReason, u64)>,
     /// Per-frontend counters.
     pub services: BTreeMap<ServiceId, LbSvcStats>,
+    /// Per-backend counters (client -> backend direction; socket-LB
+    /// connections count as new flows).
+    pub backends: BTreeMap<BackendId, LbSvcStats>,
 }
 
 impl Counters {
@@ -73,13 +76,13 @@ struct Caps {
 /// [`crate::load`] pinned.
 #[derive(Debug)]
 pub struct EbpfDataplane {
-    maps: Maps,
-    maglev: MaglevConfig,
+    pub(crate) maps: Maps,
+    pub(crate) maglev: MaglevConfig,
     caps: Caps,
     shadow: Shadow,
 }
 
-fn sys(context: impl Into<String>) -> impl FnOnce(MapError) -> DataplaneError {
+pub(crate) fn sys(context: impl Into<String>) -> impl FnOnce(MapError) -> DataplaneError {
     let context = context.into();
     move |e| DataplaneError::System {
         context,
@@ -87,7 +90,7 @@ fn sys(context: impl Into<String>) -> impl FnOnce(MapError) -> DataplaneError {
     }
 }
 
-fn ignore_missing(r: Result<(), MapError>) -> Result<(), MapError> {
+pub(crate) fn ignore_missing(r: Result<(), MapError>) -> Result<(), MapError> {
     match r {
         Err(MapError::KeyNotFound) => Ok(()),
         Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
@@ -195,13 +198,45 @@ fn range_key(id: u16, (addr, len): (u32, u8)) -> SrcRangeKey {
     )
 }
 
-fn backend_value(addr: &L3n4Addr) -> Result<Lb4Backend, DataplaneError> {
+/// The backends-map value of a backend.
+pub fn backend_value(b: &Backend) -> Result<Lb4Backend, DataplaneError> {
+    let addr = &b.addr;
     Ok(Lb4Backend {
         address: be32(v4(addr.addr, addr)?),
         port: addr.port.to_be(),
         proto: addr.proto.number(),
-        flags: 0,
+        flags: if b.local { BE_F_LOCAL } else { 0 },
     })
+}
+
+/// Zeroed per-CPU counters (a new service or backend starts from 0).
+fn zero_stats(ctx: &str) -> Result<PerCpuValues<LbSvcStats>, DataplaneError> {
+    let err = |e: std::io::Error| DataplaneError::System {
+        context: ctx.to_string(),
+        source: Box::new(e),
+    };
+    let cpus = aya::util::nr_cpus().map_err(|(_, e)| err(e))?;
+    PerCpuValues::try_from(vec![LbSvcStats::default(); cpus]).map_err(err)
+}
+
+/// The sum of per-CPU counters.
+fn sum_cpus(per_cpu: &PerCpuValues<LbSvcStats>) -> LbSvcStats {
+    let mut sum = LbSvcStats::default();
+    for s in per_cpu.iter() {
+        sum.packets += s.packets;
+        sum.bytes += s.bytes;
+        sum.new_flows += s.new_flows;
+    }
+    sum
+}
+
+fn state_code(s: BackendState) -> u16 {
+    match s {
+        BackendState::Active => BE_STATE_ACTIVE,
+        BackendState::Terminating => BE_STATE_TERMINATING,
+        BackendState::Quarantined => BE_STATE_QUARANTINED,
+        BackendState::Maintenance => BE_STATE_MAINTENANCE,
+    }
 }
 
 impl EbpfDataplane {
@@ -251,13 +286,49 @@ impl EbpfDataplane {
                 ips.len()
             )));
         }
+        // Keep a SNAT port range set earlier (set_snat_ports).
+        let old = self.maps.config.get(&0, 0).unwrap_or_default();
         let mut cfg = LbConfig {
             maglev_seed: node.maglev.seed(),
             maglev_table_size: node.maglev.table_size(),
             node_ip_count: ips.len() as u32,
+            snat_port_min: if old.snat_port_min != 0 {
+                old.snat_port_min
+            } else {
+                SNAT_PORT_MIN
+            },
+            snat_port_max: if old.snat_port_max != 0 {
+                old.snat_port_max
+            } else {
+                SNAT_PORT_MAX
+            },
             ..LbConfig::default()
         };
         cfg.node_ips[..ips.len()].copy_from_slice(&ips);
+        self.maps
+            .config
+            .set(0, cfg, 0)
+            .map_err(sys("writing lb_config"))
+    }
+
+    /// Sets the source ports SNATed flows use (default
+    /// [`SNAT_PORT_MIN`]`..=`[`SNAT_PORT_MAX`], Cilium's), for new flows.
+    /// Keep the range clear of the node's own ephemeral ports
+    /// (`net.ipv4.ip_local_port_range`) and of NodePorts.
+    pub fn set_snat_ports(
+        &mut self,
+        ports: std::ops::RangeInclusive<u16>,
+    ) -> Result<(), DataplaneError> {
+        if ports.is_empty() || *ports.start() == 0 {
+            return Err(unsupported(format!("SNAT port range {ports:?}")));
+        }
+        let mut cfg = self
+            .maps
+            .config
+            .get(&0, 0)
+            .map_err(sys("reading lb_config"))?;
+        cfg.snat_port_min = *ports.start();
+        cfg.snat_port_max = *ports.end();
         self.maps
             .config
             .set(0, cfg, 0)
@@ -316,12 +387,17 @@ impl EbpfDataplane {
         Ok(())
     }
 
+    /// The services-map key of frontend `id`, if programmed.
+    pub(crate) fn shadow_frontend_key(&self, id: u16) -> Option<Lb4Key> {
+        self.shadow.frontends.get(&id).map(|fe| fe.key)
+    }
+
     /// The typed maps (tests read CT and affinity entries through them).
     pub fn maps(&mut self) -> &mut Maps {
         &mut self.maps
     }
 
-    /// Reads the drop and per-service counters.
+    /// Reads the drop, per-service and per-backend counters.
     pub fn counters(&self) -> Result<Counters, DataplaneError> {
         let mut c = Counters::default();
         for r in DropReason::ALL {
@@ -334,13 +410,11 @@ impl EbpfDataplane {
         }
         for item in self.maps.svc_stats.iter() {
             let (id, per_cpu) = item.map_err(sys("reading lb_svc_stats"))?;
-            let mut sum = LbSvcStats::default();
-            for s in per_cpu.iter() {
-                sum.packets += s.packets;
-                sum.bytes += s.bytes;
-                sum.new_flows += s.new_flows;
-            }
-            c.services.insert(ServiceId(id), sum);
+            c.services.insert(ServiceId(id), sum_cpus(&per_cpu));
+        }
+        for item in self.maps.be_stats.iter() {
+            let (id, per_cpu) = item.map_err(sys("reading lb_be_stats"))?;
+            c.backends.insert(BackendId(id), sum_cpus(&per_cpu));
         }
         Ok(c)
     }
@@ -357,7 +431,7 @@ impl EbpfDataplane {
         for op in ops {
             match op {
                 Op::UpsertBackend(b) => {
-                    backend_value(&b.addr)?;
+                    backend_value(b)?;
                     s.backends.insert(b.id.0);
                 }
                 Op::DeleteBackend { id, .. } => {
@@ -457,12 +531,29 @@ impl EbpfDataplane {
     fn write(&mut self, op: &Op) -> Result<(), DataplaneError> {
         let maps = &mut self.maps;
         match op {
-            Op::UpsertBackend(b) => maps
-                .backends
-                .insert(b.id.0, backend_value(&b.addr)?, 0)
-                .map_err(sys(format!("writing backend {}", b.id))),
-            Op::DeleteBackend { id, .. } => ignore_missing(maps.backends.remove(&id.0))
-                .map_err(sys(format!("deleting backend {id}"))),
+            Op::UpsertBackend(b) => {
+                let ctx = || format!("writing backend {}", b.id);
+                maps.backends
+                    .insert(b.id.0, backend_value(b)?, 0)
+                    .map_err(sys(ctx()))?;
+                if maps.be_stats.get(&b.id.0, 0).is_err() {
+                    maps.be_stats
+                        .insert(b.id.0, zero_stats(&ctx())?, 0)
+                        .map_err(sys(ctx()))?;
+                }
+                // Metadata only a restarted agent reads; a zone that does
+                // not fit is left out (restore then rewrites the backend).
+                match b.zone.as_deref().and_then(LbBeMeta::new) {
+                    Some(m) => maps.be_meta.insert(b.id.0, m, 0).map_err(sys(ctx())),
+                    None => ignore_missing(maps.be_meta.remove(&b.id.0)).map_err(sys(ctx())),
+                }
+            }
+            Op::DeleteBackend { id, .. } => {
+                let ctx = || format!("deleting backend {id}");
+                ignore_missing(maps.backends.remove(&id.0)).map_err(sys(ctx()))?;
+                ignore_missing(maps.be_stats.remove(&id.0)).map_err(sys(ctx()))?;
+                ignore_missing(maps.be_meta.remove(&id.0)).map_err(sys(ctx()))
+            }
             Op::UpsertRevNat { id, addr } => {
                 let v = Lb4ReverseNat {
                     address: be32(v4(addr.addr, addr)?),
@@ -502,10 +593,11 @@ impl EbpfDataplane {
         let key = frontend_key(fe)?;
         let old = self.shadow.frontends.get(&fe.id.0).cloned();
         let ranges = v4_ranges(fe);
-        for r in &ranges {
+        for (pos, r) in ranges.iter().enumerate() {
+            let pos = u8::try_from(pos).unwrap_or(u8::MAX);
             self.maps
                 .src_range
-                .insert(&range_key(fe.id.0, *r), 1, 0)
+                .insert(&range_key(fe.id.0, *r), pos, 0)
                 .map_err(sys(ctx()))?;
         }
         for (i, b) in fe.backends.iter().enumerate() {
@@ -516,6 +608,7 @@ impl EbpfDataplane {
             let v = Lb4Service {
                 backend_id: b.id.0,
                 weight: b.weight,
+                flags: state_code(b.state),
                 ..Lb4Service::default()
             };
             self.maps.services.insert(slot, v, 0).map_err(sys(ctx()))?;
@@ -524,23 +617,15 @@ impl EbpfDataplane {
             .services
             .insert(key, frontend_entry(fe), 0)
             .map_err(sys(ctx()))?;
+        match LbSvcMeta::new(&fe.service.to_string()) {
+            Some(m) => self.maps.svc_meta.insert(fe.id.0, m, 0),
+            None => ignore_missing(self.maps.svc_meta.remove(&fe.id.0)),
+        }
+        .map_err(sys(ctx()))?;
         if self.maps.svc_stats.get(&fe.id.0, 0).is_err() {
-            let zeros = PerCpuValues::try_from(vec![
-                LbSvcStats::default();
-                aya::util::nr_cpus().map_err(|(_, e)| {
-                    DataplaneError::System {
-                        context: ctx(),
-                        source: Box::new(e),
-                    }
-                })?
-            ])
-            .map_err(|e| DataplaneError::System {
-                context: ctx(),
-                source: Box::new(e),
-            })?;
             self.maps
                 .svc_stats
-                .insert(fe.id.0, zeros, 0)
+                .insert(fe.id.0, zero_stats(&ctx())?, 0)
                 .map_err(sys(ctx()))?;
         }
         if let Some(old) = old {
@@ -589,6 +674,7 @@ impl EbpfDataplane {
         for r in &old.ranges {
             ignore_missing(self.maps.src_range.remove(&range_key(id.0, *r))).map_err(sys(ctx()))?;
         }
+        ignore_missing(self.maps.svc_meta.remove(&id.0)).map_err(sys(ctx()))?;
         ignore_missing(self.maps.svc_stats.remove(&id.0)).map_err(sys(ctx()))
     }
 }

@@ -1,21 +1,32 @@
-//! The eBPF dataplane: lb-core's model compiled onto tc programs and BPF
-//! maps, loaded with aya (issue 4, first slice: IPv4, tc, no SNAT).
+//! The eBPF dataplane: lb-core's model compiled onto tc programs, cgroup
+//! socket programs and BPF maps, loaded with aya (issue 4; IPv4).
 //!
 //! * `bpf/lb_abi.h` defines every map layout; [`abi`] mirrors it.
-//! * [`loader`] loads `bpf/lb_tc.c`, pins maps and TCX links under a bpffs
-//!   directory and re-opens them on a second load; [`loader::cleanup`] detaches.
+//! * [`loader`] loads `bpf/lb_tc.c` (DNAT, connection tracking, SNAT to the
+//!   node IP for remote backends, ICMP error translation), pins maps and TCX
+//!   links under a bpffs directory and re-opens them on a second load;
+//!   [`loader::cleanup`] detaches.
+//! * with [`LoadOptions::with_cgroup`], `bpf/lb_sock.c` (connect4, sendmsg4,
+//!   recvmsg4, getpeername4) balances the sockets of that cgroup's processes.
 //! * [`maps`] opens the pinned maps with typed aya wrappers.
-//! * [`EbpfDataplane`] implements [`lb_core::Dataplane`] by writing those maps.
+//! * [`EbpfDataplane`] implements [`lb_core::Dataplane`] by writing those maps,
+//!   and [`EbpfDataplane::restore`] reads them back after an agent restart;
+//!   [`EbpfDataplane::gc`] expires idle flows; [`EbpfDataplane::counters`]
+//!   reads drop, service and backend counters.
 
 #![warn(missing_docs)]
 
 pub mod abi;
+mod cgroup;
 mod clock;
 pub mod dataplane;
+mod gc;
 pub mod loader;
 pub mod maps;
+mod restore;
 
 pub use clock::now_secs;
 pub use dataplane::EbpfDataplane;
+pub use gc::{CtTimeouts, GcStats};
 pub use loader::{cleanup, load, LoadError, LoadOptions, Loaded, MapCapacity};
 pub use maps::Maps;

@@ -2,7 +2,8 @@
 //! links, re-opening all of it on a second load, and [`cleanup`].
 //!
 //! Pin layout under the caller's bpffs directory `DIR`:
-//! `DIR/maps/<map name>` and `DIR/links/<ifname>-ingress|egress`. Pinned
+//! `DIR/maps/<map name>`, `DIR/links/<ifname>-ingress|egress` and, with a
+//! socket-LB cgroup, `DIR/links/cgroup-<cgroup inode>-<hook>`. Pinned
 //! links keep the programs attached without any process; a second
 //! [`load`] re-opens the maps and swaps the programs of existing links
 //! atomically (`BPF_LINK_UPDATE`), so established flows keep working.
@@ -15,13 +16,15 @@ use std::path::{Path, PathBuf};
 use aya::maps::MapData;
 use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::tc::{SchedClassifierLink, TcAttachOptions};
-use aya::programs::{LinkOrder, ProgramError, SchedClassifier, TcAttachType};
+use aya::programs::{CgroupSockAddr, LinkOrder, ProgramError, SchedClassifier, TcAttachType};
 use aya::{Ebpf, EbpfError, EbpfLoader};
 
 use crate::abi::{self, *};
 
 /// The compiled tc object (`bpf/lb_tc.c`).
 pub static TC_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb_tc.o"));
+/// The compiled socket-LB object (`bpf/lb_sock.c`).
+pub static SOCK_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb_sock.o"));
 /// The compiled test-only object (`bpf/lb_test.c`).
 pub static TEST_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb_test.o"));
 
@@ -83,6 +86,13 @@ pub enum LoadError {
     /// The interface does not exist in the calling thread's namespace.
     #[error("no interface {0:?} in this network namespace")]
     NoInterface(String),
+    /// The socket-LB target is the root cgroup, which is refused: the
+    /// programs would capture every process of the machine.
+    #[error("refusing to attach the socket LB to the root cgroup {0}")]
+    RootCgroup(PathBuf),
+    /// The socket-LB target is not a cgroup2 directory.
+    #[error("{0} is not a cgroup2 directory")]
+    NotACgroup(PathBuf),
 }
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> LoadError + 'a {
@@ -137,7 +147,7 @@ impl Default for MapCapacity {
 
 impl MapCapacity {
     /// `(map, max_entries, key size, value size)` of every pinned map.
-    pub(crate) fn layout(&self) -> [(&'static str, u32, usize, usize); 10] {
+    pub(crate) fn layout(&self) -> [(&'static str, u32, usize, usize); 16] {
         use std::mem::size_of as s;
         [
             (
@@ -160,6 +170,14 @@ impl MapCapacity {
             (MAP_CONFIG, 1, 4, s::<LbConfig>()),
             (MAP_DROPS, abi::DROP_MAX, 4, 8),
             (MAP_SVC_STATS, self.services, 2, s::<LbSvcStats>()),
+            (MAP_SVC_META, self.services, 2, s::<LbSvcMeta>()),
+            (MAP_BE_META, self.backends, 4, s::<LbBeMeta>()),
+            // Socket-LB reverse entries: one per translated socket, sized like CT.
+            (MAP_SOCK_REV, self.ct, s::<Lb4SockKey>(), s::<Lb4SockVal>()),
+            // SNAT reverse entries: at most one per flow, sized like CT.
+            (MAP_SNAT, self.ct, s::<Ct4Key>(), s::<Lb4SnatEntry>()),
+            (MAP_DEVICES, abi::DEVICES_MAX, 4, 1),
+            (MAP_BE_STATS, self.backends, 4, s::<LbSvcStats>()),
         ]
     }
 }
@@ -173,6 +191,10 @@ pub struct LoadOptions {
     pub interfaces: Vec<String>,
     /// Map capacities for newly created maps.
     pub capacity: MapCapacity,
+    /// A cgroup (v2 directory) whose processes get the socket LB
+    /// (`bpf/lb_sock.c`); `None` loads no socket programs. The root cgroup
+    /// is refused ([`LoadError::RootCgroup`]).
+    pub cgroup: Option<PathBuf>,
 }
 
 impl LoadOptions {
@@ -182,7 +204,14 @@ impl LoadOptions {
             pin_dir: pin_dir.into(),
             interfaces: interfaces.iter().map(|s| s.to_string()).collect(),
             capacity: MapCapacity::default(),
+            cgroup: None,
         }
+    }
+
+    /// The same options with the socket LB attached to `cgroup`.
+    pub fn with_cgroup(mut self, cgroup: impl Into<PathBuf>) -> Self {
+        self.cgroup = Some(cgroup.into());
+        self
     }
 }
 
@@ -190,6 +219,7 @@ impl LoadOptions {
 /// (their links are pinned); [`cleanup`] detaches.
 pub struct Loaded {
     ebpf: Ebpf,
+    sock: Option<Ebpf>,
     pin_dir: PathBuf,
 }
 
@@ -216,6 +246,64 @@ impl Loaded {
     pub fn egress(&mut self) -> &mut SchedClassifier {
         classifier(&mut self.ebpf, PROG_EGRESS).expect("loaded")
     }
+
+    /// True when the socket-LB programs were loaded and attached.
+    pub fn has_socket_lb(&self) -> bool {
+        self.sock.is_some()
+    }
+}
+
+fn verifier_err(name: &'static str) -> impl FnOnce(ProgramError) -> LoadError {
+    move |e| match e {
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => LoadError::Verifier {
+            program: name,
+            source: io_error,
+            log: verifier_log.to_string(),
+        },
+        other => prog_err(format!("loading {name}"))(other),
+    }
+}
+
+/// Loads `object` with every map pinned (or re-opened) under `maps`.
+fn load_object(object: &[u8], maps: &Path, capacity: &MapCapacity) -> Result<Ebpf, LoadError> {
+    let mut loader = EbpfLoader::new();
+    for (name, max, _, _) in capacity.layout() {
+        loader.map_pin_path(name, Cow::Owned(maps.join(name)));
+        if name != MAP_CONFIG && name != MAP_DROPS && name != MAP_DEVICES {
+            loader.map_max_entries(name, max);
+        }
+    }
+    loader
+        .load(object)
+        .map_err(|e| LoadError::Object(Box::new(e)))
+}
+
+/// Loads the socket programs over the pinned maps and attaches them to
+/// `cgroup` through pinned links.
+fn load_sock(
+    cgroup: &Path,
+    maps: &Path,
+    links: &Path,
+    capacity: &MapCapacity,
+) -> Result<Ebpf, LoadError> {
+    let target = crate::cgroup::open_target(cgroup)?;
+    let mut ebpf = load_object(SOCK_OBJECT, maps, capacity)?;
+    for (name, hook) in crate::cgroup::SOCK_PROGRAMS {
+        let prog: &mut CgroupSockAddr = ebpf
+            .program_mut(name)
+            .ok_or(LoadError::Missing(name))?
+            .try_into()
+            .map_err(prog_err(format!(
+                "{name} is not a cgroup sock_addr program"
+            )))?;
+        prog.load().map_err(verifier_err(name))?;
+        let pin = crate::cgroup::link_pin(links, &target, hook);
+        crate::cgroup::attach_pinned(prog, name, &target, &pin)?;
+    }
+    Ok(ebpf)
 }
 
 fn classifier<'a>(
@@ -306,29 +394,15 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
         std::fs::create_dir_all(d).map_err(io_err("mkdir", d))?;
     }
     check_pins(&maps, &opts.capacity)?;
-    let mut loader = EbpfLoader::new();
-    for (name, max, _, _) in opts.capacity.layout() {
-        loader.map_pin_path(name, Cow::Owned(maps.join(name)));
-        if name != MAP_CONFIG && name != MAP_DROPS {
-            loader.map_max_entries(name, max);
-        }
+    // Refuse a bad cgroup before anything is attached.
+    if let Some(cg) = &opts.cgroup {
+        crate::cgroup::open_target(cg)?;
     }
-    let mut ebpf = loader
-        .load(TC_OBJECT)
-        .map_err(|e| LoadError::Object(Box::new(e)))?;
+    let mut ebpf = load_object(TC_OBJECT, &maps, &opts.capacity)?;
     for name in [PROG_INGRESS, PROG_EGRESS] {
-        let prog = classifier(&mut ebpf, name)?;
-        prog.load().map_err(|e| match e {
-            ProgramError::LoadError {
-                io_error,
-                verifier_log,
-            } => LoadError::Verifier {
-                program: name,
-                source: io_error,
-                log: verifier_log.to_string(),
-            },
-            other => prog_err(format!("loading {name}"))(other),
-        })?;
+        classifier(&mut ebpf, name)?
+            .load()
+            .map_err(verifier_err(name))?;
     }
     for iface in &opts.interfaces {
         for (name, attach, suffix) in [
@@ -339,9 +413,15 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
             let pin = links.join(format!("{}-{suffix}", iface.replace('.', "~")));
             attach_pinned(classifier(&mut ebpf, name)?, iface, attach, &pin)?;
         }
+        register_device(&maps, iface)?;
     }
+    let sock = match &opts.cgroup {
+        Some(cg) => Some(load_sock(cg, &maps, &links, &opts.capacity)?),
+        None => None,
+    };
     Ok(Loaded {
         ebpf,
+        sock,
         pin_dir: opts.pin_dir.clone(),
     })
 }
@@ -400,12 +480,35 @@ fn attach_pinned(
     Ok(())
 }
 
-fn interface_exists(iface: &str) -> bool {
+fn ifindex(iface: &str) -> u32 {
     let Ok(c) = CString::new(iface) else {
-        return false;
+        return 0;
     };
     // SAFETY: `c` is a valid NUL-terminated string.
-    unsafe { libc::if_nametoindex(c.as_ptr()) != 0 }
+    unsafe { libc::if_nametoindex(c.as_ptr()) }
+}
+
+fn interface_exists(iface: &str) -> bool {
+    ifindex(iface) != 0
+}
+
+/// Records `iface` in `lb_devices`: routes through it make backends remote
+/// (SNAT mode).
+fn register_device(maps: &Path, iface: &str) -> Result<(), LoadError> {
+    let index = ifindex(iface);
+    if index == 0 {
+        return Err(LoadError::NoInterface(iface.to_owned()));
+    }
+    let err = |e: aya::maps::MapError| LoadError::Program {
+        context: format!("registering device {iface} in {MAP_DEVICES}"),
+        source: Box::new(e),
+    };
+    let data = MapData::from_pin(maps.join(MAP_DEVICES)).map_err(err)?;
+    let mut devices: aya::maps::HashMap<MapData, u32, u8> = aya::maps::Map::from_map_data(data)
+        .map_err(err)?
+        .try_into()
+        .map_err(err)?;
+    devices.insert(index, 1, 0).map_err(err)
 }
 
 /// Detaches every pinned link and unpins every map under `pin_dir`, then

@@ -63,6 +63,18 @@ pub struct Maps {
     pub drops: PerCpuArray<MapData, u64>,
     /// Per-CPU service counters by service id.
     pub svc_stats: PerCpuHashMap<MapData, u16, LbSvcStats>,
+    /// Per-CPU backend counters by backend id.
+    pub be_stats: PerCpuHashMap<MapData, u32, LbSvcStats>,
+    /// Service names by service id (userspace only).
+    pub svc_meta: HashMap<MapData, u16, LbSvcMeta>,
+    /// Backend zones by backend id (userspace only).
+    pub be_meta: HashMap<MapData, u32, LbBeMeta>,
+    /// Socket-LB reverse translation (LRU).
+    pub sock_rev: HashMap<MapData, Lb4SockKey, Lb4SockVal>,
+    /// SNAT reverse entries (LRU).
+    pub snat: HashMap<MapData, Ct4Key, Lb4SnatEntry>,
+    /// Attached devices (ifindex -> 1).
+    pub devices: HashMap<MapData, u32, u8>,
     capacities: Vec<(&'static str, u32)>,
 }
 
@@ -107,6 +119,12 @@ impl Maps {
             config: typed!(dir, caps, MAP_CONFIG),
             drops: typed!(dir, caps, MAP_DROPS),
             svc_stats: typed!(dir, caps, MAP_SVC_STATS),
+            be_stats: typed!(dir, caps, MAP_BE_STATS),
+            svc_meta: typed!(dir, caps, MAP_SVC_META),
+            be_meta: typed!(dir, caps, MAP_BE_META),
+            sock_rev: typed!(dir, caps, MAP_SOCK_REV),
+            snat: typed!(dir, caps, MAP_SNAT),
+            devices: typed!(dir, caps, MAP_DEVICES),
             capacities: std::mem::take(caps),
         })
     }

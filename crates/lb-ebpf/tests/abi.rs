@@ -127,10 +127,11 @@ fn rust_mirrors_match_the_btf_of_lb_tc() {
         [
             backend_id,
             rev_nat_index,
-            pad,
+            flags,
             frontend_addr,
             frontend_port,
-            pad2
+            snat_port,
+            last_seen
         ]
     );
     check!(
@@ -155,9 +156,55 @@ fn rust_mirrors_match_the_btf_of_lb_tc() {
         l,
         "lb_config",
         LbConfig,
-        [maglev_seed, maglev_table_size, node_ip_count, pad, node_ips]
+        [
+            maglev_seed,
+            maglev_table_size,
+            node_ip_count,
+            snat_port_min,
+            snat_port_max,
+            node_ips
+        ]
     );
     check!(l, "lb_svc_stats", LbSvcStats, [packets, bytes, new_flows]);
+    check!(l, "lb_svc_meta", LbSvcMeta, [name]);
+    check!(l, "lb_be_meta", LbBeMeta, [zone]);
+    check!(l, "lb4_sock_key", Lb4SockKey, [cookie, address, port, pad]);
+    check!(
+        l,
+        "lb4_sock_val",
+        Lb4SockVal,
+        [address, port, rev_nat_index]
+    );
+    check!(
+        l,
+        "lb4_snat_entry",
+        Lb4SnatEntry,
+        [
+            client_addr,
+            frontend_addr,
+            client_port,
+            frontend_port,
+            rev_nat_index,
+            pad,
+            last_seen
+        ]
+    );
+}
+
+#[test]
+fn the_socket_object_has_the_same_layouts() {
+    let tc = btf_structs(lb_ebpf::loader::TC_OBJECT);
+    let sock = btf_structs(lb_ebpf::loader::SOCK_OBJECT);
+    for name in [
+        "lb4_key",
+        "lb4_service",
+        "lb4_backend",
+        "lb4_sock_key",
+        "lb4_sock_val",
+    ] {
+        let (a, b) = (&tc[name], &sock[name]);
+        assert_eq!((a.size, &a.fields), (b.size, &b.fields), "{name}");
+    }
 }
 
 #[test]

@@ -4,14 +4,15 @@
 //! name). Privileged (root); everything lives in the test's own namespaces
 //! and private bpffs.
 
-use std::net::{SocketAddr, UdpSocket};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use lb_core::*;
 use lb_ebpf::{EbpfDataplane, LoadOptions};
 use lb_testkit::topology::VIP_V4;
-use lb_testkit::{tcp_request, udp_request, BpffsGuard, EchoServer, Topology};
+use lb_testkit::{tcp_connect, tcp_request, udp_request, BpffsGuard, EchoServer, Topology};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -65,6 +66,16 @@ fn udp_from_port(topo: &Topology, src_port: u16, dst: SocketAddr) -> Vec<u8> {
     let (n, from) = sock.recv_from(&mut buf).expect("UDP reply");
     assert_eq!(from, dst, "reply must come from the frontend");
     buf[..n].to_vec()
+}
+
+/// Writes `msg` on an echo connection and reads the same bytes back.
+fn exchange(conn: &mut TcpStream, msg: &[u8]) {
+    conn.write_all(msg)
+        .expect("send on the long-lived connection");
+    let mut back = vec![0u8; msg.len()];
+    conn.read_exact(&mut back)
+        .expect("echo on the long-lived connection");
+    assert_eq!(back, msg);
 }
 
 #[test]
@@ -174,11 +185,20 @@ fn clusterip_nodeport_and_maglev_across_reload() {
         + 1;
     assert_eq!(who(&udp_from_port(&topo, 45000, dst)), expected);
 
+    // A long-lived TCP connection spans the restart below.
+    let mut conn = tcp_connect(&topo.client, SocketAddr::from((VIP_V4, 80)), TIMEOUT)
+        .expect("long-lived connection");
+    let mut tag_buf = [0u8; 4];
+    conn.read_exact(&mut tag_buf).expect("tag");
+    let serving = who(&tag_buf);
+    exchange(&mut conn, b"before");
+
     // Restart: the agent goes away (programs stay attached through the
-    // pinned links), connection tracking is flushed so only Maglev can
-    // keep the flow on its backend, then a new loader re-opens the pins.
+    // pinned links), then a new loader re-opens the pins and a new agent
+    // restores its tables from the maps.
     drop(dp);
     drop(loaded);
+    exchange(&mut conn, b"no agent");
     assert_eq!(
         who(&udp_from_port(&topo, 45000, dst)),
         expected,
@@ -189,7 +209,26 @@ fn clusterip_nodeport_and_maglev_across_reload() {
         .run_in(|| lb_ebpf::load(&opts))
         .unwrap()
         .expect("reload");
+    exchange(&mut conn, b"reloaded");
     let mut dp = EbpfDataplane::open(&pin_dir, &node).expect("reopen dataplane");
+    // The restarted agent knows nothing but the maps: restore, then
+    // re-applying the same desired state is a no-op.
+    let mut rec2 = Reconciler::with_tables(dp.restore().expect("restore"));
+    assert_eq!(rec2.apply(&mut dp, &desired).unwrap(), 0);
+    exchange(&mut conn, b"restored");
+    let r = tcp_request(
+        &topo.client,
+        SocketAddr::from((VIP_V4, 80)),
+        b"new",
+        TIMEOUT,
+    )
+    .expect("new connection after restore");
+    assert!(r.ends_with(b"new"), "{r:?}");
+    drop(conn);
+    assert!((1..=3).contains(&serving));
+
+    // Connection tracking is flushed so only Maglev can keep the UDP flow
+    // on its backend.
     let keys: Vec<_> = dp.maps().ct.keys().collect::<Result<_, _>>().unwrap();
     for k in keys {
         dp.maps().ct.remove(&k).unwrap();
@@ -199,10 +238,170 @@ fn clusterip_nodeport_and_maglev_across_reload() {
         expected,
         "after reload"
     );
-    // The reloaded dataplane knows the state: re-applying is a no-op diff.
-    let mut rec2 = Reconciler::with_tables(rec.current().clone());
-    assert_eq!(rec2.apply(&mut dp, &desired).unwrap(), 0);
     let counters = dp.counters().unwrap();
     assert!(counters.services.values().any(|s| s.new_flows > 0));
     drop(loaded);
+}
+
+/// A client namespace, the node with the programs on its client-facing
+/// device, and `n` backends running TCP echo servers on :8080 (tag `beK:`).
+/// Fields drop in order: servers, dataplane, pins, bpffs, namespaces.
+struct Lab {
+    _servers: Vec<EchoServer>,
+    dp: EbpfDataplane,
+    rec: Reconciler,
+    node: NodeConfig,
+    _pins: Pins,
+    _bpffs: BpffsGuard,
+    topo: Topology,
+}
+
+impl Lab {
+    fn new(n: usize) -> Lab {
+        lb_testkit::require_privileges();
+        let topo = Topology::new(n).expect("topology");
+        let bpffs = BpffsGuard::new().expect("bpffs");
+        let pin_dir = bpffs.pin_path("lb");
+        let pins = Pins(pin_dir.clone());
+        let dev = topo.node_client_dev.clone();
+        let opts = LoadOptions::new(&pin_dir, &[&dev]);
+        topo.node
+            .run_in(|| lb_ebpf::load(&opts))
+            .unwrap()
+            .expect("load and attach");
+        let servers = topo
+            .backends
+            .iter()
+            .map(|b| {
+                EchoServer::tcp(&b.ns, SocketAddr::from((b.v4, 8080)), &tag(b.index + 1)).unwrap()
+            })
+            .collect();
+        let node = NodeConfig::new("node-1", vec![topo.node_v4.into()]);
+        let dp = EbpfDataplane::open(&pin_dir, &node).expect("open dataplane");
+        Lab {
+            _servers: servers,
+            dp,
+            rec: Reconciler::new(),
+            node,
+            _pins: pins,
+            _bpffs: bpffs,
+            topo,
+        }
+    }
+
+    /// `host:8080` of backend `k` (1-based).
+    fn backend(&self, k: usize) -> String {
+        format!("{}:8080", self.topo.backends[k - 1].v4)
+    }
+
+    fn apply(&mut self, services: &[Service]) {
+        let desired = DesiredState::build(&self.node, services).unwrap();
+        self.rec.apply(&mut self.dp, &desired).expect("reconcile");
+    }
+
+    /// Which backend answers a new TCP connection to `dst`.
+    fn who_answers(&self, dst: SocketAddr) -> usize {
+        let r = tcp_request(&self.topo.client, dst, b"x", TIMEOUT)
+            .unwrap_or_else(|e| panic!("TCP to {dst}: {e}"));
+        assert!(r.ends_with(b"x"), "{r:?}");
+        who(&r)
+    }
+}
+
+#[test]
+fn loadbalancer_external_ip_and_hostport_from_the_client() {
+    let mut lab = Lab::new(3);
+    let all: Vec<String> = (1..=3).map(|k| lab.backend(k)).collect();
+    let lb = svc(
+        "default/lb",
+        &[("203.0.113.50:80".into(), FrontendType::LoadBalancer)],
+        all.clone(),
+    );
+    let ext = svc(
+        "default/ext",
+        &[("203.0.113.60:8000".into(), FrontendType::ExternalIp)],
+        all,
+    );
+    // hostPort 8081 on the node maps to the one pod, backend 2.
+    let hp = svc(
+        "default/pod-2",
+        &[("0.0.0.0:8081".into(), FrontendType::HostPort)],
+        vec![lab.backend(2)],
+    );
+    lab.apply(&[lb, ext, hp]);
+
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..20 {
+        seen.insert(lab.who_answers("203.0.113.50:80".parse().unwrap()));
+    }
+    assert_eq!(seen.len(), 3, "LoadBalancer IP reached {seen:?}");
+    let k = lab.who_answers("203.0.113.60:8000".parse().unwrap());
+    assert!((1..=3).contains(&k), "externalIP");
+    for _ in 0..5 {
+        let node_hp = SocketAddr::from((lab.topo.node_v4, 8081));
+        assert_eq!(lab.who_answers(node_hp), 2, "HostPort maps to its pod");
+    }
+}
+
+#[test]
+fn affinity_keeps_a_client_on_one_backend() {
+    let mut lab = Lab::new(3);
+    let mut sticky = svc(
+        "default/sticky",
+        &[(format!("{VIP_V4}:80"), FrontendType::ClusterIp)],
+        (1..=3).map(|k| lab.backend(k)).collect(),
+    );
+    sticky.session_affinity = SessionAffinity::ClientIp { timeout_secs: 300 };
+    lab.apply(&[sticky]);
+    let first = lab.who_answers(SocketAddr::from((VIP_V4, 80)));
+    for _ in 0..15 {
+        assert_eq!(lab.who_answers(SocketAddr::from((VIP_V4, 80))), first);
+    }
+}
+
+#[test]
+fn terminating_keeps_connections_and_removed_backends_get_no_new_flows() {
+    let mut lab = Lab::new(3);
+    let web = |lab: &Lab, states: &[(usize, BackendState)]| {
+        let mut s = svc(
+            "default/web",
+            &[(format!("{VIP_V4}:80"), FrontendType::ClusterIp)],
+            Vec::new(),
+        );
+        for (k, state) in states {
+            s.backends
+                .push(BackendParams::new(lab.backend(*k).parse().unwrap()).with_state(*state));
+        }
+        s
+    };
+    use BackendState::{Active, Terminating};
+    lab.apply(&[web(&lab, &[(1, Active), (2, Active), (3, Active)])]);
+    let vip = SocketAddr::from((VIP_V4, 80));
+
+    // A long-lived connection, then its backend starts terminating.
+    let mut conn = tcp_connect(&lab.topo.client, vip, TIMEOUT).expect("connect");
+    let mut tag_buf = [0u8; 4];
+    conn.read_exact(&mut tag_buf).expect("tag");
+    let t = who(&tag_buf);
+    let others: Vec<usize> = (1..=3).filter(|k| *k != t).collect();
+    let mut states: Vec<(usize, BackendState)> = others.iter().map(|k| (*k, Active)).collect();
+    states.push((t, Terminating));
+    lab.apply(&[web(&lab, &states)]);
+    exchange(&mut conn, b"still here");
+    for _ in 0..20 {
+        assert_ne!(
+            lab.who_answers(vip),
+            t,
+            "a terminating backend takes no new flows"
+        );
+    }
+    exchange(&mut conn, b"and still");
+
+    // One active backend is removed: new flows only reach the other one.
+    let (gone, kept) = (others[0], others[1]);
+    lab.apply(&[web(&lab, &[(kept, Active), (t, Terminating)])]);
+    for _ in 0..20 {
+        assert_eq!(lab.who_answers(vip), kept, "backend {gone} was removed");
+    }
+    exchange(&mut conn, b"after removal");
 }

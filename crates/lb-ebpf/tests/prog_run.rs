@@ -173,6 +173,41 @@ fn service_counters_count_packets_bytes_and_new_flows() {
     assert_eq!(s.bytes, 4 * frame.len() as u64);
 }
 
+#[test]
+fn backend_counters_count_packets_bytes_and_new_flows() {
+    let mut fx = Fixture::new(MaglevConfig::default());
+    fx.apply(&[web(
+        &[("10.96.0.10:80", FrontendType::ClusterIp)],
+        &["10.0.1.5:8080", "10.0.1.6:8080"],
+    )]);
+    let mut sent: std::collections::BTreeMap<std::net::SocketAddr, (u64, u64, u64)> =
+        Default::default();
+    for port in 40000..40010u16 {
+        let frame = tcp(&format!("192.168.5.2:{port}"), "10.96.0.10:80");
+        let be = bpf_backend(&mut fx, &frame);
+        bpf_backend(&mut fx, &frame); // a second packet of the same flow
+        let e = sent.entry(be).or_default();
+        *e = (e.0 + 2, e.1 + 2 * frame.len() as u64, e.2 + 1);
+    }
+    let c = fx.dp.counters().unwrap();
+    assert_eq!(c.backends.len(), 2);
+    let backends = &fx.rec.current().backends;
+    for (id, st) in &c.backends {
+        let addr = backends[id].addr;
+        let want = sent
+            .get(&std::net::SocketAddr::new(addr.addr, addr.port))
+            .copied()
+            .unwrap_or_default();
+        assert_eq!((st.packets, st.bytes, st.new_flows), want, "backend {id}");
+    }
+    // A removed backend's counters go with it.
+    fx.apply(&[web(
+        &[("10.96.0.10:80", FrontendType::ClusterIp)],
+        &["10.0.1.5:8080"],
+    )]);
+    assert_eq!(fx.dp.counters().unwrap().backends.len(), 1);
+}
+
 /// The backend the ingress program sends `frame` to.
 fn bpf_backend(fx: &mut Fixture, frame: &[u8]) -> std::net::SocketAddr {
     let (rv, out) = fx.ingress(frame);

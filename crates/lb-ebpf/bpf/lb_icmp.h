@@ -1,0 +1,175 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
+/*
+ * lb_icmp.h: ICMP errors (destination unreachable incl. fragmentation
+ * needed, time exceeded) about a DNATed flow, translated on their way to the
+ * client: the quoted packet's destination goes back from the backend to the
+ * frontend, and an error sent by the backend itself gets the frontend as its
+ * source. Checksums are updated incrementally (RFC 1624): the inner IP
+ * header's, the inner TCP/UDP one when it was quoted (a zero UDP checksum
+ * stays zero), the ICMP one (no pseudo-header: every rewritten inner word
+ * counts) and the outer IP one.
+ */
+#ifndef LB_ICMP_H
+#define LB_ICMP_H
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/ip.h>
+#include <linux/in.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "lb_abi.h"
+
+/* From linux/icmp.h, which drags in libc headers. */
+#define ICMP_DEST_UNREACH  3
+#define ICMP_TIME_EXCEEDED 11
+
+struct lb_icmphdr {
+	__u8 type;
+	__u8 code;
+	__sum16 checksum;
+	__be32 rest;
+};
+
+static __always_inline __u16 lb_csum_fold(__u32 s)
+{
+	s = (s & 0xffff) + (s >> 16);
+	s = (s & 0xffff) + (s >> 16);
+	return (__u16)s;
+}
+
+/* RFC 1624 eqn. 3 for one 16-bit word: HC' = ~(~HC + ~m + m'). Values as
+ * they sit in memory; one's-complement sums do not care about byte order. */
+static __always_inline __u16 lb_csum_upd16(__u16 csum, __u16 old, __u16 new)
+{
+	return ~lb_csum_fold((__u32)(__u16)~csum + (__u16)~old + new);
+}
+
+static __always_inline __u16 lb_csum_upd32(__u16 csum, __u32 old, __u32 new)
+{
+	csum = lb_csum_upd16(csum, (__u16)old, (__u16)new);
+	return lb_csum_upd16(csum, (__u16)(old >> 16), (__u16)(new >> 16));
+}
+
+/* Translates an ICMP error leaving towards a client. Returns TC_ACT_OK
+ * (translated or not ours) or TC_ACT_SHOT when a store failed. */
+static __always_inline int lb_icmp_error_rev(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	struct iphdr *ip, *in;
+	struct lb_icmphdr *icmp;
+	struct ct4_key ck = {};
+	struct ct4_entry *ct;
+	struct lb4_reverse_nat *rn;
+	__u32 icmp_off, in_off, in_l4_off, l4_csum_off = 0;
+	__be32 out_saddr, be_addr, fe_addr;
+	__be16 be_port, fe_port, *ports;
+	__u16 ip_csum, icmp_csum, in_csum, l4_csum = 0, rev_nat;
+	__u8 proto;
+
+	if ((void *)(eth + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
+		return TC_ACT_OK;
+	ip = (void *)(eth + 1);
+	if ((void *)(ip + 1) > data_end || ip->protocol != IPPROTO_ICMP || ip->ihl != 5)
+		return TC_ACT_OK;
+	icmp = (void *)(ip + 1);
+	in = (void *)(icmp + 1);
+	/* The quoted IPv4 header (no options) and the first 8 bytes of L4. */
+	if ((void *)(in + 1) + 8 > data_end)
+		return TC_ACT_OK;
+	if (icmp->type != ICMP_DEST_UNREACH && icmp->type != ICMP_TIME_EXCEEDED)
+		return TC_ACT_OK;
+	if (in->ihl != 5 || (in->protocol != IPPROTO_TCP && in->protocol != IPPROTO_UDP))
+		return TC_ACT_OK;
+	proto = in->protocol;
+	ports = (void *)(in + 1);
+	/* The flow as the backend would answer it: backend -> client. */
+	ck.saddr = in->daddr;
+	ck.daddr = in->saddr;
+	ck.sport = ports[1];
+	ck.dport = ports[0];
+	ck.proto = proto;
+	ck.dir = LB_CT_REPLY;
+	ct = bpf_map_lookup_elem(&lb4_ct, &ck);
+	if (!ct)
+		return TC_ACT_OK;
+	be_addr = in->daddr;
+	be_port = ports[1];
+	fe_addr = ct->frontend_addr;
+	fe_port = ct->frontend_port;
+	rev_nat = ct->rev_nat_index;
+	rn = bpf_map_lookup_elem(&lb4_reverse_nat, &rev_nat);
+	if (rn && rn->address != 0) {
+		fe_addr = rn->address;
+		fe_port = rn->port;
+	}
+
+	icmp_off = ETH_HLEN + sizeof(*ip);
+	in_off = icmp_off + sizeof(*icmp);
+	in_l4_off = in_off + sizeof(*in);
+	out_saddr = ip->saddr;
+	ip_csum = ip->check;
+	icmp_csum = icmp->checksum;
+	in_csum = in->check;
+	if (proto == IPPROTO_UDP) {
+		__u16 *c = (void *)ports + 6;
+
+		if ((void *)(c + 1) <= data_end && *c != 0) {
+			l4_csum = *c;
+			l4_csum_off = in_l4_off + 6;
+		}
+	} else {
+		__u16 *c = (void *)ports + 16;
+
+		if ((void *)(c + 1) <= data_end) {
+			l4_csum = *c;
+			l4_csum_off = in_l4_off + 16;
+		}
+	}
+
+	/* Inner IP header: destination and its checksum (their changes cancel
+	 * in the ICMP checksum). */
+	{
+		__u16 new_in_csum = lb_csum_upd32(in_csum, be_addr, fe_addr);
+
+		icmp_csum = lb_csum_upd32(icmp_csum, be_addr, fe_addr);
+		icmp_csum = lb_csum_upd16(icmp_csum, in_csum, new_in_csum);
+		in_csum = new_in_csum;
+	}
+	/* Inner destination port, and the inner L4 checksum (pseudo-header
+	 * address and port). */
+	icmp_csum = lb_csum_upd16(icmp_csum, be_port, fe_port);
+	if (l4_csum_off) {
+		__u16 new_l4 = lb_csum_upd16(lb_csum_upd32(l4_csum, be_addr, fe_addr), be_port,
+					     fe_port);
+
+		icmp_csum = lb_csum_upd16(icmp_csum, l4_csum, new_l4);
+		l4_csum = new_l4;
+	}
+	/* Stores (they invalidate the packet pointers above). */
+	if (bpf_skb_store_bytes(skb, in_off + offsetof(struct iphdr, daddr), &fe_addr, 4, 0) < 0 ||
+	    bpf_skb_store_bytes(skb, in_off + offsetof(struct iphdr, check), &in_csum, 2, 0) < 0 ||
+	    bpf_skb_store_bytes(skb, in_l4_off + 2, &fe_port, 2, 0) < 0)
+		return TC_ACT_SHOT;
+	if (l4_csum_off && bpf_skb_store_bytes(skb, l4_csum_off, &l4_csum, 2, 0) < 0)
+		return TC_ACT_SHOT;
+	/* An error from the backend itself comes from the frontend. */
+	if (out_saddr == be_addr) {
+		ip_csum = lb_csum_upd32(ip_csum, be_addr, fe_addr);
+		if (bpf_skb_store_bytes(skb, ETH_HLEN + offsetof(struct iphdr, saddr), &fe_addr, 4,
+					0) < 0 ||
+		    bpf_skb_store_bytes(skb, ETH_HLEN + offsetof(struct iphdr, check), &ip_csum, 2,
+					0) < 0)
+			return TC_ACT_SHOT;
+	}
+	if (bpf_skb_store_bytes(skb, icmp_off + offsetof(struct lb_icmphdr, checksum), &icmp_csum, 2,
+				0) < 0)
+		return TC_ACT_SHOT;
+	return TC_ACT_OK;
+}
+
+#endif /* LB_ICMP_H */

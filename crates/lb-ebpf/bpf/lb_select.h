@@ -1,0 +1,176 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
+/*
+ * lb_select.h: frontend lookup and backend selection shared by the tc and
+ * socket programs (lb_core::flow::lookup_frontend and lb_core::select).
+ */
+#ifndef LB_SELECT_H
+#define LB_SELECT_H
+
+#include <linux/bpf.h>
+#include <stdbool.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "lb_abi.h"
+
+#define NSEC_PER_SEC 1000000000ULL
+
+/* Seconds of CLOCK_MONOTONIC_COARSE, the affinity clock. */
+static __always_inline __u64 lb_now_secs(void)
+{
+	return bpf_ktime_get_coarse_ns() / NSEC_PER_SEC;
+}
+
+/* True for the addresses a wildcard frontend answers on: node IPs, 127/8. */
+static __always_inline bool lb_is_node_local(const struct lb_config *cfg, __be32 addr)
+{
+	if ((bpf_ntohl(addr) >> 24) == 127)
+		return true;
+	if (!cfg)
+		return false;
+#pragma unroll
+	for (int i = 0; i < LB_MAX_NODE_IPS; i++) {
+		if (i < cfg->node_ip_count && cfg->node_ips[i] == addr)
+			return true;
+	}
+	return false;
+}
+
+/* The frontend entry for (daddr, dport, proto) in `scope`, falling back to
+ * the external entry; then the wildcard NodePort/HostPort entry when daddr
+ * is node-local. `key` is left on the entry found. */
+static __always_inline struct lb4_service *lb_lookup_frontend(struct lb4_key *key,
+							      const struct lb_config *cfg,
+							      __be32 daddr, __be16 dport,
+							      __u8 proto, __u8 scope)
+{
+	struct lb4_service *svc, *internal;
+
+	key->address = daddr;
+	key->dport = dport;
+	key->proto = proto;
+	key->backend_slot = 0;
+	key->scope = 0;
+	svc = bpf_map_lookup_elem(&lb4_services, key);
+	if (!svc && daddr != 0 && lb_is_node_local(cfg, daddr)) {
+		key->address = 0;
+		svc = bpf_map_lookup_elem(&lb4_services, key);
+		if (svc && svc->fe_type != LB_FE_NODE_PORT && svc->fe_type != LB_FE_HOST_PORT)
+			svc = NULL;
+	}
+	if (svc && scope == 1 && (svc->flags & LB_SVC_F_TWO_SCOPES)) {
+		key->scope = 1;
+		internal = bpf_map_lookup_elem(&lb4_services, key);
+		if (internal)
+			return internal;
+		key->scope = 0;
+	}
+	return svc;
+}
+
+/* State of the bpf_loop walks over a frontend's selectable slots. */
+struct lb_slot_walk {
+	struct lb4_key key; /* frontend key; backend_slot is set per step */
+	__u32 point;        /* weighted: remaining weight; find: backend id */
+	__u32 found;        /* backend id found, 0 if none */
+};
+
+static long lb_weighted_step(__u32 i, void *ctx)
+{
+	struct lb_slot_walk *w = ctx;
+	struct lb4_service *slot;
+
+	w->key.backend_slot = i + 1;
+	slot = bpf_map_lookup_elem(&lb4_services, &w->key);
+	if (!slot)
+		return 1;
+	if (w->point < slot->weight) {
+		w->found = slot->backend_id;
+		return 1;
+	}
+	w->point -= slot->weight;
+	return 0;
+}
+
+static long lb_find_step(__u32 i, void *ctx)
+{
+	struct lb_slot_walk *w = ctx;
+	struct lb4_service *slot;
+
+	w->key.backend_slot = i + 1;
+	slot = bpf_map_lookup_elem(&lb4_services, &w->key);
+	if (!slot)
+		return 1;
+	if (slot->backend_id == w->point) {
+		w->found = slot->backend_id;
+		return 1;
+	}
+	return 0;
+}
+
+/* True when backend_id is among the frontend's selectable slots. */
+static __always_inline bool lb_is_selectable(const struct lb4_key *key, __u16 count,
+					     __u32 backend_id)
+{
+	struct lb_slot_walk w = { .key = *key, .point = backend_id };
+
+	bpf_loop(count, lb_find_step, &w, 0);
+	return w.found != 0;
+}
+
+/* The Maglev table entry for `hash` (0 when there is none). */
+static __always_inline __u32 lb_select_maglev(const struct lb_config *cfg, __u16 rev_nat,
+					      __u32 hash)
+{
+	void *table;
+	__u32 idx, *id;
+
+	if (!cfg || cfg->maglev_table_size == 0)
+		return 0;
+	table = bpf_map_lookup_elem(&lb4_maglev, &rev_nat);
+	if (!table)
+		return 0;
+	idx = hash % cfg->maglev_table_size;
+	id = bpf_map_lookup_elem(table, &idx);
+	return id ? *id : 0;
+}
+
+/* Weighted choice among slots 1..count by `entropy` (lb_core::select::random). */
+static __always_inline __u32 lb_select_random(const struct lb4_key *key, __u16 count,
+					      __u32 total_weight, __u16 flags, __u32 entropy)
+{
+	struct lb_slot_walk w = { .key = *key };
+	struct lb4_service *slot;
+
+	if (count == 0 || total_weight == 0)
+		return 0;
+	if (flags & LB_SVC_F_UNIFORM) {
+		w.key.backend_slot = (entropy % count) + 1;
+		slot = bpf_map_lookup_elem(&lb4_services, &w.key);
+		return slot ? slot->backend_id : 0;
+	}
+	w.point = entropy % total_weight;
+	bpf_loop(count, lb_weighted_step, &w, 0);
+	return w.found;
+}
+
+/* The affinity entry's backend when it is fresh and still selectable. */
+static __always_inline __u32 lb_affinity_backend(const struct lb4_affinity_key *ak,
+						 const struct lb4_key *key, __u16 count,
+						 __u32 timeout, __u64 now)
+{
+	struct lb_affinity_val *a = bpf_map_lookup_elem(&lb4_affinity, ak);
+	__u64 last, age;
+	__u32 id;
+
+	if (!a)
+		return 0;
+	last = a->last_used;
+	id = a->backend_id;
+	age = now > last ? now - last : 0;
+	if (age <= timeout && lb_is_selectable(key, count, id))
+		return id;
+	return 0;
+}
+
+#endif /* LB_SELECT_H */

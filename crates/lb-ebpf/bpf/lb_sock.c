@@ -1,0 +1,155 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
+/*
+ * lb_sock.c: socket-level load balancing for processes of one cgroup
+ * (after Cilium's bpf_sock.c). connect4 (TCP, connected UDP) and sendmsg4
+ * (unconnected UDP) rewrite a frontend destination to a backend before the
+ * kernel routes the socket, so no packet is ever NATed; recvmsg4 and
+ * getpeername4 show the frontend again, from lb4_sock_rev.
+ *
+ * Lookup: the internal scope of two-scope services (the node is the
+ * client), then the wildcard NodePort/HostPort entry for loopback and node
+ * addresses. Selection: affinity per service (the node is one client, key
+ * address 0.0.0.0), then Maglev or weighted random. The selector is the
+ * socket cookie for UDP, so every datagram of a socket reaches the same
+ * backend, and a random number for TCP. Source ranges are not checked: the
+ * client is this node.
+ */
+#include <linux/bpf.h>
+#include <linux/in.h>
+#include <stdbool.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "lb_abi.h"
+#include "lb_jhash.h"
+#include "lb_select.h"
+
+#define SYS_REJECT 0
+#define SYS_PROCEED 1
+
+/* Translates ctx's destination when it is a frontend. Returns SYS_REJECT
+ * for a frontend without a usable backend (connect fails with EPERM, as the
+ * tc path drops). */
+static __always_inline int lb_sock4_xlate(struct bpf_sock_addr *ctx)
+{
+	struct lb4_key key = {};
+	struct lb4_affinity_key ak = {};
+	struct lb4_sock_key sk = {};
+	struct lb4_sock_val sv = {};
+	struct lb4_service *svc;
+	struct lb4_backend *be;
+	const struct lb_config *cfg;
+	__u32 zero = 0, backend_id = 0, timeout, total_weight, selector;
+	__be32 daddr = ctx->user_ip4;
+	__be16 dport = (__be16)ctx->user_port;
+	__u16 rev_nat, flags, count;
+	__u64 cookie, now = 0;
+	__u8 proto = (__u8)ctx->protocol;
+
+	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
+		return SYS_PROCEED;
+	cfg = bpf_map_lookup_elem(&lb_config, &zero);
+	svc = lb_lookup_frontend(&key, cfg, daddr, dport, proto, 1);
+	if (!svc)
+		return SYS_PROCEED;
+	rev_nat = svc->rev_nat_index;
+	flags = svc->flags;
+	count = svc->count;
+	timeout = svc->affinity_timeout;
+	total_weight = svc->total_weight;
+	cookie = bpf_get_socket_cookie(ctx);
+	selector = proto == IPPROTO_UDP ? (__u32)(cookie ^ (cookie >> 32)) :
+					  bpf_get_prandom_u32();
+
+	if (flags & LB_SVC_F_AFFINITY) {
+		now = lb_now_secs();
+		ak.rev_nat_index = rev_nat;
+		backend_id = lb_affinity_backend(&ak, &key, count, timeout, now);
+	}
+	if (!backend_id) {
+		if (flags & LB_SVC_F_MAGLEV)
+			backend_id = lb_select_maglev(
+				cfg, rev_nat,
+				lb_jhash2_4words(selector, bpf_ntohl(daddr), bpf_ntohs(dport), proto,
+						 cfg ? cfg->maglev_seed : 0));
+		else
+			backend_id = lb_select_random(&key, count, total_weight, flags, selector);
+	}
+	if (!backend_id)
+		return SYS_REJECT;
+	be = bpf_map_lookup_elem(&lb4_backends, &backend_id);
+	if (!be)
+		return SYS_REJECT;
+	{
+		struct lb_svc_stats *st = bpf_map_lookup_elem(&lb_be_stats, &backend_id);
+
+		if (st)
+			st->new_flows += 1;
+	}
+	if (flags & LB_SVC_F_AFFINITY) {
+		struct lb_affinity_val av = { .last_used = now, .backend_id = backend_id };
+
+		bpf_map_update_elem(&lb4_affinity, &ak, &av, BPF_ANY);
+	}
+	sk.cookie = cookie;
+	sk.address = be->address;
+	sk.port = be->port;
+	sv.address = daddr;
+	sv.port = dport;
+	sv.rev_nat_index = rev_nat;
+	bpf_map_update_elem(&lb4_sock_rev, &sk, &sv, BPF_ANY);
+	ctx->user_ip4 = be->address;
+	ctx->user_port = be->port;
+	return SYS_PROCEED;
+}
+
+/* Shows the frontend instead of the backend a socket was translated to. */
+static __always_inline void lb_sock4_rev(struct bpf_sock_addr *ctx)
+{
+	struct lb4_sock_key sk = {};
+	struct lb4_sock_val *sv;
+	__u16 rev_nat;
+
+	sk.cookie = bpf_get_socket_cookie(ctx);
+	sk.address = ctx->user_ip4;
+	sk.port = (__be16)ctx->user_port;
+	sv = bpf_map_lookup_elem(&lb4_sock_rev, &sk);
+	if (!sv)
+		return;
+	/* A frontend that is gone no longer stands for this backend. */
+	rev_nat = sv->rev_nat_index;
+	if (!bpf_map_lookup_elem(&lb4_reverse_nat, &rev_nat)) {
+		bpf_map_delete_elem(&lb4_sock_rev, &sk);
+		return;
+	}
+	ctx->user_ip4 = sv->address;
+	ctx->user_port = sv->port;
+}
+
+SEC("cgroup/connect4")
+int lb_sock_connect4(struct bpf_sock_addr *ctx)
+{
+	return lb_sock4_xlate(ctx);
+}
+
+SEC("cgroup/sendmsg4")
+int lb_sock_sendmsg4(struct bpf_sock_addr *ctx)
+{
+	return lb_sock4_xlate(ctx);
+}
+
+SEC("cgroup/recvmsg4")
+int lb_sock_recvmsg4(struct bpf_sock_addr *ctx)
+{
+	lb_sock4_rev(ctx);
+	return SYS_PROCEED;
+}
+
+SEC("cgroup/getpeername4")
+int lb_sock_getpeername4(struct bpf_sock_addr *ctx)
+{
+	lb_sock4_rev(ctx);
+	return SYS_PROCEED;
+}
+
+char LICENSE[] SEC("license") = "GPL";

@@ -1,0 +1,130 @@
+//! ICMP errors about DNATed flows (PROG_TEST_RUN on the egress program):
+//! the client must see them about the frontend, with every checksum valid
+//! (outer IP, ICMP, quoted IP and quoted TCP/UDP). Privileged (root).
+
+mod common;
+
+use std::net::IpAddr;
+
+use common::*;
+use lb_core::*;
+use lb_testkit::packets::ICMP_PORT_UNREACH;
+use lb_testkit::{parse, verify_checksums, verify_checksums_strict, IcmpBuilder, PacketBuilder};
+
+const CLIENT: &str = "192.168.5.2:40000";
+const VIP_TCP: &str = "10.96.0.10:80";
+const BE_TCP: &str = "10.0.1.5:8080";
+const VIP_UDP: &str = "10.96.0.11:53";
+const BE_UDP: &str = "10.0.1.6:5353";
+
+fn fixture() -> Fixture {
+    let mut fx = Fixture::new(MaglevConfig::default());
+    fx.apply(&[
+        service(
+            "default/web",
+            &[(VIP_TCP, FrontendType::ClusterIp)],
+            &[BE_TCP],
+        ),
+        service(
+            "default/dns",
+            &[(&format!("{VIP_UDP}/UDP"), FrontendType::ClusterIp)],
+            &[&format!("{BE_UDP}/UDP")],
+        ),
+    ]);
+    // Establish both flows.
+    let (_, out) = fx.ingress(&tcp(CLIENT, VIP_TCP));
+    assert_eq!(endpoints(&out).1, sa(BE_TCP));
+    let (_, out) = fx.ingress(&udp(CLIENT, VIP_UDP));
+    assert_eq!(endpoints(&out).1, sa(BE_UDP));
+    fx
+}
+
+/// The packet as the backend received it (after DNAT), without Ethernet.
+fn quoted_tcp() -> Vec<u8> {
+    PacketBuilder::tcp(sa(CLIENT), sa(BE_TCP))
+        .syn()
+        .payload(b"hello")
+        .build_ip()
+        .unwrap()
+}
+
+fn ip_of(s: &str) -> IpAddr {
+    sa(s).ip()
+}
+
+#[test]
+fn frag_needed_from_the_backend_is_about_the_frontend() {
+    let mut fx = fixture();
+    let err = IcmpBuilder::packet_too_big(ip_of(BE_TCP), ip_of(CLIENT), 1400, &quoted_tcp())
+        .build()
+        .unwrap();
+    verify_checksums_strict(&err).unwrap();
+    let (rv, out) = fx.egress(&err);
+    assert_eq!(rv, TC_ACT_OK);
+    verify_checksums_strict(&out).expect("all checksums after translation");
+    let p = parse(&out).unwrap();
+    assert_eq!((p.src.ip(), p.dst.ip()), (ip_of(VIP_TCP), ip_of(CLIENT)));
+    let icmp = p.icmp.unwrap();
+    assert_eq!(icmp.mtu(false), 1400, "the MTU is kept");
+    let inner = p.icmp_inner().unwrap().unwrap();
+    assert_eq!((inner.src, inner.dst), (sa(CLIENT), sa(VIP_TCP)));
+    assert_eq!(inner.payload, b"hello");
+}
+
+#[test]
+fn errors_from_a_router_keep_their_source_and_truncated_quotes_work() {
+    let mut fx = fixture();
+    let router: IpAddr = "10.0.1.1".parse().unwrap();
+    // Only 8 bytes of TCP quoted: no TCP checksum to fix.
+    let err = IcmpBuilder::time_exceeded(router, ip_of(CLIENT), &quoted_tcp())
+        .truncate_inner(20 + 8)
+        .build()
+        .unwrap();
+    let (_, out) = fx.egress(&err);
+    verify_checksums(&out).expect("checksums after translation");
+    let p = parse(&out).unwrap();
+    assert_eq!((p.src.ip(), p.dst.ip()), (router, ip_of(CLIENT)));
+    let inner = p.icmp_inner().unwrap().unwrap();
+    assert_eq!((inner.src, inner.dst), (sa(CLIENT), sa(VIP_TCP)));
+}
+
+#[test]
+fn udp_port_unreachable_with_and_without_a_checksum() {
+    let mut fx = fixture();
+    let quoted = PacketBuilder::udp(sa(CLIENT), sa(BE_UDP))
+        .payload(b"query")
+        .build_ip()
+        .unwrap();
+    let mut zero = quoted.clone();
+    zero[20 + 6..20 + 8].copy_from_slice(&[0, 0]);
+    for (q, has_csum) in [(quoted, true), (zero, false)] {
+        let err =
+            IcmpBuilder::dest_unreachable(ip_of(BE_UDP), ip_of(CLIENT), ICMP_PORT_UNREACH, &q)
+                .build()
+                .unwrap();
+        let (_, out) = fx.egress(&err);
+        verify_checksums_strict(&out).expect("all checksums after translation");
+        let p = parse(&out).unwrap();
+        assert_eq!(p.src.ip(), ip_of(VIP_UDP));
+        let inner = p.icmp_inner().unwrap().unwrap();
+        assert_eq!((inner.src, inner.dst), (sa(CLIENT), sa(VIP_UDP)));
+        let csum = inner.udp.unwrap().checksum;
+        assert_eq!(csum != 0, has_csum, "a zero UDP checksum stays zero");
+    }
+}
+
+#[test]
+fn errors_about_untracked_flows_pass_unchanged() {
+    let mut fx = fixture();
+    let other = PacketBuilder::tcp(sa(CLIENT), sa("10.0.1.5:9999"))
+        .syn()
+        .build_ip()
+        .unwrap();
+    let err =
+        IcmpBuilder::dest_unreachable(ip_of(BE_TCP), ip_of(CLIENT), ICMP_PORT_UNREACH, &other)
+            .build()
+            .unwrap();
+    let (rv, out) = fx.egress(&err);
+    assert_eq!(rv, TC_ACT_OK);
+    assert_eq!(out, err);
+}
