@@ -14,9 +14,12 @@ pub enum ParseError {
     /// Not `ADDR:PORT[/PROTO]`.
     #[error("invalid address {0:?}: expected ADDR:PORT[/PROTO], IPv6 as [ADDR]:PORT")]
     Address(String),
-    /// Not `NAME/NAMESPACE`-free `NAMESPACE/NAME`.
+    /// Not `NAMESPACE/NAME`.
     #[error("invalid service name {0:?}: expected NAMESPACE/NAME")]
     ServiceName(String),
+    /// Not a backend-selection algorithm.
+    #[error("unknown backend selection {0:?}: expected random or maglev")]
+    Algorithm(String),
 }
 
 /// Why a desired state was rejected. The previous state stays in force.
@@ -120,6 +123,14 @@ pub enum ConfigError {
     DuplicateService {
         /// The repeated name.
         service: ServiceName,
+    },
+    /// A restored identifier is out of range or already held by another key.
+    #[error("cannot restore {kind} ID {id}: out of range or already in use")]
+    IdConflict {
+        /// Which ID space.
+        kind: &'static str,
+        /// The identifier.
+        id: u32,
     },
     /// No identifier is left to allocate.
     #[error("out of {kind} IDs (all {max} in use)")]

@@ -135,7 +135,9 @@ pub struct Forward {
     pub backend: L3n4Addr,
     /// The new source address when the client is SNATed to the node (the
     /// backend is remote and the traffic policy is Cluster), else `None`
-    /// (the client address is preserved).
+    /// (the client address is preserved). The model knows no routes: a
+    /// dataplane additionally SNATs only when the route to the backend leaves
+    /// through one of its client-facing devices, and picks the source port.
     pub snat: Option<IpAddr>,
     /// How the backend was found.
     pub selection: Selection,

@@ -112,9 +112,9 @@ impl<K: Ord + Clone> IdAllocator<K> {
     /// restored one. Fails if `id` is out of range or held by another key.
     pub fn restore(&mut self, key: &K, id: u32) -> Result<(), ConfigError> {
         if id == 0 || id > self.max || (self.used.contains(&id) && self.get(key) != Some(id)) {
-            return Err(ConfigError::IdsExhausted {
+            return Err(ConfigError::IdConflict {
                 kind: self.kind,
-                max: self.max,
+                id,
             });
         }
         if let Some(old) = self.by_key.insert(key.clone(), id) {

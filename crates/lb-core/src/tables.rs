@@ -239,7 +239,7 @@ pub(crate) fn build_frontend(
         kind: d.kind,
         service: d.service.clone(),
         backends,
-        selectable: d.selectable,
+        selectable: d.selectable.min(d.backends.len()),
         algorithm: d.algorithm,
         affinity_timeout: d.affinity_timeout,
         source_ranges: d.source_ranges.clone(),
@@ -258,15 +258,13 @@ pub(crate) fn build_frontend(
             }
         }
     }
-    let set: Vec<(L3n4Addr, u16)> = d.backends[..d.selectable]
-        .iter()
-        .map(|b| (b.addr, b.weight))
-        .collect();
+    let selectable = &d.backends[..d.selectable.min(d.backends.len())];
+    let set: Vec<(L3n4Addr, u16)> = selectable.iter().map(|b| (b.addr, b.weight)).collect();
     if let Some(table) = memo.0.get(&set) {
         fe.maglev = Some(table.clone());
         return Ok(fe);
     }
-    let input: Vec<MaglevBackend> = d.backends[..d.selectable]
+    let input: Vec<MaglevBackend> = selectable
         .iter()
         .zip(fe.selectable_backends())
         .map(|(b, slot)| MaglevBackend {

@@ -27,9 +27,9 @@ fn counts(table: &[BackendId]) -> HashMap<BackendId, usize> {
     c
 }
 
-/// Distinct backend addresses, 1..=max of them.
-fn addr_set(max: usize) -> impl Strategy<Value = Vec<u32>> {
-    proptest::collection::btree_set(0x0a00_0000u32..0x0aff_ffff, 1..=max)
+/// Distinct backend addresses, min..=max of them.
+fn addr_set(min: usize, max: usize) -> impl Strategy<Value = Vec<u32>> {
+    proptest::collection::btree_set(0x0a00_0000u32..0x0aff_ffff, min..=max)
         .prop_map(|s| s.into_iter().collect())
 }
 
@@ -37,7 +37,7 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(32))]
 
     #[test]
-    fn table_is_full_and_balanced(addrs in addr_set(160), seed: u32) {
+    fn table_is_full_and_balanced(addrs in addr_set(1, 160), seed: u32) {
         // M >= 100 * N: pick the smallest accepted size that satisfies it.
         let n = addrs.len();
         let m = *MAGLEV_TABLE_SIZES.iter().find(|m| **m as usize >= 100 * n).unwrap();
@@ -52,17 +52,19 @@ proptest! {
     }
 
     /// Maglev (like Cilium's) moves a few entries of surviving backends
-    /// besides the removed backend's own. With M = 65521 or 131071 the extra
-    /// stays under 1% of the table; at the default 16381 it averages 0.5% for
-    /// 10 backends but has been seen up to 1.5% (see BENCHMARKS.md).
+    /// besides the removed backend's own. For 10 to 100 backends and
+    /// M = 65521 or 131071 the extra stays under 1% of the table. With fewer
+    /// backends it is usually far smaller, but rare sets move much more (seen:
+    /// 7.6% extra for 3 backends at M = 131071), and at the default 16381
+    /// with ~100 backends it averages 1.35% (see BENCHMARKS.md), so neither
+    /// case is asserted here.
     #[test]
     fn removing_one_backend_moves_few_entries(
-        addrs in addr_set(100),
+        addrs in addr_set(10, 100),
         seed: u32,
         victim: prop::sample::Index,
         big in any::<bool>(),
     ) {
-        prop_assume!(addrs.len() >= 2);
         let n = addrs.len();
         let m = if big { 131071 } else { 65521 };
         let cfg = MaglevConfig::new(m, seed).unwrap();
@@ -79,7 +81,7 @@ proptest! {
     }
 
     #[test]
-    fn same_inputs_same_table(addrs in addr_set(20), seed: u32) {
+    fn same_inputs_same_table(addrs in addr_set(1, 20), seed: u32) {
         let cfg = MaglevConfig::new(1021, seed).unwrap();
         let mut shuffled = backends(&addrs);
         shuffled.reverse();

@@ -110,7 +110,8 @@ fn permutation(addr: &L3n4Addr, m: u32, seed: u32) -> (u32, u32) {
 /// Builds the Maglev lookup table: `cfg.table_size()` backend IDs.
 ///
 /// The result depends only on the set of (address, weight) pairs and the
-/// seed, not on the order of `backends`. Returns an empty table when no
+/// seed, not on the order of `backends` (an address listed twice counts
+/// once, with its highest weight). Returns an empty table when no
 /// backend has a non-zero weight.
 ///
 /// ```
@@ -132,8 +133,9 @@ pub fn build_table(backends: &[MaglevBackend], cfg: &MaglevConfig) -> Vec<Backen
     if live.is_empty() {
         return Vec::new();
     }
-    // Order by address so the result does not depend on the caller's order.
-    live.sort_by_key(|b| b.addr);
+    // Order by address so the result does not depend on the caller's order;
+    // an address given twice counts once, with its highest weight.
+    live.sort_by_key(|b| (b.addr, std::cmp::Reverse(b.weight)));
     live.dedup_by_key(|b| b.addr);
     let max_weight = u64::from(live.iter().map(|b| b.weight).max().unwrap_or(1));
 
