@@ -1,6 +1,9 @@
-//! Sequences of arbitrary desired states through the reconciler: valid ones
-//! must program exactly the desired state without a dangling intermediate
-//! step; invalid ones must be rejected without touching anything.
+//! Sequences of arbitrary desired states through the reconciler: building
+//! never panics; for the valid ones the incremental plan equals the full
+//! recomputation, the ops apply one by one without a dangling intermediate
+//! step, the dataplane ends equal to the reconciler's tables, and a resync
+//! is empty. Invalid ones are skipped, and the next valid state must still
+//! plan correctly from the last committed one.
 #![no_main]
 
 use lb_core::*;
