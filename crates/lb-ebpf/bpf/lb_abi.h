@@ -24,7 +24,9 @@
 #define LB_SRC_RANGE_MAX  16384
 #define LB_SOCK_REV_MAX   262144
 #define LB_DEVICES_MAX    64
-#define LB_SNAT_PORT_MIN  32768 /* default SNAT source-port range (Cilium's) */
+/* Default SNAT source ports: above Linux's default ip_local_port_range
+ * (32768-60999), so SNATed flows never take the node's own ephemeral ports. */
+#define LB_SNAT_PORT_MIN  61000
 #define LB_SNAT_PORT_MAX  65535
 #define LB_SNAT_TRIES     16    /* port collisions tolerated per new flow */
 #define LB_MAX_NODE_IPS   8

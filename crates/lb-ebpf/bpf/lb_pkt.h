@@ -44,15 +44,34 @@ enum lb_parse {
 	LB_PARSE_MALFORMED = 2, /* IPv4 with a broken header: drop and count */
 };
 
+/* Bytes the programs read from the start of a frame: Ethernet, an IPv4
+ * header with options and a TCP header, or an ICMP error quoting IPv4 and
+ * a TCP header's first 18 bytes (lb_icmp.h). */
+#define LB_PULL_LEN (ETH_HLEN + 60 + 20)
+
+/* Makes the first LB_PULL_LEN bytes (or the whole packet, if shorter)
+ * linear, so that a non-linear skb (GRO, some drivers) is not mistaken for
+ * a truncated one. Packet pointers must be reloaded afterwards. */
+static __always_inline void lb_pull(struct __sk_buff *skb)
+{
+	__u32 want = skb->len < LB_PULL_LEN ? skb->len : LB_PULL_LEN;
+
+	if ((void *)(long)skb->data + want > (void *)(long)skb->data_end)
+		bpf_skb_pull_data(skb, want);
+}
+
 static __always_inline enum lb_parse lb_parse4(struct __sk_buff *skb, struct lb_pkt *p)
 {
-	void *data = (void *)(long)skb->data;
-	void *data_end = (void *)(long)skb->data_end;
-	struct ethhdr *eth = data;
+	void *data, *data_end;
+	struct ethhdr *eth;
 	struct iphdr *ip;
 	void *l4;
 	__u32 ihl;
 
+	lb_pull(skb);
+	data = (void *)(long)skb->data;
+	data_end = (void *)(long)skb->data_end;
+	eth = data;
 	if ((void *)(eth + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
 		return LB_PARSE_IGNORE;
 	ip = (void *)(eth + 1);

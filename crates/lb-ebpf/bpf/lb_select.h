@@ -14,6 +14,7 @@
 #include "lb_abi.h"
 
 #define NSEC_PER_SEC 1000000000ULL
+#define READ_ONCE_U32(x) (*(const volatile __u32 *)&(x))
 
 /* Seconds of CLOCK_MONOTONIC_COARSE, the affinity clock. */
 static __always_inline __u64 lb_now_secs(void)
@@ -66,6 +67,19 @@ static __always_inline struct lb4_service *lb_lookup_frontend(struct lb4_key *ke
 		key->scope = 0;
 	}
 	return svc;
+}
+
+/* Copies what the programs use of a frontend's slot 0 (userspace may
+ * rewrite the entry meanwhile, so it is read once). */
+static __always_inline void lb_svc_load(const struct lb4_service *svc, __u16 *rev_nat,
+					__u16 *flags, __u16 *count, __u32 *timeout,
+					__u32 *total_weight)
+{
+	*rev_nat = svc->rev_nat_index;
+	*flags = svc->flags;
+	*count = svc->count;
+	*timeout = svc->affinity_timeout;
+	*total_weight = svc->total_weight;
 }
 
 /* State of the bpf_loop walks over a frontend's selectable slots. */
@@ -123,14 +137,18 @@ static __always_inline __u32 lb_select_maglev(const struct lb_config *cfg, __u16
 					      __u32 hash)
 {
 	void *table;
-	__u32 idx, *id;
+	__u32 idx, m, *id;
 
-	if (!cfg || cfg->maglev_table_size == 0)
+	if (!cfg)
+		return 0;
+	/* Read once: the divisor must be the value checked against 0. */
+	m = READ_ONCE_U32(cfg->maglev_table_size);
+	if (m == 0)
 		return 0;
 	table = bpf_map_lookup_elem(&lb4_maglev, &rev_nat);
 	if (!table)
 		return 0;
-	idx = hash % cfg->maglev_table_size;
+	idx = hash % m;
 	id = bpf_map_lookup_elem(table, &idx);
 	return id ? *id : 0;
 }
@@ -151,7 +169,13 @@ static __always_inline __u32 lb_select_random(const struct lb4_key *key, __u16 c
 	}
 	w.point = entropy % total_weight;
 	bpf_loop(count, lb_weighted_step, &w, 0);
-	return w.found;
+	if (w.found)
+		return w.found;
+	/* Slots and slot 0 disagree (a rewrite in progress shrank the weights):
+	 * fall back to a uniform choice rather than drop. */
+	w.key.backend_slot = (entropy % count) + 1;
+	slot = bpf_map_lookup_elem(&lb4_services, &w.key);
+	return slot ? slot->backend_id : 0;
 }
 
 /* The affinity entry's backend when it is fresh and still selectable. */

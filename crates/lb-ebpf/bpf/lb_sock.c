@@ -30,7 +30,7 @@
 /* Translates ctx's destination when it is a frontend. Returns SYS_REJECT
  * for a frontend without a usable backend (connect fails with EPERM, as the
  * tc path drops). */
-static __always_inline int lb_sock4_xlate(struct bpf_sock_addr *ctx)
+static __always_inline int lb_sock4_xlate(struct bpf_sock_addr *ctx, bool connect)
 {
 	struct lb4_key key = {};
 	struct lb4_affinity_key ak = {};
@@ -52,11 +52,7 @@ static __always_inline int lb_sock4_xlate(struct bpf_sock_addr *ctx)
 	svc = lb_lookup_frontend(&key, cfg, daddr, dport, proto, 1);
 	if (!svc)
 		return SYS_PROCEED;
-	rev_nat = svc->rev_nat_index;
-	flags = svc->flags;
-	count = svc->count;
-	timeout = svc->affinity_timeout;
-	total_weight = svc->total_weight;
+	lb_svc_load(svc, &rev_nat, &flags, &count, &timeout, &total_weight);
 	cookie = bpf_get_socket_cookie(ctx);
 	selector = proto == IPPROTO_UDP ? (__u32)(cookie ^ (cookie >> 32)) :
 					  bpf_get_prandom_u32();
@@ -80,16 +76,17 @@ static __always_inline int lb_sock4_xlate(struct bpf_sock_addr *ctx)
 	be = bpf_map_lookup_elem(&lb4_backends, &backend_id);
 	if (!be)
 		return SYS_REJECT;
-	{
-		struct lb_svc_stats *st = bpf_map_lookup_elem(&lb_be_stats, &backend_id);
-
-		if (st)
-			st->new_flows += 1;
-	}
+	/* Writes only on change: sendmsg4 runs for every datagram. */
 	if (flags & LB_SVC_F_AFFINITY) {
-		struct lb_affinity_val av = { .last_used = now, .backend_id = backend_id };
+		struct lb_affinity_val *a = bpf_map_lookup_elem(&lb4_affinity, &ak);
 
-		bpf_map_update_elem(&lb4_affinity, &ak, &av, BPF_ANY);
+		if (!a || a->backend_id != backend_id) {
+			struct lb_affinity_val av = { .last_used = now, .backend_id = backend_id };
+
+			bpf_map_update_elem(&lb4_affinity, &ak, &av, BPF_ANY);
+		} else if (a->last_used != now) {
+			a->last_used = now;
+		}
 	}
 	sk.cookie = cookie;
 	sk.address = be->address;
@@ -97,7 +94,22 @@ static __always_inline int lb_sock4_xlate(struct bpf_sock_addr *ctx)
 	sv.address = daddr;
 	sv.port = dport;
 	sv.rev_nat_index = rev_nat;
-	bpf_map_update_elem(&lb4_sock_rev, &sk, &sv, BPF_ANY);
+	{
+		struct lb4_sock_val *old = bpf_map_lookup_elem(&lb4_sock_rev, &sk);
+		bool fresh = !old || old->address != daddr || old->port != dport ||
+			     old->rev_nat_index != rev_nat;
+
+		if (fresh)
+			bpf_map_update_elem(&lb4_sock_rev, &sk, &sv, BPF_ANY);
+		/* A new flow: a connect, or the first datagram of an unconnected
+		 * socket to this backend. */
+		if (connect || fresh) {
+			struct lb_svc_stats *st = bpf_map_lookup_elem(&lb_be_stats, &backend_id);
+
+			if (st)
+				st->new_flows += 1;
+		}
+	}
 	ctx->user_ip4 = be->address;
 	ctx->user_port = be->port;
 	return SYS_PROCEED;
@@ -129,13 +141,13 @@ static __always_inline void lb_sock4_rev(struct bpf_sock_addr *ctx)
 SEC("cgroup/connect4")
 int lb_sock_connect4(struct bpf_sock_addr *ctx)
 {
-	return lb_sock4_xlate(ctx);
+	return lb_sock4_xlate(ctx, true);
 }
 
 SEC("cgroup/sendmsg4")
 int lb_sock_sendmsg4(struct bpf_sock_addr *ctx)
 {
-	return lb_sock4_xlate(ctx);
+	return lb_sock4_xlate(ctx, false);
 }
 
 SEC("cgroup/recvmsg4")

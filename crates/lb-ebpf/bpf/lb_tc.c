@@ -2,7 +2,8 @@
 /*
  * lb_tc.c: tc programs for the client-facing devices (IPv4).
  *
- * lb_tc_ingress: reverse SNAT of replies from remote backends; frontend
+ * lb_tc_ingress: reverse SNAT of replies from remote backends, and of ICMP
+ * errors about SNATed flows (lb_icmp.h); frontend
  * lookup (exact, then the wildcard NodePort/HostPort entry for node-local
  * destinations), source ranges, connection tracking, ClientIP affinity,
  * Maglev or weighted random selection, DNAT, and SNAT to the node IP when
@@ -39,9 +40,11 @@ static __always_inline int lb_drop(__u32 reason)
 	return TC_ACT_SHOT;
 }
 
-static __always_inline void lb_count_service(__u16 rev_nat, __u32 bytes, bool new_flow)
+/* Counts a packet (and a new flow) in a per-CPU lb_svc_stats entry of
+ * `map` (lb_svc_stats by rev_nat_index, lb_be_stats by backend id). */
+static __always_inline void lb_count(void *map, __u32 id, __u32 bytes, bool new_flow)
 {
-	struct lb_svc_stats *st = bpf_map_lookup_elem(&lb_svc_stats, &rev_nat);
+	struct lb_svc_stats *st = bpf_map_lookup_elem(map, &id);
 
 	if (!st)
 		return;
@@ -49,6 +52,16 @@ static __always_inline void lb_count_service(__u16 rev_nat, __u32 bytes, bool ne
 	st->bytes += bytes;
 	if (new_flow)
 		st->new_flows += 1;
+}
+
+static __always_inline void lb_count_service(__u16 rev_nat, __u32 bytes, bool new_flow)
+{
+	lb_count(&lb_svc_stats, rev_nat, bytes, new_flow);
+}
+
+static __always_inline void lb_count_backend(__u32 backend_id, __u32 bytes, bool new_flow)
+{
+	lb_count(&lb_be_stats, backend_id, bytes, new_flow);
 }
 
 /* A FIN or RST: the flow is closing. */
@@ -82,18 +95,6 @@ static __always_inline void lb_ct_close(const struct ct4_key *k, __u64 now)
 		lb_ct_touch(ct, now, true);
 }
 
-static __always_inline void lb_count_backend(__u32 backend_id, __u32 bytes, bool new_flow)
-{
-	struct lb_svc_stats *st = bpf_map_lookup_elem(&lb_be_stats, &backend_id);
-
-	if (!st)
-		return;
-	st->packets += 1;
-	st->bytes += bytes;
-	if (new_flow)
-		st->new_flows += 1;
-}
-
 SEC("classifier")
 int lb_tc_ingress(struct __sk_buff *skb)
 {
@@ -115,15 +116,19 @@ int lb_tc_ingress(struct __sk_buff *skb)
 	__u8 be_flags;
 	int rc;
 
+	cfg = bpf_map_lookup_elem(&lb_config, &zero);
 	switch (lb_parse4(skb, &p)) {
 	case LB_PARSE_OK:
 		break;
 	case LB_PARSE_MALFORMED:
 		return lb_drop(LB_DROP_MALFORMED);
 	default:
-		return TC_ACT_OK;
+		/* ICMP errors about a SNATed flow, for the node. */
+		rc = lb_icmp_error_snat(skb, cfg);
+		if (rc < 0)
+			return TC_ACT_OK;
+		return rc == TC_ACT_SHOT ? lb_drop(LB_DROP_REWRITE) : rc;
 	}
-	cfg = bpf_map_lookup_elem(&lb_config, &zero);
 	now = lb_now_secs();
 	/* Replies of SNATed flows come back to the node IP. */
 	rc = lb_snat_reply(skb, cfg, &p, now);
@@ -133,12 +138,7 @@ int lb_tc_ingress(struct __sk_buff *skb)
 	svc = lb_lookup_frontend(&key, cfg, p.daddr, p.dport, p.proto, 0);
 	if (!svc)
 		return TC_ACT_OK;
-	/* Copy what we use: userspace may rewrite the entry meanwhile. */
-	rev_nat = svc->rev_nat_index;
-	flags = svc->flags;
-	count = svc->count;
-	timeout = svc->affinity_timeout;
-	total_weight = svc->total_weight;
+	lb_svc_load(svc, &rev_nat, &flags, &count, &timeout, &total_weight);
 
 	if (flags & LB_SVC_F_SOURCE_RANGES) {
 		struct lb4_src_range_key rk = {
@@ -228,7 +228,7 @@ int lb_tc_ingress(struct __sk_buff *skb)
 		if (lb_closing(&p))
 			ct_val.flags |= LB_CT_F_CLOSING;
 		if (snat) {
-			ct_val.flags = LB_CT_F_SNAT;
+			ct_val.flags |= LB_CT_F_SNAT;
 			ct_val.snat_port = snat_port;
 		}
 		bpf_map_update_elem(&lb4_ct, &ck, &ct_val, BPF_ANY);
@@ -245,14 +245,32 @@ int lb_tc_ingress(struct __sk_buff *skb)
 	} else {
 		bool closing = lb_closing(&p);
 
-		lb_ct_touch(ct, now, closing);
-		if (closing && !snat) {
+		if (ct)
+			lb_ct_touch(ct, now, closing);
+		if (!snat) {
+			/* Keep the reply entry fresh; recreate it if the LRU
+			 * evicted it (its lifetime is the flow's). */
+			struct ct4_entry *rct;
+
 			ck.saddr = be_addr;
 			ck.daddr = p.saddr;
 			ck.sport = be_port;
 			ck.dport = p.sport;
 			ck.dir = LB_CT_REPLY;
-			lb_ct_close(&ck, now);
+			rct = bpf_map_lookup_elem(&lb4_ct, &ck);
+			if (rct) {
+				lb_ct_touch(rct, now, closing);
+			} else {
+				ct_val.backend_id = backend_id;
+				ct_val.rev_nat_index = rev_nat;
+				ct_val.frontend_addr = p.daddr;
+				ct_val.frontend_port = p.dport;
+				ct_val.last_seen = now;
+				ct_val.flags = closing || (ct && (ct->flags & LB_CT_F_CLOSING)) ?
+						       LB_CT_F_CLOSING :
+						       0;
+				bpf_map_update_elem(&lb4_ct, &ck, &ct_val, BPF_ANY);
+			}
 		}
 	}
 	if (!new_flow && snat) {

@@ -91,8 +91,9 @@ pub const ZONE_MAX: usize = 64;
 pub const CT_F_SNAT: u16 = 1 << 0;
 /// `LB_CT_F_CLOSING`: a TCP FIN or RST was seen ([`Ct4Entry::flags`]).
 pub const CT_F_CLOSING: u16 = 1 << 1;
-/// `LB_SNAT_PORT_MIN`: default lowest SNAT source port.
-pub const SNAT_PORT_MIN: u16 = 32768;
+/// `LB_SNAT_PORT_MIN`: default lowest SNAT source port, above Linux's
+/// default `net.ipv4.ip_local_port_range` (32768-60999).
+pub const SNAT_PORT_MIN: u16 = 61000;
 /// `LB_SNAT_PORT_MAX`: default highest SNAT source port.
 pub const SNAT_PORT_MAX: u16 = 65535;
 /// `LB_DEVICES_MAX`: devices the programs may be attached to.

@@ -11,9 +11,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 
-use aya::maps::{Array, MapData, MapError, PerCpuValues};
+use aya::maps::{Array, HashMap as BpfHashMap, MapData, MapError, PerCpuHashMap, PerCpuValues};
+use aya::Pod;
 use lb_core::{
-    Backend, BackendId, BackendState, Dataplane, DataplaneError, Frontend, FrontendType,
+    Backend, BackendId, BackendState, Dataplane, DataplaneError, Frontend, FrontendType, L4Proto,
     LbAlgorithm, MaglevConfig, NodeConfig, Op, ServiceId,
 };
 
@@ -39,6 +40,102 @@ impl Counters {
             .iter()
             .find(|(r, _)| *r == reason)
             .map_or(0, |(_, n)| *n)
+    }
+}
+
+/// Records `$key` of the hash map `$field` in the undo log.
+macro_rules! undo_hash {
+    ($undo:expr, $maps:expr, $field:ident, $key:expr) => {
+        $undo.hash(&*$maps, |m| &mut m.$field, |m| &m.$field, $key)
+    };
+}
+
+/// Records `$key` of the per-CPU hash map `$field` in the undo log.
+macro_rules! undo_per_cpu {
+    ($undo:expr, $maps:expr, $field:ident, $key:expr) => {
+        $undo.per_cpu(&*$maps, |m| &mut m.$field, |m| &m.$field, $key)
+    };
+}
+
+type UndoFn = Box<dyn FnOnce(&mut Maps) -> Result<(), MapError>>;
+
+/// The previous contents of every map entry a batch wrote, to put back in
+/// reverse order when a later write fails ([`Dataplane::apply`] is all or
+/// nothing).
+#[derive(Default)]
+struct UndoLog {
+    entries: Vec<UndoFn>,
+}
+
+impl UndoLog {
+    /// Records the current value (or absence) of `key` in a hash map.
+    fn hash<K: Pod + 'static, V: Pod + 'static>(
+        &mut self,
+        maps: &Maps,
+        sel: fn(&mut Maps) -> &mut BpfHashMap<MapData, K, V>,
+        get: fn(&Maps) -> &BpfHashMap<MapData, K, V>,
+        key: K,
+    ) {
+        let prev = get(maps).get(&key, 0).ok();
+        self.entries.push(Box::new(move |m| {
+            let map = sel(m);
+            match prev {
+                Some(v) => map.insert(key, v, 0),
+                None => ignore_missing(map.remove(&key)),
+            }
+        }));
+    }
+
+    /// Records the current values (or absence) of `key` in a per-CPU hash map.
+    fn per_cpu<K: Pod + 'static, V: Pod + 'static>(
+        &mut self,
+        maps: &Maps,
+        sel: fn(&mut Maps) -> &mut PerCpuHashMap<MapData, K, V>,
+        get: fn(&Maps) -> &PerCpuHashMap<MapData, K, V>,
+        key: K,
+    ) {
+        let prev = get(maps).get(&key, 0).ok();
+        self.entries.push(Box::new(move |m| {
+            let map = sel(m);
+            match prev {
+                Some(v) => map.insert(key, v, 0),
+                None => ignore_missing(map.remove(&key)),
+            }
+        }));
+    }
+
+    /// Records the Maglev table (inner map) of service `id`, if any.
+    fn maglev(&mut self, maps: &Maps, id: u16) {
+        let prev = maps.maglev.get(&id, 0).ok();
+        self.entries.push(Box::new(move |m| match prev {
+            Some(inner) => m.maglev.insert(id, &inner, 0),
+            None => ignore_missing(m.maglev.remove(&id)),
+        }));
+    }
+
+    /// Records a source-range entry; `existed` comes from the shadow state
+    /// (an LPM lookup cannot tell an exact match from a shorter prefix).
+    fn src_range(&mut self, maps: &Maps, key: SrcRangeKey, existed: bool) {
+        let prev = if existed {
+            Some(maps.src_range.get(&key, 0).unwrap_or(0))
+        } else {
+            None
+        };
+        self.entries.push(Box::new(move |m| match prev {
+            Some(v) => m.src_range.insert(&key, v, 0),
+            None => ignore_missing(m.src_range.remove(&key)),
+        }));
+    }
+
+    /// Restores every recorded entry, newest first. Returns how many
+    /// restores failed (they are best effort: the maps are resynced after).
+    fn rollback(self, maps: &mut Maps) -> usize {
+        self.entries
+            .into_iter()
+            .rev()
+            .map(|undo| undo(maps))
+            .filter(Result::is_err)
+            .count()
     }
 }
 
@@ -116,6 +213,17 @@ pub fn be32(a: Ipv4Addr) -> u32 {
     u32::from_ne_bytes(a.octets())
 }
 
+/// The protocol number of a TCP or UDP address (the datapath parses
+/// nothing else: an SCTP entry would never match).
+fn l4(proto: L4Proto, what: &dyn std::fmt::Display) -> Result<u8, DataplaneError> {
+    match proto {
+        L4Proto::Tcp | L4Proto::Udp => Ok(proto.number()),
+        other => Err(unsupported(format!(
+            "{what}: {other} (this dataplane handles TCP and UDP only)"
+        ))),
+    }
+}
+
 fn fe_type(kind: FrontendType) -> u8 {
     match kind {
         FrontendType::ClusterIp => 0,
@@ -133,7 +241,7 @@ pub fn frontend_key(fe: &Frontend) -> Result<Lb4Key, DataplaneError> {
         address: be32(v4(addr.addr, &addr)?),
         dport: addr.port.to_be(),
         backend_slot: 0,
-        proto: addr.proto.number(),
+        proto: l4(addr.proto, &addr)?,
         scope: fe.key.scope as u8,
         pad: [0; 2],
     })
@@ -204,7 +312,7 @@ pub fn backend_value(b: &Backend) -> Result<Lb4Backend, DataplaneError> {
     Ok(Lb4Backend {
         address: be32(v4(addr.addr, addr)?),
         port: addr.port.to_be(),
-        proto: addr.proto.number(),
+        proto: l4(addr.proto, addr)?,
         flags: if b.local { BE_F_LOCAL } else { 0 },
     })
 }
@@ -240,9 +348,14 @@ fn state_code(s: BackendState) -> u16 {
 }
 
 impl EbpfDataplane {
-    /// Opens the maps pinned under `pin_dir` (by [`crate::load`]), writes the
-    /// node's configuration (Maglev seed and size, node IPv4 addresses) and
-    /// learns what is already programmed.
+    /// Opens the maps pinned under `pin_dir` (by [`crate::load`]), learns
+    /// what is already programmed and writes the node's configuration
+    /// (Maglev seed and size, node IPv4 addresses).
+    ///
+    /// A Maglev table size different from the one the programmed Maglev
+    /// tables were built for is refused ([`DataplaneError::Unsupported`]):
+    /// the datapath would index the old tables with the new size. Run
+    /// [`crate::cleanup`] and load again to change it.
     pub fn open(pin_dir: &Path, node: &NodeConfig) -> Result<Self, DataplaneError> {
         let maps = Maps::open(pin_dir).map_err(|e| DataplaneError::System {
             context: "opening pinned maps".into(),
@@ -266,9 +379,36 @@ impl EbpfDataplane {
             caps,
             shadow: Shadow::default(),
         };
-        dp.write_config(node)?;
         dp.resync()?;
+        dp.check_maglev_size()?;
+        dp.write_config(node)?;
         Ok(dp)
+    }
+
+    /// Refuses a Maglev table size that differs from the size of the
+    /// programmed tables (a restart with another [`MaglevConfig`]).
+    fn check_maglev_size(&self) -> Result<(), DataplaneError> {
+        let want = self.maglev.table_size();
+        let Some(id) = self.shadow.maglev.iter().next() else {
+            return Ok(());
+        };
+        let have = self
+            .maps
+            .maglev
+            .get(id, 0)
+            .ok()
+            .map(|t| t.len())
+            .or_else(|| {
+                let cfg = self.maps.config.get(&0, 0).ok()?;
+                (cfg.maglev_table_size != 0).then_some(cfg.maglev_table_size)
+            });
+        match have {
+            Some(have) if have != want => Err(unsupported(format!(
+                "Maglev table size {want}: the programmed tables have {have} entries; \
+                 run lb_ebpf::cleanup (or keep the old MaglevConfig) to change it"
+            ))),
+            _ => Ok(()),
+        }
     }
 
     fn write_config(&mut self, node: &NodeConfig) -> Result<(), DataplaneError> {
@@ -311,10 +451,12 @@ impl EbpfDataplane {
             .map_err(sys("writing lb_config"))
     }
 
-    /// Sets the source ports SNATed flows use (default
-    /// [`SNAT_PORT_MIN`]`..=`[`SNAT_PORT_MAX`], Cilium's), for new flows.
-    /// Keep the range clear of the node's own ephemeral ports
-    /// (`net.ipv4.ip_local_port_range`) and of NodePorts.
+    /// Sets the source ports SNATed flows use, for new flows. The default,
+    /// [`SNAT_PORT_MIN`]`..=`[`SNAT_PORT_MAX`] (61000-65535), lies above
+    /// Linux's default `net.ipv4.ip_local_port_range` (32768-60999). Keep
+    /// the range clear of the node's own ephemeral ports (check that sysctl
+    /// if it was changed) and of NodePorts; a range set here survives
+    /// [`EbpfDataplane::open`] after a restart.
     pub fn set_snat_ports(
         &mut self,
         ports: std::ops::RangeInclusive<u16>,
@@ -528,21 +670,23 @@ impl EbpfDataplane {
         Ok(s)
     }
 
-    fn write(&mut self, op: &Op) -> Result<(), DataplaneError> {
+    fn write(&mut self, op: &Op, undo: &mut UndoLog) -> Result<(), DataplaneError> {
         let maps = &mut self.maps;
         match op {
             Op::UpsertBackend(b) => {
                 let ctx = || format!("writing backend {}", b.id);
-                maps.backends
-                    .insert(b.id.0, backend_value(b)?, 0)
-                    .map_err(sys(ctx()))?;
+                let value = backend_value(b)?;
+                undo_hash!(undo, maps, backends, b.id.0);
+                maps.backends.insert(b.id.0, value, 0).map_err(sys(ctx()))?;
                 if maps.be_stats.get(&b.id.0, 0).is_err() {
+                    undo_per_cpu!(undo, maps, be_stats, b.id.0);
                     maps.be_stats
                         .insert(b.id.0, zero_stats(&ctx())?, 0)
                         .map_err(sys(ctx()))?;
                 }
                 // Metadata only a restarted agent reads; a zone that does
                 // not fit is left out (restore then rewrites the backend).
+                undo_hash!(undo, maps, be_meta, b.id.0);
                 match b.zone.as_deref().and_then(LbBeMeta::new) {
                     Some(m) => maps.be_meta.insert(b.id.0, m, 0).map_err(sys(ctx())),
                     None => ignore_missing(maps.be_meta.remove(&b.id.0)).map_err(sys(ctx())),
@@ -550,8 +694,11 @@ impl EbpfDataplane {
             }
             Op::DeleteBackend { id, .. } => {
                 let ctx = || format!("deleting backend {id}");
+                undo_hash!(undo, maps, backends, id.0);
                 ignore_missing(maps.backends.remove(&id.0)).map_err(sys(ctx()))?;
+                undo_per_cpu!(undo, maps, be_stats, id.0);
                 ignore_missing(maps.be_stats.remove(&id.0)).map_err(sys(ctx()))?;
+                undo_hash!(undo, maps, be_meta, id.0);
                 ignore_missing(maps.be_meta.remove(&id.0)).map_err(sys(ctx()))
             }
             Op::UpsertRevNat { id, addr } => {
@@ -560,22 +707,35 @@ impl EbpfDataplane {
                     port: addr.port.to_be(),
                     pad: 0,
                 };
+                undo_hash!(undo, maps, rev_nat, id.0);
                 maps.rev_nat
                     .insert(id.0, v, 0)
                     .map_err(sys(format!("writing rev-nat {id}")))
             }
-            Op::DeleteRevNat { id } => ignore_missing(maps.rev_nat.remove(&id.0))
-                .map_err(sys(format!("deleting rev-nat {id}"))),
-            Op::UpsertMaglev { id, table } => self.write_maglev(*id, table),
-            Op::DeleteMaglev { id } => ignore_missing(maps.maglev.remove(&id.0))
-                .map_err(sys(format!("deleting maglev {id}"))),
-            Op::UpsertFrontend(fe) => self.write_frontend(fe),
-            Op::DeleteFrontend { id, .. } => self.delete_frontend(*id),
+            Op::DeleteRevNat { id } => {
+                undo_hash!(undo, maps, rev_nat, id.0);
+                ignore_missing(maps.rev_nat.remove(&id.0))
+                    .map_err(sys(format!("deleting rev-nat {id}")))
+            }
+            Op::UpsertMaglev { id, table } => self.write_maglev(*id, table, undo),
+            Op::DeleteMaglev { id } => {
+                undo.maglev(maps, id.0);
+                ignore_missing(maps.maglev.remove(&id.0))
+                    .map_err(sys(format!("deleting maglev {id}")))
+            }
+            Op::UpsertFrontend(fe) => self.write_frontend(fe, undo),
+            Op::DeleteFrontend { id, .. } => self.delete_frontend(*id, undo),
         }
     }
 
-    fn write_maglev(&mut self, id: ServiceId, table: &[BackendId]) -> Result<(), DataplaneError> {
+    fn write_maglev(
+        &mut self,
+        id: ServiceId,
+        table: &[BackendId],
+        undo: &mut UndoLog,
+    ) -> Result<(), DataplaneError> {
         let ctx = || format!("writing maglev table {id}");
+        undo.maglev(&self.maps, id.0);
         if table.is_empty() {
             return ignore_missing(self.maps.maglev.remove(&id.0)).map_err(sys(ctx()));
         }
@@ -588,17 +748,18 @@ impl EbpfDataplane {
         self.maps.maglev.insert(id.0, &inner, 0).map_err(sys(ctx()))
     }
 
-    fn write_frontend(&mut self, fe: &Frontend) -> Result<(), DataplaneError> {
+    fn write_frontend(&mut self, fe: &Frontend, undo: &mut UndoLog) -> Result<(), DataplaneError> {
         let ctx = || format!("writing frontend {}", fe.id);
         let key = frontend_key(fe)?;
         let old = self.shadow.frontends.get(&fe.id.0).cloned();
+        let old_ranges = old.as_ref().map(|o| o.ranges.clone()).unwrap_or_default();
+        let maps = &mut self.maps;
         let ranges = v4_ranges(fe);
         for (pos, r) in ranges.iter().enumerate() {
             let pos = u8::try_from(pos).unwrap_or(u8::MAX);
-            self.maps
-                .src_range
-                .insert(&range_key(fe.id.0, *r), pos, 0)
-                .map_err(sys(ctx()))?;
+            let rk = range_key(fe.id.0, *r);
+            undo.src_range(maps, rk, old_ranges.contains(r));
+            maps.src_range.insert(&rk, pos, 0).map_err(sys(ctx()))?;
         }
         for (i, b) in fe.backends.iter().enumerate() {
             let slot = Lb4Key {
@@ -611,28 +772,31 @@ impl EbpfDataplane {
                 flags: state_code(b.state),
                 ..Lb4Service::default()
             };
-            self.maps.services.insert(slot, v, 0).map_err(sys(ctx()))?;
+            undo_hash!(undo, maps, services, slot);
+            maps.services.insert(slot, v, 0).map_err(sys(ctx()))?;
         }
-        self.maps
-            .services
+        undo_hash!(undo, maps, services, key);
+        maps.services
             .insert(key, frontend_entry(fe), 0)
             .map_err(sys(ctx()))?;
+        undo_hash!(undo, maps, svc_meta, fe.id.0);
         match LbSvcMeta::new(&fe.service.to_string()) {
-            Some(m) => self.maps.svc_meta.insert(fe.id.0, m, 0),
-            None => ignore_missing(self.maps.svc_meta.remove(&fe.id.0)),
+            Some(m) => maps.svc_meta.insert(fe.id.0, m, 0),
+            None => ignore_missing(maps.svc_meta.remove(&fe.id.0)),
         }
         .map_err(sys(ctx()))?;
-        if self.maps.svc_stats.get(&fe.id.0, 0).is_err() {
-            self.maps
-                .svc_stats
+        if maps.svc_stats.get(&fe.id.0, 0).is_err() {
+            undo_per_cpu!(undo, maps, svc_stats, fe.id.0);
+            maps.svc_stats
                 .insert(fe.id.0, zero_stats(&ctx())?, 0)
                 .map_err(sys(ctx()))?;
         }
-        if let Some(old) = old {
+        if let Some(old) = &old {
             let first_stale = if old.key == key {
                 fe.backends.len() as u16 + 1
             } else {
-                ignore_missing(self.maps.services.remove(&old.key)).map_err(sys(ctx()))?;
+                undo_hash!(undo, maps, services, old.key);
+                ignore_missing(maps.services.remove(&old.key)).map_err(sys(ctx()))?;
                 1
             };
             for slot in first_stale..=old.total {
@@ -640,11 +804,13 @@ impl EbpfDataplane {
                     backend_slot: slot,
                     ..old.key
                 };
-                ignore_missing(self.maps.services.remove(&k)).map_err(sys(ctx()))?;
+                undo_hash!(undo, maps, services, k);
+                ignore_missing(maps.services.remove(&k)).map_err(sys(ctx()))?;
             }
             for r in old.ranges.iter().filter(|r| !ranges.contains(r)) {
-                ignore_missing(self.maps.src_range.remove(&range_key(fe.id.0, *r)))
-                    .map_err(sys(ctx()))?;
+                let rk = range_key(fe.id.0, *r);
+                undo.src_range(maps, rk, true);
+                ignore_missing(maps.src_range.remove(&rk)).map_err(sys(ctx()))?;
             }
         }
         self.shadow.frontends.insert(
@@ -658,37 +824,55 @@ impl EbpfDataplane {
         Ok(())
     }
 
-    fn delete_frontend(&mut self, id: ServiceId) -> Result<(), DataplaneError> {
+    fn delete_frontend(&mut self, id: ServiceId, undo: &mut UndoLog) -> Result<(), DataplaneError> {
         let ctx = || format!("deleting frontend {id}");
         let Some(old) = self.shadow.frontends.remove(&id.0) else {
             return Ok(());
         };
+        let maps = &mut self.maps;
         // Slot 0 first: from here on no packet matches the frontend.
         for slot in 0..=old.total {
             let k = Lb4Key {
                 backend_slot: slot,
                 ..old.key
             };
-            ignore_missing(self.maps.services.remove(&k)).map_err(sys(ctx()))?;
+            undo_hash!(undo, maps, services, k);
+            ignore_missing(maps.services.remove(&k)).map_err(sys(ctx()))?;
         }
         for r in &old.ranges {
-            ignore_missing(self.maps.src_range.remove(&range_key(id.0, *r))).map_err(sys(ctx()))?;
+            let rk = range_key(id.0, *r);
+            undo.src_range(maps, rk, true);
+            ignore_missing(maps.src_range.remove(&rk)).map_err(sys(ctx()))?;
         }
-        ignore_missing(self.maps.svc_meta.remove(&id.0)).map_err(sys(ctx()))?;
-        ignore_missing(self.maps.svc_stats.remove(&id.0)).map_err(sys(ctx()))
+        undo_hash!(undo, maps, svc_meta, id.0);
+        ignore_missing(maps.svc_meta.remove(&id.0)).map_err(sys(ctx()))?;
+        undo_per_cpu!(undo, maps, svc_stats, id.0);
+        ignore_missing(maps.svc_stats.remove(&id.0)).map_err(sys(ctx()))
     }
-}
 
-impl Dataplane for EbpfDataplane {
-    fn apply(&mut self, ops: &[Op]) -> Result<(), DataplaneError> {
-        let next = self.check(ops)?;
+    /// Writes a validated batch; on the first failure restores every entry
+    /// written so far (newest first) and relearns the maps.
+    fn write_all(&mut self, ops: &[Op]) -> Result<(), DataplaneError> {
+        let mut undo = UndoLog::default();
         for op in ops {
-            if let Err(e) = self.write(op) {
-                // Relearn what actually got written before reporting.
+            if let Err(e) = self.write(op, &mut undo) {
+                undo.rollback(&mut self.maps);
+                // Relearn what the maps hold before reporting.
                 let _ = self.resync();
                 return Err(e);
             }
         }
+        Ok(())
+    }
+}
+
+impl Dataplane for EbpfDataplane {
+    /// All or nothing: the batch is validated first (including map
+    /// capacities), and a write the kernel refuses midway restores every
+    /// entry the batch had written.
+    fn apply(&mut self, ops: &[Op]) -> Result<(), DataplaneError> {
+        let next = self.check(ops)?;
+        self.write_all(ops)?;
         self.shadow = next;
         Ok(())
     }

@@ -5,6 +5,8 @@
 //! ([`CtTimeouts`]), so changing them needs no reload. The LRU maps also
 //! evict on their own when full; gc keeps them from filling with dead flows.
 
+use std::collections::HashMap;
+
 use aya::maps::MapError;
 use lb_core::DataplaneError;
 
@@ -62,6 +64,41 @@ pub struct GcStats {
 /// never cut.
 const SNAT_ORPHAN_GRACE: u64 = 2;
 
+/// The key of the other direction of the flow of CT entry `(k, v)`: the
+/// reply entry (backend -> client) of a service entry, whose backend
+/// `backend` looks up, or the service entry (client -> frontend) of a
+/// reply entry. SNATed flows have no reply entry.
+fn partner(
+    k: &Ct4Key,
+    v: &Ct4Entry,
+    backend: impl FnOnce(u32) -> Option<Lb4Backend>,
+) -> Option<Ct4Key> {
+    if k.dir == CT_REPLY {
+        return Some(Ct4Key {
+            saddr: k.daddr,
+            daddr: v.frontend_addr,
+            sport: k.dport,
+            dport: v.frontend_port,
+            proto: k.proto,
+            dir: CT_SERVICE,
+            pad: [0; 2],
+        });
+    }
+    if v.flags & CT_F_SNAT != 0 {
+        return None;
+    }
+    let be = backend(v.backend_id)?;
+    Some(Ct4Key {
+        saddr: be.address,
+        daddr: k.saddr,
+        sport: be.port,
+        dport: k.sport,
+        proto: k.proto,
+        dir: CT_REPLY,
+        pad: [0; 2],
+    })
+}
+
 fn age(now: u64, then: u64) -> u64 {
     now.saturating_sub(then)
 }
@@ -88,10 +125,19 @@ impl EbpfDataplane {
         let mut stats = GcStats::default();
         let maps = &mut self.maps;
 
-        // Connection tracking: each direction by its own last packet.
+        // Connection tracking: a flow's two directions by the later of
+        // their last packets (a flow whose packets all go one way stays
+        // whole), and closing when either saw a FIN or RST.
         let entries: Vec<(Ct4Key, Ct4Entry)> = collect(maps.ct.iter(), "listing CT")?;
+        let by_key: HashMap<Ct4Key, &Ct4Entry> = entries.iter().map(|(k, v)| (*k, v)).collect();
         for (k, v) in &entries {
-            if age(now, v.last_seen) > t.for_entry(k.proto, v.flags) {
+            let (last_seen, flags) = match partner(k, v, |id| maps.backends.get(&id, 0).ok())
+                .and_then(|p| by_key.get(&p))
+            {
+                Some(p) => (v.last_seen.max(p.last_seen), v.flags | p.flags),
+                None => (v.last_seen, v.flags),
+            };
+            if age(now, last_seen) > t.for_entry(k.proto, flags) {
                 ignore_missing(maps.ct.remove(k)).map_err(sys("deleting CT"))?;
                 stats.ct += 1;
             }

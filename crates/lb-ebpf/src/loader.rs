@@ -404,20 +404,36 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
             .load()
             .map_err(verifier_err(name))?;
     }
-    for iface in &opts.interfaces {
-        for (name, attach, suffix) in [
-            (PROG_INGRESS, TcAttachType::Ingress, "ingress"),
-            (PROG_EGRESS, TcAttachType::Egress, "egress"),
-        ] {
-            // bpffs refuses names with dots (reserved), which VLAN devices have.
-            let pin = links.join(format!("{}-{suffix}", iface.replace('.', "~")));
-            attach_pinned(classifier(&mut ebpf, name)?, iface, attach, &pin)?;
+    // Links this load created: if a later interface fails, they are
+    // unpinned again (which detaches them), so a failed load attaches nothing.
+    let mut created: Vec<PathBuf> = Vec::new();
+    let attached = (|| {
+        for iface in &opts.interfaces {
+            for (name, attach, suffix) in [
+                (PROG_INGRESS, TcAttachType::Ingress, "ingress"),
+                (PROG_EGRESS, TcAttachType::Egress, "egress"),
+            ] {
+                // bpffs refuses names with dots (reserved), which VLAN devices have.
+                let pin = links.join(format!("{}-{suffix}", iface.replace('.', "~")));
+                if attach_pinned(classifier(&mut ebpf, name)?, iface, attach, &pin)? {
+                    created.push(pin);
+                }
+            }
+            register_device(&maps, iface)?;
         }
-        register_device(&maps, iface)?;
-    }
-    let sock = match &opts.cgroup {
-        Some(cg) => Some(load_sock(cg, &maps, &links, &opts.capacity)?),
-        None => None,
+        match &opts.cgroup {
+            Some(cg) => load_sock(cg, &maps, &links, &opts.capacity).map(Some),
+            None => Ok(None),
+        }
+    })();
+    let sock = match attached {
+        Ok(sock) => sock,
+        Err(e) => {
+            for pin in created.iter().rev() {
+                let _ = std::fs::remove_file(pin);
+            }
+            return Err(e);
+        }
     };
     Ok(Loaded {
         ebpf,
@@ -427,13 +443,14 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
 }
 
 /// Attaches `prog` through the link pinned at `pin` (atomic replacement),
-/// or creates, pins and releases a new TCX link.
+/// or creates, pins and releases a new TCX link. Returns true when it
+/// created the link (and its pin).
 fn attach_pinned(
     prog: &mut SchedClassifier,
     iface: &str,
     attach: TcAttachType,
     pin: &Path,
-) -> Result<(), LoadError> {
+) -> Result<bool, LoadError> {
     let ctx = || format!("attaching {attach:?} on {iface}");
     if pin.exists() {
         let replaced = PinnedLink::from_pin(pin)
@@ -450,7 +467,7 @@ fn attach_pinned(
             Ok(id) => {
                 // The pin keeps the link; our handle just closes its fd.
                 drop(prog.take_link(id).map_err(prog_err(ctx()))?);
-                return Ok(());
+                return Ok(false);
             }
             // A stale pin (e.g. the device was recreated): replace it.
             Err(_) => std::fs::remove_file(pin).map_err(io_err("unpin stale link", pin))?,
@@ -477,7 +494,7 @@ fn attach_pinned(
         context: format!("pinning link {}", pin.display()),
         source: Box::new(e),
     })?;
-    Ok(())
+    Ok(true)
 }
 
 fn ifindex(iface: &str) -> u32 {

@@ -120,3 +120,29 @@ fn affinity_entries_expire_with_their_frontend_timeout() {
     assert_eq!(fx.dp.gc(now + 32).unwrap().affinity, 1);
     assert_eq!(fx.dp.maps().affinity.keys().count(), 0);
 }
+
+#[test]
+fn both_directions_live_as_long_as_the_flow() {
+    let mut fx = fixture();
+    let now = now_secs();
+    fx.ingress(&udp("192.168.5.2:40000", "10.96.0.11:53"));
+    // Only the backend has talked lately (replies, egress): the client's
+    // direction is old, yet the flow is alive.
+    let ct = ct_entries(&mut fx);
+    assert_eq!(ct.len(), 2);
+    for (k, mut e) in ct {
+        e.last_seen = if k.dir == CT_SERVICE { now - 100 } else { now };
+        fx.dp.maps().ct.insert(k, e, 0).unwrap();
+    }
+    assert_eq!(fx.dp.gc(now).unwrap().ct, 0, "the pair is kept");
+    assert_eq!(ct_entries(&mut fx).len(), 2);
+    // The same the other way round.
+    for (k, mut e) in ct_entries(&mut fx) {
+        e.last_seen = if k.dir == CT_REPLY { now - 100 } else { now };
+        fx.dp.maps().ct.insert(k, e, 0).unwrap();
+    }
+    assert_eq!(fx.dp.gc(now).unwrap().ct, 0, "the pair is kept");
+    // Once both are idle, both go.
+    assert_eq!(fx.dp.gc(now + 61).unwrap().ct, 2);
+    assert!(ct_entries(&mut fx).is_empty());
+}

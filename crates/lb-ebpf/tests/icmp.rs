@@ -128,3 +128,54 @@ fn errors_about_untracked_flows_pass_unchanged() {
     assert_eq!(rv, TC_ACT_OK);
     assert_eq!(out, err);
 }
+
+/// One's-complement sum (folded) of big-endian 16-bit words.
+fn ones_sum(words: &[u16]) -> u16 {
+    let mut s: u32 = words.iter().map(|w| u32::from(*w)).sum();
+    while s > 0xffff {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    s as u16
+}
+
+#[test]
+fn a_quoted_udp_checksum_that_computes_to_zero_is_sent_as_ffff() {
+    // A datagram whose checksum, once translated to the frontend, computes
+    // to 0: it must be sent as 0xffff (0 means "no checksum").
+    let mut fx = fixture();
+    let words = |a: IpAddr| match a {
+        IpAddr::V4(a) => {
+            let o = a.octets();
+            [
+                u16::from_be_bytes([o[0], o[1]]),
+                u16::from_be_bytes([o[2], o[3]]),
+            ]
+        }
+        IpAddr::V6(_) => unreachable!(),
+    };
+    let (c, v) = (sa(CLIENT), sa(VIP_UDP));
+    let len = 8 + 2;
+    let mut w = Vec::new();
+    w.extend(words(c.ip()));
+    w.extend(words(v.ip()));
+    w.extend([17, len, c.port(), v.port(), len]);
+    // Two payload bytes complete the sum to 0xffff (negative zero).
+    let payload = (0xffff - ones_sum(&w)).to_be_bytes();
+    w.push(u16::from_be_bytes(payload));
+    assert_eq!(ones_sum(&w), 0xffff);
+    let quoted = PacketBuilder::udp(sa(CLIENT), sa(BE_UDP))
+        .payload(payload)
+        .build_ip()
+        .unwrap();
+    let err =
+        IcmpBuilder::dest_unreachable(ip_of(BE_UDP), ip_of(CLIENT), ICMP_PORT_UNREACH, &quoted)
+            .build()
+            .unwrap();
+    let (rv, out) = fx.egress(&err);
+    assert_eq!(rv, TC_ACT_OK);
+    verify_checksums_strict(&out).expect("all checksums after translation");
+    let p = parse(&out).unwrap();
+    let inner = p.icmp_inner().unwrap().unwrap();
+    assert_eq!((inner.src, inner.dst), (sa(CLIENT), sa(VIP_UDP)));
+    assert_eq!(inner.udp.unwrap().checksum, 0xffff);
+}

@@ -555,3 +555,138 @@ fn per_packet_cost() {
         );
     }
 }
+
+#[test]
+fn weighted_random_falls_back_when_slot_zero_is_ahead_of_the_slots() {
+    // A frontend rewrite writes the slots before slot 0: while the weights
+    // shrink, slot 0 still carries the old (larger) total weight and the
+    // walk over the slots finds nothing. The datapath must still forward.
+    use lb_ebpf::abi::SVC_F_UNIFORM;
+    let mut fx = Fixture::new(MaglevConfig::default());
+    let mut svc = web(
+        &[("10.96.0.10:80", FrontendType::ClusterIp)],
+        &["10.0.1.5:8080", "10.0.1.6:8080"],
+    );
+    svc.algorithm = Some(LbAlgorithm::Random);
+    fx.apply(&[svc]);
+    let maps = fx.dp.maps();
+    let (key, mut slot0) = maps
+        .services
+        .iter()
+        .map(Result::unwrap)
+        .find(|(k, _)| k.backend_slot == 0)
+        .unwrap();
+    slot0.flags &= !SVC_F_UNIFORM;
+    slot0.total_weight = 1_000_000;
+    maps.services.insert(key, slot0, 0).unwrap();
+    let backends = [sa("10.0.1.5:8080"), sa("10.0.1.6:8080")];
+    for port in 40000..40032u16 {
+        let frame = tcp(&format!("192.168.5.2:{port}"), "10.96.0.10:80");
+        let (rv, out) = fx.ingress(&frame);
+        assert_eq!(rv, TC_ACT_OK, "flow from port {port} dropped");
+        assert!(backends.contains(&endpoints(&out).1));
+    }
+    let c = fx.dp.counters().unwrap();
+    assert_eq!(c.drops_for(DropReason::NoBackend), 0);
+}
+
+#[test]
+fn an_evicted_reply_entry_is_recreated_by_the_next_client_packet() {
+    use lb_ebpf::abi::CT_REPLY;
+    let mut fx = Fixture::new(MaglevConfig::default());
+    fx.apply(&[web(
+        &[("10.96.0.10:80", FrontendType::ClusterIp)],
+        &["10.0.1.5:8080"],
+    )]);
+    let (client, vip, be) = ("192.168.5.2:40000", "10.96.0.10:80", "10.0.1.5:8080");
+    fx.ingress(&tcp(client, vip));
+    // The LRU evicts the reply direction.
+    let reply_key = fx
+        .dp
+        .maps()
+        .ct
+        .keys()
+        .map(Result::unwrap)
+        .find(|k| k.dir == CT_REPLY)
+        .unwrap();
+    fx.dp.maps().ct.remove(&reply_key).unwrap();
+    // The next client packet of the established flow recreates it ...
+    let ack = lb_testkit::PacketBuilder::tcp(sa(client), sa(vip))
+        .ack()
+        .build()
+        .unwrap();
+    let (rv, out) = fx.ingress(&ack);
+    assert_eq!(rv, TC_ACT_OK);
+    assert_eq!(endpoints(&out).1, sa(be));
+    let ct = fx
+        .dp
+        .maps()
+        .ct
+        .get(&reply_key, 0)
+        .expect("reply entry recreated");
+    assert!(ct.last_seen.abs_diff(lb_ebpf::now_secs()) <= 1);
+    // ... so the backend's replies are reverse-NATed again.
+    let (_, back) = fx.egress(&tcp(be, client));
+    assert_eq!(endpoints(&back), (sa(vip), sa(client)));
+}
+
+#[test]
+fn sctp_frontends_and_backends_are_refused() {
+    let mut fx = Fixture::new(MaglevConfig::default());
+    let svc = web(
+        &[("10.96.0.10:80/SCTP", FrontendType::ClusterIp)],
+        &["10.0.1.5:8080/SCTP"],
+    );
+    let desired = DesiredState::build(&fx.node, &[svc]).expect("desired state");
+    let err = fx.rec.apply(&mut fx.dp, &desired).unwrap_err();
+    assert!(
+        matches!(err, ReconcileError::Dataplane(DataplaneError::Unsupported(ref m)) if m.contains("SCTP")),
+        "{err}"
+    );
+    assert_eq!(fx.dp.maps().services.keys().count(), 0, "nothing written");
+    assert_eq!(fx.dp.maps().backends.keys().count(), 0, "nothing written");
+}
+
+#[test]
+fn default_snat_ports_stay_clear_of_linux_ephemeral_ports() {
+    use lb_ebpf::abi::{SNAT_PORT_MAX, SNAT_PORT_MIN};
+    // net.ipv4.ip_local_port_range defaults to 32768-60999.
+    const { assert!(SNAT_PORT_MIN > 60999 && SNAT_PORT_MAX == 65535) };
+    let mut fx = Fixture::new(MaglevConfig::default());
+    let cfg = fx.dp.maps().config.get(&0, 0).unwrap();
+    assert_eq!((cfg.snat_port_min, cfg.snat_port_max), (61000, 65535));
+}
+
+#[test]
+fn a_maglev_size_change_over_programmed_tables_is_refused_on_open() {
+    use lb_ebpf::EbpfDataplane;
+    let mut fx = Fixture::new(MaglevConfig::new(251, 7).unwrap());
+    let pin_dir = fx.loaded.pin_dir().to_owned();
+    // No Maglev tables yet: the size may change.
+    let other = |m| {
+        let mut n = fx.node.clone();
+        n.maglev = MaglevConfig::new(m, 7).unwrap();
+        n
+    };
+    let (n251, n509) = (other(251), other(509));
+    EbpfDataplane::open(&pin_dir, &n509).expect("no tables: any size");
+    EbpfDataplane::open(&pin_dir, &n251).expect("back to 251");
+    let mut svc = web(
+        &[("10.96.0.10:80", FrontendType::ClusterIp)],
+        &["10.0.1.5:8080"],
+    );
+    svc.algorithm = Some(LbAlgorithm::Maglev);
+    fx.apply(&[svc]);
+    let err = EbpfDataplane::open(&pin_dir, &n509).unwrap_err();
+    assert!(
+        matches!(err, DataplaneError::Unsupported(ref m) if m.contains("cleanup")),
+        "{err}"
+    );
+    // The configured size was left alone: the datapath still selects.
+    let cfg = fx.dp.maps().config.get(&0, 0).unwrap();
+    assert_eq!(cfg.maglev_table_size, 251);
+    let (rv, out) = fx.ingress(&tcp("192.168.5.2:40000", "10.96.0.10:80"));
+    assert_eq!(rv, TC_ACT_OK);
+    assert_eq!(endpoints(&out).1, sa("10.0.1.5:8080"));
+    EbpfDataplane::open(&pin_dir, &n251).expect("same size");
+}

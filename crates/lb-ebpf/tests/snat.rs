@@ -97,7 +97,7 @@ fn remote_backend_is_snated_and_the_reply_reverse_translated() {
         &be,
         "node-2",
     )]);
-    let client = format!("{}:40000", rt.topo.client_v4);
+    let client = format!("{}:61500", rt.topo.client_v4);
     let node_ip = rt.topo.node_v4;
 
     let frame = tcp(&client, "10.96.0.10:80");
@@ -117,7 +117,7 @@ fn remote_backend_is_snated_and_the_reply_reverse_translated() {
     assert!((SNAT_PORT_MIN..=SNAT_PORT_MAX).contains(&src.port()));
     let snat_port = src.port();
     // The client's port was in range, so it is kept when free.
-    assert_eq!(snat_port, 40000);
+    assert_eq!(snat_port, 61500);
     assert_eq!(lb_testkit::parse(&out).unwrap().payload, b"hello");
 
     // Same flow again: same translation (connection tracking).
@@ -134,7 +134,7 @@ fn remote_backend_is_snated_and_the_reply_reverse_translated() {
 
     // A second client with the same port collides on the reverse key and
     // gets another port from the range.
-    let other = tcp("192.168.10.3:40000", "10.96.0.10:80");
+    let other = tcp("192.168.10.3:61500", "10.96.0.10:80");
     let (_, out2) = rt.topo.node.run_in(|| fx.ingress(&other)).unwrap();
     let (src2, _) = endpoints(&out2);
     assert_eq!(src2.ip(), std::net::IpAddr::from(node_ip));
@@ -240,4 +240,34 @@ fn remote_backend_end_to_end_through_the_client_link() {
     let keys: Vec<_> = fx.dp.maps().snat.keys().collect::<Result<_, _>>().unwrap();
     assert!(keys.len() >= 5, "{keys:?}");
     assert!(keys.iter().all(|k| k.daddr == node_be32));
+}
+
+#[test]
+fn a_new_snated_flow_opened_by_fin_or_rst_is_closing() {
+    use lb_ebpf::abi::{CT_F_CLOSING, CT_SERVICE};
+    let rt = remote_topology();
+    let mut fx = node_fixture(&rt);
+    let be = format!("{REMOTE_BACKEND}:8080");
+    fx.apply(&[remote_service(
+        "default/web",
+        "10.96.0.10:80",
+        &be,
+        "node-2",
+    )]);
+    let client = format!("{}:61501", rt.topo.client_v4);
+    let rst = lb_testkit::PacketBuilder::tcp(sa(&client), sa("10.96.0.10:80"))
+        .rst()
+        .build()
+        .unwrap();
+    let (_, out) = rt.topo.node.run_in(|| fx.ingress(&rst)).unwrap();
+    assert_eq!(endpoints(&out).1, sa(&be));
+    let ct: Vec<_> = fx.dp.maps().ct.iter().collect::<Result<_, _>>().unwrap();
+    assert_eq!(ct.len(), 1, "SNATed flows track the service direction only");
+    let (k, e) = &ct[0];
+    assert_eq!(k.dir, CT_SERVICE);
+    assert_eq!(e.flags & CT_F_SNAT, CT_F_SNAT, "{e:?}");
+    assert_eq!(e.flags & CT_F_CLOSING, CT_F_CLOSING, "{e:?}");
+    // So it goes with the short closing lifetime.
+    let now = lb_ebpf::now_secs();
+    assert_eq!(fx.dp.gc(now + 12).unwrap().ct, 1);
 }

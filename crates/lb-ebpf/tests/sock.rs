@@ -26,8 +26,9 @@ impl Drop for Pins {
 }
 
 /// The client: one line per request, `peer=<addr> reply=<text>` or
-/// `error=<text>`. Requests: `tcp|udp|udpc HOST PORT` (udp: unconnected
-/// sendto/recvfrom; udpc: connected UDP, then getpeername).
+/// `error=<text>`. Requests: `tcp|udp|udp3|udpc HOST PORT` (udp: unconnected
+/// sendto/recvfrom; udp3: three of them on one socket; udpc: connected UDP,
+/// then getpeername).
 const CLIENT: &str = r#"
 import socket, sys
 a = sys.argv[1:]
@@ -45,11 +46,12 @@ for i in range(0, len(a), 3):
                 if not d:
                     break
                 data += d
-        elif kind == "udp":
+        elif kind in ("udp", "udp3"):
             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             s.settimeout(5)
-            s.sendto(b"q", (host, port))
-            data, peer = s.recvfrom(512)
+            for _ in range(3 if kind == "udp3" else 1):
+                s.sendto(b"q", (host, port))
+                data, peer = s.recvfrom(512)
         else:
             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             s.settimeout(5)
@@ -189,6 +191,19 @@ fn local_processes_are_connected_straight_to_backends() {
     // Per-backend counters: every translated socket is a new flow.
     let flows: u64 = counters.backends.values().map(|s| s.new_flows).sum();
     assert_eq!(flows, targets.len() as u64, "{counters:?}");
+    // Several datagrams of one unconnected socket are one new flow.
+    let lines = client(
+        &topo.node,
+        Some(cg.path()),
+        &req("udp3", SocketAddr::from((VIP_V4, 53))),
+    );
+    assert!(
+        lines[0].starts_with(&format!("peer={VIP_V4}:53 reply=be")),
+        "{lines:?}"
+    );
+    let counters = dp.counters().unwrap();
+    let flows: u64 = counters.backends.values().map(|s| s.new_flows).sum();
+    assert_eq!(flows, targets.len() as u64 + 1, "{counters:?}");
 
     // Processes outside the cgroup are not balanced: the VIP is not routed.
     let outside = client(

@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use lb_core::{DropReason, ServiceId};
 
 /// Why the userspace packet path dropped a packet (the indices of the BPF
-/// `lb_drops` map: `LB_DROP_MALFORMED`, `..._NO_BACKEND`, `..._SOURCE_RANGE`).
+/// `lb_drops` map: `LB_DROP_MALFORMED`, `..._NO_BACKEND`, `..._SOURCE_RANGE`,
+/// `..._SNAT_PORTS`; index 3, `LB_DROP_REWRITE`, cannot happen here).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum DropKind {
     /// A truncated or invalid IPv4/TCP/UDP header.
@@ -16,14 +17,17 @@ pub enum DropKind {
     NoBackend = 1,
     /// A client outside the frontend's source ranges.
     SourceRange = 2,
+    /// A new SNATed flow found no free source port (`LB_DROP_SNAT_PORTS`).
+    SnatPorts = 4,
 }
 
 impl DropKind {
     /// Every reason.
-    pub const ALL: [DropKind; 3] = [
+    pub const ALL: [DropKind; 4] = [
         DropKind::Malformed,
         DropKind::NoBackend,
         DropKind::SourceRange,
+        DropKind::SnatPorts,
     ];
 
     /// A short name for counters and logs.
@@ -32,6 +36,7 @@ impl DropKind {
             DropKind::Malformed => "malformed",
             DropKind::NoBackend => "no_backend",
             DropKind::SourceRange => "source_range_denied",
+            DropKind::SnatPorts => "snat_ports",
         }
     }
 }
@@ -67,7 +72,7 @@ pub struct ServiceStats {
 /// The counters of a dataplane.
 #[derive(Debug)]
 pub struct Counters {
-    drops: [AtomicU64; 3],
+    drops: [AtomicU64; 5],
     services: Box<[ServiceCounter]>,
 }
 

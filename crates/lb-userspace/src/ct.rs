@@ -5,13 +5,20 @@
 //! [`FlowTable::capacity`] flows, so steady-state inserts do not allocate;
 //! when a map is full, new flows are still forwarded but not tracked, and
 //! counted (`FlowTable::full`).
+//!
+//! Entries record when they were last used (and TCP flows whether a FIN or
+//! RST was seen); [`FlowTable::expire`] removes idle ones incrementally
+//! ([`CtTimeouts`], lb-ebpf's gc defaults; affinity by its service's
+//! timeout), so the table does not fill with dead flows. SNATed flows get a
+//! source port of their own ([`FlowTable::alloc_snat_port`], [`SnatPorts`]):
+//! their reply tuples are unique, so every reply maps back to its flow.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::IpAddr;
 
 use lb_core::flow::AffinityEntry;
-use lb_core::{BackendId, FlowKey, L3n4Addr, RevNatId};
+use lb_core::{BackendId, FlowKey, L3n4Addr, L4Proto, RevNatId};
 
 /// A small, fast, non-cryptographic hasher (FxHash with a murmur3
 /// finaliser). Flow keys come from the
@@ -59,6 +66,66 @@ impl Hasher for FxHasher {
 /// `HashMap` with [`FxHasher`].
 pub type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
 
+/// The source ports SNATed flows get (like lb-ebpf's `lb_snat_alloc`): the
+/// client's own port when its reply tuple is free, else up to `tries - 1`
+/// pseudo-random ports in `min..=max`. The default range, 61000–65535,
+/// stays out of Linux's ephemeral port range (32768–60999,
+/// `net.ipv4.ip_local_port_range`), so SNATed flows do not collide with
+/// the node's own connections to the same backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnatPorts {
+    /// Lowest port.
+    pub min: u16,
+    /// Highest port.
+    pub max: u16,
+    /// Ports tried per new flow (the client's port first) before the flow
+    /// is dropped ([`crate::DropKind::SnatPorts`]).
+    pub tries: u32,
+}
+
+impl Default for SnatPorts {
+    fn default() -> Self {
+        SnatPorts {
+            min: 61_000,
+            max: 65_535,
+            tries: 16,
+        }
+    }
+}
+
+/// Idle lifetimes of tracked flows, in seconds (lb-ebpf's gc defaults,
+/// after Cilium's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CtTimeouts {
+    /// An open TCP connection (default 6 hours).
+    pub tcp: u64,
+    /// A TCP connection after a FIN or RST in either direction (default 10 s).
+    pub tcp_closing: u64,
+    /// UDP (default 60 s).
+    pub other: u64,
+}
+
+impl Default for CtTimeouts {
+    fn default() -> Self {
+        CtTimeouts {
+            tcp: 6 * 3600,
+            tcp_closing: 10,
+            other: 60,
+        }
+    }
+}
+
+impl CtTimeouts {
+    /// The lifetime of an idle entry of protocol `proto`.
+    pub fn for_entry(&self, proto: L4Proto, closing: bool) -> u64 {
+        match (proto, closing) {
+            (L4Proto::Tcp, false) => self.tcp,
+            (L4Proto::Tcp, true) => self.tcp_closing,
+            _ => self.other,
+        }
+    }
+}
+
 /// A tracked flow, keyed by the 5-tuple the client sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CtEntry {
@@ -70,6 +137,13 @@ pub struct CtEntry {
     pub backend: L3n4Addr,
     /// The source address the client was SNATed to, if any.
     pub snat: Option<IpAddr>,
+    /// The flow's source port towards the backend: the allocated SNAT port,
+    /// or the client's port when the flow is not SNATed.
+    pub port: u16,
+    /// When a packet of the flow (either direction) was last seen (seconds).
+    pub last_seen: u64,
+    /// A TCP FIN or RST was seen (either direction).
+    pub closing: bool,
 }
 
 impl CtEntry {
@@ -79,24 +153,105 @@ impl CtEntry {
             src: self.backend.addr,
             sport: self.backend.port,
             dst: self.snat.unwrap_or(key.src),
-            dport: key.sport,
+            dport: self.port,
             proto: key.proto,
         }
     }
 }
 
+/// A map of at most `capacity` entries whose values sit in a preallocated
+/// slot vector, so that [`FlowTable::expire`] can resume a scan where it
+/// stopped (bounded work per call) and no insert allocates.
+#[derive(Debug, Clone)]
+struct Slab<K, V> {
+    index: FxMap<K, u32>,
+    slots: Vec<Option<(K, V)>>,
+    free: Vec<u32>,
+    capacity: usize,
+}
+
+impl<K: std::hash::Hash + Eq + Copy, V> Slab<K, V> {
+    fn new(capacity: usize) -> Self {
+        Slab {
+            index: FxMap::with_capacity_and_hasher(capacity, Default::default()),
+            slots: Vec::with_capacity(capacity),
+            free: Vec::with_capacity(capacity),
+            capacity,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    fn get(&self, k: &K) -> Option<&V> {
+        let i = *self.index.get(k)?;
+        self.slots[i as usize].as_ref().map(|(_, v)| v)
+    }
+
+    fn get_mut(&mut self, k: &K) -> Option<&mut V> {
+        let i = *self.index.get(k)?;
+        self.slots[i as usize].as_mut().map(|(_, v)| v)
+    }
+
+    /// Inserts or replaces; false when full.
+    fn insert(&mut self, k: K, v: V) -> bool {
+        if let Some(&i) = self.index.get(&k) {
+            self.slots[i as usize] = Some((k, v));
+            return true;
+        }
+        let i = if let Some(i) = self.free.pop() {
+            i
+        } else if self.slots.len() < self.capacity {
+            self.slots.push(None);
+            (self.slots.len() - 1) as u32
+        } else {
+            return false;
+        };
+        self.slots[i as usize] = Some((k, v));
+        self.index.insert(k, i);
+        true
+    }
+
+    fn remove(&mut self, k: &K) -> Option<V> {
+        let i = self.index.remove(k)?;
+        self.free.push(i);
+        self.slots[i as usize].take().map(|(_, v)| v)
+    }
+
+    fn clear(&mut self) {
+        self.index.clear();
+        self.slots.clear();
+        self.free.clear();
+    }
+}
+
+/// What one [`FlowTable::expire`] call removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Expired {
+    /// Flows (with their reply entries).
+    pub flows: usize,
+    /// Affinity entries.
+    pub affinity: usize,
+}
+
 /// Connection tracking (both directions) and the affinity table.
 #[derive(Debug, Clone)]
 pub struct FlowTable {
-    forward: FxMap<FlowKey, CtEntry>,
+    forward: Slab<FlowKey, CtEntry>,
     reply: FxMap<FlowKey, FlowKey>,
-    affinity: FxMap<(IpAddr, RevNatId), AffinityEntry>,
+    affinity: Slab<(IpAddr, RevNatId), AffinityEntry>,
     capacity: usize,
     full: u64,
+    snat_ports: SnatPorts,
+    timeouts: CtTimeouts,
+    ct_cursor: usize,
+    affinity_cursor: usize,
 }
 
 impl FlowTable {
-    /// A table with room for `capacity` flows and affinity entries.
+    /// A table with room for `capacity` flows and affinity entries, the
+    /// default [`SnatPorts`] and [`CtTimeouts`].
     ///
     /// ```
     /// let t = lb_userspace::ct::FlowTable::new(1024);
@@ -104,12 +259,37 @@ impl FlowTable {
     /// ```
     pub fn new(capacity: usize) -> Self {
         FlowTable {
-            forward: FxMap::with_capacity_and_hasher(capacity, Default::default()),
+            forward: Slab::new(capacity),
             reply: FxMap::with_capacity_and_hasher(capacity, Default::default()),
-            affinity: FxMap::with_capacity_and_hasher(capacity, Default::default()),
+            affinity: Slab::new(capacity),
             capacity,
             full: 0,
+            snat_ports: SnatPorts::default(),
+            timeouts: CtTimeouts::default(),
+            ct_cursor: 0,
+            affinity_cursor: 0,
         }
+    }
+
+    /// The table with another SNAT port range.
+    pub fn with_snat_ports(mut self, ports: SnatPorts) -> Self {
+        self.snat_ports = SnatPorts {
+            max: ports.max.max(ports.min),
+            tries: ports.tries.max(1),
+            ..ports
+        };
+        self
+    }
+
+    /// The table with other idle lifetimes.
+    pub fn with_timeouts(mut self, timeouts: CtTimeouts) -> Self {
+        self.timeouts = timeouts;
+        self
+    }
+
+    /// The SNAT port range.
+    pub fn snat_ports(&self) -> SnatPorts {
+        self.snat_ports
     }
 
     /// The most flows tracked at once.
@@ -124,7 +304,12 @@ impl FlowTable {
 
     /// True when no flow is tracked.
     pub fn is_empty(&self) -> bool {
-        self.forward.is_empty()
+        self.forward.len() == 0
+    }
+
+    /// Affinity entries.
+    pub fn affinity_len(&self) -> usize {
+        self.affinity.len()
     }
 
     /// New flows or affinity entries not recorded because the table was full.
@@ -137,26 +322,85 @@ impl FlowTable {
         self.forward.get(key)
     }
 
+    /// Records a packet of the flow `key` at `now` (and a TCP FIN or RST).
+    pub fn touch(&mut self, key: &FlowKey, now: u64, fin_or_rst: bool) {
+        if let Some(e) = self.forward.get_mut(key) {
+            e.last_seen = now;
+            e.closing |= fin_or_rst;
+        }
+    }
+
     /// The client's flow key and entry for a reply `key` (backend → client).
     pub fn by_reply(&self, key: &FlowKey) -> Option<(&FlowKey, &CtEntry)> {
         let orig = self.reply.get(key)?;
         self.forward.get(orig).map(|e| (orig, e))
     }
 
-    /// Records a flow (replacing any previous entry of `key`).
-    pub fn insert(&mut self, key: FlowKey, entry: CtEntry) {
+    /// [`FlowTable::by_reply`], recording the reply at `now` (and a TCP FIN
+    /// or RST) in the flow's entry.
+    pub fn reply_seen(
+        &mut self,
+        key: &FlowKey,
+        now: u64,
+        fin_or_rst: bool,
+    ) -> Option<(FlowKey, CtEntry)> {
+        let orig = *self.reply.get(key)?;
+        let e = self.forward.get_mut(&orig)?;
+        e.last_seen = now;
+        e.closing |= fin_or_rst;
+        Some((orig, *e))
+    }
+
+    /// A source port for a new flow `key` SNATed to `snat` towards
+    /// `backend` whose reply tuple no other tracked flow uses: the client's
+    /// port when free, else pseudo-random ports of the [`SnatPorts`] range
+    /// drawn from `entropy`. `None` when every try collided.
+    pub fn alloc_snat_port(
+        &self,
+        key: &FlowKey,
+        backend: L3n4Addr,
+        snat: IpAddr,
+        entropy: u64,
+    ) -> Option<u16> {
+        let free = |port: u16| {
+            let reply = FlowKey {
+                src: backend.addr,
+                sport: backend.port,
+                dst: snat,
+                dport: port,
+                proto: key.proto,
+            };
+            match self.reply.get(&reply) {
+                None => true,
+                Some(owner) => owner == key || self.forward.get(owner).is_none(),
+            }
+        };
+        if free(key.sport) {
+            return Some(key.sport);
+        }
+        let SnatPorts { min, max, tries } = self.snat_ports;
+        let span = u32::from(max) - u32::from(min) + 1;
+        let mut rng = crate::rng::FastRng::new(entropy);
+        (1..tries)
+            .map(|_| min + (rng.next_u32() % span) as u16)
+            .find(|&p| free(p))
+    }
+
+    /// Records a flow (replacing any previous entry of `key`). Returns false
+    /// (and counts it in [`FlowTable::full`]) when the table is full.
+    pub fn insert(&mut self, key: FlowKey, entry: CtEntry) -> bool {
         self.remove(&key);
-        let reply = entry.reply_key(&key);
         if self.forward.len() >= self.capacity || self.reply.len() >= self.capacity {
             self.full += 1;
-            return;
+            return false;
         }
-        // Another flow may map to the same reply tuple (two clients SNATed
-        // with the same port, or one client port to two frontends of one
-        // backend): the newer flow owns the reply direction, as the BPF
-        // reply CT entry is overwritten; the older keeps its forward entry.
-        self.reply.insert(reply, key);
-        self.forward.insert(key, entry);
+        // SNATed flows get a reply tuple of their own
+        // ([`FlowTable::alloc_snat_port`]). Without SNAT one client port to
+        // two frontends of one backend shares a reply tuple: the newer flow
+        // owns the reply direction (as the BPF reply CT entry is
+        // overwritten); the older keeps its forward entry.
+        self.reply.insert(entry.reply_key(&key), key);
+        self.forward.insert(key, entry)
     }
 
     /// Forgets a flow.
@@ -176,12 +420,54 @@ impl FlowTable {
 
     /// Records that `client`'s last new flow to a frontend went to `entry.backend_id`.
     pub fn set_affinity(&mut self, client: IpAddr, rev_nat: RevNatId, entry: AffinityEntry) {
-        let k = (client, rev_nat);
-        if !self.affinity.contains_key(&k) && self.affinity.len() >= self.capacity {
+        if !self.affinity.insert((client, rev_nat), entry) {
             self.full += 1;
-            return;
         }
-        self.affinity.insert(k, entry);
+    }
+
+    /// Removes entries idle for longer than their lifetime at `now`: flows
+    /// by [`CtTimeouts`], affinity entries by their frontend's timeout
+    /// (`affinity_timeout(rev_nat)`; `None` — the frontend is gone or has no
+    /// affinity — removes them). Examines at most `budget` slots of each
+    /// table, resuming where the previous call stopped, so a periodic call
+    /// sweeps the whole table with bounded work per call.
+    pub fn expire(
+        &mut self,
+        now: u64,
+        budget: usize,
+        affinity_timeout: impl Fn(RevNatId) -> Option<u32>,
+    ) -> Expired {
+        let mut out = Expired::default();
+        let t = self.timeouts;
+        let n = self.forward.slots.len();
+        for _ in 0..budget.min(n) {
+            self.ct_cursor %= n;
+            let i = self.ct_cursor;
+            self.ct_cursor += 1;
+            let Some((k, e)) = self.forward.slots[i] else {
+                continue;
+            };
+            if now.saturating_sub(e.last_seen) > t.for_entry(k.proto, e.closing) {
+                self.remove(&k);
+                out.flows += 1;
+            }
+        }
+        let n = self.affinity.slots.len();
+        for _ in 0..budget.min(n) {
+            self.affinity_cursor %= n;
+            let i = self.affinity_cursor;
+            self.affinity_cursor += 1;
+            let Some((k, a)) = self.affinity.slots[i] else {
+                continue;
+            };
+            let keep = affinity_timeout(k.1)
+                .is_some_and(|to| now.saturating_sub(a.last_used) <= u64::from(to));
+            if !keep {
+                self.affinity.remove(&k);
+                out.affinity += 1;
+            }
+        }
+        out
     }
 
     /// Forgets every flow and affinity entry (keeps the allocation).
@@ -189,6 +475,8 @@ impl FlowTable {
         self.forward.clear();
         self.reply.clear();
         self.affinity.clear();
+        self.ct_cursor = 0;
+        self.affinity_cursor = 0;
     }
 }
 
@@ -206,40 +494,170 @@ mod tests {
         }
     }
 
-    fn entry(snat: Option<&str>) -> CtEntry {
+    fn entry(snat: Option<&str>, port: u16) -> CtEntry {
         CtEntry {
             backend_id: BackendId(1),
             rev_nat: RevNatId(1),
             backend: "10.1.0.5:8080".parse().unwrap(),
             snat: snat.map(|s| s.parse().unwrap()),
+            port,
+            last_seen: 0,
+            closing: false,
         }
     }
 
     #[test]
     fn both_directions_and_removal() {
         let mut t = FlowTable::new(4);
-        t.insert(key(1), entry(None));
-        let r = entry(None).reply_key(&key(1));
+        t.insert(key(1), entry(None, 1));
+        let r = entry(None, 1).reply_key(&key(1));
         assert_eq!(t.by_reply(&r).map(|(k, _)| *k), Some(key(1)));
         t.remove(&key(1));
         assert!(t.by_reply(&r).is_none() && t.is_empty());
     }
 
     #[test]
-    fn reply_clash_gives_the_reply_to_the_newer_flow_and_full_tables_count() {
+    fn snat_ports_keep_reply_tuples_unique_and_full_tables_count() {
         let mut t = FlowTable::new(2);
+        let node: IpAddr = "192.168.1.1".parse().unwrap();
+        let backend: L3n4Addr = "10.1.0.5:8080".parse().unwrap();
         let mut other = key(1);
         other.src = "10.0.0.2".parse().unwrap();
-        t.insert(key(1), entry(Some("192.168.1.1")));
-        t.insert(other, entry(Some("192.168.1.1")));
+        // The first client keeps its port.
+        let p1 = t.alloc_snat_port(&key(1), backend, node, 1).unwrap();
+        assert_eq!(p1, 1);
+        t.insert(key(1), entry(Some("192.168.1.1"), p1));
+        // Another client with the same port gets another one, in range.
+        let p2 = t.alloc_snat_port(&other, backend, node, 2).unwrap();
+        assert!((61_000..=65_535).contains(&p2), "{p2}");
+        t.insert(other, entry(Some("192.168.1.1"), p2));
         assert_eq!(t.len(), 2);
-        let r = entry(Some("192.168.1.1")).reply_key(&key(1));
-        assert_eq!(t.by_reply(&r).map(|(k, _)| *k), Some(other));
-        // Removing the older flow leaves the newer one's reply entry.
+        // Each flow gets its own replies.
+        let r1 = entry(Some("192.168.1.1"), p1).reply_key(&key(1));
+        let r2 = entry(Some("192.168.1.1"), p2).reply_key(&other);
+        assert_eq!(t.by_reply(&r1).map(|(k, _)| *k), Some(key(1)));
+        assert_eq!(t.by_reply(&r2).map(|(k, _)| *k), Some(other));
+        // The same flow again may keep its own port.
+        assert_eq!(t.alloc_snat_port(&key(1), backend, node, 3), Some(p1));
+        // Removing one flow leaves the other's replies.
         t.remove(&key(1));
-        assert_eq!(t.by_reply(&r).map(|(k, _)| *k), Some(other));
-        t.insert(key(2), entry(None));
-        t.insert(key(3), entry(None));
+        assert_eq!(t.by_reply(&r2).map(|(k, _)| *k), Some(other));
+        assert!(t.by_reply(&r1).is_none());
+        t.insert(key(2), entry(None, 2));
+        t.insert(key(3), entry(None, 3));
         assert_eq!((t.len(), t.full()), (2, 1));
+    }
+
+    #[test]
+    fn snat_allocation_gives_up_after_its_tries() {
+        // A range of one port: the client's port and that one, then nothing.
+        let ports = SnatPorts {
+            min: 61_000,
+            max: 61_000,
+            tries: 4,
+        };
+        let mut t = FlowTable::new(8).with_snat_ports(ports);
+        let node: IpAddr = "192.168.1.1".parse().unwrap();
+        let backend: L3n4Addr = "10.1.0.5:8080".parse().unwrap();
+        let client = |i: u8| FlowKey {
+            src: IpAddr::from([10, 0, 0, i]),
+            ..key(1)
+        };
+        let mut got = Vec::new();
+        for i in 1..=3 {
+            let p = t.alloc_snat_port(&client(i), backend, node, u64::from(i));
+            if let Some(p) = p {
+                t.insert(client(i), entry(Some("192.168.1.1"), p));
+            }
+            got.push(p);
+        }
+        assert_eq!(got, vec![Some(1), Some(61_000), None]);
+    }
+
+    #[test]
+    fn expiry_by_protocol_state_and_affinity_timeout() {
+        let mut t = FlowTable::new(64);
+        let udp = FlowKey {
+            proto: lb_core::L4Proto::Udp,
+            ..key(7)
+        };
+        t.insert(key(1), entry(None, 1)); // open TCP, seen at 0
+        t.insert(key(2), entry(None, 2));
+        t.touch(&key(2), 100, true); // closing at 100
+        t.insert(udp, entry(None, 7));
+        t.touch(&udp, 100, false);
+        let client: IpAddr = "10.0.0.1".parse().unwrap();
+        let aff = |last_used| AffinityEntry {
+            backend_id: BackendId(1),
+            last_used,
+        };
+        t.set_affinity(client, RevNatId(1), aff(100));
+        t.set_affinity(client, RevNatId(2), aff(100));
+        t.set_affinity(client, RevNatId(3), aff(100));
+        let timeout = |r: RevNatId| match r.0 {
+            1 => Some(30),
+            2 => Some(3600),
+            _ => None, // frontend gone or affinity off
+        };
+        // At 110 nothing flow-wise is over its lifetime yet.
+        let e = t.expire(110, usize::MAX, timeout);
+        assert_eq!(
+            e,
+            Expired {
+                flows: 0,
+                affinity: 1
+            }
+        );
+        // Closing TCP after 10 s; affinity after its service timeout.
+        let e = t.expire(111, usize::MAX, timeout);
+        assert_eq!(
+            e,
+            Expired {
+                flows: 1,
+                affinity: 0
+            }
+        );
+        assert!(t.get(&key(2)).is_none());
+        let e = t.expire(131, usize::MAX, timeout);
+        assert_eq!(
+            e,
+            Expired {
+                flows: 0,
+                affinity: 1
+            }
+        );
+        assert!(t.affinity(client, RevNatId(1)).is_none());
+        assert!(t.affinity(client, RevNatId(2)).is_some());
+        // UDP after 60 s.
+        assert_eq!(t.expire(161, usize::MAX, timeout).flows, 1);
+        assert!(t.get(&udp).is_none() && t.get(&key(1)).is_some());
+        // A reply keeps a flow alive; open TCP lives 6 h.
+        let r = entry(None, 1).reply_key(&key(1));
+        assert!(t.reply_seen(&r, 6 * 3600, false).is_some());
+        assert_eq!(t.expire(2 * 6 * 3600, usize::MAX, timeout).flows, 0);
+        assert_eq!(t.expire(2 * 6 * 3600 + 1, usize::MAX, timeout).flows, 1);
+        assert!(t.is_empty() && t.by_reply(&r).is_none());
+    }
+
+    #[test]
+    fn expiry_is_incremental_and_frees_room() {
+        let mut t = FlowTable::new(100);
+        for p in 0..100 {
+            assert!(t.insert(key(p), entry(None, p)));
+        }
+        assert!(!t.insert(key(100), entry(None, 100)));
+        assert_eq!(t.full(), 1);
+        // A budget of 30 slots per call: four calls sweep all 100.
+        let mut removed = Vec::new();
+        for _ in 0..4 {
+            let e = t.expire(10_000_000, 30, |_| None);
+            assert!(e.flows <= 30);
+            removed.push(e.flows);
+        }
+        assert_eq!(removed, vec![30, 30, 30, 10]);
+        assert!(t.is_empty());
+        for p in 0..100 {
+            assert!(t.insert(key(p), entry(None, p)), "room again");
+        }
     }
 }

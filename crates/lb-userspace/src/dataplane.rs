@@ -6,7 +6,7 @@ use std::sync::Arc;
 use lb_core::{Capacity, Dataplane, DataplaneError, NodeConfig, Op};
 
 use crate::counters::Counters;
-use crate::ct::FlowTable;
+use crate::ct::{CtTimeouts, FlowTable, SnatPorts};
 use crate::path::PacketPath;
 use crate::rng::FastRng;
 use crate::tables::{Snapshot, TableWriter};
@@ -18,14 +18,21 @@ pub struct Config {
     pub capacity: Capacity,
     /// Tracked flows (and affinity entries) per worker.
     pub flows: usize,
+    /// Source ports of SNATed flows.
+    pub snat_ports: SnatPorts,
+    /// Idle lifetimes of tracked flows ([`PacketPath::expire`]).
+    pub timeouts: CtTimeouts,
 }
 
 impl Default for Config {
-    /// lb-core's default capacities and 262144 flows (the BPF CT map size).
+    /// lb-core's default capacities, 262144 flows (the BPF CT map size),
+    /// SNAT ports 61000–65535 and lb-ebpf's gc lifetimes.
     fn default() -> Self {
         Config {
             capacity: Capacity::default(),
             flows: 262_144,
+            snat_ports: SnatPorts::default(),
+            timeouts: CtTimeouts::default(),
         }
     }
 }
@@ -85,7 +92,9 @@ impl UserspaceDataplane {
         PacketPath::new(
             self.writer.reader(),
             self.counters.clone(),
-            FlowTable::new(self.config.flows),
+            FlowTable::new(self.config.flows)
+                .with_snat_ports(self.config.snat_ports)
+                .with_timeouts(self.config.timeouts),
             rng,
         )
     }

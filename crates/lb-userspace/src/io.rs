@@ -4,21 +4,35 @@
 //!
 //! The loop runs in the node's network namespace, next to the kernel's
 //! forwarding. For every device it opens a `pnet` datalink channel
-//! (`AF_PACKET`) and, when asked, installs one tc rule that drops every
-//! IPv4 frame arriving on it (`clsact` + a one-instruction classic BPF
-//! classifier in direct-action mode returning `TC_ACT_SHOT`, protocol `ip`). Packet taps run before tc ingress, so the loop still sees each
-//! frame, while the kernel never forwards the original. The loop rewrites
-//! the frame in place ([`PacketPath`]) and re-injects the IP packet through
-//! one raw IPv4 socket (`IPPROTO_RAW`, header included): the kernel routes
-//! it from the node's routing table, resolves neighbours and sends it out of
-//! the right device — towards a backend after DNAT, towards the client after
-//! reverse NAT, and unchanged for traffic that is not ours.
+//! (`AF_PACKET`) and, when asked, attaches a tiny BPF program to the
+//! device's tc ingress through a TCX link ([`crate::tcx::TcxDrop`]) that
+//! drops every IPv4 frame arriving on it. Packet taps run before tc
+//! ingress, so the loop still sees each frame, while the kernel never
+//! forwards the original. The loop rewrites the frame in place
+//! ([`PacketPath`]) and re-injects the IP packet through one raw IPv4
+//! socket (`IPPROTO_RAW`, header included): the kernel routes it from the
+//! node's routing table, resolves neighbours and sends it out of the right
+//! device — towards a backend after DNAT, towards the client after reverse
+//! NAT, and unchanged for traffic that is not ours.
+//!
+//! The drop belongs to the process: the TCX link is an fd, so the program
+//! is detached when the loop is dropped and also when the process dies
+//! without unwinding (`kill -9`, abort). A dead loop never leaves a device
+//! blackholed, and the loop creates and deletes no qdisc or tc filter, so
+//! other users' tc configuration on the device is left alone. TCX needs
+//! Linux 6.6 or later; [`IoLoop::new`] fails on older kernels when asked
+//! for drop rules.
 //!
 //! Devices have a role: frames from a [`Role::Client`] device go through the
 //! frontend path (BPF ingress program), frames from a [`Role::Backend`]
 //! device through the reply path (BPF egress program). Frames the node
 //! itself sends are seen by the tap as well; they are recognised by the
 //! device's own source MAC address and ignored.
+//!
+//! Connection tracking is expired from the loop: every
+//! [`EXPIRE_INTERVAL`] it calls [`PacketPath::expire`] with a budget of
+//! [`EXPIRE_BUDGET`] table slots, so a full table is swept every few
+//! seconds with bounded work between packets.
 //!
 //! # Limits
 //!
@@ -37,11 +51,13 @@
 //! * Every IPv4 frame of the devices takes the userspace detour, also
 //!   traffic for the node itself.
 //! * Frames captured from a peer that leaves the L4 checksum to offload
-//!   (veth) carry a partial checksum; the loop completes it in software
-//!   ([`packet::complete_partial_checksum`]) before the packet path runs.
+//!   (veth) carry a partial checksum. pnet does not expose the kernel's
+//!   `TP_STATUS_CSUMNOTREADY`, so the loop completes a checksum only when
+//!   the frame does not verify and its checksum field holds exactly the
+//!   pseudo-header sum ([`packet::complete_partial_checksum`]); valid
+//!   frames are never changed.
 
 use std::net::IpAddr;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -52,6 +68,12 @@ use pnet_transport::{transport_channel, TransportChannelType, TransportSender};
 
 use crate::packet::{self, ETH_HLEN};
 use crate::path::{Direction, Outcome, PacketPath};
+use crate::tcx::TcxDrop;
+
+/// How often the loop expires connection tracking.
+pub const EXPIRE_INTERVAL: Duration = Duration::from_millis(100);
+/// Table slots examined per expiry run (of each table).
+pub const EXPIRE_BUDGET: usize = 4096;
 
 /// What a device carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,14 +110,6 @@ pub enum IoError {
         /// The error.
         source: std::io::Error,
     },
-    /// A tc command failed.
-    #[error("`tc {args}` failed: {stderr}")]
-    Tc {
-        /// The arguments.
-        args: String,
-        /// Its error output.
-        stderr: String,
-    },
 }
 
 /// What the loop did.
@@ -109,59 +123,10 @@ pub struct IoStats {
     pub dropped: u64,
     /// Re-injections the kernel refused.
     pub send_errors: u64,
-}
-
-/// A tc drop rule on one device; removed on drop.
-#[derive(Debug)]
-struct DropRule {
-    dev: String,
-}
-
-fn tc(args: &[&str]) -> Result<(), IoError> {
-    let err = |stderr: String| IoError::Tc {
-        args: args.join(" "),
-        stderr,
-    };
-    let out = Command::new("tc")
-        .args(args)
-        .output()
-        .map_err(|e| err(e.to_string()))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(err(String::from_utf8_lossy(&out.stderr).trim().to_string()))
-    }
-}
-
-impl DropRule {
-    fn install(dev: &str) -> Result<Self, IoError> {
-        tc(&["qdisc", "add", "dev", dev, "clsact"])?;
-        let rule = DropRule { dev: dev.into() };
-        // A one-instruction classic BPF classifier in direct-action mode:
-        // `ret #TC_ACT_SHOT` (needs neither cls_matchall nor act_gact).
-        tc(&[
-            "filter",
-            "add",
-            "dev",
-            dev,
-            "ingress",
-            "protocol",
-            "ip",
-            "prio",
-            "1",
-            "bpf",
-            "bytecode",
-            "1,6 0 0 2,",
-            "da",
-        ])?;
-        Ok(rule)
-    }
-}
-
-impl Drop for DropRule {
-    fn drop(&mut self) {
-        let _ = tc(&["qdisc", "del", "dev", &self.dev, "clsact"]);
-    }
+    /// Flows removed by expiry.
+    pub expired_flows: u64,
+    /// Affinity entries removed by expiry.
+    pub expired_affinity: u64,
 }
 
 struct Port {
@@ -178,8 +143,9 @@ pub struct IoLoop {
     buf: Vec<u8>,
     start: Instant,
     stats: IoStats,
-    // Declared last: rules are removed after the sockets are closed.
-    _rules: Vec<DropRule>,
+    last_expiry: Instant,
+    // Declared last: the drops are detached after the sockets are closed.
+    _drops: Vec<TcxDrop>,
 }
 
 impl std::fmt::Debug for IoLoop {
@@ -200,13 +166,16 @@ fn find(name: &str) -> Result<NetworkInterface, IoError> {
 
 impl IoLoop {
     /// Opens the devices in the current network namespace and, with
-    /// `drop_rules`, installs the tc rules that keep the kernel from
-    /// forwarding the originals (removed when the loop is dropped).
+    /// `drop_rules`, attaches the TCX drop programs that keep the kernel
+    /// from forwarding the originals (detached when the loop is dropped or
+    /// the process exits).
     pub fn new(devices: &[Device], path: PacketPath, drop_rules: bool) -> Result<Self, IoError> {
         let poll = Duration::from_millis(if devices.len() > 1 { 1 } else { 50 });
         let mut ports = Vec::new();
+        let mut ifindexes = Vec::new();
         for d in devices {
             let iface = find(&d.name)?;
+            ifindexes.push((iface.index, d.name.clone()));
             let mac = iface.mac.ok_or_else(|| IoError::NoMac(d.name.clone()))?;
             let cfg = pnet_datalink::Config {
                 read_timeout: Some(poll),
@@ -241,10 +210,14 @@ impl IoLoop {
             context: "raw IPv4 socket".into(),
             source,
         })?;
-        let mut rules = Vec::new();
+        let mut drops = Vec::new();
         if drop_rules {
-            for d in devices {
-                rules.push(DropRule::install(&d.name)?);
+            for (index, name) in ifindexes {
+                let drop = TcxDrop::attach(index).map_err(|source| IoError::Socket {
+                    context: format!("TCX drop program on {name}"),
+                    source,
+                })?;
+                drops.push(drop);
             }
         }
         Ok(IoLoop {
@@ -254,7 +227,8 @@ impl IoLoop {
             buf: vec![0; 1 << 16],
             start: Instant::now(),
             stats: IoStats::default(),
-            _rules: rules,
+            last_expiry: Instant::now(),
+            _drops: drops,
         })
     }
 
@@ -274,6 +248,13 @@ impl IoLoop {
             for i in 0..self.ports.len() {
                 self.poll_one(i);
             }
+            if self.last_expiry.elapsed() >= EXPIRE_INTERVAL {
+                self.last_expiry = Instant::now();
+                let now = self.start.elapsed().as_secs();
+                let e = self.path.expire(now, EXPIRE_BUDGET);
+                self.stats.expired_flows += e.flows as u64;
+                self.stats.expired_affinity += e.affinity as u64;
+            }
         }
         self.stats
     }
@@ -284,7 +265,7 @@ impl IoLoop {
         let (role, mac) = (port.role, port.mac);
         let len = match port.rx.next() {
             Ok(frame) => {
-                // Only IPv4 frames are dropped by the tc rule; our own
+                // Only IPv4 frames are dropped by the TCX program; our own
                 // transmissions are seen by the tap too.
                 if frame.len() < ETH_HLEN
                     || frame[12..14] != [0x08, 0x00]

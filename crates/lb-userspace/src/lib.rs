@@ -9,7 +9,8 @@
 //! * [`path`]: the per-worker packet path — parse ([`packet`]), decide,
 //!   rewrite in place with incremental checksums; connection tracking and
 //!   affinity in [`ct`]; counters in [`counters`].
-//! * [`io`]: moves frames between network devices and the packet path.
+//! * [`io`]: moves frames between network devices and the packet path;
+//!   [`tcx`] keeps the kernel from also forwarding them.
 //!
 //! IPv4 only (like the tc programs); IPv6 frames pass untouched.
 #![warn(missing_docs)]
@@ -23,6 +24,7 @@ pub mod packet;
 pub mod path;
 pub mod rng;
 pub mod tables;
+pub mod tcx;
 
 pub use counters::{Counters, DropKind, ServiceStats};
 pub use dataplane::{Config, UserspaceDataplane};

@@ -41,6 +41,15 @@ pub struct PacketInfo {
     pub proto: L4Proto,
     /// Offset of the L4 header from the start of the frame.
     pub l4_off: usize,
+    /// The TCP flags byte (0 for UDP).
+    pub tcp_flags: u8,
+}
+
+impl PacketInfo {
+    /// True for a TCP segment with FIN or RST (the flow is closing).
+    pub fn fin_or_rst(&self) -> bool {
+        self.tcp_flags & 0x05 != 0
+    }
 }
 
 /// The class of a frame, as `lb_parse4` returns it.
@@ -88,10 +97,10 @@ pub fn parse(frame: &[u8]) -> Parsed {
     let l4_off = ETH_HLEN + ihl * 4;
     let l4 = frame.get(l4_off..).unwrap_or(&[]);
     let ports = match proto {
-        L4Proto::Tcp => TcpPacket::new(l4).map(|t| (t.get_source(), t.get_destination())),
-        _ => UdpPacket::new(l4).map(|u| (u.get_source(), u.get_destination())),
+        L4Proto::Tcp => TcpPacket::new(l4).map(|t| (t.get_source(), t.get_destination(), l4[13])),
+        _ => UdpPacket::new(l4).map(|u| (u.get_source(), u.get_destination(), 0)),
     };
-    let Some((sport, dport)) = ports else {
+    let Some((sport, dport, tcp_flags)) = ports else {
         return Parsed::Malformed;
     };
     Parsed::Ok(PacketInfo {
@@ -101,6 +110,7 @@ pub fn parse(frame: &[u8]) -> Parsed {
         dport,
         proto,
         l4_off,
+        tcp_flags,
     })
 }
 
@@ -243,9 +253,16 @@ fn sum_words(data: &[u8]) -> u32 {
 
 /// Completes an L4 checksum left for offload (Linux `CHECKSUM_PARTIAL`:
 /// the field holds the folded, non-inverted pseudo-header sum, as frames
-/// from a veth peer carry it when captured with `AF_PACKET`). Frames whose
-/// checksum field is anything else are left alone. Returns true when it
-/// completed the checksum. Runs before the packet path, outside it.
+/// from a veth peer carry it when captured with `AF_PACKET`). Returns true
+/// when it completed the checksum. Runs before the packet path, outside it.
+///
+/// pnet's datalink channel does not expose the kernel's own answer
+/// (`PACKET_AUXDATA`'s `TP_STATUS_CSUMNOTREADY`), so the frame is judged
+/// by its bytes: a frame whose checksum already verifies is complete and
+/// left alone — also when its correct checksum happens to equal the
+/// pseudo-header sum (about one valid frame in 65536) — and only a frame
+/// that does not verify but carries exactly the pseudo-header sum is
+/// completed. Any other frame is left alone (a bad checksum stays bad).
 pub fn complete_partial_checksum(frame: &mut [u8], info: &PacketInfo) -> bool {
     let Some(ip) = frame.get(ETH_HLEN..).and_then(Ipv4Packet::new) else {
         return false;
@@ -253,18 +270,22 @@ pub fn complete_partial_checksum(frame: &mut [u8], info: &PacketInfo) -> bool {
     let ip_len = usize::from(ip.get_total_length());
     let l4_len = ip_len.saturating_sub(info.l4_off - ETH_HLEN);
     let end = info.l4_off + l4_len;
-    if l4_len == 0 || end > frame.len() {
+    let csum_off = info.l4_off + if info.proto == L4Proto::Tcp { 16 } else { 6 };
+    if l4_len == 0 || end > frame.len() || csum_off + 2 > end {
         return false;
     }
-    let csum_off = info.l4_off + if info.proto == L4Proto::Tcp { 16 } else { 6 };
     let pseudo = u32::from(fold(
         sum_words(&info.src.octets())
             + sum_words(&info.dst.octets())
             + u32::from(info.proto.number())
             + l4_len as u32,
     ));
-    let field = u32::from(u16::from_be_bytes([frame[csum_off], frame[csum_off + 1]]));
-    if field != pseudo {
+    let field = u16::from_be_bytes([frame[csum_off], frame[csum_off + 1]]);
+    if u32::from(field) != pseudo || (field == 0 && info.proto == L4Proto::Udp) {
+        return false;
+    }
+    // The field is the pseudo-header sum: complete unless it already verifies.
+    if fold(pseudo + sum_words(&frame[info.l4_off..end])) == 0xffff {
         return false;
     }
     frame[csum_off..csum_off + 2].copy_from_slice(&[0, 0]);
@@ -352,6 +373,45 @@ mod tests {
         assert_eq!(u16::from_be_bytes([f[50], f[51]]), full);
         // Now complete: left alone.
         assert!(!complete_partial_checksum(&mut f, &info));
+    }
+
+    /// A valid TCP frame 10.0.0.1:1000 -> 10.0.0.2:80 with 2 payload bytes
+    /// chosen so that its correct checksum equals the pseudo-header sum.
+    fn valid_frame_whose_checksum_is_the_pseudo_sum() -> (Vec<u8>, u16) {
+        let mut f = vec![0u8; 14 + 20 + 20 + 2];
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        f[14] = 0x45;
+        f[16..18].copy_from_slice(&42u16.to_be_bytes());
+        f[14 + 9] = 6;
+        f[26..30].copy_from_slice(&[10, 0, 0, 1]);
+        f[30..34].copy_from_slice(&[10, 0, 0, 2]);
+        f[34..36].copy_from_slice(&1000u16.to_be_bytes());
+        f[36..38].copy_from_slice(&80u16.to_be_bytes());
+        f[34 + 12] = 0x50;
+        let pseudo = fold(sum_words(&[10, 0, 0, 1, 10, 0, 0, 2]) + 6 + 22);
+        f[50..52].copy_from_slice(&pseudo.to_be_bytes());
+        // Pick the payload word so that the whole segment verifies.
+        let s = fold(u32::from(pseudo) + sum_words(&f[34..56]));
+        f[54..56].copy_from_slice(&(!s).to_be_bytes());
+        assert_eq!(fold(u32::from(pseudo) + sum_words(&f[34..56])), 0xffff);
+        (f, pseudo)
+    }
+
+    #[test]
+    fn a_valid_checksum_equal_to_the_pseudo_header_sum_is_left_alone() {
+        let (mut f, pseudo) = valid_frame_whose_checksum_is_the_pseudo_sum();
+        assert_eq!(u16::from_be_bytes([f[50], f[51]]), pseudo);
+        let Parsed::Ok(info) = parse(&f) else {
+            panic!()
+        };
+        let before = f.clone();
+        assert!(!complete_partial_checksum(&mut f, &info));
+        assert_eq!(f, before, "a valid frame was changed");
+        // The reference checker agrees that the frame is valid.
+        let mut seg = f[34..56].to_vec();
+        seg[16] = 0;
+        seg[17] = 0;
+        assert_eq!(!fold(u32::from(pseudo) + sum_words(&seg)), pseudo);
     }
 
     #[test]

@@ -8,10 +8,12 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use lb_core::flow::{lookup_frontend, AffinityEntry};
 use lb_core::select::select_backend;
-use lb_core::{BackendId, DropReason, FlowKey, Forward, RevNatId, Scope, Selection, Verdict};
+use lb_core::{
+    BackendId, DropReason, FlowKey, Forward, RevNatId, Scope, Selection, ServiceId, Verdict,
+};
 
 use crate::counters::{Counters, DropKind};
-use crate::ct::{CtEntry, FlowTable};
+use crate::ct::{CtEntry, Expired, FlowTable};
 use crate::packet::{self, End, PacketInfo, Parsed};
 use crate::rng::FastRng;
 use crate::tables::Snapshot;
@@ -95,6 +97,19 @@ impl PacketPath {
         self.flows.clear();
     }
 
+    /// Removes flows and affinity entries idle past their lifetime at `now`
+    /// ([`FlowTable::expire`]: at most `budget` slots of each table per
+    /// call; affinity entries by their frontend's current timeout).
+    pub fn expire(&mut self, now: u64, budget: usize) -> Expired {
+        let snap = self.tables.load();
+        self.flows.expire(now, budget, |r| {
+            snap.tables
+                .frontends
+                .get(&ServiceId(r.0))
+                .and_then(|fe| fe.affinity_timeout)
+        })
+    }
+
     /// Processes one frame at time `now` (seconds), drawing entropy from the
     /// worker's PRNG, in the external scope.
     pub fn process(&mut self, frame: &mut [u8], dir: Direction, now: u64) -> Outcome {
@@ -125,7 +140,7 @@ impl PacketPath {
         };
         match dir {
             Direction::ToFrontend => self.client_packet(frame, &info, &key, meta),
-            Direction::Reply => self.reply(frame, &info, &key),
+            Direction::Reply => self.reply(frame, &info, &key, meta.now),
         }
     }
 
@@ -137,17 +152,21 @@ impl PacketPath {
         meta: PacketMeta,
     ) -> Outcome {
         let snap = self.tables.load();
-        let verdict = decide(&mut self.flows, &snap, key, meta);
-        match verdict {
-            Verdict::Pass => Outcome::Pass,
-            Verdict::Drop { service, reason } => {
+        match decide(&mut self.flows, &snap, key, meta, info.fin_or_rst()) {
+            Decision::Verdict(Verdict::Drop { service, reason }) => {
                 if reason == DropReason::NoBackend {
                     self.counters.service(service, frame.len(), false);
                 }
                 self.counters.count_drop(reason.into());
                 Outcome::Dropped(reason.into())
             }
-            Verdict::Forward(f) => {
+            Decision::Verdict(_) => Outcome::Pass,
+            Decision::NoSnatPort(service) => {
+                self.counters.service(service, frame.len(), false);
+                self.counters.count_drop(DropKind::SnatPorts);
+                Outcome::Dropped(DropKind::SnatPorts)
+            }
+            Decision::Forward(f, sport) => {
                 let (IpAddr::V4(to), Some(src)) = (f.backend.addr, snat_v4(f.snat, info.src))
                 else {
                     // A family change (NAT46/64) is not something lb-core plans.
@@ -162,16 +181,16 @@ impl PacketPath {
                 packet::set_addr(frame, info, End::Dst, to);
                 packet::set_port(frame, info, End::Dst, f.backend.port);
                 packet::set_addr(frame, info, End::Src, src);
+                packet::set_port(frame, info, End::Src, sport);
                 Outcome::Forwarded(f)
             }
         }
     }
 
-    fn reply(&mut self, frame: &mut [u8], info: &PacketInfo, key: &FlowKey) -> Outcome {
-        let Some((orig, entry)) = self.flows.by_reply(key) else {
+    fn reply(&mut self, frame: &mut [u8], info: &PacketInfo, key: &FlowKey, now: u64) -> Outcome {
+        let Some((orig, entry)) = self.flows.reply_seen(key, now, info.fin_or_rst()) else {
             return Outcome::Pass;
         };
-        let (orig, entry) = (*orig, *entry);
         let snap = self.tables.load();
         // The reverse-NAT entry names the frontend; a wildcard entry keeps
         // the node address the client used.
@@ -186,6 +205,7 @@ impl PacketPath {
         packet::set_port(frame, info, End::Src, fe.port);
         if entry.snat.is_some() {
             packet::set_addr(frame, info, End::Dst, client);
+            packet::set_port(frame, info, End::Dst, orig.sport);
         }
         Outcome::ReverseNated {
             rev_nat: entry.rev_nat,
@@ -193,19 +213,41 @@ impl PacketPath {
     }
 }
 
-/// [`lb_core::flow::decide`] over a snapshot and a worker's flows.
-pub fn decide(flows: &mut FlowTable, snap: &Snapshot, key: &FlowKey, meta: PacketMeta) -> Verdict {
+/// What [`decide`] found for a client packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// lb-core's `Pass` or `Drop` verdict (never `Forward`).
+    Verdict(Verdict),
+    /// lb-core's `Forward`, and the flow's source port towards the backend
+    /// (its SNAT port, or the client's port without SNAT).
+    Forward(Forward, u16),
+    /// A new SNATed flow found no free source port
+    /// ([`crate::ct::SnatPorts::tries`]): drop it.
+    NoSnatPort(ServiceId),
+}
+
+/// [`lb_core::flow::decide`] over a snapshot and a worker's flows, plus
+/// what lb-core's model leaves to a dataplane: the SNAT source port of a
+/// new flow, and the flow's last-seen time and closing state
+/// (`fin_or_rst`: the packet has a TCP FIN or RST).
+pub fn decide(
+    flows: &mut FlowTable,
+    snap: &Snapshot,
+    key: &FlowKey,
+    meta: PacketMeta,
+    fin_or_rst: bool,
+) -> Decision {
     {
         let tables = &snap.tables;
         let node = &snap.node;
         let Some(fe) = lookup_frontend(tables, node, key, meta.scope) else {
-            return Verdict::Pass;
+            return Decision::Verdict(Verdict::Pass);
         };
         if fe.has_source_ranges() && !fe.source_ranges.iter().any(|n| n.contains(&key.src)) {
-            return Verdict::Drop {
+            return Decision::Verdict(Verdict::Drop {
                 service: fe.id,
                 reason: DropReason::SourceRangeDenied,
-            };
+            });
         }
         let rev_nat = fe.id.rev_nat();
         let forward = |backend_id: BackendId, selection| {
@@ -224,10 +266,12 @@ pub fn decide(flows: &mut FlowTable, snap: &Snapshot, key: &FlowKey, meta: Packe
             })
         };
 
-        if let Some(ct) = flows.get(key) {
+        if let Some(ct) = flows.get(key).copied() {
             if ct.rev_nat == rev_nat {
                 if let Some(f) = forward(ct.backend_id, Selection::Established) {
-                    return Verdict::Forward(f);
+                    flows.touch(key, meta.now, fin_or_rst);
+                    let sport = if f.snat.is_some() { ct.port } else { key.sport };
+                    return Decision::Forward(f, sport);
                 }
             }
             flows.remove(key);
@@ -252,10 +296,20 @@ pub fn decide(flows: &mut FlowTable, snap: &Snapshot, key: &FlowKey, meta: Packe
             chosen = select_backend(fe, hash, meta.entropy).map(|id| (id, Selection::New));
         }
         let Some(f) = chosen.and_then(|(id, sel)| forward(id, sel)) else {
-            return Verdict::Drop {
+            return Decision::Verdict(Verdict::Drop {
                 service: fe.id,
                 reason: DropReason::NoBackend,
-            };
+            });
+        };
+        let port = match f.snat {
+            None => key.sport,
+            Some(snat) => {
+                let seed = u64::from(meta.entropy) << 32 | u64::from(key.sport) << 16 | meta.now;
+                match flows.alloc_snat_port(key, f.backend, snat, seed) {
+                    Some(p) => p,
+                    None => return Decision::NoSnatPort(fe.id),
+                }
+            }
         };
         flows.insert(
             *key,
@@ -264,6 +318,9 @@ pub fn decide(flows: &mut FlowTable, snap: &Snapshot, key: &FlowKey, meta: Packe
                 rev_nat,
                 backend: f.backend,
                 snat: f.snat,
+                port,
+                last_seen: meta.now,
+                closing: fin_or_rst,
             },
         );
         if fe.affinity_timeout.is_some() {
@@ -276,7 +333,7 @@ pub fn decide(flows: &mut FlowTable, snap: &Snapshot, key: &FlowKey, meta: Packe
                 },
             );
         }
-        Verdict::Forward(f)
+        Decision::Forward(f, port)
     }
 }
 

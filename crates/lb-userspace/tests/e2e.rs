@@ -10,6 +10,7 @@ use std::time::Duration;
 use lb_core::*;
 use lb_testkit::topology::{backend_v4, VIP_V4};
 use lb_testkit::{tcp_request, udp_request, EchoServer, Topology};
+use lb_userspace::ct::CtTimeouts;
 use lb_userspace::io::{Device, IoLoop, Role};
 use lb_userspace::{Config, UserspaceDataplane};
 
@@ -59,7 +60,15 @@ fn tcp_and_udp_clients_reach_backends_through_the_io_loop() {
             .push(BackendParams::new(format!("{ip}:5353/UDP").parse().unwrap()).on_node("node-1"));
     }
     let desired = DesiredState::build(&node, &[svc]).unwrap();
-    let mut dp = UserspaceDataplane::new(node, Config::default());
+    // UDP flows live 1 s here, so the loop's periodic expiry is seen.
+    let config = Config {
+        timeouts: CtTimeouts {
+            other: 1,
+            ..CtTimeouts::default()
+        },
+        ..Config::default()
+    };
+    let mut dp = UserspaceDataplane::new(node, config);
     Reconciler::new().apply(&mut dp, &desired).unwrap();
 
     let mut devices = vec![Device {
@@ -116,6 +125,8 @@ fn tcp_and_udp_clients_reach_backends_through_the_io_loop() {
         let out = tcp_request(&topo.client, np, b"np", t).expect("tcp through the NodePort");
         assert!(out.ends_with(b"np"));
         assert_eq!(seen.len(), 2, "both backends served: {seen:?}");
+        // Idle UDP flows expire (1 s, whole seconds) while the loop runs.
+        std::thread::sleep(Duration::from_millis(3500));
     }));
     stop.store(true, Ordering::Relaxed);
     let stats = io.join().unwrap();
@@ -127,6 +138,7 @@ fn tcp_and_udp_clients_reach_backends_through_the_io_loop() {
         std::panic::resume_unwind(e);
     }
     assert!(stats.sent > 0 && stats.send_errors == 0, "{stats:?}");
+    assert!(stats.expired_flows >= 12, "UDP flows expired: {stats:?}");
     let services = dp.counters().services();
     assert!(
         services.values().map(|s| s.new_flows).sum::<u64>() >= 25,

@@ -12,24 +12,28 @@
 //! ```
 //! use lb_testkit::conformance::{run_suite, OracleDataplane, Scenario};
 //! let report = run_suite(|setup| OracleDataplane::new(setup));
-//! report.assert_unsupported(&[]);
-//! assert_eq!(report.passed.len(), Scenario::ALL.len());
+//! // lb-core's model keeps the client's port when it SNATs.
+//! report.assert_unsupported(&[Scenario::SnatPortCollision]);
+//! assert_eq!(report.passed.len(), Scenario::ALL.len() - 1);
 //! ```
 //!
 //! # Writing an adapter for a kernel dataplane
 //!
-//! lb-ebpf: build the dataplane for [`Setup`] (its node, and
-//! `capacity.backends` as the backends map size), run
-//! [`DataplaneUnderTest::process`] with `BPF_PROG_TEST_RUN` on the ingress
-//! program ([`Direction::ToFrontend`]) or the egress program
-//! ([`Direction::Reply`]), and map `TC_ACT_OK` to `Accept(output)` and
-//! `TC_ACT_SHOT` to `Drop`. It takes neither entropy nor time from the
-//! caller and does not SNAT, so its [`Features`] are all `false`; the suite
-//! then follows its random choices (checking they are selectable), and it
-//! declares [`Scenario::AffinityTimeout`] (kernel clock),
-//! [`Scenario::SnatRemoteBackend`] (no SNAT) and [`Scenario::ShortFrames`]
+//! lb-ebpf (`crates/lb-ebpf/tests/common/dut.rs`): build the dataplane for
+//! [`Setup`] (its node, `capacity.backends` as the backends map size) in a
+//! network namespace whose routes send remote backends through a device
+//! listed in `lb_devices`, run [`DataplaneUnderTest::process`] there with
+//! `BPF_PROG_TEST_RUN` on the ingress program ([`Direction::ToFrontend`],
+//! and replies addressed to the node IP, i.e. of SNATed flows) or the
+//! egress program (other [`Direction::Reply`]s), and map `TC_ACT_OK` and
+//! `TC_ACT_REDIRECT` to `Accept(output)` and `TC_ACT_SHOT` to `Drop`. It
+//! takes neither entropy nor time from the caller, so its [`Features`] have
+//! `entropy` and `clock` `false`; the suite then follows its random choices
+//! (checking they are selectable), and it declares
+//! [`Scenario::AffinityTimeout`] (kernel clock) and [`Scenario::ShortFrames`]
 //! (test-run refuses such frames) unsupported, with those reasons. Traces
-//! for it come from [`trace::record_with`] without SNAT.
+//! for it come from [`trace::record_opts`] with
+//! [`trace::Recording::DETERMINISTIC`].
 //!
 //! [`trace`] replays recorded packet traces through several dataplanes and
 //! compares their outputs frame by frame (the differential test).
@@ -85,6 +89,9 @@ pub enum Scenario {
     TrafficPolicyLocal,
     /// SNAT of flows to remote backends.
     SnatRemoteBackend,
+    /// Two clients with one source port SNATed to one remote backend: each
+    /// flow gets a source port (reply tuple) of its own, and its own replies.
+    SnatPortCollision,
     /// Traffic not for a frontend passes untouched.
     UnknownTraffic,
     /// Malformed packets dropped and counted.
@@ -96,7 +103,7 @@ pub enum Scenario {
 
 impl Scenario {
     /// All scenarios, in the order the suite runs them.
-    pub const ALL: [Scenario; 19] = [
+    pub const ALL: [Scenario; 20] = [
         Scenario::ClusterIp,
         Scenario::NodePortNodeIp,
         Scenario::NodePortWildcard,
@@ -113,6 +120,7 @@ impl Scenario {
         Scenario::SourceRanges,
         Scenario::TrafficPolicyLocal,
         Scenario::SnatRemoteBackend,
+        Scenario::SnatPortCollision,
         Scenario::UnknownTraffic,
         Scenario::MalformedPackets,
         Scenario::ShortFrames,
@@ -138,6 +146,7 @@ impl Scenario {
             Scenario::SourceRanges => source_ranges(s),
             Scenario::TrafficPolicyLocal => traffic_policy_local(s),
             Scenario::SnatRemoteBackend => snat_remote_backend(s),
+            Scenario::SnatPortCollision => snat_port_collision(s),
             Scenario::UnknownTraffic => unknown_traffic(s),
             Scenario::MalformedPackets => malformed_packets(s),
             Scenario::ShortFrames => short_frames(s),

@@ -12,6 +12,7 @@ use lb_core::{
 
 use super::dut::{DataplaneUnderTest, Direction, Drops, PacketCtx, PacketResult, Setup};
 use super::reference::{classify, endpoints, rewrite, Class};
+use super::Scenario;
 
 /// lb-core's in-memory dataplane plus the flow oracle, rewriting frames with
 /// [`rewrite`] (checksums recomputed from scratch).
@@ -104,6 +105,15 @@ impl OracleDataplane {
 impl DataplaneUnderTest for OracleDataplane {
     fn name(&self) -> String {
         "lb-core MemoryDataplane + flow::decide".into()
+    }
+
+    fn unsupported(&self, scenario: Scenario) -> Option<String> {
+        (scenario == Scenario::SnatPortCollision).then(|| {
+            "lb-core's model keeps the client's source port when it SNATs (the port is \
+             the dataplane's to allocate), so two clients with one port to one remote \
+             backend share a reply tuple"
+                .into()
+        })
     }
 
     fn apply(&mut self, ops: &[Op]) -> Result<(), DataplaneError> {

@@ -1,7 +1,8 @@
 //! [`Session`]: drives one dataplane under test next to lb-core's oracle and
 //! checks every frame it sends.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 
 use lb_core::{
     decide, BackendId, DesiredState, FlowContext, FlowKey, FlowState, L4Proto, LbAlgorithm,
@@ -28,7 +29,14 @@ pub struct Session<'a> {
     /// The current time (seconds).
     pub now: u64,
     entropy: u64,
+    /// SNAT reply tuples the dataplane gave flows: by tuple and by flow.
+    snat_owner: HashMap<SnatTuple, FlowKey>,
+    snat_of: HashMap<FlowKey, SnatTuple>,
 }
+
+/// (protocol, backend, SNAT address, SNAT source port): a SNATed flow's
+/// reply tuple.
+type SnatTuple = (L4Proto, SocketAddr, IpAddr, u16);
 
 /// What happened to one frame sent to a frontend.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +71,8 @@ impl<'a> Session<'a> {
             features,
             now: 1000,
             entropy: 0x9e37_79b9_7f4a_7c15,
+            snat_owner: HashMap::new(),
+            snat_of: HashMap::new(),
         }
     }
 
@@ -83,6 +93,45 @@ impl<'a> Session<'a> {
     pub fn reset_flows(&mut self) {
         self.dut.reset_flows();
         self.flows = FlowState::new();
+        self.snat_owner.clear();
+        self.snat_of.clear();
+    }
+
+    /// Checks the source port a dataplane gave a SNATed flow (lb-core's
+    /// model leaves it to the dataplane): an established flow keeps its
+    /// port, and no two flows the oracle tracks share a reply tuple.
+    fn check_snat_port(&mut self, key: &FlowKey, f: &lb_core::Forward, port: u16) {
+        let name = self.dut.name();
+        let (Some(snat), backend) = (f.snat, SocketAddr::new(f.backend.addr, f.backend.port))
+        else {
+            return;
+        };
+        let tuple = (key.proto, backend, snat, port);
+        if f.selection == Selection::Established {
+            if let Some(prev) = self.snat_of.get(key) {
+                assert_eq!(
+                    *prev, tuple,
+                    "{name}: established flow {key:?} changed its SNAT tuple"
+                );
+                return;
+            }
+        }
+        if let Some(owner) = self.snat_owner.get(&tuple) {
+            let live = owner != key
+                && self.flows.ct.contains_key(owner)
+                && self.snat_of.get(owner) == Some(&tuple);
+            assert!(
+                !live,
+                "{name}: {key:?} got the SNAT tuple {tuple:?} of the live flow {owner:?}: \
+                 replies cannot tell them apart"
+            );
+        }
+        if let Some(old) = self.snat_of.insert(*key, tuple) {
+            if self.snat_owner.get(&old) == Some(key) {
+                self.snat_owner.remove(&old);
+            }
+        }
+        self.snat_owner.insert(tuple, *key);
     }
 
     fn next_entropy(&mut self) -> u32 {
@@ -172,12 +221,20 @@ impl<'a> Session<'a> {
                     f.snat.is_none() || self.features.snat,
                     "{name}: the scenario needs SNAT, which this dataplane does not do: declare it unsupported"
                 );
-                let src = SocketAddr::new(f.snat.unwrap_or(key.src), key.sport);
                 let dst = SocketAddr::new(f.backend.addr, f.backend.port);
-                let want = rewrite(frame, src, dst).expect("reference rewrite");
                 let PacketResult::Accept(out) = got else {
                     panic!("{name}: {key:?} should be forwarded to {dst} but was dropped");
                 };
+                // The source port of a SNATed flow is the dataplane's choice.
+                let sport = match (f.snat, classify(&out)) {
+                    (Some(_), Class::Flow(k)) => {
+                        self.check_snat_port(&key, &f, k.sport);
+                        k.sport
+                    }
+                    _ => key.sport,
+                };
+                let src = SocketAddr::new(f.snat.unwrap_or(key.src), sport);
+                let want = rewrite(frame, src, dst).expect("reference rewrite");
                 assert_eq!(
                     classify(&out),
                     classify(&want),

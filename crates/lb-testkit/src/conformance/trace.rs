@@ -105,6 +105,60 @@ pub fn record(seed: u64, packets: usize) -> Trace {
 /// [`record`], with or without a flow that lb-core SNATs (a remote backend
 /// under traffic policy Cluster), for dataplanes that do not SNAT.
 pub fn record_with(seed: u64, packets: usize, snat: bool) -> Trace {
+    record_opts(
+        seed,
+        packets,
+        Recording {
+            snat,
+            ..Recording::DEFAULT
+        },
+    )
+}
+
+/// How [`record_opts`] records a trace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recording {
+    /// Include a remote backend that lb-core SNATs (traffic policy Cluster).
+    pub snat: bool,
+    /// Every service with more than one selectable backend uses Maglev, and
+    /// affinity outlives the trace: the verdicts do not depend on
+    /// [`PacketCtx`], so a dataplane that draws its own random numbers and
+    /// reads its own clock (lb-ebpf) must agree frame for frame.
+    pub deterministic: bool,
+    /// Let a new SNATed flow take the SNAT tuple (backend, node IP, client
+    /// port) of another flow still tracked. lb-core's model keeps the
+    /// client's port, so two such flows share one reply tuple (the newer
+    /// owns it); a dataplane that allocates another source port on such a
+    /// collision (lb-ebpf, as Cilium) differs there by design. `false`
+    /// leaves such packets out of the trace.
+    pub snat_collisions: bool,
+    /// Damage some frames so that their network header is cut short: an
+    /// IPv4 header truncated, or a frame too short for an IPv6 header
+    /// relabelled IPv6. `BPF_PROG_TEST_RUN` refuses both (EINVAL); `false`
+    /// damages those frames another way.
+    pub short_l3_headers: bool,
+}
+
+impl Recording {
+    /// What [`record`] does: random selection, SNAT, collisions allowed.
+    pub const DEFAULT: Recording = Recording {
+        snat: true,
+        deterministic: false,
+        snat_collisions: true,
+        short_l3_headers: true,
+    };
+    /// For lb-ebpf through `BPF_PROG_TEST_RUN`: SNAT, Maglev everywhere, no
+    /// SNAT tuple collisions, no IPv4 headers cut short.
+    pub const DETERMINISTIC: Recording = Recording {
+        snat: true,
+        deterministic: true,
+        snat_collisions: false,
+        short_l3_headers: false,
+    };
+}
+
+/// [`record`] with the given [`Recording`] options.
+pub fn record_opts(seed: u64, packets: usize, opts: Recording) -> Trace {
     use super::session::{frame, sa};
     use super::OracleDataplane;
     use lb_core::{L4Proto, MaglevConfig};
@@ -112,8 +166,11 @@ pub fn record_with(seed: u64, packets: usize, snat: bool) -> Trace {
     let mut rng = SplitMix(seed);
     let mut node = NodeConfig::new(super::scenarios::NODE, vec![sa("192.168.1.10:0").ip()]);
     node.maglev = MaglevConfig::new(251, rng.next() as u32).expect("maglev config");
-    let v1 = trace_services(false, snat);
-    let v2 = trace_services(true, snat);
+    let v1 = trace_services(false, opts);
+    let v2 = trace_services(true, opts);
+    // SNAT tuple (proto, backend, source after SNAT) -> the client's flow,
+    // since the last flow reset.
+    let mut snat_tuples = std::collections::HashMap::new();
     let mut trace = Trace {
         node,
         steps: vec![Step::Program(v1.clone())],
@@ -153,7 +210,7 @@ pub fn record_with(seed: u64, packets: usize, snat: bool) -> Trace {
         let (dst, proto) = dsts[(rng.next() % dsts.len() as u64) as usize];
         let mut f = frame(proto, sa(&client), sa(dst));
         if rng.next().is_multiple_of(13) {
-            damage(&mut f, rng.next());
+            damage(&mut f, rng.next(), opts.short_l3_headers);
         }
         let ctx = PacketCtx {
             now,
@@ -170,11 +227,36 @@ pub fn record_with(seed: u64, packets: usize, snat: bool) -> Trace {
             steps: extra,
         };
         let mut out = None;
+        let mut before = None;
         for step in &part.steps {
             match step {
                 Step::Program(s) => program(&mut oracle, s),
-                Step::ResetFlows => oracle.reset_flows(),
-                Step::Packet { dir, frame, ctx } => out = Some(oracle.process(*dir, frame, *ctx)),
+                Step::ResetFlows => {
+                    oracle.reset_flows();
+                    snat_tuples.clear();
+                }
+                Step::Packet { dir, frame, ctx } => {
+                    if !opts.snat_collisions {
+                        before = Some(oracle.clone());
+                    }
+                    out = Some(oracle.process(*dir, frame, *ctx));
+                }
+            }
+        }
+        if let (Some(PacketResult::Accept(fwd)), Some(saved)) = (&out, before) {
+            use super::reference::{classify, Class};
+            if let (Class::Flow(orig), Class::Flow(k)) = (classify(&f), classify(fwd)) {
+                if k.src != orig.src {
+                    let tuple = (k.proto, k.dst, k.dport, k.src, k.sport);
+                    if *snat_tuples.entry(tuple).or_insert(orig) != orig {
+                        // Another tracked flow has this SNAT tuple: leave
+                        // the packet out (and the oracle as it was).
+                        oracle = saved;
+                        part.steps.pop();
+                        trace.steps.append(&mut part.steps);
+                        continue;
+                    }
+                }
             }
         }
         if let (Some(PacketResult::Accept(fwd)), true) = (out, rng.next().is_multiple_of(2)) {
@@ -207,7 +289,7 @@ pub fn setup(trace: &Trace) -> super::Setup {
     }
 }
 
-fn trace_services(later: bool, snat: bool) -> Vec<Service> {
+fn trace_services(later: bool, opts: Recording) -> Vec<Service> {
     use super::scenarios::service;
     use lb_core::{
         BackendParams, BackendState, FrontendType, LbAlgorithm, SessionAffinity, TrafficPolicy,
@@ -231,7 +313,7 @@ fn trace_services(later: bool, snat: bool) -> Vec<Service> {
         &[("0.0.0.0:30080", FrontendType::NodePort)],
         &["10.0.3.1:8080"],
     );
-    let remote = if snat {
+    let remote = if opts.snat {
         "node-2"
     } else {
         super::scenarios::NODE
@@ -254,6 +336,12 @@ fn trace_services(later: bool, snat: bool) -> Vec<Service> {
         .backends
         .push(BackendParams::new("10.0.6.2:80".parse().expect("addr")).on_node("node-2"));
     local.ext_traffic_policy = TrafficPolicy::Local;
+    if opts.deterministic {
+        web.algorithm = Some(LbAlgorithm::Maglev);
+        web.session_affinity = SessionAffinity::ClientIp {
+            timeout_secs: 10_800,
+        };
+    }
     if later {
         web.backends[0].state = BackendState::Terminating;
         web.backends.remove(2);
@@ -264,14 +352,18 @@ fn trace_services(later: bool, snat: bool) -> Vec<Service> {
 }
 
 /// Damages a frame the way the bad-packet cases do.
-fn damage(f: &mut Vec<u8>, how: u64) {
+fn damage(f: &mut Vec<u8>, how: u64, short_l3_headers: bool) {
     match how % 6 {
-        0 => f[14] = 0x44,                             // IHL below 5
-        1 => f.truncate(14 + 20 + 4),                  // L4 header cut short
-        2 => f[14 + 6] = 0x20,                         // a fragment
-        3 => f[14 + 9] = 1,                            // ICMP
-        4 => f.truncate(14 + 10),                      // IPv4 header cut short
-        _ => f[12..14].copy_from_slice(&[0x86, 0xdd]), // claims IPv6
+        0 => f[14] = 0x44,                            // IHL below 5
+        1 => f.truncate(14 + 20 + 4),                 // L4 header cut short
+        2 => f[14 + 6] = 0x20,                        // a fragment
+        3 => f[14 + 9] = 1,                           // ICMP
+        4 if short_l3_headers => f.truncate(14 + 10), // IPv4 header cut short
+        4 => f[14] = 0x4f,                            // IHL beyond the frame
+        _ if short_l3_headers || f.len() >= 14 + 40 => {
+            f[12..14].copy_from_slice(&[0x86, 0xdd]) // claims IPv6
+        }
+        _ => f[12..14].copy_from_slice(&[0x08, 0x06]), // claims ARP
     }
 }
 

@@ -18,6 +18,7 @@ impl Userspace {
         let config = Config {
             capacity: setup.capacity,
             flows: 65_536,
+            ..Config::default()
         };
         let dp = UserspaceDataplane::new(setup.node.clone(), config);
         let worker = dp.worker_with_rng(lb_userspace::rng::FastRng::new(1));

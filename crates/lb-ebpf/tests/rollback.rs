@@ -1,0 +1,182 @@
+//! All-or-nothing writes: a batch the kernel refuses midway leaves the maps
+//! as they were, and a load that fails on a later interface leaves no link
+//! of its own attached. Privileged (root).
+
+mod common;
+
+use aya::programs::{tc::TcAttachType, SchedClassifier};
+use common::*;
+use lb_core::*;
+use lb_ebpf::abi::LbSvcMeta;
+use lb_ebpf::{EbpfDataplane, LoadError, LoadOptions, MapCapacity, Maps};
+use lb_testkit::{BpffsGuard, NetNs};
+
+/// Everything `apply` writes, as sorted debug lines.
+fn snapshot(maps: &Maps) -> Vec<String> {
+    fn lines<K: std::fmt::Debug, V: std::fmt::Debug>(
+        tag: &str,
+        it: impl Iterator<Item = Result<(K, V), aya::maps::MapError>>,
+    ) -> Vec<String> {
+        let mut v: Vec<String> = it
+            .map(|r| {
+                let (k, v) = r.unwrap();
+                format!("{tag} {k:?} = {v:?}")
+            })
+            .collect();
+        v.sort();
+        v
+    }
+    let mut out = Vec::new();
+    out.extend(lines("svc", maps.services.iter()));
+    out.extend(lines("be", maps.backends.iter()));
+    out.extend(lines("revnat", maps.rev_nat.iter()));
+    out.extend(lines("svcmeta", maps.svc_meta.iter()));
+    out.extend(lines("bemeta", maps.be_meta.iter()));
+    let mut keys: Vec<String> = maps
+        .maglev
+        .keys()
+        .map(|k| format!("maglev {:?}", k.unwrap()))
+        .chain(maps.src_range.keys().map(|k| {
+            let k = k.unwrap();
+            format!("range {:?}/{}", k.data(), k.prefix_len())
+        }))
+        .chain(
+            maps.svc_stats
+                .keys()
+                .map(|k| format!("svcstats {:?}", k.unwrap())),
+        )
+        .chain(
+            maps.be_stats
+                .keys()
+                .map(|k| format!("bestats {:?}", k.unwrap())),
+        )
+        .collect();
+    keys.sort();
+    out.extend(keys);
+    out
+}
+
+#[test]
+fn a_batch_the_kernel_refuses_midway_is_rolled_back() {
+    lb_testkit::require_privileges();
+    let node = NodeConfig::new("node-1", vec![ip(NODE_IP)]);
+    let bpffs = BpffsGuard::new().expect("bpffs");
+    let mut opts = LoadOptions::new(bpffs.pin_path("lb"), &[]);
+    // Small service tables: the metadata map (not counted by the capacity
+    // check, which knows only the services map) can be filled up.
+    opts.capacity = MapCapacity {
+        services: 64,
+        ..MapCapacity::default()
+    };
+    let loaded = lb_ebpf::load(&opts).expect("load");
+    let dp = EbpfDataplane::open(loaded.pin_dir(), &node).expect("open dataplane");
+    let mut fx = Fixture {
+        loaded,
+        dp,
+        rec: Reconciler::new(),
+        node,
+        flows: FlowState::new(),
+        bpffs,
+    };
+    let mut web = service(
+        "default/web",
+        &[("10.96.0.10:80", FrontendType::ClusterIp)],
+        &["10.0.1.5:8080", "10.0.1.6:8080"],
+    );
+    web.source_ranges = vec!["192.168.5.0/24".parse().unwrap()];
+    fx.apply(&[web.clone()]);
+
+    // Fill the metadata map with entries of no frontend.
+    let junk = LbSvcMeta::new("junk/junk").unwrap();
+    let mut id = 1000u16;
+    while fx.dp.maps().svc_meta.insert(id, junk, 0).is_ok() {
+        id += 1;
+    }
+    assert!(id > 1000);
+    let before = snapshot(fx.dp.maps());
+
+    // Change the existing frontend (backends, ranges, Maglev) and add one:
+    // the new frontend's metadata write fails.
+    let mut web2 = service(
+        "default/web",
+        &[("10.96.0.10:80", FrontendType::ClusterIp)],
+        &["10.0.1.6:8080", "10.0.1.7:8080", "10.0.1.8:8080"],
+    );
+    web2.source_ranges = vec!["192.168.6.0/24".parse().unwrap()];
+    web2.algorithm = Some(LbAlgorithm::Maglev);
+    let mut api = service(
+        "default/api",
+        &[("10.96.0.20:443", FrontendType::ClusterIp)],
+        &["10.0.2.5:8443"],
+    );
+    api.algorithm = Some(LbAlgorithm::Maglev);
+    let desired = DesiredState::build(&fx.node, &[web2.clone(), api.clone()]).unwrap();
+    let err = fx.rec.apply(&mut fx.dp, &desired).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ReconcileError::Dataplane(DataplaneError::System { .. })
+        ),
+        "{err}"
+    );
+    assert_eq!(snapshot(fx.dp.maps()), before, "every write undone");
+
+    // The datapath still serves the old state.
+    let (rv, out) = fx.ingress(&tcp("192.168.5.2:40000", "10.96.0.10:80"));
+    assert_eq!(rv, TC_ACT_OK);
+    let be = endpoints(&out).1;
+    assert!(
+        be == sa("10.0.1.5:8080") || be == sa("10.0.1.6:8080"),
+        "{be}"
+    );
+
+    // With room again, the same batch applies.
+    for junk_id in 1000..id {
+        fx.dp.maps().svc_meta.remove(&junk_id).unwrap();
+    }
+    fx.rec
+        .apply(&mut fx.dp, &desired)
+        .expect("apply after the failure");
+    let (rv, out) = fx.ingress(&tcp("192.168.6.2:40000", "10.96.0.20:443"));
+    assert_eq!(rv, TC_ACT_OK);
+    assert_eq!(endpoints(&out).1, sa("10.0.2.5:8443"));
+}
+
+#[test]
+fn a_load_failing_on_a_later_interface_detaches_what_it_attached() {
+    lb_testkit::require_privileges();
+    let ns = NetNs::new().expect("netns");
+    let bpffs = BpffsGuard::new().expect("bpffs");
+    let pin_dir = bpffs.pin_path("lb");
+    let opts = LoadOptions::new(&pin_dir, &["lo", "nosuchdev0"]);
+    let err = ns
+        .run_in(|| lb_ebpf::load(&opts))
+        .unwrap()
+        .expect_err("the second interface does not exist");
+    assert!(
+        matches!(err, LoadError::NoInterface(ref d) if d == "nosuchdev0"),
+        "{err}"
+    );
+    let links: Vec<_> = std::fs::read_dir(pin_dir.join("links"))
+        .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+        .unwrap_or_default();
+    assert!(links.is_empty(), "links left pinned: {links:?}");
+    // And the kernel has nothing attached to lo either.
+    // (A link goes once its last reference does, which the kernel may
+    // finish a moment after the unpin.)
+    for attach in [TcAttachType::Ingress, TcAttachType::Egress] {
+        let attached = || {
+            ns.run_in(|| SchedClassifier::query_tcx("lo", attach))
+                .unwrap()
+                .expect("query tcx")
+                .1
+                .len()
+        };
+        let start = std::time::Instant::now();
+        while attached() > 0 && start.elapsed() < std::time::Duration::from_secs(5) {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert_eq!(attached(), 0, "{attach:?}: programs left attached");
+    }
+    lb_ebpf::cleanup(&pin_dir).expect("cleanup");
+}

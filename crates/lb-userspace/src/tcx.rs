@@ -1,0 +1,164 @@
+//! A drop of every IPv4 frame arriving on a device that belongs to this
+//! process: a six-instruction BPF program attached to the device's tc
+//! ingress hook through a TCX link (`BPF_LINK_CREATE`, Linux 6.6+).
+//!
+//! The link is an fd of this process, not an object in the kernel's
+//! configuration: when [`TcxDrop`] is dropped, or the process exits for any
+//! reason (also `kill -9` or a panic that aborts), the kernel closes the
+//! fd and detaches the program. Nothing survives the process to blackhole
+//! the device, and no qdisc or tc filter is created or deleted, so other
+//! programs' tc configuration (clsact qdiscs, cls_bpf filters, other TCX
+//! programs) is never touched. Frames that are not IPv4 go on to the next
+//! program of the hook (`TCX_NEXT`).
+//!
+//! The program, as it is loaded:
+//!
+//! ```text
+//! r0 = *(u32 *)(r1 + offsetof(struct __sk_buff, protocol))
+//! if r0 != htons(ETH_P_IP) goto +2
+//! r0 = TCX_DROP
+//! exit
+//! r0 = TCX_NEXT
+//! exit
+//! ```
+//!
+//! It is built and attached with raw `bpf(2)` calls (no ELF object, no
+//! helper calls, no maps), so lb-userspace needs no BPF toolchain.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_PROG_QUERY: libc::c_long = 16;
+const BPF_LINK_CREATE: libc::c_long = 28;
+const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
+const BPF_TCX_INGRESS: u32 = 46;
+const TCX_DROP: i32 = 2;
+const TCX_NEXT: i32 = -1;
+/// `offsetof(struct __sk_buff, protocol)`.
+const SKB_PROTOCOL: i16 = 16;
+
+/// `union bpf_attr`, as bytes (large enough for the commands used here;
+/// the kernel requires the bytes it does not know to be zero).
+#[repr(C, align(8))]
+struct Attr([u8; 128]);
+
+impl Attr {
+    fn new() -> Self {
+        Attr([0; 128])
+    }
+    fn u32(&mut self, off: usize, v: u32) -> &mut Self {
+        self.0[off..off + 4].copy_from_slice(&v.to_ne_bytes());
+        self
+    }
+    fn u64(&mut self, off: usize, v: u64) -> &mut Self {
+        self.0[off..off + 8].copy_from_slice(&v.to_ne_bytes());
+        self
+    }
+    fn get_u32(&self, off: usize) -> u32 {
+        u32::from_ne_bytes(self.0[off..off + 4].try_into().expect("4 bytes"))
+    }
+}
+
+fn bpf(cmd: libc::c_long, attr: &mut Attr) -> io::Result<libc::c_long> {
+    // SAFETY: `attr` is a valid, writable `union bpf_attr` of the size
+    // passed; every pointer stored in it points to memory that outlives
+    // the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr.0.as_mut_ptr(),
+            std::mem::size_of::<Attr>(),
+        )
+    };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
+fn fd(rc: libc::c_long) -> OwnedFd {
+    // SAFETY: a successful BPF_PROG_LOAD / BPF_LINK_CREATE returns a new
+    // fd that nothing else owns.
+    unsafe { OwnedFd::from_raw_fd(rc as i32) }
+}
+
+/// One `struct bpf_insn`.
+fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> [u8; 8] {
+    let regs = if cfg!(target_endian = "little") {
+        dst | (src << 4)
+    } else {
+        (dst << 4) | src
+    };
+    let mut b = [0u8; 8];
+    b[0] = code;
+    b[1] = regs;
+    b[2..4].copy_from_slice(&off.to_ne_bytes());
+    b[4..8].copy_from_slice(&imm.to_ne_bytes());
+    b
+}
+
+fn program() -> [[u8; 8]; 6] {
+    // skb->protocol holds the big-endian EtherType, read as a host number.
+    let eth_p_ip = i32::from(u16::from_ne_bytes([0x08, 0x00]));
+    [
+        insn(0x61, 0, 1, SKB_PROTOCOL, 0), // ldxw r0, [r1 + 16]
+        insn(0x55, 0, 0, 2, eth_p_ip),     // jne r0, ETH_P_IP, +2
+        insn(0xb7, 0, 0, 0, TCX_DROP),     // mov64 r0, TCX_DROP
+        insn(0x95, 0, 0, 0, 0),            // exit
+        insn(0xb7, 0, 0, 0, TCX_NEXT),     // mov64 r0, TCX_NEXT
+        insn(0x95, 0, 0, 0, 0),            // exit
+    ]
+}
+
+/// The IPv4 drop program attached to one device's tc ingress; detached
+/// when dropped (or when the process dies).
+#[derive(Debug)]
+pub struct TcxDrop {
+    ifindex: u32,
+    _link: OwnedFd,
+}
+
+impl TcxDrop {
+    /// Loads the program and attaches it to the ingress of the device with
+    /// index `ifindex` (in the calling thread's network namespace). Makes
+    /// system calls only (no allocation).
+    pub fn attach(ifindex: u32) -> io::Result<Self> {
+        let insns = program();
+        let license = b"Apache-2.0\0";
+        let mut a = Attr::new();
+        a.u32(0, BPF_PROG_TYPE_SCHED_CLS)
+            .u32(4, insns.len() as u32)
+            .u64(8, insns.as_ptr() as u64)
+            .u64(16, license.as_ptr() as u64)
+            .u32(68, BPF_TCX_INGRESS); // expected_attach_type
+        a.0[48..48 + 11].copy_from_slice(b"lb_us_drop4"); // prog_name
+        let prog = fd(bpf(BPF_PROG_LOAD, &mut a)?);
+        let mut a = Attr::new();
+        a.u32(0, prog.as_raw_fd() as u32)
+            .u32(4, ifindex)
+            .u32(8, BPF_TCX_INGRESS);
+        // The link holds the program: its own fd can be closed.
+        let link = fd(bpf(BPF_LINK_CREATE, &mut a)?);
+        Ok(TcxDrop {
+            ifindex,
+            _link: link,
+        })
+    }
+
+    /// The device's index.
+    pub fn ifindex(&self) -> u32 {
+        self.ifindex
+    }
+}
+
+/// How many programs are attached to the TCX ingress of device `ifindex`
+/// (ours and anybody else's).
+pub fn ingress_programs(ifindex: u32) -> io::Result<u32> {
+    let mut a = Attr::new();
+    a.u32(0, ifindex).u32(4, BPF_TCX_INGRESS);
+    bpf(BPF_PROG_QUERY, &mut a)?;
+    Ok(a.get_u32(24)) // prog_cnt
+}
