@@ -1,129 +1,121 @@
 //! `lb-agent`: the bundled node agent. It reads standard Kubernetes Service,
-//! EndpointSlice and Pod objects and programs an lb dataplane.
+//! EndpointSlice and Pod objects from a manifest directory and programs the
+//! eBPF dataplane of lb-ebpf, keeping it in sync as the files change.
 //!
-//! Implemented so far: `plan`, which reads a manifest directory and shows
-//! what would be programmed, using lb-core's in-memory dataplane. `run`,
-//! `service list`, `status`, `cleanup` and `demo` come with the agent issue.
+//! Subcommands: `run` (the agent), `service list` and `status` (queries over
+//! the agent's unix socket), `cleanup` (detach and unpin), `demo` (a
+//! throw-away topology in network namespaces) and `plan` (a dry run).
 
+mod api;
+mod cli;
+mod demo;
+mod http;
+mod kube_source;
 mod manifests;
+mod metrics;
+mod run;
 mod service_list;
+mod sources;
+mod state;
+mod status;
 mod translate;
+mod watch;
 
-use std::net::IpAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
-use lb_core::{DesiredState, LbAlgorithm, MaglevConfig, MemoryDataplane, NodeConfig, Reconciler};
+use clap::Parser;
+use lb_core::{MemoryDataplane, Reconciler};
 
-#[derive(Parser)]
-#[command(
-    name = "lb-agent",
-    version,
-    about = "An embeddable kube-proxy replacement's node agent"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum Output {
-    Text,
-    Json,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Read manifests and print the services and dataplane operations that
-    /// would be programmed, without touching the system.
-    Plan {
-        /// Directory of Service / EndpointSlice / Pod manifests.
-        #[arg(long)]
-        manifests: PathBuf,
-        /// This node's addresses (NodePort and HostPort frontends), comma-separated.
-        #[arg(long, value_delimiter = ',', required = true)]
-        node_ip: Vec<IpAddr>,
-        /// This node's name (traffic policy Local, HostPort pods).
-        #[arg(long, default_value = "node-1")]
-        node_name: String,
-        /// Backend selection algorithm.
-        #[arg(long, default_value = "random")]
-        backend_selection: LbAlgorithm,
-        /// Maglev table size (a prime Cilium accepts).
-        #[arg(long, default_value_t = 16381)]
-        maglev_table_size: u32,
-        /// NodePort range, `FIRST-LAST`.
-        #[arg(long, default_value = "30000-32767", value_parser = parse_range)]
-        nodeport_range: (u16, u16),
-        /// Print the dataplane operations too.
-        #[arg(long)]
-        ops: bool,
-        /// Output format.
-        #[arg(short, long, value_enum, default_value = "text")]
-        output: Output,
-        /// Say which objects were read from which file.
-        #[arg(short, long)]
-        verbose: bool,
-    },
-}
-
-fn parse_range(s: &str) -> Result<(u16, u16), String> {
-    let (a, b) = s
-        .split_once('-')
-        .ok_or_else(|| format!("{s:?}: expected FIRST-LAST"))?;
-    let a: u16 = a.parse().map_err(|_| format!("{a:?} is not a port"))?;
-    let b: u16 = b.parse().map_err(|_| format!("{b:?} is not a port"))?;
-    if a == 0 || a > b {
-        return Err(format!("{s:?} is not a valid range"));
-    }
-    Ok((a, b))
-}
+use cli::{Cli, Command, Output, ServiceCommand};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Plan {
-            manifests,
-            node_ip,
-            node_name,
-            backend_selection,
-            maglev_table_size,
-            nodeport_range,
-            ops,
-            output,
-            verbose,
-        } => {
-            let mut node = NodeConfig::new(node_name, node_ip);
-            node.algorithm = backend_selection;
-            node.nodeport_range = nodeport_range.0..=nodeport_range.1;
-            node.maglev = match MaglevConfig::new(maglev_table_size, 0) {
-                Ok(m) => m,
-                Err(e) => {
-                    eprintln!("lb-agent: {e}");
-                    return ExitCode::from(2);
-                }
-            };
-            match plan(&manifests, &node, ops, output, verbose) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("lb-agent: {e}");
-                    ExitCode::FAILURE
-                }
-            }
+    init_tracing();
+    let result = match cli.command {
+        Command::Run(args) => run::run(args),
+        Command::Service {
+            command: ServiceCommand::List(a),
+        } => service_list_cmd(&a),
+        Command::Status(a) => status_cmd(&a),
+        Command::Cleanup(a) => cleanup_cmd(&a),
+        Command::Demo(a) => demo::demo(&a),
+        Command::Plan(a) => plan(&a),
+        Command::HttpGet { addr } => {
+            http::get_here(addr, std::time::Duration::from_secs(2)).map(|body| println!("{body}"))
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lb-agent: {e}");
+            ExitCode::FAILURE
         }
     }
 }
 
-fn plan(
-    dir: &std::path::Path,
-    node: &NodeConfig,
-    show_ops: bool,
-    output: Output,
-    verbose: bool,
-) -> Result<(), Box<dyn std::error::Error>> {
-    let loaded = manifests::load_dir(dir)?;
-    if verbose {
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LB_AGENT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .init();
+}
+
+fn ask(state_dir: &std::path::Path, req: api::Request) -> Result<api::Response, String> {
+    match api::query(state_dir, &req).map_err(|e| e.to_string())? {
+        api::Response::Error(e) => Err(format!("the agent says: {e}")),
+        r => Ok(r),
+    }
+}
+
+fn service_list_cmd(a: &cli::ListArgs) -> Result<(), String> {
+    let api::Response::ServiceList(rows) = ask(&a.state_dir, api::Request::ServiceList)? else {
+        return Err("unexpected answer".into());
+    };
+    match a.output {
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&rows).unwrap_or_default()
+        ),
+        Output::Text => print!("{}", service_list::render(&rows)),
+    }
+    Ok(())
+}
+
+fn status_cmd(a: &cli::StatusArgs) -> Result<(), String> {
+    let api::Response::Status(s) = ask(&a.state_dir, api::Request::Status)? else {
+        return Err("unexpected answer".into());
+    };
+    match a.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default()),
+        Output::Text => print!("{}", status::render(&s, a.verbose)),
+    }
+    Ok(())
+}
+
+fn cleanup_cmd(a: &cli::CleanupArgs) -> Result<(), String> {
+    state::check_private_dir(&a.state_dir).map_err(|e| e.to_string())?;
+    state::check_private_dir(&a.bpffs).map_err(|e| e.to_string())?;
+    if !state::is_root() {
+        return Err("lb-agent cleanup needs root to detach BPF programs".into());
+    }
+    lb_ebpf::cleanup(&a.bpffs).map_err(|e| format!("cleanup {}: {e}", a.bpffs.display()))?;
+    state::remove_state(&a.state_dir).map_err(|e| e.to_string())?;
+    eprintln!(
+        "lb-agent: nothing left under {} and {}",
+        a.bpffs.display(),
+        a.state_dir.display()
+    );
+    Ok(())
+}
+
+fn plan(a: &cli::PlanArgs) -> Result<(), String> {
+    let node = a.node.node_config()?;
+    let loaded = manifests::load_dir(&a.manifests).map_err(|e| e.to_string())?;
+    if a.verbose {
         for o in &loaded.objects {
             eprintln!("read {} from {}", o.object.describe(), o.path.display());
         }
@@ -131,29 +123,23 @@ fn plan(
             eprintln!("ignored {kind} in {}", path.display());
         }
     }
-    for e in &loaded.errors {
-        eprintln!("skipped: {e}");
+    let mut sources = sources::Sources::new(&a.manifests, node);
+    let pass = sources.pass()?;
+    for p in &pass.problems {
+        eprintln!("{p}");
     }
-    let (mut svcs, mut slices, mut pods) = (vec![], vec![], vec![]);
-    for o in &loaded.objects {
-        match &o.object {
-            manifests::Object::Service(s) => svcs.push(s.as_ref()),
-            manifests::Object::EndpointSlice(s) => slices.push(s.as_ref()),
-            manifests::Object::Pod(p) => pods.push(p.as_ref()),
-        }
-    }
-    let t = translate::translate(&svcs, &slices, &pods, &node.node_name);
-    for s in &t.skipped {
-        eprintln!("skipped: {s}");
-    }
-    let desired = DesiredState::build(node, &t.services)?;
     let mut dp = MemoryDataplane::new();
-    Reconciler::new().apply(&mut dp, &desired)?;
+    Reconciler::new()
+        .apply(&mut dp, &pass.desired)
+        .map_err(|e| e.to_string())?;
     let rows = service_list::rows(dp.tables());
-    match output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+    match a.output {
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&rows).unwrap_or_default()
+        ),
         Output::Text => {
-            if show_ops {
+            if a.ops {
                 for op in dp.log() {
                     println!("{op}");
                 }

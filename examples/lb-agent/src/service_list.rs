@@ -5,7 +5,7 @@ use std::fmt::Write;
 use lb_core::Tables;
 
 /// One row group: a frontend and its backends.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ServiceRow {
     /// The frontend's service ID.
     pub id: u16,

@@ -43,6 +43,8 @@ pub struct Translation {
     pub services: Vec<lb_core::Service>,
     /// Objects (or parts of them) that were skipped.
     pub skipped: Vec<Skipped>,
+    /// Services that failed to translate (their last good version may stay).
+    pub failed: Vec<ServiceName>,
 }
 
 fn name_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> ServiceName {
@@ -112,10 +114,13 @@ pub fn translate(
         match translate_service(svc, slices) {
             Ok(Some(s)) => out.services.push(s),
             Ok(None) => {}
-            Err(reason) => out.skipped.push(Skipped {
-                object: format!("Service {name}"),
-                reason,
-            }),
+            Err(reason) => {
+                out.skipped.push(Skipped {
+                    object: format!("Service {name}"),
+                    reason,
+                });
+                out.failed.push(name);
+            }
         }
     }
     for (svc, slices) in &by_service {

@@ -1,0 +1,326 @@
+//! The command line: every subcommand and flag, parsed by clap (wrong flags
+//! exit with code 2).
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use lb_core::LbAlgorithm;
+
+/// Default `--state-dir`.
+pub const DEFAULT_STATE_DIR: &str = "/run/lb-agent";
+/// Default `--bpffs`.
+pub const DEFAULT_BPFFS: &str = "/sys/fs/bpf/lb";
+
+/// `lb-agent`: the bundled node agent.
+#[derive(Debug, Parser)]
+#[command(
+    name = "lb-agent",
+    version,
+    about = "An embeddable kube-proxy replacement's node agent",
+    long_about = "An embeddable kube-proxy replacement's node agent: reads Kubernetes \
+Service, EndpointSlice and Pod manifests and programs an eBPF load balancer.\n\n\
+Try `lb-agent demo` (as root) for a throw-away topology in network namespaces."
+)]
+pub struct Cli {
+    /// The subcommand.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Output format of the query commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Aligned text.
+    Text,
+    /// JSON.
+    Json,
+}
+
+/// Which dataplane `run` programs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DataplaneKind {
+    /// tc programs and BPF maps (lb-ebpf).
+    Ebpf,
+    /// The userspace dataplane (lb-userspace): not available yet.
+    Userspace,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the agent in the current network namespace until SIGINT/SIGTERM.
+    Run(RunArgs),
+    /// Query the running agent's services.
+    Service {
+        /// What to do.
+        #[command(subcommand)]
+        command: ServiceCommand,
+    },
+    /// Show the running agent's KubeProxyReplacement status.
+    Status(StatusArgs),
+    /// Detach the programs and unpin every map recorded under --bpffs
+    /// (idempotent; run it in the agent's network namespace).
+    Cleanup(CleanupArgs),
+    /// Build a throw-away topology in network namespaces, run the agent on it
+    /// with the bundled manifests, send traffic to every frontend type and
+    /// tear everything down (needs root).
+    Demo(DemoArgs),
+    /// Read manifests and print what would be programmed, without touching
+    /// the system.
+    Plan(PlanArgs),
+    /// `GET /` and print the body, or the raw reply of a non-HTTP server
+    /// (the demo's and tests' client when curl is missing or unsuitable).
+    #[command(hide = true)]
+    HttpGet {
+        /// `ADDR:PORT`.
+        addr: SocketAddr,
+    },
+}
+
+/// Node settings shared by `run` and `plan`.
+#[derive(Debug, Clone, Args)]
+pub struct NodeArgs {
+    /// This node's addresses (NodePort and HostPort frontends), comma-separated.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub node_ip: Vec<IpAddr>,
+    /// This node's name (traffic policy Local, HostPort pods) [default: the hostname].
+    #[arg(long)]
+    pub node_name: Option<String>,
+    /// Backend selection algorithm.
+    #[arg(long, default_value = "random", value_parser = parse_algorithm)]
+    pub backend_selection: LbAlgorithm,
+    /// Maglev table size (a prime Cilium accepts, e.g. 251, 509, 1021, 16381).
+    #[arg(long, default_value_t = 16381)]
+    pub maglev_table_size: u32,
+    /// NodePort range, `FIRST-LAST`.
+    #[arg(long, default_value = "30000-32767", value_parser = parse_range)]
+    pub nodeport_range: (u16, u16),
+}
+
+/// `lb-agent run`.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Directory of Service / EndpointSlice / Pod manifests (*.yaml, *.yml,
+    /// *.json), watched for changes.
+    #[arg(
+        long,
+        required_unless_present = "kubeconfig",
+        conflicts_with = "kubeconfig"
+    )]
+    pub manifests: Option<PathBuf>,
+    /// Watch an API server instead (Services, EndpointSlices, this node's
+    /// Pods), with the credentials of this kubeconfig file.
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// Node settings.
+    #[command(flatten)]
+    pub node: NodeArgs,
+    /// Client-facing devices to attach the tc programs to, comma-separated.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub device: Vec<String>,
+    /// cgroup v2 directory for socket LB; without it socket LB is off. The
+    /// root cgroup is refused.
+    #[arg(long)]
+    pub cgroup: Option<PathBuf>,
+    /// Dataplane: `ebpf`, or `userspace` (not available yet: lb-userspace has
+    /// no dataplane to drive so far; `run` says so and exits).
+    #[arg(long, value_enum, default_value = "ebpf")]
+    pub dataplane: DataplaneKind,
+    /// Agent state: the API socket `agent.sock` and the table snapshot.
+    #[arg(long, default_value = DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+    /// Pin directory for maps and links (a bpffs is mounted there if needed).
+    #[arg(long, default_value = DEFAULT_BPFFS)]
+    pub bpffs: PathBuf,
+    /// Serve Prometheus metrics (OpenMetrics text) on `http://ADDR/metrics`.
+    #[arg(long)]
+    pub metrics_addr: Option<SocketAddr>,
+}
+
+/// `lb-agent service ...`.
+#[derive(Debug, Subcommand)]
+pub enum ServiceCommand {
+    /// Print what is programmed, shaped like `cilium service list`.
+    List(ListArgs),
+}
+
+/// `lb-agent service list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// The agent's state directory.
+    #[arg(long, default_value = DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value = "text")]
+    pub output: Output,
+}
+
+/// `lb-agent status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The agent's state directory.
+    #[arg(long, default_value = DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+    /// Show details: map pressure, drop counters, devices.
+    #[arg(short, long)]
+    pub verbose: bool,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value = "text")]
+    pub output: Output,
+}
+
+/// `lb-agent cleanup`.
+#[derive(Debug, Args)]
+pub struct CleanupArgs {
+    /// The agent's state directory (its snapshot and socket are removed).
+    #[arg(long, default_value = DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+    /// The pin directory the agent used.
+    #[arg(long, default_value = DEFAULT_BPFFS)]
+    pub bpffs: PathBuf,
+}
+
+/// `lb-agent demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Manifest directory to use instead of the bundled one.
+    #[arg(long)]
+    pub manifests: Option<PathBuf>,
+    /// Requests per frontend.
+    #[arg(long, default_value_t = 6)]
+    pub requests: usize,
+    /// Send requests with the built-in HTTP client instead of curl (the
+    /// default when curl is not installed).
+    #[arg(long)]
+    pub no_curl: bool,
+}
+
+/// `lb-agent plan`.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Directory of Service / EndpointSlice / Pod manifests.
+    #[arg(long)]
+    pub manifests: PathBuf,
+    /// Node settings.
+    #[command(flatten)]
+    pub node: NodeArgs,
+    /// Print the dataplane operations too.
+    #[arg(long)]
+    pub ops: bool,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value = "text")]
+    pub output: Output,
+    /// Say which objects were read from which file.
+    #[arg(short, long)]
+    pub verbose: bool,
+}
+
+impl NodeArgs {
+    /// The lb-core node configuration these flags describe.
+    pub fn node_config(&self) -> Result<lb_core::NodeConfig, String> {
+        let name = match &self.node_name {
+            Some(n) => n.clone(),
+            None => hostname(),
+        };
+        let mut node = lb_core::NodeConfig::new(name, self.node_ip.clone());
+        node.algorithm = self.backend_selection;
+        node.nodeport_range = self.nodeport_range.0..=self.nodeport_range.1;
+        node.maglev = lb_core::MaglevConfig::new(self.maglev_table_size, 0)
+            .map_err(|e| format!("--maglev-table-size: {e}"))?;
+        Ok(node)
+    }
+}
+
+/// The kernel's host name (`uname -n`), or `localhost`.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+fn parse_algorithm(s: &str) -> Result<LbAlgorithm, String> {
+    s.parse()
+}
+
+/// Parses `FIRST-LAST` into a port range.
+pub fn parse_range(s: &str) -> Result<(u16, u16), String> {
+    let (a, b) = s
+        .split_once('-')
+        .ok_or_else(|| format!("{s:?}: expected FIRST-LAST"))?;
+    let a: u16 = a.parse().map_err(|_| format!("{a:?} is not a port"))?;
+    let b: u16 = b.parse().map_err(|_| format!("{b:?} is not a port"))?;
+    if a == 0 || a > b {
+        return Err(format!("{s:?} is not a valid range"));
+    }
+    Ok((a, b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_flags_parse_with_lists_and_defaults() {
+        let cli = Cli::try_parse_from([
+            "lb-agent",
+            "run",
+            "--manifests",
+            "/m",
+            "--node-ip",
+            "192.168.10.1,10.0.0.1",
+            "--device",
+            "eth0,eth1",
+            "--backend-selection",
+            "maglev",
+            "--nodeport-range",
+            "30000-30100",
+        ])
+        .unwrap();
+        let Command::Run(r) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(r.manifests, Some(PathBuf::from("/m")));
+        assert_eq!(r.node.node_ip.len(), 2);
+        assert_eq!(r.device, ["eth0", "eth1"]);
+        assert_eq!(r.node.backend_selection, LbAlgorithm::Maglev);
+        assert_eq!(r.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
+        assert_eq!(r.bpffs, PathBuf::from(DEFAULT_BPFFS));
+        assert_eq!(r.dataplane, DataplaneKind::Ebpf);
+        let node = r.node.node_config().unwrap();
+        assert_eq!(node.nodeport_range, 30000..=30100);
+    }
+
+    #[test]
+    fn bad_flags_are_usage_errors() {
+        for args in [
+            &["lb-agent", "run", "--manifests", "/m"][..],
+            &[
+                "lb-agent",
+                "run",
+                "--manifests",
+                "/m",
+                "--node-ip",
+                "nope",
+                "--device",
+                "x",
+            ],
+            &["lb-agent", "service", "list", "-o", "yaml"],
+            &[
+                "lb-agent",
+                "plan",
+                "--manifests",
+                "/m",
+                "--node-ip",
+                "1.2.3.4",
+                "--nodeport-range",
+                "5-1",
+            ],
+        ] {
+            let e = Cli::try_parse_from(args).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{args:?}");
+        }
+    }
+}

@@ -1,0 +1,490 @@
+//! `lb-agent run`: load the eBPF dataplane in the current network namespace,
+//! program the manifest directory, keep it in sync with every change, answer
+//! API queries, and exit on SIGINT/SIGTERM leaving the pins in place.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use lb_core::{LbAlgorithm, NodeConfig, Reconciler};
+use lb_ebpf::{EbpfDataplane, LoadOptions, MapCapacity};
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::api::{self, Request, Response};
+use crate::cli::{DataplaneKind, RunArgs};
+use crate::kube_source::KubeSource;
+use crate::metrics::{self, FrontendStats};
+use crate::service_list;
+use crate::sources::Sources;
+use crate::state;
+use crate::status::{MapFill, Status, SyncInfo};
+use crate::watch;
+
+/// How long events are coalesced before the directory is re-read.
+const SETTLE: Duration = Duration::from_millis(100);
+/// Periodic re-read, in case an event was missed.
+const RESYNC: Duration = Duration::from_secs(10);
+
+/// An error that ends `run`, already worded for the user.
+pub type RunError = String;
+
+/// The running agent: the dataplane, the reconciler and what was last done.
+pub struct Agent {
+    args: RunArgs,
+    node: NodeConfig,
+    dp: EbpfDataplane,
+    rec: Reconciler,
+    sources: Sources,
+    sync: SyncInfo,
+    reported: BTreeSet<String>,
+    socket_lb: String,
+    kube: Option<KubeSource>,
+}
+
+/// Checks `--cgroup`: an existing cgroup v2 directory that is not the root.
+fn check_cgroup(path: &Path) -> Result<(), RunError> {
+    const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+    let on_cgroup2 = |p: &Path| -> Result<bool, String> {
+        let c =
+            std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
+        // SAFETY: valid NUL-terminated path; `st` is written by the kernel.
+        let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+        if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+            return Err(std::io::Error::last_os_error().to_string());
+        }
+        #[allow(clippy::unnecessary_cast)]
+        Ok(st.f_type as i64 == CGROUP2_SUPER_MAGIC)
+    };
+    let p = path
+        .canonicalize()
+        .map_err(|e| format!("--cgroup {}: {e}", path.display()))?;
+    if !on_cgroup2(&p).map_err(|e| format!("--cgroup {}: {e}", p.display()))? {
+        return Err(format!(
+            "--cgroup {}: not a cgroup v2 directory",
+            p.display()
+        ));
+    }
+    let parent_is_cgroup = p
+        .parent()
+        .map(|q| on_cgroup2(q).unwrap_or(false))
+        .unwrap_or(false);
+    if !parent_is_cgroup {
+        return Err(format!(
+            "--cgroup {}: refusing the root cgroup (socket LB would apply to every process); \
+             pass a child cgroup",
+            p.display()
+        ));
+    }
+    Ok(())
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Agent {
+    /// Checks flags, privileges and directories (cheap; before the API is up).
+    pub fn precheck(args: &RunArgs) -> Result<(), RunError> {
+        if args.dataplane == DataplaneKind::Userspace {
+            return Err(
+                "--dataplane userspace is not available yet (lb-userspace has no \
+                        dataplane to drive so far); use --dataplane ebpf"
+                    .into(),
+            );
+        }
+        if let Some(cg) = &args.cgroup {
+            check_cgroup(cg)?;
+        }
+        args.node.node_config()?;
+        if let Some(m) = &args.manifests {
+            if !m.is_dir() {
+                return Err(format!("--manifests {}: not a directory", m.display()));
+            }
+        }
+        if !state::is_root() {
+            return Err(
+                "lb-agent run needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN \
+                        to load and attach BPF programs)"
+                    .into(),
+            );
+        }
+        state::prepare_state_dir(&args.state_dir).map_err(|e| e.to_string())?;
+        state::check_private_dir(&args.bpffs).map_err(|e| e.to_string())
+    }
+
+    /// Loads and attaches the dataplane and reopens what a previous run left
+    /// pinned (after [`Agent::precheck`]).
+    pub fn start(args: RunArgs, kube: Option<KubeSource>) -> Result<Agent, RunError> {
+        let node = args.node.node_config()?;
+        // Like Cilium: the standard bpffs is mounted when the system has not.
+        let std_bpffs = Path::new("/sys/fs/bpf");
+        if args.bpffs.starts_with(std_bpffs) && !args.bpffs.exists() {
+            lb_ebpf::loader::ensure_bpffs(std_bpffs)
+                .map_err(|e| format!("mounting a bpffs on {}: {e}", std_bpffs.display()))?;
+        }
+        let maps_dir = lb_ebpf::loader::maps_dir(&args.bpffs);
+        let had_pins = std::fs::read_dir(&maps_dir).is_ok_and(|mut d| d.next().is_some());
+        let mut opts = LoadOptions::new(&args.bpffs, &[]);
+        opts.interfaces = args.device.clone();
+        opts.capacity = MapCapacity::default();
+        opts.cgroup = args.cgroup.clone();
+        let loaded = lb_ebpf::load(&opts).map_err(|e| {
+            format!(
+                "loading the eBPF dataplane (pins under {}): {e}",
+                args.bpffs.display()
+            )
+        })?;
+        let socket_lb = match (&args.cgroup, loaded.has_socket_lb()) {
+            (Some(cg), true) => format!(
+                "Enabled (cgroup {}: connect4, sendmsg4, recvmsg4, getpeername4)",
+                cg.display()
+            ),
+            _ => "Disabled (no --cgroup)".to_string(),
+        };
+        drop(loaded); // the links are pinned; the maps are reopened below
+        state::make_private(&args.bpffs).map_err(|e| e.to_string())?;
+        let dp = EbpfDataplane::open(&args.bpffs, &node)
+            .map_err(|e| format!("opening the pinned maps: {e}"))?;
+
+        let rec = if had_pins {
+            match dp.restore() {
+                Ok(tables) => {
+                    tracing::info!(
+                        frontends = tables.frontends.len(),
+                        backends = tables.backends.len(),
+                        "reopened the pinned maps; restored the programmed state from them"
+                    );
+                    Reconciler::with_tables(tables)
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        "could not restore the programmed state from the pinned maps ({e}): \
+                         reprogramming every entry; entries of services deleted meanwhile \
+                         stay until `lb-agent cleanup`"
+                    );
+                    Reconciler::new()
+                }
+            }
+        } else {
+            Reconciler::new()
+        };
+        tracing::info!(
+            devices = %args.device.join(","),
+            bpffs = %args.bpffs.display(),
+            node = %node.node_name,
+            "eBPF dataplane attached"
+        );
+        Ok(Agent {
+            sources: Sources::new(
+                args.manifests.clone().unwrap_or_else(|| "kube".into()),
+                node.clone(),
+            )
+            .ipv4_only(),
+            kube,
+            args,
+            node,
+            dp,
+            rec,
+            sync: SyncInfo::default(),
+            reported: BTreeSet::new(),
+            socket_lb,
+        })
+    }
+
+    /// Re-reads the manifests and applies the difference.
+    pub fn sync(&mut self) {
+        let start = Instant::now();
+        let pass = match &self.kube {
+            Some(k) => self.sources.pass_loaded(k.objects()),
+            None => self.sources.pass(),
+        };
+        let result = pass.and_then(|pass| {
+            let problems: BTreeSet<String> = pass.problems.iter().cloned().collect();
+            for p in problems.difference(&self.reported) {
+                tracing::warn!("{p}");
+            }
+            self.reported = problems;
+            let n = self.rec.apply(&mut self.dp, &pass.desired).map_err(|e| {
+                format!("programming the dataplane: {e} (the last good state stays)")
+            })?;
+            Ok((n, pass))
+        });
+        self.sync.count += 1;
+        self.sync.last_unix = now_unix();
+        self.sync.duration_us = start.elapsed().as_micros() as u64;
+        match result {
+            Ok((n, pass)) => {
+                if n > 0 {
+                    tracing::info!(
+                        ops = n,
+                        services = pass.services,
+                        frontends = self.rec.current().frontends.len(),
+                        backends = self.rec.current().backends.len(),
+                        "applied"
+                    );
+                }
+                self.sync.ops = n;
+                self.sync.problems = pass.problems;
+                self.sync.error = None;
+            }
+            Err(e) => {
+                if self.sync.error.as_ref() != Some(&e) {
+                    tracing::error!("{e}");
+                }
+                self.sync.error = Some(e);
+            }
+        }
+    }
+
+    /// Answers an API query.
+    pub fn answer(&mut self, req: Request) -> Response {
+        match req {
+            Request::ServiceList => Response::ServiceList(service_list::rows(self.rec.current())),
+            Request::Status => Response::Status(Box::new(self.status())),
+        }
+    }
+
+    fn map_fill(&mut self) -> Vec<MapFill> {
+        use lb_ebpf::abi::*;
+        let m = self.dp.maps();
+        let counts = [
+            (MAP_SERVICES, m.services.keys().count()),
+            (MAP_BACKENDS, m.backends.keys().count()),
+            (MAP_REV_NAT, m.rev_nat.keys().count()),
+            (MAP_CT, m.ct.keys().count()),
+            (MAP_AFFINITY, m.affinity.keys().count()),
+            (MAP_MAGLEV, m.maglev.keys().count()),
+            (MAP_SRC_RANGE, m.src_range.keys().count()),
+            (MAP_SOCK_REV, m.sock_rev.keys().count()),
+            (MAP_SNAT, m.snat.keys().count()),
+        ];
+        counts
+            .into_iter()
+            .map(|(name, n)| MapFill {
+                name: name.to_string(),
+                entries: n as u64,
+                capacity: u64::from(m.capacity(name).unwrap_or(0)),
+            })
+            .collect()
+    }
+
+    /// The Prometheus metrics text.
+    pub fn metrics(&mut self) -> String {
+        let status = self.status();
+        let counters = self.dp.counters().unwrap_or_default();
+        let t = self.rec.current();
+        let frontends: Vec<FrontendStats> = t
+            .frontends
+            .values()
+            .map(|fe| {
+                let c = counters.services.get(&fe.id).copied().unwrap_or_default();
+                FrontendStats {
+                    frontend: fe.key.addr.to_string(),
+                    kind: fe.kind.as_str().to_string(),
+                    service: fe.service.to_string(),
+                    packets: c.packets,
+                    bytes: c.bytes,
+                    flows: c.new_flows,
+                }
+            })
+            .collect();
+        metrics::render(&status, &frontends)
+    }
+
+    /// The status report.
+    pub fn status(&mut self) -> Status {
+        let t = self.rec.current();
+        let services: BTreeSet<_> = t.frontends.values().map(|f| &f.service).collect();
+        let (services, frontends, backends) = (services.len(), t.frontends.len(), t.backends.len());
+        let drops = match self.dp.counters() {
+            Ok(c) => c
+                .drops
+                .iter()
+                .map(|(r, n)| (format!("{r:?}"), *n))
+                .collect(),
+            Err(e) => vec![(format!("unreadable: {e}"), 0)],
+        };
+        let node = &self.node;
+        Status {
+            version: env!("CARGO_PKG_VERSION").into(),
+            node_name: node.node_name.clone(),
+            node_ips: node.node_ips.iter().map(|i| i.to_string()).collect(),
+            dataplane: "eBPF (tc ingress/egress, TCX links)".into(),
+            devices: self.args.device.clone(),
+            socket_lb: self.socket_lb.clone(),
+            mode: "SNAT (to the node IP for remote backends; node-local backends see the client)"
+                .into(),
+            backend_selection: match node.algorithm {
+                LbAlgorithm::Random => "Random".into(),
+                LbAlgorithm::Maglev => format!(
+                    "Maglev (table size {}, seed {})",
+                    node.maglev.table_size(),
+                    node.maglev.seed()
+                ),
+            },
+            session_affinity: "Enabled".into(),
+            graceful_termination: "Enabled".into(),
+            nodeport_range: format!(
+                "{}-{}",
+                node.nodeport_range.start(),
+                node.nodeport_range.end()
+            ),
+            source: match (&self.kube, &self.args.kubeconfig) {
+                (Some(_), Some(k)) => format!("API server (kubeconfig {})", k.display()),
+                _ => format!("manifests {}", self.sources.dir().display()),
+            },
+            bpffs: self.args.bpffs.display().to_string(),
+            services,
+            frontends,
+            backends,
+            maps: self.map_fill(),
+            drops,
+            sync: self.sync.clone(),
+        }
+    }
+}
+
+/// The next change of either source (a directory or an API server).
+async fn next_event(
+    watch: &mut Option<watch::DirWatch>,
+    kube: &mut Option<tokio::sync::mpsc::UnboundedReceiver<()>>,
+) -> Option<()> {
+    match (watch, kube) {
+        (Some(w), _) => w.events.recv().await,
+        (None, Some(k)) => k.recv().await,
+        (None, None) => std::future::pending().await,
+    }
+}
+
+fn drain(
+    watch: &mut Option<watch::DirWatch>,
+    kube: &mut Option<tokio::sync::mpsc::UnboundedReceiver<()>>,
+) {
+    if let Some(w) = watch {
+        while w.events.try_recv().is_ok() {}
+    }
+    if let Some(k) = kube {
+        while k.try_recv().is_ok() {}
+    }
+}
+
+/// A client for the API server of the kubeconfig at `path`.
+async fn kube_client(path: &Path) -> Result<kube::Client, RunError> {
+    let err = |e: &dyn std::fmt::Display| format!("--kubeconfig {}: {e}", path.display());
+    let kc = kube::config::Kubeconfig::read_from(path).map_err(|e| err(&e))?;
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .map_err(|e| err(&e))?;
+    kube::Client::try_from(cfg).map_err(|e| err(&e))
+}
+
+/// Runs the agent until SIGINT or SIGTERM.
+pub fn run(args: RunArgs) -> Result<(), RunError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting the runtime: {e}"))?;
+    rt.block_on(run_async(args))
+}
+
+async fn run_async(args: RunArgs) -> Result<(), RunError> {
+    let mut sigterm = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+    let state_dir = args.state_dir.clone();
+    let manifests = args.manifests.clone();
+    let metrics_addr = args.metrics_addr;
+    let (kube, mut kube_events) = match &args.kubeconfig {
+        Some(path) => {
+            let client = kube_client(path).await?;
+            let node_name = args.node.node_config()?.node_name;
+            let (k, ev) = KubeSource::start(client, &node_name);
+            (Some(k), Some(ev))
+        }
+        None => (None, None),
+    };
+    Agent::precheck(&args)?;
+    // The API answers from the start ("starting" until the dataplane is up).
+    let listener =
+        api::bind(&state_dir).map_err(|e| format!("API socket in {}: {e}", state_dir.display()))?;
+    let agent: Arc<Mutex<Option<Agent>>> = Arc::new(Mutex::new(None));
+    let handler_agent = agent.clone();
+    let handler: api::Handler = Arc::new(move |req| {
+        match handler_agent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+        {
+            Some(a) => a.answer(req),
+            None => Response::Error("starting: loading the eBPF dataplane".into()),
+        }
+    });
+    let server = tokio::spawn(api::serve(listener, handler));
+    tracing::info!(socket = %api::socket_path(&state_dir).display(), "API up");
+    let started = tokio::task::spawn_blocking(move || Agent::start(args, kube))
+        .await
+        .map_err(|e| e.to_string())?;
+    let started = match started {
+        Ok(a) => a,
+        Err(e) => {
+            server.abort();
+            let _ = std::fs::remove_file(api::socket_path(&state_dir));
+            return Err(e);
+        }
+    };
+    *agent.lock().unwrap_or_else(|e| e.into_inner()) = Some(started);
+    let metrics_server = match metrics_addr {
+        Some(addr) => {
+            let l = metrics::bind(addr)
+                .await
+                .map_err(|e| format!("--metrics-addr {addr}: {e}"))?;
+            let a = agent.clone();
+            let source: metrics::Source = Arc::new(move || {
+                let mut g = a.lock().unwrap_or_else(|e| e.into_inner());
+                g.as_mut().map(Agent::metrics).unwrap_or_default()
+            });
+            tracing::info!(%addr, "metrics up");
+            Some(tokio::spawn(metrics::serve(l, source)))
+        }
+        None => None,
+    };
+    let mut watch = match &manifests {
+        Some(dir) => {
+            Some(watch::watch_dir(dir).map_err(|e| format!("watching {}: {e}", dir.display()))?)
+        }
+        None => None,
+    };
+
+    let do_sync = |agent: &Arc<Mutex<Option<Agent>>>| {
+        tokio::task::block_in_place(|| {
+            if let Some(a) = agent.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+                a.sync();
+            }
+        })
+    };
+    do_sync(&agent);
+    let mut tick = tokio::time::interval(RESYNC);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = sigterm.recv() => { tracing::info!("SIGTERM: exiting, pins stay"); break; }
+            _ = sigint.recv() => { tracing::info!("SIGINT: exiting, pins stay"); break; }
+            ev = next_event(&mut watch, &mut kube_events) => {
+                if ev.is_none() { return Err("the source watch stopped".into()); }
+                tokio::time::sleep(SETTLE).await;
+                drain(&mut watch, &mut kube_events);
+                do_sync(&agent);
+            }
+            _ = tick.tick() => do_sync(&agent),
+        }
+    }
+    server.abort();
+    if let Some(m) = metrics_server {
+        m.abort();
+    }
+    let _ = std::fs::remove_file(api::socket_path(&state_dir));
+    Ok(())
+}

@@ -1,0 +1,345 @@
+//! From a manifest directory to a [`DesiredState`], isolating bad input:
+//! a bad file keeps its last good objects, a service that fails translation
+//! or lb-core validation keeps its last good version (or is left out when it
+//! never had one), and a frontend claimed by two services stays with the one
+//! programmed first (then name order). Everything else still applies.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+
+use lb_core::{DesiredState, L3n4Addr, NodeConfig, Service, ServiceName};
+
+use crate::manifests::{self, ManifestError, Object, Sourced};
+use crate::translate;
+
+/// The desired state of one pass over the directory.
+#[derive(Debug)]
+pub struct Pass {
+    /// What to program.
+    pub desired: DesiredState,
+    /// Services in it.
+    pub services: usize,
+    /// Everything that was skipped or kept from before, one line each,
+    /// naming file and object.
+    pub problems: Vec<String>,
+}
+
+/// The manifest directory plus the last good version of every file and
+/// service.
+#[derive(Debug)]
+pub struct Sources {
+    dir: PathBuf,
+    node: NodeConfig,
+    files: BTreeMap<PathBuf, Vec<Sourced>>,
+    services: BTreeMap<ServiceName, Service>,
+    ipv4_only: bool,
+}
+
+fn error_path(e: &ManifestError) -> &Path {
+    match e {
+        ManifestError::Io { path, .. } | ManifestError::Parse { path, .. } => path,
+    }
+}
+
+impl Sources {
+    /// Sources for `dir` on `node`; nothing is read yet.
+    pub fn new(dir: impl Into<PathBuf>, node: NodeConfig) -> Self {
+        Sources {
+            dir: dir.into(),
+            node,
+            files: BTreeMap::new(),
+            services: BTreeMap::new(),
+            ipv4_only: false,
+        }
+    }
+
+    /// Leaves IPv6 frontends and backends out (with a log line), for a
+    /// dataplane that only programs IPv4; dual-stack services keep their
+    /// IPv4 half.
+    pub fn ipv4_only(mut self) -> Self {
+        self.ipv4_only = true;
+        self
+    }
+
+    /// The manifest directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Reads the directory and builds the desired state. Fails only when the
+    /// directory cannot be read or the combined state is refused; the caller
+    /// then keeps what is programmed.
+    pub fn pass(&mut self) -> Result<Pass, String> {
+        let loaded = manifests::load_dir(&self.dir).map_err(|e| e.to_string())?;
+        self.pass_loaded(loaded)
+    }
+
+    /// Builds the desired state from objects read elsewhere (an API server
+    /// watch), with the same isolation as [`Sources::pass`].
+    pub fn pass_loaded(&mut self, loaded: manifests::Loaded) -> Result<Pass, String> {
+        let mut problems: Vec<String> = Vec::new();
+        for (kind, path) in &loaded.ignored {
+            tracing::debug!(file = %path.display(), "ignoring a {kind}");
+        }
+
+        // Files: a file with any error keeps its last good objects.
+        let bad: BTreeSet<PathBuf> = loaded
+            .errors
+            .iter()
+            .map(|e| error_path(e).to_path_buf())
+            .collect();
+        for e in &loaded.errors {
+            problems.push(format!("skipped {e}"));
+        }
+        let mut files: BTreeMap<PathBuf, Vec<Sourced>> = BTreeMap::new();
+        for o in loaded.objects {
+            files.entry(o.path.clone()).or_default().push(o);
+        }
+        for path in &bad {
+            if let Some(old) = self.files.get(path) {
+                problems.push(format!(
+                    "{}: keeping its last good version ({} objects)",
+                    path.display(),
+                    old.len()
+                ));
+                files.insert(path.clone(), old.clone());
+            }
+        }
+        self.files = files;
+
+        // Objects, each name once (first file in name order wins).
+        let mut seen: HashMap<String, PathBuf> = HashMap::new();
+        let (mut svcs, mut slices, mut pods) = (vec![], vec![], vec![]);
+        for o in self.files.values().flatten() {
+            let what = o.object.describe();
+            if let Some(first) = seen.get(&what) {
+                problems.push(format!(
+                    "{}: {what}: already defined in {}, ignored",
+                    o.path.display(),
+                    first.display()
+                ));
+                continue;
+            }
+            seen.insert(what, o.path.clone());
+            match &o.object {
+                Object::Service(s) => svcs.push(s.as_ref()),
+                Object::EndpointSlice(s) => slices.push(s.as_ref()),
+                Object::Pod(p) => pods.push(p.as_ref()),
+            }
+        }
+        let file_of = |what: &str| {
+            seen.get(what)
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| self.dir.display().to_string())
+        };
+
+        let t = translate::translate(&svcs, &slices, &pods, &self.node.node_name);
+        for s in &t.skipped {
+            problems.push(format!("{}: skipped {s}", file_of(&s.object)));
+        }
+        let mut fresh: BTreeMap<ServiceName, Service> = BTreeMap::new();
+        for mut svc in t.services {
+            let what = format!("Service {}", svc.name);
+            if self.ipv4_only {
+                let before = svc.frontends.len() + svc.backends.len();
+                svc.frontends.retain(|f| f.addr.addr.is_ipv4());
+                svc.backends.retain(|b| b.addr.addr.is_ipv4());
+                if svc.frontends.len() + svc.backends.len() < before {
+                    problems.push(format!(
+                        "{}: {what}: IPv6 frontends and backends left out (the dataplane is IPv4 only)",
+                        file_of(&what)
+                    ));
+                }
+                if svc.frontends.is_empty() {
+                    continue;
+                }
+            }
+            fresh.insert(svc.name.clone(), svc);
+        }
+
+        // Candidates: incumbents first (so a newcomer cannot steal their
+        // frontends), then newcomers, each group in name order.
+        let mut order: Vec<ServiceName> = Vec::new();
+        let failed: BTreeSet<&ServiceName> = t.failed.iter().collect();
+        for name in self.services.keys() {
+            if fresh.contains_key(name) || failed.contains(name) {
+                order.push(name.clone());
+            }
+        }
+        for name in fresh.keys() {
+            if !self.services.contains_key(name) {
+                order.push(name.clone());
+            }
+        }
+
+        let mut owners: BTreeMap<L3n4Addr, ServiceName> = BTreeMap::new();
+        let mut accepted: BTreeMap<ServiceName, Service> = BTreeMap::new();
+        for name in order {
+            let what = format!("Service {name}");
+            let mut versions: Vec<&Service> = Vec::new();
+            if let Some(s) = fresh.get(&name) {
+                versions.push(s);
+            }
+            if let Some(s) = self.services.get(&name) {
+                if versions.first().is_none_or(|v| *v != s) {
+                    versions.push(s);
+                }
+            }
+            let mut reasons = Vec::new();
+            for (i, svc) in versions.iter().enumerate() {
+                match self.check(svc, &owners) {
+                    Ok(addrs) => {
+                        let is_old = i > 0 || !fresh.contains_key(&name);
+                        if is_old {
+                            problems.push(format!(
+                                "{}: {what}: keeping its last good version",
+                                file_of(&what)
+                            ));
+                        }
+                        for a in addrs {
+                            owners.insert(a, name.clone());
+                        }
+                        accepted.insert(name.clone(), (*svc).clone());
+                        break;
+                    }
+                    Err(r) => reasons.push(r),
+                }
+            }
+            if !accepted.contains_key(&name) {
+                for r in reasons {
+                    problems.push(format!("{}: {what}: left out: {r}", file_of(&what)));
+                }
+            }
+        }
+
+        let list: Vec<Service> = accepted.values().cloned().collect();
+        let desired = DesiredState::build(&self.node, &list).map_err(|e| e.to_string())?;
+        self.services = accepted;
+        Ok(Pass {
+            desired,
+            services: list.len(),
+            problems,
+        })
+    }
+
+    /// Validates one service alone and checks its frontends against those
+    /// already taken; returns its frontend addresses.
+    fn check(
+        &self,
+        svc: &Service,
+        owners: &BTreeMap<L3n4Addr, ServiceName>,
+    ) -> Result<Vec<L3n4Addr>, String> {
+        let alone = DesiredState::build(&self.node, std::slice::from_ref(svc))
+            .map_err(|e| e.to_string())?;
+        let addrs: BTreeSet<L3n4Addr> = alone.frontends.keys().map(|k| k.addr).collect();
+        for a in &addrs {
+            if let Some(owner) = owners.get(a) {
+                return Err(format!("frontend {a} already belongs to {owner}"));
+            }
+        }
+        Ok(addrs.into_iter().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    fn node() -> NodeConfig {
+        NodeConfig::new("node-1", vec!["192.168.10.1".parse().unwrap()])
+    }
+
+    fn svc(name: &str, ip: &str, node_port: Option<u16>) -> String {
+        let (kind, np) = match node_port {
+            Some(p) => ("NodePort", format!(", nodePort: {p}")),
+            None => ("ClusterIP", String::new()),
+        };
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: default}}\n\
+spec: {{type: {kind}, clusterIP: {ip}, ports: [{{name: http, port: 80{np}}}]}}\n---\n\
+apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+metadata: {{name: {name}-1, namespace: default, labels: {{kubernetes.io/service-name: {name}}}}}\n\
+addressType: IPv4\nports: [{{name: http, port: 8080}}]\nendpoints: [{{addresses: [10.200.1.2]}}]\n"
+        )
+    }
+
+    fn names(p: &Pass) -> Vec<String> {
+        let mut v: Vec<String> = p
+            .desired
+            .frontends
+            .values()
+            .map(|f| f.service.to_string())
+            .collect();
+        v.dedup();
+        v
+    }
+
+    #[test]
+    fn bad_services_are_left_out_and_the_rest_applies() {
+        let d = tempfile::tempdir().unwrap();
+        fs::write(d.path().join("a.yaml"), svc("a", "10.96.0.1", Some(30080))).unwrap();
+        // Out of the NodePort range, and a duplicate of a's NodePort.
+        fs::write(d.path().join("b.yaml"), svc("b", "10.96.0.2", Some(80))).unwrap();
+        fs::write(d.path().join("c.yaml"), svc("c", "10.96.0.3", Some(30080))).unwrap();
+        fs::write(d.path().join("d.yaml"), "kind: [unclosed").unwrap();
+        let mut s = Sources::new(d.path(), node());
+        let p = s.pass().unwrap();
+        assert_eq!(names(&p), ["default/a"]);
+        let all = p.problems.join("\n");
+        assert!(all.contains("b.yaml: Service default/b: left out"), "{all}");
+        assert!(
+            all.contains("c.yaml: Service default/c: left out: frontend 0.0.0.0:30080/TCP already belongs to default/a"),
+            "{all}"
+        );
+        assert!(all.contains("d.yaml: document 0"), "{all}");
+    }
+
+    #[test]
+    fn ipv4_only_keeps_the_ipv4_half_of_dual_stack_services() {
+        let d = tempfile::tempdir().unwrap();
+        fs::write(
+            d.path().join("ds.yaml"),
+            "kind: Service\nmetadata: {name: ds}\n\
+spec: {clusterIPs: [10.96.0.5, 'fd00::5'], ports: [{port: 80}]}\n---\n\
+kind: Service\nmetadata: {name: v6}\nspec: {clusterIP: 'fd00::6', ports: [{port: 80}]}\n",
+        )
+        .unwrap();
+        let mut s = Sources::new(d.path(), node()).ipv4_only();
+        let p = s.pass().unwrap();
+        assert_eq!(names(&p), ["default/ds"]);
+        assert!(p.desired.frontends.keys().all(|k| k.addr.addr.is_ipv4()));
+        assert!(
+            p.problems.iter().any(|l| l.contains("IPv4 only")),
+            "{:?}",
+            p.problems
+        );
+    }
+
+    #[test]
+    fn incumbents_keep_their_frontends_and_bad_files_their_last_good_state() {
+        let d = tempfile::tempdir().unwrap();
+        fs::write(d.path().join("z.yaml"), svc("z", "10.96.0.1", Some(30080))).unwrap();
+        let mut s = Sources::new(d.path(), node());
+        assert_eq!(names(&s.pass().unwrap()), ["default/z"]);
+        // A newcomer that sorts first cannot steal z's NodePort.
+        fs::write(d.path().join("a.yaml"), svc("a", "10.96.0.2", Some(30080))).unwrap();
+        let p = s.pass().unwrap();
+        assert_eq!(names(&p), ["default/z"]);
+        // z's file breaks: its last good objects stay.
+        fs::write(d.path().join("z.yaml"), "kind: Service\nspec: [").unwrap();
+        let p = s.pass().unwrap();
+        assert_eq!(names(&p), ["default/z"]);
+        assert!(p
+            .problems
+            .iter()
+            .any(|l| l.contains("keeping its last good version")));
+        // z becomes invalid (NodePort out of range): its last good version stays.
+        fs::write(d.path().join("z.yaml"), svc("z", "10.96.0.1", Some(8080))).unwrap();
+        let p = s.pass().unwrap();
+        assert_eq!(names(&p), ["default/z"]);
+        // z is deleted: a takes the NodePort.
+        fs::remove_file(d.path().join("z.yaml")).unwrap();
+        assert_eq!(names(&s.pass().unwrap()), ["default/a"]);
+    }
+}

@@ -1,0 +1,212 @@
+//! `lb-agent status`: the agent's KubeProxyReplacement report, in the spirit
+//! of `cilium status --verbose`.
+
+use std::fmt::Write;
+
+/// Entries and capacity of one BPF map.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MapFill {
+    /// The map's name.
+    pub name: String,
+    /// Entries in use.
+    pub entries: u64,
+    /// `max_entries`.
+    pub capacity: u64,
+}
+
+/// The last reconciliation.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SyncInfo {
+    /// Completed syncs since start.
+    pub count: u64,
+    /// Seconds since the Unix epoch of the last sync.
+    pub last_unix: u64,
+    /// Its duration in microseconds.
+    pub duration_us: u64,
+    /// Dataplane ops it applied.
+    pub ops: usize,
+    /// Problems it logged (bad files, left-out services).
+    pub problems: Vec<String>,
+    /// The last error, when the last sync failed.
+    pub error: Option<String>,
+}
+
+/// Everything `status` shows.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Status {
+    /// Agent version.
+    pub version: String,
+    /// Node name.
+    pub node_name: String,
+    /// Node addresses.
+    pub node_ips: Vec<String>,
+    /// `eBPF (tc)`.
+    pub dataplane: String,
+    /// Devices the programs are attached to.
+    pub devices: Vec<String>,
+    /// Socket LB: `Disabled (...)` or `Enabled (cgroup PATH)`.
+    pub socket_lb: String,
+    /// Translation mode.
+    pub mode: String,
+    /// `Random` or `Maglev (table size N, seed S)`.
+    pub backend_selection: String,
+    /// Session affinity support.
+    pub session_affinity: String,
+    /// Graceful termination support.
+    pub graceful_termination: String,
+    /// NodePort range.
+    pub nodeport_range: String,
+    /// Manifest directory.
+    pub source: String,
+    /// Pin directory.
+    pub bpffs: String,
+    /// Distinct services programmed.
+    pub services: usize,
+    /// Frontend entries programmed.
+    pub frontends: usize,
+    /// Backends programmed.
+    pub backends: usize,
+    /// Map pressure.
+    pub maps: Vec<MapFill>,
+    /// Drops by reason.
+    pub drops: Vec<(String, u64)>,
+    /// Last sync.
+    pub sync: SyncInfo,
+}
+
+/// Renders `status` as text; `verbose` adds map pressure, drops and problems.
+pub fn render(s: &Status, verbose: bool) -> String {
+    let mut o = String::new();
+    let kv = |o: &mut String, k: &str, v: &str| {
+        let _ = writeln!(o, "{:<26}{v}", format!("{k}:"));
+    };
+    let ok = if s.sync.error.is_none() {
+        "True"
+    } else {
+        "Degraded"
+    };
+    kv(
+        &mut o,
+        "KubeProxyReplacement",
+        &format!("{ok}   [{}]", s.devices.join(", ")),
+    );
+    kv(
+        &mut o,
+        "Services",
+        &format!(
+            "{} services, {} frontends, {} backends",
+            s.services, s.frontends, s.backends
+        ),
+    );
+    let last = match &s.sync.error {
+        Some(e) => format!("failed: {e}"),
+        None => format!(
+            "ok, {} ops in {} us ({} syncs, {} problems)",
+            s.sync.ops,
+            s.sync.duration_us,
+            s.sync.count,
+            s.sync.problems.len()
+        ),
+    };
+    kv(&mut o, "Last sync", &last);
+    if !verbose {
+        return o;
+    }
+    let _ = writeln!(o, "KubeProxyReplacement Details:");
+    let d = |o: &mut String, k: &str, v: &str| {
+        let _ = writeln!(o, "  {:<24}{v}", format!("{k}:"));
+    };
+    d(&mut o, "Status", ok);
+    d(&mut o, "Dataplane", &s.dataplane);
+    d(&mut o, "Socket LB", &s.socket_lb);
+    d(&mut o, "Devices", &s.devices.join(", "));
+    d(&mut o, "Mode", &s.mode);
+    d(&mut o, "Backend Selection", &s.backend_selection);
+    d(&mut o, "Session Affinity", &s.session_affinity);
+    d(&mut o, "Graceful Termination", &s.graceful_termination);
+    d(&mut o, "NodePort Range", &s.nodeport_range);
+    d(
+        &mut o,
+        "Node",
+        &format!("{} ({})", s.node_name, s.node_ips.join(", ")),
+    );
+    d(&mut o, "Source", &s.source);
+    d(&mut o, "BPF pins", &s.bpffs);
+    let _ = writeln!(o, "  BPF Maps:");
+    let _ = writeln!(
+        o,
+        "    {:<20}{:>10}{:>10}{:>8}",
+        "Name", "Entries", "Max", "Fill"
+    );
+    for m in &s.maps {
+        let pct = if m.capacity == 0 {
+            0.0
+        } else {
+            m.entries as f64 * 100.0 / m.capacity as f64
+        };
+        let _ = writeln!(
+            o,
+            "    {:<20}{:>10}{:>10}{:>7.1}%",
+            m.name, m.entries, m.capacity, pct
+        );
+    }
+    let _ = writeln!(o, "  Drops:");
+    for (r, n) in &s.drops {
+        let _ = writeln!(o, "    {:<20}{n:>10}", r);
+    }
+    if !s.sync.problems.is_empty() {
+        let _ = writeln!(o, "  Problems in the last sync:");
+        for p in &s.sync.problems {
+            let _ = writeln!(o, "    {p}");
+        }
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verbose_shows_the_kpr_details() {
+        let s = Status {
+            version: "0.1.0".into(),
+            node_name: "node-1".into(),
+            node_ips: vec!["192.168.10.1".into()],
+            dataplane: "eBPF (tc)".into(),
+            devices: vec!["eth0".into()],
+            socket_lb: "Disabled (no --cgroup)".into(),
+            mode: "DNAT".into(),
+            backend_selection: "Random".into(),
+            session_affinity: "Enabled".into(),
+            graceful_termination: "Enabled".into(),
+            nodeport_range: "30000-32767".into(),
+            source: "/m".into(),
+            bpffs: "/sys/fs/bpf/lb".into(),
+            services: 1,
+            frontends: 5,
+            backends: 3,
+            maps: vec![MapFill {
+                name: "lb4_services".into(),
+                entries: 20,
+                capacity: 65536,
+            }],
+            drops: vec![("no_backend".into(), 2)],
+            sync: SyncInfo::default(),
+        };
+        let short = render(&s, false);
+        assert!(
+            short.starts_with("KubeProxyReplacement:     True   [eth0]"),
+            "{short}"
+        );
+        let long = render(&s, true);
+        for want in [
+            "  Socket LB:              Disabled (no --cgroup)",
+            "  Backend Selection:      Random",
+            "    lb4_services                20     65536    0.0%",
+            "    no_backend                   2",
+        ] {
+            assert!(long.contains(want), "{want:?} in\n{long}");
+        }
+    }
+}
