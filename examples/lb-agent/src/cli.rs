@@ -19,7 +19,8 @@ pub const DEFAULT_BPFFS: &str = "/sys/fs/bpf/lb";
     version,
     about = "An embeddable kube-proxy replacement's node agent",
     long_about = "An embeddable kube-proxy replacement's node agent: reads Kubernetes \
-Service, EndpointSlice and Pod manifests and programs an eBPF load balancer.\n\n\
+Service, EndpointSlice and Pod manifests and programs an eBPF load balancer \
+(or, with `run --dataplane userspace`, the userspace one).\n\n\
 Try `lb-agent demo` (as root) for a throw-away topology in network namespaces."
 )]
 pub struct Cli {
@@ -42,7 +43,8 @@ pub enum Output {
 pub enum DataplaneKind {
     /// tc programs and BPF maps (lb-ebpf).
     Ebpf,
-    /// The userspace dataplane (lb-userspace): not available yet.
+    /// The userspace dataplane (lb-userspace): an I/O loop thread captures
+    /// on the devices and re-injects rewritten packets.
     Userspace,
 }
 
@@ -116,15 +118,24 @@ pub struct RunArgs {
     /// Node settings.
     #[command(flatten)]
     pub node: NodeArgs,
-    /// Client-facing devices to attach the tc programs to, comma-separated.
+    /// Client-facing devices to attach the tc programs to (userspace: to
+    /// capture client traffic on), comma-separated.
     #[arg(long, value_delimiter = ',', required = true)]
     pub device: Vec<String>,
+    /// `--dataplane userspace` only: backend-facing devices, comma-separated,
+    /// whose frames get reverse NAT (replies of backends). Default: every
+    /// other up, non-loopback Ethernet device of the namespace.
+    #[arg(long, value_delimiter = ',')]
+    pub backend_device: Vec<String>,
     /// cgroup v2 directory for socket LB; without it socket LB is off. The
     /// root cgroup is refused.
     #[arg(long)]
     pub cgroup: Option<PathBuf>,
-    /// Dataplane: `ebpf`, or `userspace` (not available yet: lb-userspace has
-    /// no dataplane to drive so far; `run` says so and exits).
+    /// Dataplane: `ebpf` (tc programs, pinned maps), or `userspace`
+    /// (lb-userspace: AF_PACKET capture on --device and --backend-device, a
+    /// TCX program dropping the originals, rewritten packets re-injected
+    /// through a raw socket; IPv4 only, no socket LB, no pins: its state
+    /// goes with the process).
     #[arg(long, value_enum, default_value = "ebpf")]
     pub dataplane: DataplaneKind,
     /// Agent state: the API socket `agent.sock` and the table snapshot.
@@ -289,6 +300,7 @@ mod tests {
         assert_eq!(r.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
         assert_eq!(r.bpffs, PathBuf::from(DEFAULT_BPFFS));
         assert_eq!(r.dataplane, DataplaneKind::Ebpf);
+        assert!(r.backend_device.is_empty());
         let node = r.node.node_config().unwrap();
         assert_eq!(node.nodeport_range, 30000..=30100);
     }

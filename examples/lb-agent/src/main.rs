@@ -1,6 +1,7 @@
 //! `lb-agent`: the bundled node agent. It reads standard Kubernetes Service,
 //! EndpointSlice and Pod objects from a manifest directory and programs the
-//! eBPF dataplane of lb-ebpf, keeping it in sync as the files change.
+//! eBPF dataplane of lb-ebpf (or the userspace one of lb-userspace), keeping
+//! it in sync as the files change.
 //!
 //! Subcommands: `run` (the agent), `service list` and `status` (queries over
 //! the agent's unix socket), `cleanup` (detach and unpin), `demo` (a
@@ -19,6 +20,7 @@ mod sources;
 mod state;
 mod status;
 mod translate;
+mod userspace;
 mod watch;
 
 use std::process::ExitCode;

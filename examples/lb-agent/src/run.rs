@@ -1,13 +1,15 @@
-//! `lb-agent run`: load the eBPF dataplane in the current network namespace,
-//! program the manifest directory, keep it in sync with every change, answer
-//! API queries, and exit on SIGINT/SIGTERM leaving the pins in place.
+//! `lb-agent run`: load the eBPF dataplane (or start the userspace one) in
+//! the current network namespace, program the manifest directory, keep it in
+//! sync with every change, answer API queries, and exit on SIGINT/SIGTERM
+//! (eBPF: leaving the pins in place; userspace: stopping the I/O loop, which
+//! detaches its drop programs).
 
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use lb_core::{LbAlgorithm, NodeConfig, Reconciler};
+use lb_core::{Dataplane, LbAlgorithm, NodeConfig, Reconciler};
 use lb_ebpf::{EbpfDataplane, LoadOptions, MapCapacity};
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -19,6 +21,7 @@ use crate::service_list;
 use crate::sources::Sources;
 use crate::state;
 use crate::status::{MapFill, Status, SyncInfo};
+use crate::userspace::{self, Userspace};
 use crate::watch;
 
 /// How long events are coalesced before the directory is re-read.
@@ -29,11 +32,28 @@ const RESYNC: Duration = Duration::from_secs(10);
 /// An error that ends `run`, already worded for the user.
 pub type RunError = String;
 
+/// The dataplane `run` programs.
+enum Dp {
+    /// tc programs and pinned BPF maps.
+    Ebpf(Box<EbpfDataplane>),
+    /// lb-userspace and its I/O loop.
+    Userspace(Userspace),
+}
+
+impl Dp {
+    fn as_dataplane(&mut self) -> &mut dyn Dataplane {
+        match self {
+            Dp::Ebpf(d) => &mut **d,
+            Dp::Userspace(u) => &mut u.dp,
+        }
+    }
+}
+
 /// The running agent: the dataplane, the reconciler and what was last done.
 pub struct Agent {
     args: RunArgs,
     node: NodeConfig,
-    dp: EbpfDataplane,
+    dp: Dp,
     rec: Reconciler,
     sources: Sources,
     sync: SyncInfo,
@@ -88,12 +108,16 @@ fn now_unix() -> u64 {
 impl Agent {
     /// Checks flags, privileges and directories (cheap; before the API is up).
     pub fn precheck(args: &RunArgs) -> Result<(), RunError> {
-        if args.dataplane == DataplaneKind::Userspace {
+        let userspace = args.dataplane == DataplaneKind::Userspace;
+        if userspace && args.cgroup.is_some() {
             return Err(
-                "--dataplane userspace is not available yet (lb-userspace has no \
-                        dataplane to drive so far); use --dataplane ebpf"
+                "--cgroup: socket LB is not available with the userspace dataplane \
+                        (use --dataplane ebpf, or drop --cgroup)"
                     .into(),
             );
+        }
+        if !userspace && !args.backend_device.is_empty() {
+            return Err("--backend-device is for --dataplane userspace only".into());
         }
         if let Some(cg) = &args.cgroup {
             check_cgroup(cg)?;
@@ -105,19 +129,95 @@ impl Agent {
             }
         }
         if !state::is_root() {
-            return Err(
+            return Err(if userspace {
+                "lb-agent run needs root (CAP_NET_RAW for the packet sockets, \
+                 CAP_BPF and CAP_NET_ADMIN for the TCX drop programs)"
+            } else {
                 "lb-agent run needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN \
                         to load and attach BPF programs)"
-                    .into(),
-            );
+            }
+            .into());
         }
         state::prepare_state_dir(&args.state_dir).map_err(|e| e.to_string())?;
+        if userspace {
+            return Ok(());
+        }
         state::check_private_dir(&args.bpffs).map_err(|e| e.to_string())
+    }
+
+    /// Starts the userspace dataplane and its I/O loop (after
+    /// [`Agent::precheck`]); it starts empty, the first sync programs it.
+    fn start_userspace(args: RunArgs, kube: Option<KubeSource>) -> Result<Agent, RunError> {
+        let node = args.node.node_config()?;
+        let backend = if args.backend_device.is_empty() {
+            userspace::derive_backend_devices(&args.device)
+        } else {
+            args.backend_device.clone()
+        };
+        let us = Userspace::start(node.clone(), &args.device, &backend)?;
+        tracing::info!(
+            client_devices = %args.device.join(","),
+            backend_devices = %backend.join(","),
+            node = %node.node_name,
+            "userspace dataplane started (I/O loop running)"
+        );
+        Ok(Agent::new(
+            args,
+            kube,
+            node,
+            Dp::Userspace(us),
+            Reconciler::new(),
+            "Not available with the userspace dataplane".into(),
+        ))
+    }
+
+    fn new(
+        args: RunArgs,
+        kube: Option<KubeSource>,
+        node: NodeConfig,
+        dp: Dp,
+        rec: Reconciler,
+        socket_lb: String,
+    ) -> Agent {
+        Agent {
+            sources: Sources::new(
+                args.manifests.clone().unwrap_or_else(|| "kube".into()),
+                node.clone(),
+            )
+            .ipv4_only(),
+            kube,
+            args,
+            node,
+            dp,
+            rec,
+            sync: SyncInfo::default(),
+            reported: BTreeSet::new(),
+            socket_lb,
+        }
+    }
+
+    /// Stops the dataplane's own threads (userspace: the I/O loop; eBPF:
+    /// nothing, the pinned programs keep working).
+    pub fn shutdown(&mut self) {
+        if let Dp::Userspace(u) = &mut self.dp {
+            if let Some(stats) = u.stop() {
+                tracing::info!(
+                    received = stats.received,
+                    sent = stats.sent,
+                    dropped = stats.dropped,
+                    send_errors = stats.send_errors,
+                    "userspace I/O loop stopped"
+                );
+            }
+        }
     }
 
     /// Loads and attaches the dataplane and reopens what a previous run left
     /// pinned (after [`Agent::precheck`]).
     pub fn start(args: RunArgs, kube: Option<KubeSource>) -> Result<Agent, RunError> {
+        if args.dataplane == DataplaneKind::Userspace {
+            return Self::start_userspace(args, kube);
+        }
         let node = args.node.node_config()?;
         // Like Cilium: the standard bpffs is mounted when the system has not.
         let std_bpffs = Path::new("/sys/fs/bpf");
@@ -177,21 +277,14 @@ impl Agent {
             node = %node.node_name,
             "eBPF dataplane attached"
         );
-        Ok(Agent {
-            sources: Sources::new(
-                args.manifests.clone().unwrap_or_else(|| "kube".into()),
-                node.clone(),
-            )
-            .ipv4_only(),
-            kube,
+        Ok(Agent::new(
             args,
+            kube,
             node,
-            dp,
+            Dp::Ebpf(Box::new(dp)),
             rec,
-            sync: SyncInfo::default(),
-            reported: BTreeSet::new(),
             socket_lb,
-        })
+        ))
     }
 
     /// Re-reads the manifests and applies the difference.
@@ -207,9 +300,12 @@ impl Agent {
                 tracing::warn!("{p}");
             }
             self.reported = problems;
-            let n = self.rec.apply(&mut self.dp, &pass.desired).map_err(|e| {
-                format!("programming the dataplane: {e} (the last good state stays)")
-            })?;
+            let n = self
+                .rec
+                .apply(self.dp.as_dataplane(), &pass.desired)
+                .map_err(|e| {
+                    format!("programming the dataplane: {e} (the last good state stays)")
+                })?;
             Ok((n, pass))
         });
         self.sync.count += 1;
@@ -249,7 +345,10 @@ impl Agent {
 
     fn map_fill(&mut self) -> Vec<MapFill> {
         use lb_ebpf::abi::*;
-        let m = self.dp.maps();
+        let Dp::Ebpf(dp) = &mut self.dp else {
+            return Vec::new();
+        };
+        let m = dp.maps();
         let counts = [
             (MAP_SERVICES, m.services.keys().count()),
             (MAP_BACKENDS, m.backends.keys().count()),
@@ -274,20 +373,37 @@ impl Agent {
     /// The Prometheus metrics text.
     pub fn metrics(&mut self) -> String {
         let status = self.status();
-        let counters = self.dp.counters().unwrap_or_default();
+        // (packets, bytes, new flows) per service ID.
+        let counters: std::collections::BTreeMap<lb_core::ServiceId, (u64, u64, u64)> =
+            match &self.dp {
+                Dp::Ebpf(dp) => dp
+                    .counters()
+                    .unwrap_or_default()
+                    .services
+                    .iter()
+                    .map(|(id, c)| (*id, (c.packets, c.bytes, c.new_flows)))
+                    .collect(),
+                Dp::Userspace(u) => {
+                    u.dp.counters()
+                        .services()
+                        .into_iter()
+                        .map(|(id, c)| (id, (c.packets, c.bytes, c.new_flows)))
+                        .collect()
+                }
+            };
         let t = self.rec.current();
         let frontends: Vec<FrontendStats> = t
             .frontends
             .values()
             .map(|fe| {
-                let c = counters.services.get(&fe.id).copied().unwrap_or_default();
+                let (packets, bytes, flows) = counters.get(&fe.id).copied().unwrap_or_default();
                 FrontendStats {
                     frontend: fe.key.addr.to_string(),
                     kind: fe.kind.as_str().to_string(),
                     service: fe.service.to_string(),
-                    packets: c.packets,
-                    bytes: c.bytes,
-                    flows: c.new_flows,
+                    packets,
+                    bytes,
+                    flows,
                 }
             })
             .collect();
@@ -299,21 +415,47 @@ impl Agent {
         let t = self.rec.current();
         let services: BTreeSet<_> = t.frontends.values().map(|f| &f.service).collect();
         let (services, frontends, backends) = (services.len(), t.frontends.len(), t.backends.len());
-        let drops = match self.dp.counters() {
-            Ok(c) => c
-                .drops
+        let drops = match &self.dp {
+            Dp::Ebpf(dp) => match dp.counters() {
+                Ok(c) => c
+                    .drops
+                    .iter()
+                    .map(|(r, n)| (format!("{r:?}"), *n))
+                    .collect(),
+                Err(e) => vec![(format!("unreadable: {e}"), 0)],
+            },
+            Dp::Userspace(u) => lb_userspace::DropKind::ALL
                 .iter()
-                .map(|(r, n)| (format!("{r:?}"), *n))
+                .map(|r| (format!("{r:?}"), u.dp.counters().drops(*r)))
                 .collect(),
-            Err(e) => vec![(format!("unreadable: {e}"), 0)],
+        };
+        let (dataplane, devices, bpffs) = match &self.dp {
+            Dp::Ebpf(_) => (
+                "eBPF (tc ingress/egress, TCX links)".to_string(),
+                self.args.device.clone(),
+                self.args.bpffs.display().to_string(),
+            ),
+            Dp::Userspace(u) => (
+                "userspace (lb-userspace: AF_PACKET capture, TCX drop of the originals, \
+                 raw-socket re-injection; one I/O thread)"
+                    .to_string(),
+                u.devices
+                    .iter()
+                    .map(|d| match d.role {
+                        lb_userspace::io::Role::Client => d.name.clone(),
+                        lb_userspace::io::Role::Backend => format!("{} (backend)", d.name),
+                    })
+                    .collect(),
+                "none (userspace dataplane)".to_string(),
+            ),
         };
         let node = &self.node;
         Status {
             version: env!("CARGO_PKG_VERSION").into(),
             node_name: node.node_name.clone(),
             node_ips: node.node_ips.iter().map(|i| i.to_string()).collect(),
-            dataplane: "eBPF (tc ingress/egress, TCX links)".into(),
-            devices: self.args.device.clone(),
+            dataplane,
+            devices,
             socket_lb: self.socket_lb.clone(),
             mode: "SNAT (to the node IP for remote backends; node-local backends see the client)"
                 .into(),
@@ -336,7 +478,7 @@ impl Agent {
                 (Some(_), Some(k)) => format!("API server (kubeconfig {})", k.display()),
                 _ => format!("manifests {}", self.sources.dir().display()),
             },
-            bpffs: self.args.bpffs.display().to_string(),
+            bpffs,
             services,
             frontends,
             backends,
@@ -419,7 +561,7 @@ async fn run_async(args: RunArgs) -> Result<(), RunError> {
             .as_mut()
         {
             Some(a) => a.answer(req),
-            None => Response::Error("starting: loading the eBPF dataplane".into()),
+            None => Response::Error("starting: loading the dataplane".into()),
         }
     });
     let server = tokio::spawn(api::serve(listener, handler));
@@ -470,8 +612,8 @@ async fn run_async(args: RunArgs) -> Result<(), RunError> {
     tick.tick().await;
     loop {
         tokio::select! {
-            _ = sigterm.recv() => { tracing::info!("SIGTERM: exiting, pins stay"); break; }
-            _ = sigint.recv() => { tracing::info!("SIGINT: exiting, pins stay"); break; }
+            _ = sigterm.recv() => { tracing::info!("SIGTERM: exiting"); break; }
+            _ = sigint.recv() => { tracing::info!("SIGINT: exiting"); break; }
             ev = next_event(&mut watch, &mut kube_events) => {
                 if ev.is_none() { return Err("the source watch stopped".into()); }
                 tokio::time::sleep(SETTLE).await;
@@ -485,6 +627,13 @@ async fn run_async(args: RunArgs) -> Result<(), RunError> {
     if let Some(m) = metrics_server {
         m.abort();
     }
+    // eBPF: the pins stay, so traffic keeps flowing; userspace: the I/O loop
+    // stops and its drop programs are detached (the kernel forwards again).
+    tokio::task::block_in_place(|| {
+        if let Some(a) = agent.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            a.shutdown();
+        }
+    });
     let _ = std::fs::remove_file(api::socket_path(&state_dir));
     Ok(())
 }

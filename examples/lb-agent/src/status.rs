@@ -40,7 +40,7 @@ pub struct Status {
     pub node_name: String,
     /// Node addresses.
     pub node_ips: Vec<String>,
-    /// `eBPF (tc)`.
+    /// `eBPF (tc ...)` or `userspace (...)`.
     pub dataplane: String,
     /// Devices the programs are attached to.
     pub devices: Vec<String>,
@@ -66,7 +66,7 @@ pub struct Status {
     pub frontends: usize,
     /// Backends programmed.
     pub backends: usize,
-    /// Map pressure.
+    /// Map pressure (empty with the userspace dataplane).
     pub maps: Vec<MapFill>,
     /// Drops by reason.
     pub drops: Vec<(String, u64)>,
@@ -132,12 +132,14 @@ pub fn render(s: &Status, verbose: bool) -> String {
     );
     d(&mut o, "Source", &s.source);
     d(&mut o, "BPF pins", &s.bpffs);
-    let _ = writeln!(o, "  BPF Maps:");
-    let _ = writeln!(
-        o,
-        "    {:<20}{:>10}{:>10}{:>8}",
-        "Name", "Entries", "Max", "Fill"
-    );
+    if !s.maps.is_empty() {
+        let _ = writeln!(o, "  BPF Maps:");
+        let _ = writeln!(
+            o,
+            "    {:<20}{:>10}{:>10}{:>8}",
+            "Name", "Entries", "Max", "Fill"
+        );
+    }
     for m in &s.maps {
         let pct = if m.capacity == 0 {
             0.0

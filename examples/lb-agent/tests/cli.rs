@@ -48,9 +48,18 @@ fn refused_configurations_exit_1_with_a_reason() {
         v.extend_from_slice(extra);
         run(&v)
     };
-    let (code, err) = with(&["--dataplane", "userspace"]);
+    let (code, err) = with(&["--dataplane", "userspace", "--cgroup", "/tmp"]);
     assert_eq!(code, Some(1));
-    assert!(err.contains("userspace is not available yet"), "{err}");
+    assert!(
+        err.contains("socket LB is not available with the userspace dataplane"),
+        "{err}"
+    );
+    let (code, err) = with(&["--backend-device", "lo"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("--backend-device is for --dataplane userspace"),
+        "{err}"
+    );
     let root = lb_testkit::cgroup2_mount().expect("a cgroup2 mount");
     let (code, err) = with(&["--cgroup", root.to_str().unwrap()]);
     assert_eq!(code, Some(1));
@@ -91,7 +100,8 @@ fn queries_without_an_agent_exit_1() {
 fn help_mentions_the_userspace_dataplane_and_the_demo() {
     let out = Command::new(BIN).args(["run", "--help"]).output().unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
-    assert!(help.contains("not available yet"), "{help}");
+    assert!(help.contains("--backend-device"), "{help}");
+    assert!(help.contains("userspace"), "{help}");
     let out = Command::new(BIN).arg("--help").output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("demo"));
 }

@@ -1,0 +1,116 @@
+//! `run --dataplane userspace`: lb-userspace's dataplane, programmed by the
+//! reconciler, and its I/O loop on a thread of its own, in the current
+//! network namespace.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use lb_core::NodeConfig;
+use lb_userspace::io::{Device, IoLoop, IoStats, Role};
+use lb_userspace::{Config, UserspaceDataplane};
+
+/// The userspace dataplane and the thread that moves its packets.
+pub struct Userspace {
+    /// The tables and counters (shared with the loop's packet path).
+    pub dp: UserspaceDataplane,
+    /// The devices the loop serves.
+    pub devices: Vec<Device>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<IoStats>>,
+}
+
+/// The backend-facing devices when `--backend-device` is not given: every
+/// other up, non-loopback Ethernet device of the namespace.
+pub fn derive_backend_devices(client: &[String]) -> Vec<String> {
+    pnet_datalink::interfaces()
+        .into_iter()
+        .filter(|i| {
+            i.is_up()
+                && !i.is_loopback()
+                && i.mac.is_some_and(|m| !m.is_zero())
+                && !client.contains(&i.name)
+        })
+        .map(|i| i.name)
+        .collect()
+}
+
+impl Userspace {
+    /// Builds an empty dataplane for `node` and starts the I/O loop on
+    /// `client` and `backend` devices (TCX drop programs attached); returns
+    /// once the loop has opened every device, or its error.
+    pub fn start(node: NodeConfig, client: &[String], backend: &[String]) -> Result<Self, String> {
+        if let Some(d) = client.iter().find(|d| backend.contains(d)) {
+            return Err(format!(
+                "device {d} is both client-facing (--device) and backend-facing \
+                 (--backend-device); a device has one role"
+            ));
+        }
+        if backend.is_empty() {
+            return Err(
+                "the userspace dataplane needs backend-facing devices: none found \
+                        besides --device; pass --backend-device"
+                    .into(),
+            );
+        }
+        let devices: Vec<Device> = client
+            .iter()
+            .map(|n| Device {
+                name: n.clone(),
+                role: Role::Client,
+            })
+            .chain(backend.iter().map(|n| Device {
+                name: n.clone(),
+                role: Role::Backend,
+            }))
+            .collect();
+        let dp = UserspaceDataplane::new(node, Config::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (worker, devs, stop2) = (dp.worker(), devices.clone(), stop.clone());
+        // The thread inherits the caller's network namespace.
+        let thread = std::thread::Builder::new()
+            .name("lb-userspace-io".into())
+            .spawn(move || {
+                let mut io = match IoLoop::new(&devs, worker, true) {
+                    Ok(io) => io,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e.to_string()));
+                        return IoStats::default();
+                    }
+                };
+                let _ = ready_tx.send(Ok(()));
+                io.run(&stop2)
+            })
+            .map_err(|e| format!("starting the I/O thread: {e}"))?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok(Userspace {
+                dp,
+                devices,
+                stop,
+                thread: Some(thread),
+            }),
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                Err(format!("starting the userspace I/O loop: {e}"))
+            }
+            Err(_) => {
+                let _ = thread.join();
+                Err("the userspace I/O loop died while starting".into())
+            }
+        }
+    }
+
+    /// Stops the loop and waits for it (the drop programs are detached);
+    /// its statistics, the first time.
+    pub fn stop(&mut self) -> Option<IoStats> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().and_then(|t| t.join().ok())
+    }
+}
+
+impl Drop for Userspace {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
