@@ -107,14 +107,18 @@ pub struct RunArgs {
     /// *.json), watched for changes.
     #[arg(
         long,
-        required_unless_present = "kubeconfig",
-        conflicts_with = "kubeconfig"
+        required_unless_present_any = ["kubeconfig", "in_cluster"],
+        conflicts_with_all = ["kubeconfig", "in_cluster"]
     )]
     pub manifests: Option<PathBuf>,
     /// Watch an API server instead (Services, EndpointSlices, this node's
     /// Pods), with the credentials of this kubeconfig file.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "in_cluster")]
     pub kubeconfig: Option<PathBuf>,
+    /// Watch the API server of the cluster this agent runs in, with the pod's
+    /// service account (KUBERNETES_SERVICE_HOST/PORT and the mounted token).
+    #[arg(long)]
+    pub in_cluster: bool,
     /// Node settings.
     #[command(flatten)]
     pub node: NodeArgs,

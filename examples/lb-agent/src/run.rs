@@ -476,6 +476,7 @@ impl Agent {
             ),
             source: match (&self.kube, &self.args.kubeconfig) {
                 (Some(_), Some(k)) => format!("API server (kubeconfig {})", k.display()),
+                (Some(_), None) => "API server (in-cluster service account)".into(),
                 _ => format!("manifests {}", self.sources.dir().display()),
             },
             bpffs,
@@ -523,6 +524,13 @@ async fn kube_client(path: &Path) -> Result<kube::Client, RunError> {
     kube::Client::try_from(cfg).map_err(|e| err(&e))
 }
 
+/// A client for the API server of the cluster the agent runs in.
+fn in_cluster_client() -> Result<kube::Client, RunError> {
+    let err = |e: &dyn std::fmt::Display| format!("--in-cluster: {e}");
+    let cfg = kube::Config::incluster().map_err(|e| err(&e))?;
+    kube::Client::try_from(cfg).map_err(|e| err(&e))
+}
+
 /// Runs the agent until SIGINT or SIGTERM.
 pub fn run(args: RunArgs) -> Result<(), RunError> {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -539,9 +547,13 @@ async fn run_async(args: RunArgs) -> Result<(), RunError> {
     let state_dir = args.state_dir.clone();
     let manifests = args.manifests.clone();
     let metrics_addr = args.metrics_addr;
-    let (kube, mut kube_events) = match &args.kubeconfig {
-        Some(path) => {
-            let client = kube_client(path).await?;
+    let client = match (&args.kubeconfig, args.in_cluster) {
+        (Some(path), _) => Some(kube_client(path).await?),
+        (None, true) => Some(in_cluster_client()?),
+        (None, false) => None,
+    };
+    let (kube, mut kube_events) = match client {
+        Some(client) => {
             let node_name = args.node.node_config()?.node_name;
             let (k, ev) = KubeSource::start(client, &node_name);
             (Some(k), Some(ev))

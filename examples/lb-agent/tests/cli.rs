@@ -81,6 +81,17 @@ fn refused_configurations_exit_1_with_a_reason() {
         err.contains("--kubeconfig /nonexistent/kubeconfig"),
         "{err}"
     );
+    // Outside a cluster there is no service account: a clear error, exit 1.
+    let (code, err) = run(&[
+        "run",
+        "--in-cluster",
+        "--node-ip",
+        "192.168.10.1",
+        "--device",
+        "lo",
+    ]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("--in-cluster"), "{err}");
     let (code, err) = with(&["--maglev-table-size", "100"]);
     assert_eq!(code, Some(1));
     assert!(err.contains("--maglev-table-size"), "{err}");
