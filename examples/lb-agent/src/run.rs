@@ -28,6 +28,9 @@ use crate::watch;
 const SETTLE: Duration = Duration::from_millis(100);
 /// Periodic re-read, in case an event was missed.
 const RESYNC: Duration = Duration::from_secs(10);
+/// How often expired connection-tracking, SNAT and affinity entries of the
+/// eBPF dataplane are removed (the userspace I/O loop expires its own).
+const GC: Duration = Duration::from_secs(30);
 
 /// An error that ends `run`, already worded for the user.
 pub type RunError = String;
@@ -285,6 +288,16 @@ impl Agent {
             rec,
             socket_lb,
         ))
+    }
+
+    /// Removes expired flow state from the eBPF maps.
+    pub fn gc(&mut self) {
+        if let Dp::Ebpf(d) = &mut self.dp {
+            match d.gc(lb_ebpf::now_secs()) {
+                Ok(stats) => tracing::debug!(?stats, "gc"),
+                Err(e) => tracing::warn!("gc: {e}"),
+            }
+        }
     }
 
     /// Re-reads the manifests and applies the difference.
@@ -622,6 +635,8 @@ async fn run_async(args: RunArgs) -> Result<(), RunError> {
     do_sync(&agent);
     let mut tick = tokio::time::interval(RESYNC);
     tick.tick().await;
+    let mut gc_tick = tokio::time::interval(GC);
+    gc_tick.tick().await;
     loop {
         tokio::select! {
             _ = sigterm.recv() => { tracing::info!("SIGTERM: exiting"); break; }
@@ -633,6 +648,11 @@ async fn run_async(args: RunArgs) -> Result<(), RunError> {
                 do_sync(&agent);
             }
             _ = tick.tick() => do_sync(&agent),
+            _ = gc_tick.tick() => tokio::task::block_in_place(|| {
+                if let Some(a) = agent.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+                    a.gc();
+                }
+            }),
         }
     }
     server.abort();
