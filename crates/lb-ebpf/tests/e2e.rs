@@ -6,38 +6,17 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::path::PathBuf;
 use std::time::Duration;
 
+mod common;
+
+use common::{svc, Pins};
 use lb_core::*;
 use lb_ebpf::{EbpfDataplane, LoadOptions};
 use lb_testkit::topology::VIP_V4;
 use lb_testkit::{tcp_connect, tcp_request, udp_request, BpffsGuard, EchoServer, Topology};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Detaches and unpins on drop, also when the test panics.
-struct Pins(PathBuf);
-
-impl Drop for Pins {
-    fn drop(&mut self) {
-        if let Err(e) = lb_ebpf::cleanup(&self.0) {
-            eprintln!("cleanup {}: {e}", self.0.display());
-        }
-    }
-}
-
-fn svc(name: &str, frontends: &[(String, FrontendType)], backends: Vec<String>) -> Service {
-    let mut s = Service::new(name.parse().unwrap());
-    for (a, t) in frontends {
-        s.frontends
-            .push(FrontendParams::new(a.parse().unwrap(), *t));
-    }
-    for b in backends {
-        s.backends.push(BackendParams::new(b.parse().unwrap()));
-    }
-    s
-}
 
 fn tag(k: usize) -> Vec<u8> {
     format!("be{k}:").into_bytes()

@@ -6,24 +6,16 @@
 //! everything lives in the test's namespaces, cgroup and private bpffs.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 
+mod common;
+
+use common::{svc, Pins};
 use lb_core::*;
 use lb_ebpf::{EbpfDataplane, LoadError, LoadOptions};
 use lb_testkit::topology::VIP_V4;
 use lb_testkit::{cgroup2_mount, BpffsGuard, CgroupGuard, EchoServer, Topology};
-
-/// Detaches and unpins on drop, also when the test panics.
-struct Pins(PathBuf);
-
-impl Drop for Pins {
-    fn drop(&mut self) {
-        if let Err(e) = lb_ebpf::cleanup(&self.0) {
-            eprintln!("cleanup {}: {e}", self.0.display());
-        }
-    }
-}
 
 /// The client: one line per request, `peer=<addr> reply=<text>` or
 /// `error=<text>`. Requests: `tcp|udp|udp3|udpc HOST PORT` (udp: unconnected
@@ -92,18 +84,6 @@ fn client(ns: &lb_testkit::NetNs, cgroup: Option<&Path>, requests: &[String]) ->
 
 fn req(kind: &str, addr: SocketAddr) -> Vec<String> {
     vec![kind.into(), addr.ip().to_string(), addr.port().to_string()]
-}
-
-fn svc(name: &str, frontends: &[(String, FrontendType)], backends: Vec<String>) -> Service {
-    let mut s = Service::new(name.parse().unwrap());
-    for (a, t) in frontends {
-        s.frontends
-            .push(FrontendParams::new(a.parse().unwrap(), *t));
-    }
-    for b in backends {
-        s.backends.push(BackendParams::new(b.parse().unwrap()));
-    }
-    s
 }
 
 #[test]

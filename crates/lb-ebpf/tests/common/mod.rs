@@ -175,3 +175,28 @@ pub fn forwarded_to(v: &Verdict) -> Option<SocketAddr> {
 pub fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
+
+/// Detaches and unpins everything loaded under a bpffs directory on drop,
+/// also when the test panics.
+pub struct Pins(pub std::path::PathBuf);
+
+impl Drop for Pins {
+    fn drop(&mut self) {
+        if let Err(e) = lb_ebpf::cleanup(&self.0) {
+            eprintln!("cleanup {}: {e}", self.0.display());
+        }
+    }
+}
+
+/// A service with the given frontends and active backends (`ADDR:PORT[/PROTO]`).
+pub fn svc(name: &str, frontends: &[(String, FrontendType)], backends: Vec<String>) -> Service {
+    let mut s = Service::new(name.parse().unwrap());
+    for (a, t) in frontends {
+        s.frontends
+            .push(FrontendParams::new(a.parse().unwrap(), *t));
+    }
+    for b in backends {
+        s.backends.push(BackendParams::new(b.parse().unwrap()));
+    }
+    s
+}
