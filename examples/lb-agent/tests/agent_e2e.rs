@@ -6,6 +6,8 @@
 //! converges, and `cleanup`. Privileged: everything lives in the test's own
 //! namespaces, bpffs and temp directories, removed by guards.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr};
@@ -68,21 +70,7 @@ impl Agent {
 
     /// SIGTERM; returns whether it exited successfully.
     fn terminate(&mut self) -> bool {
-        let Some(mut c) = self.child.take() else {
-            return false;
-        };
-        // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Some(st) = c.try_wait().unwrap() {
-                return st.success();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = c.kill();
-        let _ = c.wait();
-        false
+        common::terminate(&mut self.child)
     }
 
     fn log(&self) -> String {

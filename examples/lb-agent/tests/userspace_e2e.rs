@@ -5,6 +5,8 @@
 //! dataplane, and SIGTERM stops the loop (exit 0). Privileged: everything
 //! lives in the test's own namespaces and temp directories.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -56,21 +58,7 @@ struct Agent {
 impl Agent {
     /// SIGTERM; whether it exited with status 0 within 5 s.
     fn terminate(&mut self) -> bool {
-        let Some(mut c) = self.child.take() else {
-            return false;
-        };
-        // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Some(st) = c.try_wait().unwrap() {
-                return st.success();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = c.kill();
-        let _ = c.wait();
-        false
+        common::terminate(&mut self.child)
     }
 }
 
