@@ -7,7 +7,7 @@ use std::ops::RangeInclusive;
 
 use crate::{
     BackendParams, BackendState, ConfigError, FrontendKey, FrontendParams, FrontendType, L3n4Addr,
-    LbAlgorithm, MaglevConfig, Scope, Service, ServiceName, TrafficPolicy,
+    LbAlgorithm, LbMode, MaglevConfig, Scope, Service, ServiceName, TrafficPolicy,
 };
 
 /// What the node contributes to the desired state.
@@ -26,6 +26,8 @@ pub struct NodeConfig {
     pub maglev: MaglevConfig,
     /// The most backends one frontend may have (the dataplane's slot limit).
     pub max_backends_per_frontend: usize,
+    /// How flows to remote backends leave the node (SNAT, DSR or hybrid).
+    pub mode: LbMode,
 }
 
 impl NodeConfig {
@@ -42,6 +44,7 @@ impl NodeConfig {
             algorithm: LbAlgorithm::Random,
             maglev: MaglevConfig::default(),
             max_backends_per_frontend: 65_535,
+            mode: LbMode::Snat,
         }
     }
 

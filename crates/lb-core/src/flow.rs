@@ -5,14 +5,21 @@
 //! frontend lookup (exact, then the wildcard for node-local destinations),
 //! source ranges, the connection-tracking entry of an existing flow, ClientIP
 //! affinity, and finally backend selection for a new flow.
+//!
+//! A [`Forward`] also says how the packet leaves the node
+//! ([`crate::mode`]): rewritten to the backend with the client address kept
+//! (local backends, traffic policy Local), additionally SNATed to the node
+//! ([`Forward::snat`], SNAT mode), or unchanged inside an IPIP header to the
+//! backend ([`Forward::encap`], DSR), in which case the backend's side does
+//! the translation to [`Forward::backend`] and answers the client directly.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 
 use crate::select::select_backend;
 use crate::{
-    BackendId, Frontend, FrontendKey, L3n4Addr, L4Proto, NodeConfig, RevNatId, Scope, ServiceId,
-    Tables,
+    Backend, BackendId, Encap, Frontend, FrontendKey, L3n4Addr, L4Proto, NodeConfig, RevNatId,
+    Scope, ServiceId, Tables,
 };
 
 /// A flow's 5-tuple as the client sent it.
@@ -138,7 +145,14 @@ pub struct Forward {
     /// (the client address is preserved). The model knows no routes: a
     /// dataplane additionally SNATs only when the route to the backend leaves
     /// through one of its client-facing devices, and picks the source port.
+    /// Always `None` when [`Forward::encap`] is set.
     pub snat: Option<IpAddr>,
+    /// DSR ([`crate::LbMode`]): the packet leaves unchanged (destination
+    /// still [`Forward::frontend`], source the client) inside this
+    /// encapsulation to the backend, else `None`. Like [`Forward::snat`] it
+    /// applies only when the route to the backend leaves through one of the
+    /// dataplane's client-facing devices.
+    pub encap: Option<Encap>,
     /// How the backend was found.
     pub selection: Selection,
 }
@@ -229,6 +243,37 @@ pub fn lookup_frontend<'t>(
     })
 }
 
+/// How a packet of a `proto` flow through `fe` to `backend`, seen in
+/// `scope`, leaves the node: the SNAT source ([`Forward::snat`]) or the DSR
+/// encapsulation ([`Forward::encap`]); at most one is set, neither for a
+/// local backend or under traffic policy Local.
+pub fn egress(
+    node: &NodeConfig,
+    fe: &Frontend,
+    backend: &Backend,
+    proto: L4Proto,
+    scope: Scope,
+) -> (Option<IpAddr>, Option<Encap>) {
+    if backend.local || fe.local_only {
+        return (None, None);
+    }
+    let node_ip = node.node_ip_like(backend.addr.addr);
+    match (node_ip, backend.addr.addr) {
+        (Some(src @ IpAddr::V4(_)), dst @ IpAddr::V4(_))
+            if node.mode.dsr_applies(proto, fe.kind, scope) =>
+        {
+            (
+                None,
+                Some(Encap::Ipip {
+                    outer_src: src,
+                    outer_dst: dst,
+                }),
+            )
+        }
+        _ => (node_ip, None),
+    }
+}
+
 /// Decides what happens to a packet of `key` and records new flows in `state`.
 ///
 /// This is the oracle for every dataplane: given the same tables, state,
@@ -253,9 +298,7 @@ pub fn decide(
     let rev_nat = fe.id.rev_nat();
     let forward = |backend_id: BackendId, selection| {
         let backend = tables.backends.get(&backend_id)?;
-        let snat = (!backend.local && !fe.local_only)
-            .then(|| node.node_ip_like(backend.addr.addr))
-            .flatten();
+        let (snat, encap) = egress(node, fe, backend, key.proto, ctx.scope);
         Some(Verdict::Forward(Forward {
             service: fe.id,
             rev_nat,
@@ -263,6 +306,7 @@ pub fn decide(
             backend_id,
             backend: backend.addr,
             snat,
+            encap,
             selection,
         }))
     };

@@ -59,6 +59,7 @@ pub mod flow;
 mod frontend;
 pub mod hash;
 mod ids;
+pub mod mode;
 mod ops;
 mod reconcile;
 pub mod select;
@@ -71,9 +72,12 @@ pub use builder::{Changes, DesiredBuilder};
 pub use dataplane::{Capacity, Dataplane, MemoryDataplane};
 pub use desired::{BackendPlacement, DesiredBackend, DesiredFrontend, DesiredState, NodeConfig};
 pub use error::{ConfigError, DataplaneError, ParseError};
-pub use flow::{decide, DropReason, FlowContext, FlowKey, FlowState, Forward, Selection, Verdict};
+pub use flow::{
+    decide, egress, DropReason, FlowContext, FlowKey, FlowState, Forward, Selection, Verdict,
+};
 pub use frontend::{BackendSlot, Frontend, FrontendKey, FrontendParams, FrontendType};
 pub use ids::{BackendId, IdAllocator, RevNatId, ServiceId};
+pub use mode::{Encap, LbMode, UnknownMode};
 pub use ops::Op;
 pub use reconcile::{diff, Plan, ReconcileError, Reconciler};
 pub use select::{LbAlgorithm, MaglevConfig, MAGLEV_TABLE_SIZES};

@@ -19,15 +19,19 @@ pub enum DropKind {
     SourceRange = 2,
     /// A new SNATed flow found no free source port (`LB_DROP_SNAT_PORTS`).
     SnatPorts = 4,
+    /// A flow lb-core sends with DSR encapsulation ([`lb_core::LbMode`]),
+    /// which this dataplane does not implement (userspace only).
+    Unsupported = 5,
 }
 
 impl DropKind {
     /// Every reason.
-    pub const ALL: [DropKind; 4] = [
+    pub const ALL: [DropKind; 5] = [
         DropKind::Malformed,
         DropKind::NoBackend,
         DropKind::SourceRange,
         DropKind::SnatPorts,
+        DropKind::Unsupported,
     ];
 
     /// A short name for counters and logs.
@@ -37,6 +41,7 @@ impl DropKind {
             DropKind::NoBackend => "no_backend",
             DropKind::SourceRange => "source_range_denied",
             DropKind::SnatPorts => "snat_ports",
+            DropKind::Unsupported => "dsr_unsupported",
         }
     }
 }
@@ -72,7 +77,7 @@ pub struct ServiceStats {
 /// The counters of a dataplane.
 #[derive(Debug)]
 pub struct Counters {
-    drops: [AtomicU64; 5],
+    drops: [AtomicU64; 6],
     services: Box<[ServiceCounter]>,
 }
 

@@ -13,6 +13,12 @@
 //!   [`tcx`] keeps the kernel from also forwarding them.
 //!
 //! IPv4 only (like the tc programs); IPv6 frames pass untouched.
+//!
+//! Load-balancer modes ([`lb_core::LbMode`]): SNAT only. Frames are
+//! rewritten in place and DSR's IPIP encapsulation needs 20 more bytes than
+//! the frame has, so a flow lb-core sends with DSR is dropped and counted as
+//! [`DropKind::Unsupported`]; the conformance suite declares its DSR
+//! scenarios unsupported here.
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 

@@ -166,6 +166,11 @@ impl PacketPath {
                 self.counters.count_drop(DropKind::SnatPorts);
                 Outcome::Dropped(DropKind::SnatPorts)
             }
+            Decision::Forward(f, _) if f.encap.is_some() => {
+                // DSR encapsulation is not implemented here (crate docs).
+                self.counters.count_drop(DropKind::Unsupported);
+                Outcome::Dropped(DropKind::Unsupported)
+            }
             Decision::Forward(f, sport) => {
                 let (IpAddr::V4(to), Some(src)) = (f.backend.addr, snat_v4(f.snat, info.src))
                 else {
@@ -252,9 +257,7 @@ pub fn decide(
         let rev_nat = fe.id.rev_nat();
         let forward = |backend_id: BackendId, selection| {
             let backend = tables.backends.get(&backend_id)?;
-            let snat = (!backend.local && !fe.local_only)
-                .then(|| node.node_ip_like(backend.addr.addr))
-                .flatten();
+            let (snat, encap) = lb_core::egress(node, fe, backend, key.proto, meta.scope);
             Some(Forward {
                 service: fe.id,
                 rev_nat,
@@ -262,6 +265,7 @@ pub fn decide(
                 backend_id,
                 backend: backend.addr,
                 snat,
+                encap,
                 selection,
             })
         };
