@@ -15,6 +15,7 @@
 //! | clients             | `172.16.0.0/12`  | ~1M       |
 //! | this node           | `192.168.1.10`   |           |
 
+pub mod e2e;
 pub mod kubeproxy;
 
 use std::net::{IpAddr, Ipv4Addr};
