@@ -87,6 +87,9 @@ pub struct BackendParams {
     pub node_name: Option<String>,
     /// The backend's topology zone.
     pub zone: Option<String>,
+    /// The zones this backend should serve (EndpointSlice
+    /// `hints.forZones`); empty for none. See [`crate::topology`].
+    pub zone_hints: Vec<String>,
 }
 
 impl BackendParams {
@@ -102,6 +105,7 @@ impl BackendParams {
             weight: Self::DEFAULT_WEIGHT,
             node_name: None,
             zone: None,
+            zone_hints: Vec::new(),
         }
     }
 
@@ -126,6 +130,18 @@ impl BackendParams {
     /// The same backend placed on a node.
     pub fn on_node(mut self, node: impl Into<String>) -> Self {
         self.node_name = Some(node.into());
+        self
+    }
+
+    /// The same backend in a topology zone.
+    pub fn in_zone(mut self, zone: impl Into<String>) -> Self {
+        self.zone = Some(zone.into());
+        self
+    }
+
+    /// The same backend hinted for `zones` (EndpointSlice `hints.forZones`).
+    pub fn with_zone_hints<S: Into<String>>(mut self, zones: impl IntoIterator<Item = S>) -> Self {
+        self.zone_hints = zones.into_iter().map(Into::into).collect();
         self
     }
 }

@@ -28,6 +28,9 @@ pub struct NodeConfig {
     pub max_backends_per_frontend: usize,
     /// How flows to remote backends leave the node (SNAT, DSR or hybrid).
     pub mode: LbMode,
+    /// This node's topology zone (`topology.kubernetes.io/zone`), for
+    /// topology-aware routing ([`crate::topology`]); `None` turns it off.
+    pub zone: Option<String>,
 }
 
 impl NodeConfig {
@@ -45,6 +48,7 @@ impl NodeConfig {
             maglev: MaglevConfig::default(),
             max_backends_per_frontend: 65_535,
             mode: LbMode::Snat,
+            zone: None,
         }
     }
 
@@ -236,7 +240,18 @@ impl DesiredState {
                 .copied()
                 .filter(|b| !local_only || is_local(b))
                 .collect();
-            let (backends, selectable) = order_backends(&chosen);
+            // Topology-aware routing narrows what takes new flows under
+            // policy Cluster (kube-proxy leaves Local alone).
+            let zone_mask = if local_only {
+                None
+            } else {
+                crate::topology::zone_filter(
+                    &chosen,
+                    node.zone.as_deref(),
+                    svc.traffic_distribution,
+                )
+            };
+            let (backends, selectable) = order_backends(&chosen, zone_mask.as_deref());
             if backends.len() > node.max_backends_per_frontend
                 || (svc.algorithm.unwrap_or(node.algorithm) == LbAlgorithm::Maglev
                     && selectable > node.maglev.table_size() as usize)
@@ -290,21 +305,34 @@ impl DesiredState {
 }
 
 /// Sorts a frontend's backends so those that take new flows come first and
-/// says how many they are: the active ones with a non-zero weight, or, when
+/// says how many they are: the active ones with a non-zero weight (and, with
+/// a topology `mask` parallel to `chosen`, only those it allows), or, when
 /// there are none, the terminating ones (ProxyTerminatingEndpoints).
-fn order_backends(chosen: &[&BackendParams]) -> (Vec<DesiredBackend>, usize) {
-    let mut all: Vec<DesiredBackend> = chosen
+fn order_backends(
+    chosen: &[&BackendParams],
+    mask: Option<&[bool]>,
+) -> (Vec<DesiredBackend>, usize) {
+    let mut all: Vec<(DesiredBackend, bool)> = chosen
         .iter()
-        .map(|b| DesiredBackend {
-            addr: b.addr,
-            state: b.state,
-            weight: b.weight,
+        .enumerate()
+        .map(|(i, b)| {
+            let eligible = mask.and_then(|m| m.get(i).copied()).unwrap_or(true);
+            (
+                DesiredBackend {
+                    addr: b.addr,
+                    state: b.state,
+                    weight: b.weight,
+                },
+                eligible,
+            )
         })
         .collect();
     // By address; the first declaration of an address wins.
-    all.sort_by_key(|b| b.addr);
-    all.dedup_by_key(|b| b.addr);
-    let takes = |b: &DesiredBackend, state: BackendState| b.state == state && b.weight > 0;
+    all.sort_by_key(|(b, _)| b.addr);
+    all.dedup_by_key(|(b, _)| b.addr);
+    let takes = |(b, eligible): &(DesiredBackend, bool), state: BackendState| {
+        *eligible && b.state == state && b.weight > 0
+    };
     let fallback = if all.iter().any(|b| takes(b, BackendState::Active)) {
         BackendState::Active
     } else {
@@ -313,7 +341,7 @@ fn order_backends(chosen: &[&BackendParams]) -> (Vec<DesiredBackend>, usize) {
     // Stable partition: selectable first, each part still by address.
     all.sort_by_key(|b| !takes(b, fallback));
     let selectable = all.iter().take_while(|b| takes(b, fallback)).count();
-    (all, selectable)
+    (all.into_iter().map(|(b, _)| b).collect(), selectable)
 }
 
 /// The frontend addresses a declared frontend stands for.

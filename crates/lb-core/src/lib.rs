@@ -65,6 +65,7 @@ mod reconcile;
 pub mod select;
 mod service;
 mod tables;
+pub mod topology;
 
 pub use addr::{HostPort, L3n4Addr, L4Proto, Scope};
 pub use backend::{Backend, BackendParams, BackendState};
@@ -83,6 +84,7 @@ pub use reconcile::{diff, Plan, ReconcileError, Reconciler};
 pub use select::{LbAlgorithm, MaglevConfig, MAGLEV_TABLE_SIZES};
 pub use service::{Service, ServiceName, SessionAffinity, TrafficPolicy};
 pub use tables::{Tables, MAX_BACKEND_ID, MAX_SERVICE_ID};
+pub use topology::TrafficDistribution;
 
 /// The README's example, compiled and run as a doc test.
 #[cfg(doctest)]

@@ -5,7 +5,7 @@ use std::str::FromStr;
 
 use ipnet::IpNet;
 
-use crate::{BackendParams, FrontendParams, LbAlgorithm, ParseError};
+use crate::{BackendParams, FrontendParams, LbAlgorithm, ParseError, TrafficDistribution};
 
 /// A Kubernetes-style service name, `NAMESPACE/NAME`.
 ///
@@ -127,6 +127,8 @@ pub struct Service {
     pub source_ranges: Vec<IpNet>,
     /// Overrides the node's backend-selection algorithm for this service.
     pub algorithm: Option<LbAlgorithm>,
+    /// `trafficDistribution` (topology-aware routing, see [`crate::topology`]).
+    pub traffic_distribution: TrafficDistribution,
 }
 
 impl Service {
@@ -141,6 +143,7 @@ impl Service {
             session_affinity: SessionAffinity::None,
             source_ranges: Vec::new(),
             algorithm: None,
+            traffic_distribution: TrafficDistribution::Default,
         }
     }
 }

@@ -98,6 +98,18 @@ pub struct NodeArgs {
     /// NodePort range, `FIRST-LAST`.
     #[arg(long, default_value = "30000-32767", value_parser = parse_range)]
     pub nodeport_range: (u16, u16),
+    /// Maglev hash seed, like Cilium's `maglev.hashSeed`: any string (e.g.
+    /// 12 random bytes in base64), the same on every node so that all pick
+    /// the same backend for a flow. The u32 seed is derived from it by
+    /// `lb_core::MaglevConfig::seed_from_str`; empty or absent means 0.
+    #[arg(long, default_value = "")]
+    pub maglev_hash_seed: String,
+    /// This node's topology zone (the value of its
+    /// `topology.kubernetes.io/zone` label), for topology-aware routing
+    /// (EndpointSlice zone hints, trafficDistribution: PreferClose).
+    /// Without it, topology-aware routing is off.
+    #[arg(long)]
+    pub zone: Option<String>,
 }
 
 /// `lb-agent run`.
@@ -241,8 +253,12 @@ impl NodeArgs {
         let mut node = lb_core::NodeConfig::new(name, self.node_ip.clone());
         node.algorithm = self.backend_selection;
         node.nodeport_range = self.nodeport_range.0..=self.nodeport_range.1;
-        node.maglev = lb_core::MaglevConfig::new(self.maglev_table_size, 0)
-            .map_err(|e| format!("--maglev-table-size: {e}"))?;
+        node.maglev = lb_core::MaglevConfig::new(
+            self.maglev_table_size,
+            lb_core::MaglevConfig::seed_from_str(&self.maglev_hash_seed),
+        )
+        .map_err(|e| format!("--maglev-table-size: {e}"))?;
+        node.zone = self.zone.clone().filter(|z| !z.is_empty());
         Ok(node)
     }
 }
@@ -307,6 +323,36 @@ mod tests {
         assert!(r.backend_device.is_empty());
         let node = r.node.node_config().unwrap();
         assert_eq!(node.nodeport_range, 30000..=30100);
+        assert_eq!(node.maglev.seed(), 0);
+        assert_eq!(node.zone, None);
+    }
+
+    #[test]
+    fn maglev_hash_seed_and_zone() {
+        let parse = |seed: &str| {
+            let cli = Cli::try_parse_from([
+                "lb-agent",
+                "plan",
+                "--manifests",
+                "/m",
+                "--node-ip",
+                "192.168.10.1",
+                "--maglev-hash-seed",
+                seed,
+                "--zone",
+                "zone-a",
+            ])
+            .unwrap();
+            let Command::Plan(p) = cli.command else {
+                panic!("not plan")
+            };
+            p.node.node_config().unwrap()
+        };
+        let a = parse("JLfvgnHc2kaSUFaI");
+        assert_eq!(a.maglev.seed(), parse("JLfvgnHc2kaSUFaI").maglev.seed());
+        assert_ne!(a.maglev.seed(), parse("other").maglev.seed());
+        assert_ne!(a.maglev.seed(), 0);
+        assert_eq!(a.zone.as_deref(), Some("zone-a"));
     }
 
     #[test]

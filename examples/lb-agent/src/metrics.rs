@@ -198,6 +198,9 @@ mod tests {
                 capacity: 65536,
             }],
             drops: vec![("NoBackend".into(), 7)],
+            maglev_hash_seed: String::new(),
+            topology: String::new(),
+            policies: String::new(),
             sync: SyncInfo {
                 count: 4,
                 duration_us: 1500,

@@ -462,6 +462,7 @@ impl Agent {
                 "none (userspace dataplane)".to_string(),
             ),
         };
+        let maps = self.map_fill();
         let node = &self.node;
         Status {
             version: env!("CARGO_PKG_VERSION").into(),
@@ -496,11 +497,50 @@ impl Agent {
             services,
             frontends,
             backends,
-            maps: self.map_fill(),
+            maps,
             drops,
+            maglev_hash_seed: if self.args.node.maglev_hash_seed.is_empty() {
+                "0 (default; set --maglev-hash-seed, the same on every node)".into()
+            } else {
+                format!("{} (from --maglev-hash-seed)", node.maglev.seed())
+            },
+            topology: match &node.zone {
+                Some(z) => {
+                    format!("zone {z} (EndpointSlice zone hints; trafficDistribution PreferClose)")
+                }
+                None => "Disabled (no --zone)".into(),
+            },
+            policies: policy_summary(self.rec.current()),
             sync: self.sync.clone(),
         }
     }
+}
+
+/// How many frontend entries use each policy, for `status --verbose`.
+fn policy_summary(t: &lb_core::Tables) -> String {
+    let fes = t.frontends.values();
+    let local = fes.clone().filter(|f| f.local_only).count();
+    let ranges = fes.clone().filter(|f| f.has_source_ranges()).count();
+    let weighted = fes
+        .clone()
+        .filter(|f| {
+            let w: Vec<u16> = f.selectable_backends().iter().map(|b| b.weight).collect();
+            w.windows(2).any(|p| p[0] != p[1])
+        })
+        .count();
+    // An active, weighted backend that takes no new flows was left out by
+    // topology-aware routing.
+    let zoned = fes
+        .filter(|f| {
+            f.backends[f.selectable.min(f.backends.len())..]
+                .iter()
+                .any(|b| b.state == lb_core::BackendState::Active && b.weight > 0)
+        })
+        .count();
+    format!(
+        "{local} frontends with traffic policy Local, {ranges} with source ranges, \
+         {weighted} with unequal weights, {zoned} zone-filtered"
+    )
 }
 
 /// The next change of either source (a directory or an API server).

@@ -19,8 +19,15 @@ pub struct ServiceRow {
     pub scope: String,
     /// The owning service, `NAMESPACE/NAME`.
     pub service: String,
-    /// `N => ADDR:PORT (state)` per backend.
+    /// `N => ADDR:PORT (state[, weight W][, zone Z])` per backend; the
+    /// weight is shown when it is not the default 100, and an active
+    /// backend that takes no new flows although weighted is marked
+    /// `other zone` (left out by topology-aware routing).
     pub backends: Vec<String>,
+    /// The frontend's policies, comma-separated: `Local` (traffic policy
+    /// Local), `N source ranges`, the selection algorithm when Maglev.
+    #[serde(default)]
+    pub policy: String,
 }
 
 /// The rows of everything programmed in `tables`, by ID.
@@ -44,16 +51,39 @@ pub fn rows(tables: &Tables) -> Vec<ServiceRow> {
                 .enumerate()
                 .filter_map(|(i, slot)| {
                     let b = tables.backends.get(&slot.id)?;
-                    Some(format!(
-                        "{} => {} ({})",
-                        i + 1,
-                        b.addr.host_port(),
-                        slot.state
-                    ))
+                    let mut notes = slot.state.to_string();
+                    if slot.weight != lb_core::BackendParams::DEFAULT_WEIGHT {
+                        let _ = write!(notes, ", weight {}", slot.weight);
+                    }
+                    if let Some(z) = &b.zone {
+                        let _ = write!(notes, ", zone {z}");
+                    }
+                    if i >= fe.selectable
+                        && slot.state == lb_core::BackendState::Active
+                        && slot.weight > 0
+                    {
+                        notes.push_str(", other zone");
+                    }
+                    Some(format!("{} => {} ({notes})", i + 1, b.addr.host_port()))
                 })
                 .collect(),
+            policy: policy(fe),
         })
         .collect()
+}
+
+fn policy(fe: &lb_core::Frontend) -> String {
+    let mut p = Vec::new();
+    if fe.local_only {
+        p.push("Local".to_string());
+    }
+    if fe.has_source_ranges() {
+        p.push(format!("{} source ranges", fe.source_ranges.len()));
+    }
+    if fe.algorithm == lb_core::LbAlgorithm::Maglev {
+        p.push("Maglev".to_string());
+    }
+    p.join(", ")
 }
 
 /// Renders rows as the aligned text table.
@@ -62,10 +92,15 @@ pub fn render(rows: &[ServiceRow]) -> String {
     let mut lines: Vec<[String; 5]> = vec![header.map(String::from)];
     for r in rows {
         let first = r.backends.first().cloned().unwrap_or_default();
+        let kind = if r.policy.is_empty() {
+            r.service_type.clone()
+        } else {
+            format!("{} ({})", r.service_type, r.policy)
+        };
         lines.push([
             r.id.to_string(),
             r.frontend.clone(),
-            r.service_type.clone(),
+            kind,
             r.protocol.clone(),
             first,
         ]);

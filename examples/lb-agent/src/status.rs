@@ -70,6 +70,16 @@ pub struct Status {
     pub maps: Vec<MapFill>,
     /// Drops by reason.
     pub drops: Vec<(String, u64)>,
+    /// The Maglev hash seed in use and where it came from.
+    #[serde(default)]
+    pub maglev_hash_seed: String,
+    /// Topology-aware routing: the node's zone, or why it is off.
+    #[serde(default)]
+    pub topology: String,
+    /// How many frontends use traffic policy Local, source ranges, weights
+    /// and zone filtering.
+    #[serde(default)]
+    pub policies: String,
     /// Last sync.
     pub sync: SyncInfo,
 }
@@ -122,6 +132,9 @@ pub fn render(s: &Status, verbose: bool) -> String {
     d(&mut o, "Devices", &s.devices.join(", "));
     d(&mut o, "Mode", &s.mode);
     d(&mut o, "Backend Selection", &s.backend_selection);
+    d(&mut o, "Maglev Hash Seed", &s.maglev_hash_seed);
+    d(&mut o, "Topology", &s.topology);
+    d(&mut o, "Policies", &s.policies);
     d(&mut o, "Session Affinity", &s.session_affinity);
     d(&mut o, "Graceful Termination", &s.graceful_termination);
     d(&mut o, "NodePort Range", &s.nodeport_range);
@@ -194,6 +207,9 @@ mod tests {
                 capacity: 65536,
             }],
             drops: vec![("no_backend".into(), 2)],
+            maglev_hash_seed: "305419896 (--maglev-hash-seed)".into(),
+            topology: "zone zone-a".into(),
+            policies: "1 Local".into(),
             sync: SyncInfo::default(),
         };
         let short = render(&s, false);
@@ -207,6 +223,8 @@ mod tests {
             "  Backend Selection:      Random",
             "    lb4_services                20     65536    0.0%",
             "    no_backend                   2",
+            "  Maglev Hash Seed:       305419896 (--maglev-hash-seed)",
+            "  Topology:               zone zone-a",
         ] {
             assert!(long.contains(want), "{want:?} in\n{long}");
         }

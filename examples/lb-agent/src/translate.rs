@@ -10,6 +10,17 @@
 //!   terminating backend; `serving: false` (or not ready and not terminating)
 //!   excludes the endpoint.
 //! - Pods with `hostPort`s on this node yield HostPort services.
+//! - Topology: endpoint `zone` and `hints.forZones` are carried to lb-core,
+//!   and `spec.trafficDistribution: PreferClose` (or `PreferSameZone`), or
+//!   the annotation `service.kubernetes.io/topology-mode: Auto`, becomes
+//!   [`TrafficDistribution::PreferClose`] (lb-core's `topology` module does
+//!   the filtering, with kube-proxy's fallbacks).
+//! - Weights: Kubernetes has no endpoint weight, so the annotation
+//!   [`WEIGHTS_ANNOTATION`] (`lb-agent.io/backend-weights`), on an
+//!   EndpointSlice or on the Service, gives `ADDRESS=WEIGHT` pairs,
+//!   comma-separated (weight 0..=65535; 0 takes no new flows). The slice's
+//!   entry for an address wins over the Service's; unlisted endpoints keep
+//!   the default weight 100. A malformed annotation skips the service.
 //!
 //! Pure: no I/O. A bad object is reported and skipped; the rest translates.
 
@@ -20,11 +31,18 @@ use k8s_openapi::api::core::v1::{Pod, Service, ServicePort};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
 use lb_core::{
     BackendParams, BackendState, FrontendParams, FrontendType, L3n4Addr, L4Proto, ServiceName,
-    SessionAffinity, TrafficPolicy,
+    SessionAffinity, TrafficDistribution, TrafficPolicy,
 };
 
 /// The label that ties an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+/// The annotation (on an EndpointSlice or a Service) with backend weights:
+/// `ADDRESS=WEIGHT[,ADDRESS=WEIGHT...]`.
+pub const WEIGHTS_ANNOTATION: &str = "lb-agent.io/backend-weights";
+/// Kubernetes' topology-aware routing annotation (`Auto` turns it on).
+pub const TOPOLOGY_MODE_ANNOTATION: &str = "service.kubernetes.io/topology-mode";
+/// Its pre-1.27 name.
+pub const TOPOLOGY_HINTS_ANNOTATION: &str = "service.kubernetes.io/topology-aware-hints";
 
 /// An object that was skipped, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -68,6 +86,57 @@ fn port(n: i32, what: &str) -> Result<u16, String> {
 fn ip(s: &str, what: &str) -> Result<IpAddr, String> {
     s.parse()
         .map_err(|_| format!("{what} {s:?} is not an IP address"))
+}
+
+/// Parses a [`WEIGHTS_ANNOTATION`] value.
+pub fn parse_weights(v: &str) -> Result<BTreeMap<IpAddr, u16>, String> {
+    let mut out = BTreeMap::new();
+    for entry in v.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (a, w) = entry
+            .split_once('=')
+            .ok_or_else(|| format!("{WEIGHTS_ANNOTATION}: {entry:?} is not ADDRESS=WEIGHT"))?;
+        let a = ip(a.trim(), WEIGHTS_ANNOTATION)?;
+        let w: u16 = w.trim().parse().map_err(|_| {
+            format!("{WEIGHTS_ANNOTATION}: weight {w:?} of {a} is not in 0..=65535")
+        })?;
+        out.insert(a, w);
+    }
+    Ok(out)
+}
+
+fn annotation<'a>(
+    meta: &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    key: &str,
+) -> Option<&'a str> {
+    meta.annotations
+        .as_ref()
+        .and_then(|a| a.get(key))
+        .map(String::as_str)
+}
+
+fn weights_of(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> Result<BTreeMap<IpAddr, u16>, String> {
+    annotation(meta, WEIGHTS_ANNOTATION)
+        .map(parse_weights)
+        .unwrap_or_else(|| Ok(BTreeMap::new()))
+}
+
+/// The service's topology preference: `trafficDistribution`, else the
+/// topology-mode annotation (`Auto`).
+fn distribution(svc: &Service) -> TrafficDistribution {
+    let spec = svc.spec.as_ref();
+    match spec.and_then(|s| s.traffic_distribution.as_deref()) {
+        Some("PreferClose" | "PreferSameZone") => return TrafficDistribution::PreferClose,
+        Some(_) => return TrafficDistribution::Default,
+        None => {}
+    }
+    let mode = annotation(&svc.metadata, TOPOLOGY_MODE_ANNOTATION)
+        .or_else(|| annotation(&svc.metadata, TOPOLOGY_HINTS_ANNOTATION));
+    match mode {
+        Some(m) if m.eq_ignore_ascii_case("auto") => TrafficDistribution::PreferClose,
+        _ => TrafficDistribution::Default,
+    }
 }
 
 fn policy(p: Option<&str>) -> TrafficPolicy {
@@ -194,6 +263,8 @@ pub fn translate_service(
         .collect::<Result<Vec<_>, _>>()?;
 
     let mut out = lb_core::Service::new(name_of(&svc.metadata));
+    out.traffic_distribution = distribution(svc);
+    let svc_weights = weights_of(&svc.metadata)?;
     out.ext_traffic_policy = policy(spec.external_traffic_policy.as_deref());
     out.int_traffic_policy = policy(spec.internal_traffic_policy.as_deref());
     if spec.session_affinity.as_deref() == Some("ClientIP") {
@@ -231,7 +302,7 @@ pub fn translate_service(
             &external_ips,
             &lb_ips,
         )?;
-        add_backends(&mut out, sp, slices)?;
+        add_backends(&mut out, sp, slices, &svc_weights)?;
     }
     Ok(Some(out))
 }
@@ -298,6 +369,7 @@ fn add_backends(
     out: &mut lb_core::Service,
     sp: &ServicePort,
     slices: &[&EndpointSlice],
+    svc_weights: &BTreeMap<IpAddr, u16>,
 ) -> Result<(), String> {
     let want_name = sp.name.as_deref().unwrap_or("");
     let want_proto = proto(sp.protocol.as_deref())?;
@@ -313,20 +385,35 @@ fn add_backends(
             continue;
         };
         let bport = port(bport, "endpoint port")?;
+        let slice_weights = weights_of(&slice.metadata)
+            .map_err(|e| format!("EndpointSlice {}: {e}", name_of(&slice.metadata)))?;
         for ep in slice.endpoints.iter().flatten() {
             let Some(state) = endpoint_state(ep) else {
                 continue;
             };
+            let hints: Vec<String> = ep
+                .hints
+                .as_ref()
+                .and_then(|h| h.for_zones.as_ref())
+                .into_iter()
+                .flatten()
+                .map(|z| z.name.clone())
+                .filter(|z| !z.is_empty())
+                .collect();
             for a in &ep.addresses {
-                let mut b = BackendParams::new(L3n4Addr::new(
-                    ip(a, "endpoint address")?,
-                    bport,
-                    want_proto,
-                ))
-                .with_port_name(want_name)
-                .with_state(state);
+                let addr = ip(a, "endpoint address")?;
+                let weight = slice_weights
+                    .get(&addr)
+                    .or_else(|| svc_weights.get(&addr))
+                    .copied()
+                    .unwrap_or(BackendParams::DEFAULT_WEIGHT);
+                let mut b = BackendParams::new(L3n4Addr::new(addr, bport, want_proto))
+                    .with_port_name(want_name)
+                    .with_state(state)
+                    .with_weight(weight);
                 b.node_name = ep.node_name.clone();
                 b.zone = ep.zone.clone();
+                b.zone_hints = hints.clone();
                 out.backends.push(b);
             }
         }
@@ -542,6 +629,76 @@ spec: {clusterIP: 10.96.0.300, ports: [{port: 80}]}
             t.skipped[0].to_string(),
             "Service default/b: clusterIP \"10.96.0.300\" is not an IP address"
         );
+    }
+
+    #[test]
+    fn weights_hints_and_traffic_distribution() {
+        let t = run(r#"
+kind: Service
+metadata:
+  name: w
+  annotations: {lb-agent.io/backend-weights: "10.0.0.1=3, 10.0.0.2=1"}
+spec: {clusterIP: 10.96.0.1, ports: [{port: 80}], trafficDistribution: PreferClose}
+---
+kind: EndpointSlice
+apiVersion: discovery.k8s.io/v1
+metadata:
+  name: w-1
+  labels: {kubernetes.io/service-name: w}
+  annotations: {lb-agent.io/backend-weights: "10.0.0.2=0"}
+addressType: IPv4
+ports: [{port: 9000}]
+endpoints:
+- {addresses: [10.0.0.1], zone: a, hints: {forZones: [{name: a}]}}
+- {addresses: [10.0.0.2], zone: b, hints: {forZones: [{name: b}, {name: c}]}}
+- {addresses: [10.0.0.3]}
+---
+kind: Service
+metadata:
+  name: auto
+  annotations: {service.kubernetes.io/topology-mode: Auto}
+spec: {clusterIP: 10.96.0.2, ports: [{port: 80}]}
+---
+kind: Service
+metadata:
+  name: bad
+  annotations: {lb-agent.io/backend-weights: "10.0.0.1=heavy"}
+spec: {clusterIP: 10.96.0.3, ports: [{port: 80}]}
+"#);
+        let by = |n: &str| t.services.iter().find(|s| s.name.name == n).unwrap();
+        let w = by("w");
+        assert_eq!(w.traffic_distribution, TrafficDistribution::PreferClose);
+        let got: Vec<(String, u16, Option<String>, Vec<String>)> = w
+            .backends
+            .iter()
+            .map(|b| {
+                (
+                    b.addr.addr.to_string(),
+                    b.weight,
+                    b.zone.clone(),
+                    b.zone_hints.clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("10.0.0.1".into(), 3, Some("a".into()), vec!["a".into()]),
+                (
+                    "10.0.0.2".into(),
+                    0,
+                    Some("b".into()),
+                    vec!["b".into(), "c".into()]
+                ),
+                ("10.0.0.3".into(), 100, None, vec![]),
+            ]
+        );
+        assert_eq!(
+            by("auto").traffic_distribution,
+            TrafficDistribution::PreferClose
+        );
+        assert!(t.services.iter().all(|s| s.name.name != "bad"));
+        assert!(t.skipped[0].reason.contains("heavy"), "{:?}", t.skipped);
     }
 
     #[test]

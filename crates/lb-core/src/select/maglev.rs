@@ -67,6 +67,36 @@ impl MaglevConfig {
     pub const fn seed(&self) -> u32 {
         self.seed
     }
+
+    /// Derives a seed from an operator-chosen string (the agent's
+    /// `--maglev-hash-seed`, in the spirit of Cilium's `maglev.hashSeed`,
+    /// which is 12 random bytes in base64): `jhash2` with initial value 0
+    /// over the string's length followed by its UTF-8 bytes packed
+    /// big-endian into words, the last word zero-padded. Any string is
+    /// accepted, so a Cilium seed can be reused as is; nodes given the same
+    /// string get the same seed, and the empty string gives 0, the default.
+    ///
+    /// ```
+    /// use lb_core::MaglevConfig;
+    /// let s = MaglevConfig::seed_from_str("JLfvgnHc2kaSUFaI");
+    /// assert_eq!(s, MaglevConfig::seed_from_str("JLfvgnHc2kaSUFaI"));
+    /// assert_ne!(s, MaglevConfig::seed_from_str("JLfvgnHc2kaSUFaJ"));
+    /// assert_eq!(MaglevConfig::seed_from_str(""), 0);
+    /// ```
+    pub fn seed_from_str(s: &str) -> u32 {
+        if s.is_empty() {
+            return 0;
+        }
+        let bytes = s.as_bytes();
+        let mut words = Vec::with_capacity(1 + bytes.len().div_ceil(4));
+        words.push(bytes.len() as u32);
+        for chunk in bytes.chunks(4) {
+            let mut w = [0u8; 4];
+            w[..chunk.len()].copy_from_slice(chunk);
+            words.push(u32::from_be_bytes(w));
+        }
+        jhash2(&words, 0)
+    }
 }
 
 /// One backend's input to [`build_table`].

@@ -87,6 +87,12 @@ pub enum Scenario {
     SourceRanges,
     /// externalTrafficPolicy Local.
     TrafficPolicyLocal,
+    /// internalTrafficPolicy Local on a ClusterIP; Cluster uses every backend.
+    InternalTrafficPolicyLocal,
+    /// Maglev weighted by table entries; weight 0 takes no new flow.
+    WeightedMaglev,
+    /// Topology-aware routing: zone hints and PreferClose on a node in a zone.
+    ZoneHints,
     /// SNAT of flows to remote backends.
     SnatRemoteBackend,
     /// Two clients with one source port SNATed to one remote backend: each
@@ -103,7 +109,7 @@ pub enum Scenario {
 
 impl Scenario {
     /// All scenarios, in the order the suite runs them.
-    pub const ALL: [Scenario; 20] = [
+    pub const ALL: [Scenario; 23] = [
         Scenario::ClusterIp,
         Scenario::NodePortNodeIp,
         Scenario::NodePortWildcard,
@@ -119,6 +125,9 @@ impl Scenario {
         Scenario::Capacity,
         Scenario::SourceRanges,
         Scenario::TrafficPolicyLocal,
+        Scenario::InternalTrafficPolicyLocal,
+        Scenario::WeightedMaglev,
+        Scenario::ZoneHints,
         Scenario::SnatRemoteBackend,
         Scenario::SnatPortCollision,
         Scenario::UnknownTraffic,
@@ -145,6 +154,9 @@ impl Scenario {
             Scenario::Capacity => capacity(s),
             Scenario::SourceRanges => source_ranges(s),
             Scenario::TrafficPolicyLocal => traffic_policy_local(s),
+            Scenario::InternalTrafficPolicyLocal => internal_traffic_policy_local(s),
+            Scenario::WeightedMaglev => weighted_maglev(s),
+            Scenario::ZoneHints => zone_hints(s),
             Scenario::SnatRemoteBackend => snat_remote_backend(s),
             Scenario::SnatPortCollision => snat_port_collision(s),
             Scenario::UnknownTraffic => unknown_traffic(s),

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use lb_core::{
     BackendParams, BackendState, Capacity, DataplaneError, DropReason, FrontendParams,
     FrontendType, LbAlgorithm, MaglevConfig, NodeConfig, ReconcileError, Service, SessionAffinity,
-    TrafficPolicy, Verdict,
+    TrafficDistribution, TrafficPolicy, Verdict,
 };
 
 use super::dut::Setup;
@@ -17,11 +17,16 @@ use super::Scenario;
 pub const NODE_IP: &str = "192.168.1.10";
 /// The node of the scenarios.
 pub const NODE: &str = "node-1";
+/// The node's zone in [`Scenario::ZoneHints`].
+pub const ZONE: &str = "zone-a";
 
 /// The setup `scenario` runs with.
 pub fn setup(scenario: Scenario) -> Setup {
     let mut node = NodeConfig::new(NODE, vec![NODE_IP.parse().expect("ip")]);
     node.maglev = MaglevConfig::new(251, 7).expect("maglev config");
+    if scenario == Scenario::ZoneHints {
+        node.zone = Some(ZONE.into());
+    }
     let capacity = match scenario {
         Scenario::Capacity => Capacity {
             frontends: 64,
@@ -524,6 +529,165 @@ pub fn traffic_policy_local(s: &mut Session) {
         ),
         "{sent:?}"
     );
+}
+
+/// internalTrafficPolicy Local on a ClusterIP: only the node's backend, the
+/// client address kept; no local backend drops (counted as no_backend).
+/// Traffic policy Cluster on the same backends reaches the remote one too.
+pub fn internal_traffic_policy_local(s: &mut Session) {
+    let remote = |a: &str| BackendParams::new(a.parse().expect("addr")).on_node("node-2");
+    let mut local = service(
+        "default/local",
+        &[("10.96.0.10:80", FrontendType::ClusterIp)],
+        &["10.0.1.5:8080"],
+    );
+    local.backends.push(remote("10.0.2.5:8080"));
+    local.int_traffic_policy = TrafficPolicy::Local;
+    let mut none = service(
+        "default/none",
+        &[("10.96.0.11:53", FrontendType::ClusterIp)],
+        &[],
+    );
+    none.frontends[0].addr.proto = lb_core::L4Proto::Udp;
+    none.backends.push(remote("10.0.2.5:5353/UDP"));
+    none.int_traffic_policy = TrafficPolicy::Local;
+    let mut cluster = local.clone();
+    cluster.name = "default/cluster".parse().expect("name");
+    cluster.frontends[0].addr = "10.96.0.12:80".parse().expect("addr");
+    cluster.int_traffic_policy = TrafficPolicy::Cluster;
+    s.program(&[local, none, cluster]);
+    for port in 40000..40040 {
+        let src = format!("192.168.5.2:{port}");
+        let sent = s.send(&tcp(&src, "10.96.0.10:80"));
+        let Verdict::Forward(f) = sent.verdict else {
+            panic!("{sent:?}")
+        };
+        assert_eq!(f.backend.host_port().to_string(), "10.0.1.5:8080");
+        assert_eq!(f.snat, None, "client address kept");
+    }
+    let before = s.dut.drops().map(|d| d.no_backend);
+    for port in 41000..41003 {
+        let sent = s.send(&udp(&format!("192.168.5.2:{port}"), "10.96.0.11:53"));
+        assert!(
+            matches!(
+                sent.verdict,
+                Verdict::Drop {
+                    reason: DropReason::NoBackend,
+                    ..
+                }
+            ),
+            "{sent:?}"
+        );
+    }
+    if let (Some(b), Some(d)) = (before, s.dut.drops()) {
+        assert!(d.no_backend >= b + 3, "{d:?}");
+    }
+    let mut seen = BTreeSet::new();
+    for port in 42000..42060 {
+        seen.insert(s.roundtrip(&tcp(&format!("192.168.5.3:{port}"), "10.96.0.12:80")));
+    }
+    assert!(seen.contains(&Some(sa("10.0.2.5:8080"))), "{seen:?}");
+}
+
+/// Maglev with weights 3:1:0 — the same choices as the oracle, roughly 3:1
+/// over many flows, none to the weight-0 backend; TCP and UDP.
+pub fn weighted_maglev(s: &mut Session) {
+    let mut svc = with_alg(
+        service(
+            "default/web",
+            &[
+                ("10.96.0.10:80", FrontendType::ClusterIp),
+                ("10.96.0.10:53", FrontendType::ClusterIp),
+            ],
+            &["10.0.1.1:80", "10.0.1.2:80", "10.0.1.3:80"],
+        ),
+        LbAlgorithm::Maglev,
+    );
+    svc.frontends[1].addr.proto = lb_core::L4Proto::Udp;
+    for b in ["10.0.1.1:53/UDP", "10.0.1.2:53/UDP", "10.0.1.3:53/UDP"] {
+        svc.backends
+            .push(BackendParams::new(b.parse().expect("backend")).on_node(NODE));
+    }
+    for b in &mut svc.backends {
+        b.weight = match b.addr.addr.to_string().as_str() {
+            "10.0.1.1" => 300,
+            "10.0.1.2" => 100,
+            _ => 0,
+        };
+    }
+    s.program(&[svc]);
+    for (dst, proto_udp) in [("10.96.0.10:80", false), ("10.96.0.10:53", true)] {
+        let mut hits: std::collections::BTreeMap<std::net::IpAddr, u32> = Default::default();
+        for port in 40000..40400 {
+            let src = format!("192.168.5.{}:{port}", 2 + port % 7);
+            let f = if proto_udp {
+                udp(&src, dst)
+            } else {
+                tcp(&src, dst)
+            };
+            let b = s.roundtrip(&f).expect("forwarded");
+            *hits.entry(b.ip()).or_default() += 1;
+        }
+        let get = |a: &str| hits.get(&a.parse().expect("ip")).copied().unwrap_or(0);
+        assert_eq!(get("10.0.1.3"), 0, "{dst}: {hits:?}");
+        let ratio = f64::from(get("10.0.1.1")) / f64::from(get("10.0.1.2").max(1));
+        assert!((2.0..4.5).contains(&ratio), "{dst}: {hits:?}");
+    }
+}
+
+/// Topology-aware routing on a node in [`ZONE`]: zone hints keep new flows
+/// on backends hinted for it; a ready backend without hints turns it off;
+/// PreferClose without hints prefers same-zone backends.
+pub fn zone_hints(s: &mut Session) {
+    let zoned = |a: &str, zone: &str, hints: &[&str]| {
+        BackendParams::new(a.parse().expect("addr"))
+            .on_node(NODE)
+            .in_zone(zone)
+            .with_zone_hints(hints.iter().copied())
+    };
+    let mut hinted = service(
+        "default/hinted",
+        &[("10.96.0.10:80", FrontendType::ClusterIp)],
+        &[],
+    );
+    hinted.backends = vec![
+        zoned("10.0.1.1:80", ZONE, &[ZONE]),
+        zoned("10.0.1.2:80", "zone-b", &["zone-b"]),
+        zoned("10.0.1.3:80", ZONE, &[ZONE]),
+    ];
+    let mut close = service(
+        "default/close",
+        &[("10.96.0.11:80", FrontendType::ClusterIp)],
+        &[],
+    );
+    close.backends = vec![
+        zoned("10.0.2.1:80", "zone-b", &[]),
+        zoned("10.0.2.2:80", ZONE, &[]),
+    ];
+    close.traffic_distribution = TrafficDistribution::PreferClose;
+    let mut partial = service(
+        "default/partial",
+        &[("10.96.0.12:80", FrontendType::ClusterIp)],
+        &[],
+    );
+    partial.backends = vec![
+        zoned("10.0.3.1:80", ZONE, &[ZONE]),
+        zoned("10.0.3.2:80", "zone-b", &[]),
+    ];
+    s.program(&[hinted, close, partial]);
+    let mut seen: std::collections::BTreeMap<&str, BTreeSet<SocketAddr>> = Default::default();
+    for port in 40000..40080 {
+        for dst in ["10.96.0.10:80", "10.96.0.11:80", "10.96.0.12:80"] {
+            let b = s
+                .roundtrip(&tcp(&format!("192.168.5.2:{port}"), dst))
+                .expect("forwarded");
+            seen.entry(dst).or_default().insert(b);
+        }
+    }
+    let want = |v: &[&str]| v.iter().map(|a| sa(a)).collect::<BTreeSet<_>>();
+    assert_eq!(seen["10.96.0.10:80"], want(&["10.0.1.1:80", "10.0.1.3:80"]));
+    assert_eq!(seen["10.96.0.11:80"], want(&["10.0.2.2:80"]));
+    assert_eq!(seen["10.96.0.12:80"], want(&["10.0.3.1:80", "10.0.3.2:80"]));
 }
 
 /// Traffic policy Cluster to a remote backend: the client is SNATed to the
