@@ -56,7 +56,9 @@ pub use packets::{
     ParseError, ParsedPacket, TcpFlags,
 };
 pub use privileges::{check_privileges, cleanup_stale, require_privileges, require_root};
-pub use servers::{tcp_connect, tcp_request, udp_request, EchoServer};
+pub use servers::{
+    tcp_connect, tcp_request, tcp_request_from, udp_request, udp_request_from, EchoServer,
+};
 pub use topology::{Topology, TopologyBackend};
 pub use veth::{format_mac, parse_mac, Link, VethBuilder, VethPair};
 

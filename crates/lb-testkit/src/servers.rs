@@ -5,7 +5,9 @@
 //! Protocol: a TCP server first writes its `tag`, then echoes every byte
 //! until the client shuts down its write side, then closes. A UDP server
 //! answers every datagram with `tag` followed by the datagram. A distinct tag
-//! per backend tells a test which backend answered.
+//! per backend tells a test which backend answered. The `*_with_peer`
+//! variants put `[PEER_ADDR:PORT]` right after the tag, so a test also sees
+//! the client address the backend saw (source-IP preservation, SNAT).
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -32,25 +34,43 @@ impl EchoServer {
     /// Starts a TCP echo server bound to `bind` (port 0 picks a free port)
     /// inside `ns`. Each connection first receives `tag`.
     pub fn tcp(ns: &NetNs, bind: SocketAddr, tag: &[u8]) -> Result<Self, NetnsError> {
-        Self::start(ns, bind, tag.to_vec(), true)
+        Self::start(ns, bind, tag.to_vec(), true, false)
+    }
+
+    /// Like [`EchoServer::tcp`], and each connection receives
+    /// `[PEER_ADDR:PORT]` right after `tag`.
+    pub fn tcp_with_peer(ns: &NetNs, bind: SocketAddr, tag: &[u8]) -> Result<Self, NetnsError> {
+        Self::start(ns, bind, tag.to_vec(), true, true)
+    }
+
+    /// Like [`EchoServer::udp`], with `[PEER_ADDR:PORT]` between `tag` and
+    /// the echoed datagram.
+    pub fn udp_with_peer(ns: &NetNs, bind: SocketAddr, tag: &[u8]) -> Result<Self, NetnsError> {
+        Self::start(ns, bind, tag.to_vec(), false, true)
     }
 
     /// Starts a UDP echo server bound to `bind` inside `ns`; each reply is
     /// `tag` followed by the received datagram.
     pub fn udp(ns: &NetNs, bind: SocketAddr, tag: &[u8]) -> Result<Self, NetnsError> {
-        Self::start(ns, bind, tag.to_vec(), false)
+        Self::start(ns, bind, tag.to_vec(), false, false)
     }
 
-    fn start(ns: &NetNs, bind: SocketAddr, tag: Vec<u8>, tcp: bool) -> Result<Self, NetnsError> {
+    fn start(
+        ns: &NetNs,
+        bind: SocketAddr,
+        tag: Vec<u8>,
+        tcp: bool,
+        peer: bool,
+    ) -> Result<Self, NetnsError> {
         let stop = Arc::new(AtomicBool::new(false));
         let served = Arc::new(AtomicUsize::new(0));
         let (tx, rx) = mpsc::channel::<io::Result<SocketAddr>>();
         let (stop2, served2) = (stop.clone(), served.clone());
         let thread = ns.spawn_thread(move || {
             if tcp {
-                serve_tcp(bind, &tag, &stop2, &served2, &tx);
+                serve_tcp(bind, &tag, peer, &stop2, &served2, &tx);
             } else {
-                serve_udp(bind, &tag, &stop2, &served2, &tx);
+                serve_udp(bind, &tag, peer, &stop2, &served2, &tx);
             }
         })?;
         let mut server = EchoServer {
@@ -101,9 +121,19 @@ impl Drop for EchoServer {
     }
 }
 
+/// `tag`, then `[peer]` when asked for.
+fn greeting(tag: &[u8], peer: Option<SocketAddr>) -> Vec<u8> {
+    let mut out = tag.to_vec();
+    if let Some(p) = peer {
+        out.extend_from_slice(format!("[{p}]").as_bytes());
+    }
+    out
+}
+
 fn serve_tcp(
     bind: SocketAddr,
     tag: &[u8],
+    peer: bool,
     stop: &AtomicBool,
     served: &AtomicUsize,
     ready: &mpsc::Sender<io::Result<SocketAddr>>,
@@ -123,9 +153,9 @@ fn serve_tcp(
     let mut conns: Vec<JoinHandle<()>> = Vec::new();
     while !stop.load(Ordering::SeqCst) {
         match listener.accept() {
-            Ok((stream, _)) => {
+            Ok((stream, from)) => {
                 served.fetch_add(1, Ordering::SeqCst);
-                let tag = tag.to_vec();
+                let tag = greeting(tag, peer.then_some(from));
                 let stop_flag = stop_flag.clone();
                 conns.push(std::thread::spawn(move || {
                     let _ = echo_connection(stream, &tag, &stop_flag);
@@ -170,6 +200,7 @@ fn echo_connection(mut stream: TcpStream, tag: &[u8], stop: &AtomicBool) -> io::
 fn serve_udp(
     bind: SocketAddr,
     tag: &[u8],
+    with_peer: bool,
     stop: &AtomicBool,
     served: &AtomicUsize,
     ready: &mpsc::Sender<io::Result<SocketAddr>>,
@@ -188,7 +219,7 @@ fn serve_udp(
     let mut buf = [0u8; 65536];
     while !stop.load(Ordering::SeqCst) {
         if let Ok((n, peer)) = sock.recv_from(&mut buf) {
-            let mut reply = tag.to_vec();
+            let mut reply = greeting(tag, with_peer.then_some(peer));
             reply.extend_from_slice(&buf[..n]);
             // Count before replying so a client that got the reply sees it.
             served.fetch_add(1, Ordering::SeqCst);
@@ -263,6 +294,99 @@ pub fn udp_request(
         || UdpSocket::bind(any),
     )?;
     let ctx = || format!("UDP request from {} to {dst}", ns.name());
+    sock.set_read_timeout(Some(timeout))
+        .map_err(|e| NetnsError::io(ctx(), e))?;
+    sock.send_to(msg, dst)
+        .map_err(|e| NetnsError::io(ctx(), e))?;
+    let mut buf = vec![0u8; 65536];
+    let (n, _) = sock
+        .recv_from(&mut buf)
+        .map_err(|e| NetnsError::io(ctx(), e))?;
+    buf.truncate(n);
+    Ok(buf)
+}
+
+/// Like [`tcp_request`], from the local address `src` (port chosen by the
+/// kernel), which must be assigned in `ns`.
+pub fn tcp_request_from(
+    ns: &NetNs,
+    src: std::net::IpAddr,
+    dst: SocketAddr,
+    msg: &[u8],
+    timeout: Duration,
+) -> Result<Vec<u8>, NetnsError> {
+    let ctx = || format!("TCP request from {src} in {} to {dst}", ns.name());
+    let mut s = ns_io(ns, ctx, || connect_from(src, dst, timeout))?;
+    s.write_all(msg).map_err(|e| NetnsError::io(ctx(), e))?;
+    s.shutdown(Shutdown::Write)
+        .map_err(|e| NetnsError::io(ctx(), e))?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out)
+        .map_err(|e| NetnsError::io(ctx(), e))?;
+    Ok(out)
+}
+
+/// A TCP connection from `src` (IPv4) to `dst`, in the calling thread's
+/// namespace.
+fn connect_from(
+    src: std::net::IpAddr,
+    dst: SocketAddr,
+    timeout: Duration,
+) -> io::Result<TcpStream> {
+    use std::os::fd::FromRawFd;
+    let (std::net::IpAddr::V4(src), SocketAddr::V4(dst)) = (src, dst) else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "tcp_request_from: IPv4 only",
+        ));
+    };
+    let sin = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(ip).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: a fresh socket owned by the TcpStream below (or closed on error).
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is ours; from here on the TcpStream closes it.
+    let stream = unsafe { TcpStream::from_raw_fd(fd) };
+    // The send timeout bounds a blocking connect(2).
+    stream.set_write_timeout(Some(timeout))?;
+    stream.set_read_timeout(Some(timeout))?;
+    let local = sin(src, 0);
+    // SAFETY: valid sockaddr_in of `len` bytes.
+    if unsafe { libc::bind(fd, (&local as *const libc::sockaddr_in).cast(), len) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let remote = sin(*dst.ip(), dst.port());
+    // SAFETY: valid sockaddr_in of `len` bytes.
+    if unsafe { libc::connect(fd, (&remote as *const libc::sockaddr_in).cast(), len) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(stream)
+}
+
+/// Like [`udp_request`], from the local address `src` and port `sport`
+/// (0: the kernel picks one).
+pub fn udp_request_from(
+    ns: &NetNs,
+    src: SocketAddr,
+    dst: SocketAddr,
+    msg: &[u8],
+    timeout: Duration,
+) -> Result<Vec<u8>, NetnsError> {
+    let sock = ns_io(
+        ns,
+        || format!("UDP socket on {src} in {}", ns.name()),
+        || UdpSocket::bind(src),
+    )?;
+    let ctx = || format!("UDP request from {src} in {} to {dst}", ns.name());
     sock.set_read_timeout(Some(timeout))
         .map_err(|e| NetnsError::io(ctx(), e))?;
     sock.send_to(msg, dst)

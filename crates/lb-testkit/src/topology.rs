@@ -197,6 +197,20 @@ impl Topology {
         })
     }
 
+    /// Assigns one more IPv4 address (in the client link's /24, e.g.
+    /// `192.168.10.3`) to the client, so a test has a second client
+    /// source (source ranges); it goes with the namespace.
+    pub fn add_client_v4(&self, addr: Ipv4Addr) -> Result<(), NetnsError> {
+        self.client.ip(&[
+            "addr",
+            "add",
+            &format!("{addr}/{PREFIX_V4}"),
+            "dev",
+            &self.client_link.name,
+        ])?;
+        Ok(())
+    }
+
     /// All namespace names (client, node, backends), e.g. for leak checks.
     pub fn namespace_names(&self) -> Vec<String> {
         let mut v = vec![self.client.name().to_owned(), self.node.name().to_owned()];
