@@ -130,6 +130,7 @@ struct ct4_key {
 /* ct4_entry.flags */
 #define LB_CT_F_SNAT    (1 << 0) /* the flow is SNATed to node_ips[0]:snat_port */
 #define LB_CT_F_CLOSING (1 << 1) /* TCP FIN or RST seen: expires after a short grace */
+#define LB_CT_F_DSR     (1 << 2) /* DSR: IPIP to the backend, replies bypass the node */
 
 /* Connection-tracking value (same for both directions). */
 struct ct4_entry {
@@ -176,6 +177,13 @@ struct lb4_src_range_key {
 	__be32 addr;
 };
 
+/* lb_config.lb_mode: lb_core::LbMode in declaration order. */
+enum lb_mode {
+	LB_MODE_SNAT = 0,
+	LB_MODE_DSR = 1,
+	LB_MODE_HYBRID = 2, /* DSR for TCP, SNAT for UDP */
+};
+
 /* Global configuration, index 0 of lb_config. */
 struct lb_config {
 	__u32 maglev_seed;       /* FlowKey::hash seed */
@@ -184,6 +192,7 @@ struct lb_config {
 	__u16 snat_port_min;     /* SNAT source ports (0: LB_SNAT_PORT_MIN) */
 	__u16 snat_port_max;     /* (0: LB_SNAT_PORT_MAX) */
 	__be32 node_ips[LB_MAX_NODE_IPS]; /* addresses wildcard frontends answer on */
+	__u32 lb_mode;           /* enum lb_mode */
 };
 
 /* Socket-LB reverse translation key: a socket and the backend it was

@@ -8,6 +8,9 @@
  * destinations), source ranges, connection tracking, ClientIP affinity,
  * Maglev or weighted random selection, DNAT, and SNAT to the node IP when
  * the backend is remote (lb_snat.h).
+ * In DSR and hybrid modes (lb_dsr.h) a new external flow through a NodePort,
+ * LoadBalancer or ExternalIP frontend to a remote backend is sent unchanged
+ * inside IPIP to the backend instead of SNATed; its replies bypass the node.
  * lb_tc_egress: reverse NAT of replies of tracked (non-SNAT) flows, and
  * of ICMP errors about them (lb_icmp.h).
  *
@@ -25,6 +28,7 @@
 #include "lb_select.h"
 #include "lb_snat.h"
 #include "lb_icmp.h"
+#include "lb_dsr.h"
 
 static __always_inline void lb_count_drop(__u32 reason)
 {
@@ -112,8 +116,8 @@ int lb_tc_ingress(struct __sk_buff *skb)
 	__be16 be_port, snat_port = 0;
 	__u16 rev_nat, flags, count;
 	__u64 now = 0;
-	bool new_flow = false, snat = false;
-	__u8 be_flags;
+	bool new_flow = false, snat = false, dsr = false;
+	__u8 be_flags, fe_type;
 	int rc;
 
 	cfg = bpf_map_lookup_elem(&lb_config, &zero);
@@ -139,6 +143,7 @@ int lb_tc_ingress(struct __sk_buff *skb)
 	if (!svc)
 		return TC_ACT_OK;
 	lb_svc_load(svc, &rev_nat, &flags, &count, &timeout, &total_weight);
+	fe_type = svc->fe_type;
 
 	if (flags & LB_SVC_F_SOURCE_RANGES) {
 		struct lb4_src_range_key rk = {
@@ -162,6 +167,7 @@ int lb_tc_ingress(struct __sk_buff *skb)
 	    !((ct->flags & LB_CT_F_CLOSING) && lb_new_syn(&p))) {
 		backend_id = ct->backend_id;
 		snat = ct->flags & LB_CT_F_SNAT;
+		dsr = ct->flags & LB_CT_F_DSR;
 		snat_port = ct->snat_port;
 		be = bpf_map_lookup_elem(&lb4_backends, &backend_id);
 	}
@@ -170,6 +176,7 @@ int lb_tc_ingress(struct __sk_buff *skb)
 			bpf_map_delete_elem(&lb4_ct, &ck);
 		backend_id = 0;
 		snat = false;
+		dsr = false;
 		if (flags & LB_SVC_F_AFFINITY) {
 			ak.client = p.saddr;
 			ak.rev_nat_index = rev_nat;
@@ -201,10 +208,15 @@ int lb_tc_ingress(struct __sk_buff *skb)
 	if (new_flow) {
 		struct lb_affinity_val av = { .last_used = now, .backend_id = backend_id };
 
-		/* SNAT mode: a remote backend (lb-core's Backend::local is false)
-		 * under traffic policy Cluster, reached through one of our devices. */
+		/* A remote backend (lb-core's Backend::local is false) under
+		 * traffic policy Cluster, reached through one of our devices:
+		 * DSR when the mode says so for this flow, else SNAT. */
 		if (node && !(be_flags & LB_BE_F_LOCAL) && !(flags & LB_SVC_F_LOCAL_ONLY) &&
-		    lb_route_is_ours(skb, p.saddr, be_addr, p.proto)) {
+		    lb_dsr_applies(cfg, p.proto, fe_type) &&
+		    lb_route_is_ours(skb, node, be_addr, IPPROTO_IPIP)) {
+			dsr = true;
+		} else if (node && !(be_flags & LB_BE_F_LOCAL) && !(flags & LB_SVC_F_LOCAL_ONLY) &&
+			   lb_route_is_ours(skb, p.saddr, be_addr, p.proto)) {
 			struct lb4_snat_entry rev = {
 				.client_addr = p.saddr,
 				.frontend_addr = p.daddr,
@@ -231,8 +243,10 @@ int lb_tc_ingress(struct __sk_buff *skb)
 			ct_val.flags |= LB_CT_F_SNAT;
 			ct_val.snat_port = snat_port;
 		}
+		if (dsr)
+			ct_val.flags |= LB_CT_F_DSR;
 		bpf_map_update_elem(&lb4_ct, &ck, &ct_val, BPF_ANY);
-		if (!snat) {
+		if (!snat && !dsr) {
 			ck.saddr = be_addr;
 			ck.daddr = p.saddr;
 			ck.sport = be_port;
@@ -247,7 +261,7 @@ int lb_tc_ingress(struct __sk_buff *skb)
 
 		if (ct)
 			lb_ct_touch(ct, now, closing);
-		if (!snat) {
+		if (!snat && !dsr) {
 			/* Keep the reply entry fresh; recreate it if the LRU
 			 * evicted it (its lifetime is the flow's). */
 			struct ct4_entry *rct;
@@ -299,6 +313,11 @@ int lb_tc_ingress(struct __sk_buff *skb)
 	lb_count_service(rev_nat, skb->len, new_flow);
 	lb_count_backend(backend_id, skb->len, new_flow);
 
+	if (dsr) {
+		if (lb_dsr_encap(skb, node, be_addr, be_port) < 0)
+			return lb_drop(LB_DROP_REWRITE);
+		return lb_fib_redirect(skb, node, be_addr, IPPROTO_IPIP);
+	}
 	if (lb_rewrite(skb, &p, LB_IP_DADDR_OFF, p.daddr, be_addr, p.l4_off + 2, p.dport,
 		       be_port) < 0)
 		return lb_drop(LB_DROP_REWRITE);

@@ -91,6 +91,9 @@ pub const ZONE_MAX: usize = 64;
 pub const CT_F_SNAT: u16 = 1 << 0;
 /// `LB_CT_F_CLOSING`: a TCP FIN or RST was seen ([`Ct4Entry::flags`]).
 pub const CT_F_CLOSING: u16 = 1 << 1;
+/// `LB_CT_F_DSR`: the flow goes to its backend in IPIP and its replies
+/// bypass the node ([`Ct4Entry::flags`]).
+pub const CT_F_DSR: u16 = 1 << 2;
 /// `LB_SNAT_PORT_MIN`: default lowest SNAT source port, above Linux's
 /// default `net.ipv4.ip_local_port_range` (32768-60999).
 pub const SNAT_PORT_MIN: u16 = 61000;
@@ -324,7 +327,16 @@ pub struct LbConfig {
     pub snat_port_max: u16,
     /// Node addresses (network order) wildcard frontends answer on.
     pub node_ips: [u32; MAX_NODE_IPS],
+    /// `enum lb_mode`: [`LB_MODE_SNAT`], [`LB_MODE_DSR`] or [`LB_MODE_HYBRID`].
+    pub lb_mode: u32,
 }
+
+/// `LB_MODE_SNAT`: lb_core::LbMode::Snat.
+pub const LB_MODE_SNAT: u32 = 0;
+/// `LB_MODE_DSR`: lb_core::LbMode::Dsr.
+pub const LB_MODE_DSR: u32 = 1;
+/// `LB_MODE_HYBRID`: lb_core::LbMode::Hybrid.
+pub const LB_MODE_HYBRID: u32 = 2;
 
 /// `struct lb_svc_stats`: per-service and per-backend counters (one copy
 /// per CPU).
@@ -441,7 +453,7 @@ pod!(
     Lb4AffinityKey = 8,
     LbAffinityVal = 16,
     Lb4SrcRangeKey = 12,
-    LbConfig = 48,
+    LbConfig = 52,
     LbSvcStats = 24,
     LbSvcMeta = 128,
     Lb4SockKey = 16,

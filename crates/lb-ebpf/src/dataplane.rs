@@ -432,6 +432,11 @@ impl EbpfDataplane {
             maglev_seed: node.maglev.seed(),
             maglev_table_size: node.maglev.table_size(),
             node_ip_count: ips.len() as u32,
+            lb_mode: match node.mode {
+                lb_core::LbMode::Snat => crate::abi::LB_MODE_SNAT,
+                lb_core::LbMode::Dsr => crate::abi::LB_MODE_DSR,
+                lb_core::LbMode::Hybrid => crate::abi::LB_MODE_HYBRID,
+            },
             snat_port_min: if old.snat_port_min != 0 {
                 old.snat_port_min
             } else {

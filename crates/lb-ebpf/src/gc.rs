@@ -84,7 +84,8 @@ fn partner(
             pad: [0; 2],
         });
     }
-    if v.flags & CT_F_SNAT != 0 {
+    // SNAT flows have a reverse SNAT entry instead, DSR flows nothing.
+    if v.flags & (CT_F_SNAT | CT_F_DSR) != 0 {
         return None;
     }
     let be = backend(v.backend_id)?;

@@ -13,6 +13,10 @@
 //!   and [`EbpfDataplane::restore`] reads them back after an agent restart;
 //!   [`EbpfDataplane::gc`] expires idle flows; [`EbpfDataplane::counters`]
 //!   reads drop, service and backend counters.
+//! * load-balancer modes ([`lb_core::LbMode`]): in DSR and hybrid mode the
+//!   tc ingress program sends flows to remote backends inside IPIP
+//!   (`bpf/lb_dsr.h`), and [`dsr::BackendSide`] attaches the backend's half
+//!   (`bpf/lb_dsr_backend.c`) to a backend's device.
 
 #![warn(missing_docs)]
 
@@ -20,6 +24,7 @@ pub mod abi;
 mod cgroup;
 mod clock;
 pub mod dataplane;
+pub mod dsr;
 mod gc;
 pub mod loader;
 pub mod maps;

@@ -103,7 +103,7 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Loa
     }
 }
 
-fn prog_err(context: impl Into<String>) -> impl FnOnce(ProgramError) -> LoadError {
+pub(crate) fn prog_err(context: impl Into<String>) -> impl FnOnce(ProgramError) -> LoadError {
     let context = context.into();
     move |e| LoadError::Program {
         context,
@@ -253,7 +253,7 @@ impl Loaded {
     }
 }
 
-fn verifier_err(name: &'static str) -> impl FnOnce(ProgramError) -> LoadError {
+pub(crate) fn verifier_err(name: &'static str) -> impl FnOnce(ProgramError) -> LoadError {
     move |e| match e {
         ProgramError::LoadError {
             io_error,
@@ -505,7 +505,7 @@ fn ifindex(iface: &str) -> u32 {
     unsafe { libc::if_nametoindex(c.as_ptr()) }
 }
 
-fn interface_exists(iface: &str) -> bool {
+pub(crate) fn interface_exists(iface: &str) -> bool {
     ifindex(iface) != 0
 }
 

@@ -162,7 +162,8 @@ fn rust_mirrors_match_the_btf_of_lb_tc() {
             node_ip_count,
             snat_port_min,
             snat_port_max,
-            node_ips
+            node_ips,
+            lb_mode
         ]
     );
     check!(l, "lb_svc_stats", LbSvcStats, [packets, bytes, new_flows]);

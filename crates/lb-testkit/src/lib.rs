@@ -38,6 +38,7 @@
 pub mod bpffs;
 pub mod cgroup;
 pub mod conformance;
+pub mod dsr_topology;
 pub mod netns;
 pub mod packets;
 pub mod privileges;

@@ -1,0 +1,187 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
+/*
+ * lb_dsr_backend.c: the backend side of direct server return (IPv4), for
+ * the device a DSR backend receives its traffic on (src/dsr.rs attaches it).
+ *
+ * lb_dsr_ingress: an IPIP packet from a node (lb_dsr.h) is decapsulated;
+ * its inner packet, still addressed to the frontend the client used, is
+ * translated to the backend (the outer destination, and the port the outer
+ * Identification field carries for the first packet of the flow) and
+ * delivered. The flow is remembered in lb_dsr_flows, in both directions.
+ * lb_dsr_egress: a reply of a remembered flow gets the frontend back as its
+ * source and leaves straight for the client (the backend's own route), not
+ * through the node.
+ *
+ * Every packet of a flow refreshes its entries, whichever node it came
+ * through: a flow that moves to another node keeps its translation.
+ */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/ip.h>
+#include <linux/in.h>
+#include <linux/pkt_cls.h>
+#include <stdbool.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "lb_pkt.h"
+
+#ifndef BPF_F_ADJ_ROOM_DECAP_L3_IPV4
+#define BPF_F_ADJ_ROOM_DECAP_L3_IPV4 (1ULL << 7)
+#endif
+
+#define LB_DSR_FLOWS_MAX 262144
+
+/* lb_dsr_key.dir */
+#define LB_DSR_FORWARD 0 /* client -> frontend, as the client sent it */
+#define LB_DSR_REPLY   1 /* backend -> client, as the backend sends it */
+
+/* A flow's 5-tuple in one direction (the layout of lb_abi.h's ct4_key). */
+struct lb_dsr_key {
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 dir; /* LB_DSR_* */
+	__u8 pad[2];
+};
+
+/* FORWARD: the backend address and port the frontend becomes;
+ * REPLY: the frontend address and port the backend becomes. */
+struct lb_dsr_val {
+	__be32 addr;
+	__be16 port;
+	__u16 pad;
+};
+
+/* Indices of lb_dsr_stats (per-CPU packet counters). */
+enum lb_dsr_stat {
+	LB_DSR_DECAP = 0,    /* IPIP packets decapsulated and translated */
+	LB_DSR_REVERSE = 1,  /* replies translated back to the frontend */
+	LB_DSR_DROPPED = 2,  /* IPIP packets that could not be handled */
+	LB_DSR_STATS_MAX = 4,
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct lb_dsr_key);
+	__type(value, struct lb_dsr_val);
+	__uint(max_entries, LB_DSR_FLOWS_MAX);
+} lb_dsr_flows SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, LB_DSR_STATS_MAX);
+} lb_dsr_stats SEC(".maps");
+
+static __always_inline void lb_dsr_count(__u32 which)
+{
+	__u64 *n = bpf_map_lookup_elem(&lb_dsr_stats, &which);
+
+	if (n)
+		*n += 1;
+}
+
+static __always_inline int lb_dsr_drop(void)
+{
+	lb_dsr_count(LB_DSR_DROPPED);
+	return TC_ACT_SHOT;
+}
+
+SEC("classifier")
+int lb_dsr_ingress(struct __sk_buff *skb)
+{
+	struct lb_dsr_key k = {};
+	struct lb_dsr_val v = {}, *fwd;
+	struct lb_pkt p = {};
+	void *data, *data_end;
+	struct ethhdr *eth;
+	struct iphdr *outer;
+	__be32 be_addr;
+	__be16 be_port;
+
+	lb_pull(skb);
+	data = (void *)(long)skb->data;
+	data_end = (void *)(long)skb->data_end;
+	eth = data;
+	if ((void *)(eth + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
+		return TC_ACT_OK;
+	outer = (void *)(eth + 1);
+	if ((void *)(outer + 1) > data_end || outer->protocol != IPPROTO_IPIP)
+		return TC_ACT_OK;
+	if (outer->version != 4 || outer->ihl != 5 ||
+	    (outer->frag_off & bpf_htons(LB_IP_MF | LB_IP_OFFSET)))
+		return lb_dsr_drop();
+	be_addr = outer->daddr;
+	be_port = outer->id;
+	if (bpf_skb_adjust_room(skb, -(__s32)sizeof(*outer), BPF_ADJ_ROOM_MAC,
+				BPF_F_ADJ_ROOM_DECAP_L3_IPV4) < 0)
+		return lb_dsr_drop();
+	if (lb_parse4(skb, &p) != LB_PARSE_OK)
+		return lb_dsr_drop();
+
+	k.saddr = p.saddr;
+	k.daddr = p.daddr;
+	k.sport = p.sport;
+	k.dport = p.dport;
+	k.proto = p.proto;
+	k.dir = LB_DSR_FORWARD;
+	fwd = bpf_map_lookup_elem(&lb_dsr_flows, &k);
+	/* A known flow keeps its port (the Identification of later packets
+	 * may have been renumbered by segmentation offload). */
+	if (fwd && fwd->addr == be_addr && !((p.tcp_flags & (LB_TCP_SYN | LB_TCP_ACK)) == LB_TCP_SYN))
+		be_port = fwd->port;
+	else {
+		v.addr = be_addr;
+		v.port = be_port;
+		bpf_map_update_elem(&lb_dsr_flows, &k, &v, BPF_ANY);
+	}
+	/* The reply direction: refreshed by every packet (LRU). */
+	k.saddr = be_addr;
+	k.daddr = p.saddr;
+	k.sport = be_port;
+	k.dport = p.sport;
+	k.dir = LB_DSR_REPLY;
+	v.addr = p.daddr;
+	v.port = p.dport;
+	bpf_map_update_elem(&lb_dsr_flows, &k, &v, BPF_ANY);
+
+	if (lb_rewrite(skb, &p, LB_IP_DADDR_OFF, p.daddr, be_addr, p.l4_off + 2, p.dport,
+		       be_port) < 0)
+		return lb_dsr_drop();
+	lb_dsr_count(LB_DSR_DECAP);
+	return TC_ACT_OK;
+}
+
+SEC("classifier")
+int lb_dsr_egress(struct __sk_buff *skb)
+{
+	struct lb_dsr_key k = {};
+	struct lb_dsr_val *v;
+	struct lb_pkt p = {};
+	__be32 fe_addr;
+	__be16 fe_port;
+
+	if (lb_parse4(skb, &p) != LB_PARSE_OK)
+		return TC_ACT_OK;
+	k.saddr = p.saddr;
+	k.daddr = p.daddr;
+	k.sport = p.sport;
+	k.dport = p.dport;
+	k.proto = p.proto;
+	k.dir = LB_DSR_REPLY;
+	v = bpf_map_lookup_elem(&lb_dsr_flows, &k);
+	if (!v)
+		return TC_ACT_OK;
+	fe_addr = v->addr;
+	fe_port = v->port;
+	if (lb_rewrite(skb, &p, LB_IP_SADDR_OFF, p.saddr, fe_addr, p.l4_off, p.sport, fe_port) < 0)
+		return TC_ACT_SHOT;
+	lb_dsr_count(LB_DSR_REVERSE);
+	return TC_ACT_OK;
+}
+
+char LICENSE[] SEC("license") = "GPL";

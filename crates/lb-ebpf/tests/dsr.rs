@@ -1,0 +1,357 @@
+//! Load-balancer modes DSR and hybrid, end to end with real TCP and UDP
+//! sockets in lb-testkit's routed [`DsrTopology`] (client, router, node
+//! namespaces with the tc programs, backend namespaces with the DSR backend
+//! side), plus the multi-node property: nodes with the same services and
+//! Maglev seed send a flow to the same backend, and a TCP connection
+//! survives moving from one node to the other. Privileged (root); each test
+//! is bounded by 5 s socket timeouts and a few dozen requests (well under
+//! 60 s).
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
+use std::time::Duration;
+
+mod common;
+
+use common::{svc, Pins};
+use lb_core::*;
+use lb_ebpf::dsr::BackendSide;
+use lb_ebpf::{EbpfDataplane, LoadOptions, Loaded};
+use lb_testkit::dsr_topology::{DsrTopology, Host, VIP};
+use lb_testkit::{tcp_connect, tcp_request, BpffsGuard, EchoServer};
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+const SEED: u32 = 4242;
+
+fn tag(k: usize) -> Vec<u8> {
+    format!("be{k}:").into_bytes()
+}
+
+fn who(reply: &[u8]) -> usize {
+    let s = String::from_utf8_lossy(reply);
+    s.strip_prefix("be")
+        .and_then(|r| r.split(':').next())
+        .and_then(|k| k.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected reply {s:?}"))
+}
+
+/// One node's load balancer: programs on its link, maps in a private bpffs.
+struct Lb {
+    dp: EbpfDataplane,
+    _loaded: Loaded,
+    _pins: Pins,
+    _bpffs: BpffsGuard,
+}
+
+fn node_config(n: usize, node: &Host, mode: LbMode) -> NodeConfig {
+    let mut cfg = NodeConfig::new(format!("node-{n}"), vec![node.v4.into()]);
+    cfg.mode = mode;
+    cfg.maglev = MaglevConfig::new(251, SEED).unwrap();
+    cfg
+}
+
+fn start_lb(node: &Host, cfg: &NodeConfig, services: &[Service]) -> Lb {
+    let bpffs = BpffsGuard::new().expect("bpffs");
+    let pin_dir = bpffs.pin_path("lb");
+    let pins = Pins(pin_dir.clone());
+    let dev = node.link.name.clone();
+    let loaded = node
+        .ns
+        .run_in(|| lb_ebpf::load(&LoadOptions::new(&pin_dir, &[&dev])))
+        .unwrap()
+        .expect("load and attach");
+    let mut dp = EbpfDataplane::open(&pin_dir, cfg).expect("open dataplane");
+    let desired = DesiredState::build(cfg, services).unwrap();
+    Reconciler::new()
+        .apply(&mut dp, &desired)
+        .expect("reconcile");
+    Lb {
+        dp,
+        _loaded: loaded,
+        _pins: pins,
+        _bpffs: bpffs,
+    }
+}
+
+/// Echo servers (TCP 8080, UDP 5353) and the DSR backend side on every
+/// backend.
+fn start_backends(topo: &DsrTopology) -> (Vec<EchoServer>, Vec<BackendSide>) {
+    let mut servers = Vec::new();
+    let mut sides = Vec::new();
+    for (i, b) in topo.backends.iter().enumerate() {
+        servers.push(EchoServer::tcp(&b.ns, SocketAddr::from((b.v4, 8080)), &tag(i + 1)).unwrap());
+        servers.push(EchoServer::udp(&b.ns, SocketAddr::from((b.v4, 5353)), &tag(i + 1)).unwrap());
+        let dev = b.link.name.clone();
+        sides.push(
+            b.ns.run_in(|| BackendSide::attach(&dev))
+                .unwrap()
+                .expect("attach the DSR backend side"),
+        );
+    }
+    (servers, sides)
+}
+
+/// `web` (TCP) and `dns` (UDP), each on a LoadBalancer VIP and a NodePort.
+fn services(topo: &DsrTopology) -> Vec<Service> {
+    let be = |port: &str| -> Vec<String> {
+        topo.backends
+            .iter()
+            .map(|b| format!("{}:{port}", b.v4))
+            .collect()
+    };
+    let mut web = svc(
+        "default/web",
+        &[
+            (format!("{VIP}:80"), FrontendType::LoadBalancer),
+            ("0.0.0.0:30080".into(), FrontendType::NodePort),
+        ],
+        be("8080"),
+    );
+    let mut dns = svc(
+        "default/dns",
+        &[
+            (format!("{VIP}:53/UDP"), FrontendType::LoadBalancer),
+            ("0.0.0.0:30053/UDP".into(), FrontendType::NodePort),
+        ],
+        be("5353/UDP"),
+    );
+    web.algorithm = Some(LbAlgorithm::Maglev);
+    dns.algorithm = Some(LbAlgorithm::Maglev);
+    vec![web, dns]
+}
+
+/// One UDP request from client port `sport` (0: any); the reply must come
+/// from `dst` itself.
+fn udp_from(topo: &DsrTopology, sport: u16, dst: SocketAddr, msg: &[u8]) -> Vec<u8> {
+    let sock = topo
+        .client
+        .ns
+        .run_in(|| UdpSocket::bind(("0.0.0.0", sport)))
+        .unwrap()
+        .unwrap();
+    sock.set_read_timeout(Some(TIMEOUT)).unwrap();
+    sock.send_to(msg, dst).unwrap();
+    let mut buf = [0u8; 2048];
+    let (n, from) = sock.recv_from(&mut buf).expect("UDP reply");
+    assert_eq!(from, dst, "the reply must come from the frontend");
+    buf[..n].to_vec()
+}
+
+fn decapsulated(sides: &[BackendSide]) -> u64 {
+    sides.iter().map(|s| s.stats().unwrap().decapsulated).sum()
+}
+
+fn reversed(sides: &[BackendSide]) -> u64 {
+    sides.iter().map(|s| s.stats().unwrap().reversed).sum()
+}
+
+/// Sends `n` UDP requests to `dst` and returns how many packets the node
+/// received meanwhile: about `n` when replies bypass it, `2n` when they
+/// come back through it.
+fn node_rx_during_udp(topo: &DsrTopology, node: &Host, dst: SocketAddr, n: u64) -> u64 {
+    let before = DsrTopology::rx_packets(node).unwrap();
+    for i in 0..n {
+        let r = udp_from(topo, 0, dst, format!("q{i}").as_bytes());
+        assert!(r.ends_with(format!("q{i}").as_bytes()), "{r:?}");
+    }
+    DsrTopology::rx_packets(node).unwrap() - before
+}
+
+#[test]
+fn dsr_tcp_and_udp_reach_remote_backends_and_replies_bypass_the_node() {
+    lb_testkit::require_privileges();
+    let topo = DsrTopology::new(1, 2).expect("topology");
+    let (_servers, sides) = start_backends(&topo);
+    let node = &topo.nodes[0];
+    let cfg = node_config(1, node, LbMode::Dsr);
+    let mut lb = start_lb(node, &cfg, &services(&topo));
+
+    // TCP through the LoadBalancer VIP and the NodePort, small and large
+    // (the client link's MTU leaves room for the IPIP header).
+    let big = vec![b'x'; 256 * 1024];
+    for dst in [
+        SocketAddr::from((VIP, 80)),
+        SocketAddr::from((node.v4, 30080)),
+    ] {
+        for msg in [&b"hello"[..], &big[..]] {
+            let r = tcp_request(&topo.client.ns, dst, msg, TIMEOUT).expect("DSR TCP");
+            assert!((1..=2).contains(&who(&r)), "{dst}");
+            assert!(r.ends_with(msg), "{dst}: echo of {} bytes", msg.len());
+        }
+    }
+    assert!(decapsulated(&sides) > 0 && reversed(&sides) > 0);
+
+    // UDP through both frontends; replies come from the frontend.
+    for dst in [
+        SocketAddr::from((VIP, 53)),
+        SocketAddr::from((node.v4, 30053)),
+    ] {
+        let r = udp_from(&topo, 0, dst, b"dns?");
+        assert!((1..=2).contains(&who(&r)) && r.ends_with(b"dns?"), "{r:?}");
+    }
+
+    // Replies bypass the node: it receives the requests only.
+    let (d0, r0) = (decapsulated(&sides), reversed(&sides));
+    let n = 30;
+    let rx = node_rx_during_udp(&topo, node, SocketAddr::from((VIP, 53)), n);
+    assert!(
+        rx < n + n / 2,
+        "node received {rx} packets for {n} requests"
+    );
+    assert!(decapsulated(&sides) - d0 >= n);
+    assert!(reversed(&sides) - r0 >= n);
+    // And the node holds no reply state: no CT reply or SNAT entries.
+    assert_eq!(lb.dp.maps().snat.keys().count(), 0);
+    for k in lb.dp.maps().ct.keys() {
+        assert_eq!(k.unwrap().dir, 0, "only client-direction CT entries");
+    }
+}
+
+#[test]
+fn hybrid_sends_tcp_with_dsr_and_udp_with_snat() {
+    lb_testkit::require_privileges();
+    let topo = DsrTopology::new(1, 2).expect("topology");
+    let (_servers, sides) = start_backends(&topo);
+    let node = &topo.nodes[0];
+    let cfg = node_config(1, node, LbMode::Hybrid);
+    let mut lb = start_lb(node, &cfg, &services(&topo));
+
+    let d0 = decapsulated(&sides);
+    for _ in 0..5 {
+        let r = tcp_request(&topo.client.ns, SocketAddr::from((VIP, 80)), b"t", TIMEOUT)
+            .expect("hybrid TCP");
+        assert!(r.ends_with(b"t"), "{r:?}");
+    }
+    assert!(decapsulated(&sides) - d0 >= 5, "TCP went through DSR");
+
+    let d1 = decapsulated(&sides);
+    let n = 20;
+    let rx = node_rx_during_udp(&topo, node, SocketAddr::from((VIP, 53)), n);
+    assert_eq!(decapsulated(&sides), d1, "UDP is not encapsulated");
+    assert!(
+        rx >= 2 * n,
+        "SNAT replies return through the node ({rx} packets)"
+    );
+    assert!(lb.dp.maps().snat.keys().count() > 0, "UDP flows are SNATed");
+}
+
+fn exchange(conn: &mut TcpStream, msg: &[u8]) {
+    conn.write_all(msg)
+        .expect("send on the long-lived connection");
+    let mut back = vec![0u8; msg.len()];
+    conn.read_exact(&mut back)
+        .expect("echo on the long-lived connection");
+    assert_eq!(back, msg);
+}
+
+#[test]
+fn two_nodes_agree_on_backends_and_a_tcp_flow_survives_a_node_switch() {
+    lb_testkit::require_privileges();
+    let topo = DsrTopology::new(2, 3).expect("topology");
+    let (_servers, _sides) = start_backends(&topo);
+    let services = services(&topo);
+    let cfgs: Vec<NodeConfig> = topo
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| node_config(i + 1, n, LbMode::Dsr))
+        .collect();
+    let lbs: Vec<Lb> = topo
+        .nodes
+        .iter()
+        .zip(&cfgs)
+        .map(|(n, c)| start_lb(n, c, &services))
+        .collect();
+
+    // The same client 5-tuple lands on the same backend through either
+    // node, the one lb-core predicts.
+    let dst = SocketAddr::from((VIP, 53));
+    let rec = {
+        let mut r = Reconciler::new();
+        r.apply(
+            &mut MemoryDataplane::new(),
+            &DesiredState::build(&cfgs[0], &services).unwrap(),
+        )
+        .unwrap();
+        r
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    for sport in (0..12u16).map(|i| 40000 + i * 1237) {
+        let key = FlowKey {
+            src: topo.client.v4.into(),
+            dst: dst.ip(),
+            sport,
+            dport: 53,
+            proto: L4Proto::Udp,
+        };
+        let ctx = FlowContext {
+            now: 0,
+            entropy: 0,
+            scope: Scope::External,
+        };
+        let Verdict::Forward(f) = decide(rec.current(), &cfgs[0], &mut FlowState::new(), &key, ctx)
+        else {
+            panic!("no forward for {key:?}")
+        };
+        let expected = topo
+            .backends
+            .iter()
+            .position(|b| IpAddr::V4(b.v4) == f.backend.addr)
+            .unwrap()
+            + 1;
+        for via in 0..2 {
+            topo.route_vip_via(via).unwrap();
+            let got = who(&udp_from(&topo, sport, dst, b"x"));
+            assert_eq!(got, expected, "port {sport} via node {}", via + 1);
+        }
+        seen.insert(expected);
+    }
+    assert!(seen.len() > 1, "flows spread over backends: {seen:?}");
+
+    // A long-lived TCP connection moves between the nodes mid-flow.
+    topo.route_vip_via(0).unwrap();
+    let mut conn = tcp_connect(&topo.client.ns, SocketAddr::from((VIP, 80)), TIMEOUT)
+        .expect("connect via node 1");
+    let mut t = [0u8; 4];
+    conn.read_exact(&mut t).expect("tag");
+    let serving = who(&t);
+    exchange(&mut conn, b"via node 1");
+    let before: Vec<u64> = lbs.iter().map(service_packets).collect();
+    topo.route_vip_via(1).unwrap();
+    for i in 0..5 {
+        exchange(&mut conn, format!("via node 2, round {i}").as_bytes());
+    }
+    topo.route_vip_via(0).unwrap();
+    exchange(&mut conn, b"back via node 1");
+    let after: Vec<u64> = lbs.iter().map(service_packets).collect();
+    assert!(
+        after[1] > before[1],
+        "node 2 carried the flow: {before:?} -> {after:?}"
+    );
+    assert!(
+        after[0] > before[0],
+        "node 1 carried it again: {before:?} -> {after:?}"
+    );
+    // Still the same backend (the echo server's connection never broke).
+    drop(conn);
+    let r = tcp_request(
+        &topo.client.ns,
+        SocketAddr::from((VIP, 80)),
+        b"new",
+        TIMEOUT,
+    )
+    .unwrap();
+    assert!(r.ends_with(b"new"));
+    assert!((1..=3).contains(&serving));
+}
+
+/// Packets the node's programs counted for any service.
+fn service_packets(lb: &Lb) -> u64 {
+    lb.dp
+        .counters()
+        .unwrap()
+        .services
+        .values()
+        .map(|s| s.packets)
+        .sum()
+}
