@@ -71,6 +71,10 @@ pub enum Command {
     /// Read manifests and print what would be programmed, without touching
     /// the system.
     Plan(PlanArgs),
+    /// Attach the backend side of DSR (IPIP decapsulation and reply
+    /// translation) to a backend's device in the current network namespace
+    /// and keep it attached until SIGINT/SIGTERM.
+    DsrBackend(DsrBackendArgs),
     /// `GET /` and print the body, or the raw reply of a non-HTTP server
     /// (the demo's and tests' client when curl is missing or unsuitable).
     #[command(hide = true)]
@@ -110,6 +114,12 @@ pub struct NodeArgs {
     /// Without it, topology-aware routing is off.
     #[arg(long)]
     pub zone: Option<String>,
+    /// Load-balancer mode, as Cilium's --bpf-lb-mode: `snat`, `dsr` (IPIP
+    /// to remote backends, which answer clients directly; run
+    /// `lb-agent dsr-backend` on each backend's device) or `hybrid` (DSR
+    /// for TCP, SNAT for UDP). DSR needs --dataplane ebpf.
+    #[arg(long, default_value = "snat", value_parser = parse_mode)]
+    pub mode: lb_core::LbMode,
 }
 
 /// `lb-agent run`.
@@ -259,6 +269,7 @@ impl NodeArgs {
         )
         .map_err(|e| format!("--maglev-table-size: {e}"))?;
         node.zone = self.zone.clone().filter(|z| !z.is_empty());
+        node.mode = self.mode;
         Ok(node)
     }
 }
@@ -270,6 +281,10 @@ pub fn hostname() -> String {
         .ok()
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "localhost".into())
+}
+
+fn parse_mode(s: &str) -> Result<lb_core::LbMode, String> {
+    s.parse().map_err(|e: lb_core::UnknownMode| e.to_string())
 }
 
 fn parse_algorithm(s: &str) -> Result<LbAlgorithm, String> {
@@ -356,6 +371,36 @@ mod tests {
     }
 
     #[test]
+    fn mode_flag_sets_the_node_mode() {
+        let parse = |extra: &[&str]| {
+            let mut args = vec![
+                "lb-agent",
+                "run",
+                "--manifests",
+                "/m",
+                "--node-ip",
+                "10.0.0.1",
+                "--device",
+                "eth0",
+            ];
+            args.extend_from_slice(extra);
+            let Command::Run(r) = Cli::try_parse_from(args)?.command else {
+                panic!("not run")
+            };
+            Ok::<_, clap::Error>(r.node.node_config().unwrap().mode)
+        };
+        assert_eq!(parse(&[]).unwrap(), lb_core::LbMode::Snat);
+        assert_eq!(parse(&["--mode", "dsr"]).unwrap(), lb_core::LbMode::Dsr);
+        assert_eq!(
+            parse(&["--mode", "hybrid"]).unwrap(),
+            lb_core::LbMode::Hybrid
+        );
+        assert!(parse(&["--mode", "ipip"]).is_err());
+        let cli = Cli::try_parse_from(["lb-agent", "dsr-backend", "--device", "eth0"]).unwrap();
+        assert!(matches!(cli.command, Command::DsrBackend(a) if a.device == "eth0"));
+    }
+
+    #[test]
     fn bad_flags_are_usage_errors() {
         for args in [
             &["lb-agent", "run", "--manifests", "/m"][..],
@@ -385,4 +430,12 @@ mod tests {
             assert_eq!(e.exit_code(), 2, "{args:?}");
         }
     }
+}
+
+/// `lb-agent dsr-backend`.
+#[derive(Debug, Clone, Args)]
+pub struct DsrBackendArgs {
+    /// The device the backend receives DSR traffic on.
+    #[arg(long)]
+    pub device: String,
 }

@@ -10,6 +10,7 @@
 mod api;
 mod cli;
 mod demo;
+mod dsr_backend;
 mod http;
 mod kube_source;
 mod manifests;
@@ -42,6 +43,7 @@ fn main() -> ExitCode {
         Command::Cleanup(a) => cleanup_cmd(&a),
         Command::Demo(a) => demo::demo(&a),
         Command::Plan(a) => plan(&a),
+        Command::DsrBackend(a) => dsr_backend::run(&a),
         Command::HttpGet { addr } => {
             http::get_here(addr, std::time::Duration::from_secs(2)).map(|body| println!("{body}"))
         }

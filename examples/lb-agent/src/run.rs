@@ -125,7 +125,14 @@ impl Agent {
         if let Some(cg) = &args.cgroup {
             check_cgroup(cg)?;
         }
-        args.node.node_config()?;
+        let node = args.node.node_config()?;
+        if userspace && node.mode != lb_core::LbMode::Snat {
+            return Err(format!(
+                "--mode {}: the userspace dataplane implements SNAT only \
+                 (use --dataplane ebpf)",
+                node.mode
+            ));
+        }
         if let Some(m) = &args.manifests {
             if !m.is_dir() {
                 return Err(format!("--manifests {}: not a directory", m.display()));
@@ -471,8 +478,18 @@ impl Agent {
             dataplane,
             devices,
             socket_lb: self.socket_lb.clone(),
-            mode: "SNAT (to the node IP for remote backends; node-local backends see the client)"
-                .into(),
+            mode: match node.mode {
+                lb_core::LbMode::Snat => {
+                    "SNAT (to the node IP for remote backends; node-local backends see the client)"
+                        .into()
+                }
+                lb_core::LbMode::Dsr => "DSR (IPIP to remote backends, which answer clients \
+                                         directly; ClusterIP and node-local backends as SNAT)"
+                    .into(),
+                lb_core::LbMode::Hybrid => {
+                    "Hybrid (DSR with IPIP for TCP, SNAT for UDP; ClusterIP as SNAT)".into()
+                }
+            },
             backend_selection: match node.algorithm {
                 LbAlgorithm::Random => "Random".into(),
                 LbAlgorithm::Maglev => format!(
