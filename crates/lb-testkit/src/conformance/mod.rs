@@ -98,6 +98,10 @@ pub enum Scenario {
     /// Two clients with one source port SNATed to one remote backend: each
     /// flow gets a source port (reply tuple) of its own, and its own replies.
     SnatPortCollision,
+    /// DSR mode: remote backends reached in IPIP, ClusterIP still SNAT.
+    DsrRemoteBackend,
+    /// Hybrid mode: DSR for TCP, SNAT for UDP.
+    HybridMode,
     /// Traffic not for a frontend passes untouched.
     UnknownTraffic,
     /// Malformed packets dropped and counted.
@@ -109,7 +113,7 @@ pub enum Scenario {
 
 impl Scenario {
     /// All scenarios, in the order the suite runs them.
-    pub const ALL: [Scenario; 23] = [
+    pub const ALL: [Scenario; 25] = [
         Scenario::ClusterIp,
         Scenario::NodePortNodeIp,
         Scenario::NodePortWildcard,
@@ -130,6 +134,8 @@ impl Scenario {
         Scenario::ZoneHints,
         Scenario::SnatRemoteBackend,
         Scenario::SnatPortCollision,
+        Scenario::DsrRemoteBackend,
+        Scenario::HybridMode,
         Scenario::UnknownTraffic,
         Scenario::MalformedPackets,
         Scenario::ShortFrames,
@@ -159,6 +165,8 @@ impl Scenario {
             Scenario::ZoneHints => zone_hints(s),
             Scenario::SnatRemoteBackend => snat_remote_backend(s),
             Scenario::SnatPortCollision => snat_port_collision(s),
+            Scenario::DsrRemoteBackend => dsr_remote_backend(s),
+            Scenario::HybridMode => hybrid_mode(s),
             Scenario::UnknownTraffic => unknown_traffic(s),
             Scenario::MalformedPackets => malformed_packets(s),
             Scenario::ShortFrames => short_frames(s),

@@ -63,6 +63,21 @@ impl OracleDataplane {
                 }
                 PacketResult::Drop
             }
+            Verdict::Forward(f) if f.encap.is_some() => {
+                // DSR: the packet leaves unchanged inside IPIP; replies
+                // bypass the node, which keeps no reply state.
+                let Some(lb_core::Encap::Ipip {
+                    outer_src,
+                    outer_dst,
+                }) = f.encap
+                else {
+                    unreachable!()
+                };
+                match super::reference::encap_ipip(frame, outer_src, outer_dst, f.backend.port) {
+                    Some(out) => PacketResult::Accept(out),
+                    None => PacketResult::Drop,
+                }
+            }
             Verdict::Forward(f) => {
                 let (client, frontend) = endpoints(&key);
                 let src = SocketAddr::new(f.snat.unwrap_or(key.src), key.sport);

@@ -89,6 +89,39 @@ pub fn rewrite(frame: &[u8], src: SocketAddr, dst: SocketAddr) -> Option<Vec<u8>
     Some(out)
 }
 
+/// A frame wrapped in an outer IPv4 header as a DSR node sends it
+/// (`lb_core::Encap::Ipip`, lb-ebpf's `bpf/lb_dsr.h`): the Ethernet header,
+/// then version 4, IHL 5, the inner TOS, total length inner + 20,
+/// Identification `id` (the backend port), DF, TTL 64, protocol 4, a valid
+/// header checksum, `outer_src` -> `outer_dst`, then the inner IP packet
+/// unchanged. `None` for IPv6 addresses or a frame without an IPv4 header.
+pub fn encap_ipip(frame: &[u8], outer_src: IpAddr, outer_dst: IpAddr, id: u16) -> Option<Vec<u8>> {
+    let (IpAddr::V4(s), IpAddr::V4(d)) = (outer_src, outer_dst) else {
+        return None;
+    };
+    if frame.len() < 14 + 20 {
+        return None;
+    }
+    let inner_len = u16::from_be_bytes([frame[16], frame[17]]);
+    let mut outer = [0u8; 20];
+    outer[0] = 0x45;
+    outer[1] = frame[15];
+    outer[2..4].copy_from_slice(&(inner_len + 20).to_be_bytes());
+    outer[4..6].copy_from_slice(&id.to_be_bytes());
+    outer[6..8].copy_from_slice(&0x4000u16.to_be_bytes());
+    outer[8] = 64;
+    outer[9] = 4;
+    outer[12..16].copy_from_slice(&s.octets());
+    outer[16..20].copy_from_slice(&d.octets());
+    let c = internet_checksum(&outer);
+    outer[10..12].copy_from_slice(&c.to_be_bytes());
+    let mut out = Vec::with_capacity(frame.len() + 20);
+    out.extend_from_slice(&frame[..14]);
+    out.extend_from_slice(&outer);
+    out.extend_from_slice(&frame[14..]);
+    Some(out)
+}
+
 /// `(src, dst)` of a flow key as socket addresses.
 pub fn endpoints(key: &FlowKey) -> (SocketAddr, SocketAddr) {
     (

@@ -4,9 +4,9 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 
 use lb_core::{
-    BackendParams, BackendState, Capacity, DataplaneError, DropReason, FrontendParams,
-    FrontendType, LbAlgorithm, MaglevConfig, NodeConfig, ReconcileError, Service, SessionAffinity,
-    TrafficDistribution, TrafficPolicy, Verdict,
+    BackendParams, BackendState, Capacity, DataplaneError, DropReason, Forward, FrontendParams,
+    FrontendType, LbAlgorithm, LbMode, MaglevConfig, NodeConfig, ReconcileError, Service,
+    SessionAffinity, TrafficDistribution, TrafficPolicy, Verdict,
 };
 
 use super::dut::Setup;
@@ -27,6 +27,11 @@ pub fn setup(scenario: Scenario) -> Setup {
     if scenario == Scenario::ZoneHints {
         node.zone = Some(ZONE.into());
     }
+    node.mode = match scenario {
+        Scenario::DsrRemoteBackend => LbMode::Dsr,
+        Scenario::HybridMode => LbMode::Hybrid,
+        _ => LbMode::Snat,
+    };
     let capacity = match scenario {
         Scenario::Capacity => Capacity {
             frontends: 64,
@@ -878,4 +883,74 @@ pub fn short_frames(s: &mut Session) {
     if let (Some(b), Some(a)) = (before, s.dut.drops()) {
         assert_eq!(a.malformed - b.malformed, 4, "malformed drops counted");
     }
+}
+
+/// A service with NodePort, LoadBalancer, ExternalIP and ClusterIP
+/// frontends (TCP and UDP) and one remote backend per protocol.
+fn remote_modes_service() -> Service {
+    let mut svc = service(
+        "default/web",
+        &[
+            ("0.0.0.0:30080", FrontendType::NodePort),
+            ("203.0.113.7:80", FrontendType::LoadBalancer),
+            ("198.51.100.7:80", FrontendType::ExternalIp),
+            ("10.96.0.10:80", FrontendType::ClusterIp),
+            ("203.0.113.7:53/UDP", FrontendType::LoadBalancer),
+        ],
+        &[],
+    );
+    for b in ["10.0.2.5:8080", "10.0.2.5:5353/UDP"] {
+        svc.backends
+            .push(BackendParams::new(b.parse().expect("addr")).on_node("node-2"));
+    }
+    svc
+}
+
+fn encap_of(s: &mut Session, frame: &[u8]) -> (Forward, Vec<u8>) {
+    let sent = s.send(frame);
+    let Verdict::Forward(f) = sent.verdict else {
+        panic!("{sent:?}")
+    };
+    (f, sent.out.expect("forwarded"))
+}
+
+/// DSR mode: external TCP and UDP flows through NodePort, LoadBalancer and
+/// ExternalIP frontends to a remote backend leave unchanged inside IPIP
+/// (node IP -> backend, the backend port in the Identification field), on
+/// every packet of the flow; ClusterIP stays SNAT.
+pub fn dsr_remote_backend(s: &mut Session) {
+    s.program(&[remote_modes_service()]);
+    for (client, fe) in [
+        ("192.168.5.2:40000", "192.168.1.10:30080"),
+        ("192.168.5.2:40001", "203.0.113.7:80"),
+        ("192.168.5.3:40000", "198.51.100.7:80"),
+    ] {
+        for _ in 0..2 {
+            let (f, _) = encap_of(s, &tcp(client, fe));
+            assert_eq!(f.snat, None);
+            assert!(f.encap.is_some(), "{fe}: {f:?}");
+        }
+    }
+    let (f, _) = encap_of(s, &udp("192.168.5.2:40002", "203.0.113.7:53"));
+    assert!(f.encap.is_some(), "UDP: {f:?}");
+    let (f, out) = encap_of(s, &tcp("192.168.5.2:40003", "10.96.0.10:80"));
+    assert_eq!(
+        (f.snat, f.encap),
+        (Some(NODE_IP.parse().expect("ip")), None)
+    );
+    s.reply(&tcp("192.168.5.2:40003", "10.96.0.10:80"), &out);
+}
+
+/// Hybrid mode: TCP through the LoadBalancer goes with DSR, UDP is SNATed
+/// and its replies return through the node.
+pub fn hybrid_mode(s: &mut Session) {
+    s.program(&[remote_modes_service()]);
+    let (f, _) = encap_of(s, &tcp("192.168.5.2:40000", "203.0.113.7:80"));
+    assert!(f.encap.is_some() && f.snat.is_none(), "TCP: {f:?}");
+    let (f, out) = encap_of(s, &udp("192.168.5.2:40000", "203.0.113.7:53"));
+    assert_eq!(
+        (f.snat, f.encap),
+        (Some(NODE_IP.parse().expect("ip")), None)
+    );
+    s.reply(&udp("192.168.5.2:40000", "203.0.113.7:53"), &out);
 }

@@ -225,6 +225,24 @@ impl<'a> Session<'a> {
                 let PacketResult::Accept(out) = got else {
                     panic!("{name}: {key:?} should be forwarded to {dst} but was dropped");
                 };
+                if let Some(lb_core::Encap::Ipip {
+                    outer_src,
+                    outer_dst,
+                }) = f.encap
+                {
+                    let want =
+                        super::reference::encap_ipip(frame, outer_src, outer_dst, f.backend.port)
+                            .expect("reference encapsulation");
+                    assert_eq!(
+                        out, want,
+                        "{name}: {key:?}: DSR to {dst} must leave unchanged inside IPIP \
+                         {outer_src} -> {outer_dst} (oracle {f:?})"
+                    );
+                    return Sent {
+                        verdict,
+                        out: Some(out),
+                    };
+                }
                 // The source port of a SNATed flow is the dataplane's choice.
                 let sport = match (f.snat, classify(&out)) {
                     (Some(_), Class::Flow(k)) => {

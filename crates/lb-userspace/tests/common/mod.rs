@@ -3,7 +3,7 @@
 
 use lb_core::{DataplaneError, Op, Scope};
 use lb_testkit::conformance::{
-    DataplaneUnderTest, Direction, Drops, PacketCtx, PacketResult, Setup,
+    DataplaneUnderTest, Direction, Drops, PacketCtx, PacketResult, Scenario, Setup,
 };
 use lb_userspace::{Config, DropKind, PacketMeta, PacketPath, UserspaceDataplane};
 
@@ -29,6 +29,14 @@ impl Userspace {
 impl DataplaneUnderTest for Userspace {
     fn name(&self) -> String {
         "lb-userspace".into()
+    }
+
+    fn unsupported(&self, scenario: Scenario) -> Option<String> {
+        matches!(scenario, Scenario::DsrRemoteBackend | Scenario::HybridMode).then(|| {
+            "DSR's IPIP encapsulation is not implemented: frames are rewritten in place \
+             (lb_userspace::DropKind::Unsupported)"
+                .into()
+        })
     }
 
     fn apply(&mut self, ops: &[Op]) -> Result<(), DataplaneError> {
