@@ -11,8 +11,16 @@
  * addresses. Selection: affinity per service (the node is one client, key
  * address 0.0.0.0), then Maglev or weighted random. The selector is the
  * socket cookie for UDP, so every datagram of a socket reaches the same
- * backend, and a random number for TCP. Source ranges are not checked: the
- * client is this node.
+ * backend, and a random number for TCP.
+ *
+ * Source ranges (loadBalancerSourceRanges) are checked here too, as
+ * Cilium's socket LB does for LoadBalancer services: the client is this
+ * node, so its source is the address the socket is bound to (sendmsg4: the
+ * IP_PKTINFO source if any), or, for an unbound socket, whose source the
+ * kernel picks only after this hook, the node's first address
+ * (lb_config.node_ips[0], the agent's first --node-ip). A source outside
+ * the ranges is refused (connect/sendmsg fail with EPERM) and counted as
+ * LB_DROP_SOURCE_RANGE.
  */
 #include <linux/bpf.h>
 #include <linux/in.h>
@@ -27,10 +35,31 @@
 #define SYS_REJECT 0
 #define SYS_PROCEED 1
 
-/* Translates ctx's destination when it is a frontend. Returns SYS_REJECT
- * for a frontend without a usable backend (connect fails with EPERM, as the
- * tc path drops). */
-static __always_inline int lb_sock4_xlate(struct bpf_sock_addr *ctx, bool connect)
+/* True when `src` may use the frontend `rev_nat` (its source ranges); a
+ * refusal is counted. */
+static __always_inline bool lb_sock4_src_ok(const struct lb_config *cfg, __u16 rev_nat,
+					    __be32 src)
+{
+	struct lb4_src_range_key rk = { .prefixlen = 64, .rev_nat_index = rev_nat };
+	__u32 reason = LB_DROP_SOURCE_RANGE;
+	__u64 *n;
+
+	if (!src && cfg && cfg->node_ip_count > 0)
+		src = cfg->node_ips[0];
+	rk.addr = src;
+	if (src && bpf_map_lookup_elem(&lb4_src_range, &rk))
+		return true;
+	n = bpf_map_lookup_elem(&lb_drops, &reason);
+	if (n)
+		*n += 1;
+	return false;
+}
+
+/* Translates ctx's destination when it is a frontend. `src` is the
+ * client's source address when known (0: unbound). Returns SYS_REJECT for a
+ * frontend without a usable backend (connect fails with EPERM, as the tc
+ * path drops) or a source outside its ranges. */
+static __always_inline int lb_sock4_xlate(struct bpf_sock_addr *ctx, bool connect, __be32 src)
 {
 	struct lb4_key key = {};
 	struct lb4_affinity_key ak = {};
@@ -53,6 +82,8 @@ static __always_inline int lb_sock4_xlate(struct bpf_sock_addr *ctx, bool connec
 	if (!svc)
 		return SYS_PROCEED;
 	lb_svc_load(svc, &rev_nat, &flags, &count, &timeout, &total_weight);
+	if ((flags & LB_SVC_F_SOURCE_RANGES) && !lb_sock4_src_ok(cfg, rev_nat, src))
+		return SYS_REJECT;
 	cookie = bpf_get_socket_cookie(ctx);
 	selector = proto == IPPROTO_UDP ? (__u32)(cookie ^ (cookie >> 32)) :
 					  bpf_get_prandom_u32();
@@ -138,16 +169,26 @@ static __always_inline void lb_sock4_rev(struct bpf_sock_addr *ctx)
 	ctx->user_port = sv->port;
 }
 
+/* The address the socket is bound to (0 when unbound). */
+static __always_inline __be32 lb_sock4_bound(struct bpf_sock_addr *ctx)
+{
+	struct bpf_sock *sk = ctx->sk;
+
+	return sk ? sk->src_ip4 : 0;
+}
+
 SEC("cgroup/connect4")
 int lb_sock_connect4(struct bpf_sock_addr *ctx)
 {
-	return lb_sock4_xlate(ctx, true);
+	return lb_sock4_xlate(ctx, true, lb_sock4_bound(ctx));
 }
 
 SEC("cgroup/sendmsg4")
 int lb_sock_sendmsg4(struct bpf_sock_addr *ctx)
 {
-	return lb_sock4_xlate(ctx, false);
+	__be32 src = ctx->msg_src_ip4;
+
+	return lb_sock4_xlate(ctx, false, src ? src : lb_sock4_bound(ctx));
 }
 
 SEC("cgroup/recvmsg4")

@@ -27,8 +27,14 @@ a = sys.argv[1:]
 for i in range(0, len(a), 3):
     kind, host, port = a[i], a[i + 1], int(a[i + 2])
     try:
-        if kind == "tcp":
-            s = socket.create_connection((host, port), timeout=5)
+        if kind.startswith("tcp"):
+            if "@" in kind:
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                s.settimeout(5)
+                s.bind((kind.split("@")[1], 0))
+                s.connect((host, port))
+            else:
+                s = socket.create_connection((host, port), timeout=5)
             peer = s.getpeername()
             s.sendall(b"hi")
             s.shutdown(socket.SHUT_WR)
@@ -239,4 +245,115 @@ fn the_root_cgroup_and_non_cgroups_are_refused() {
         0,
         "nothing loaded"
     );
+}
+
+/// loadBalancerSourceRanges on the socket path: the node's own processes
+/// are the client, so an unbound socket counts as the node's first address
+/// and a bound one as its bound address. Inside the ranges: connected
+/// straight to a backend; outside: refused (EPERM) and counted as a
+/// source-range drop; the verdicts equal lb-core's `decide` in the internal
+/// scope. TCP and UDP (unconnected and connected). Bounded: a few requests
+/// with 5 s timeouts.
+#[test]
+fn socket_lb_checks_load_balancer_source_ranges() {
+    lb_testkit::require_privileges();
+    let topo = Topology::new(1).expect("topology");
+    let bpffs = BpffsGuard::new().expect("bpffs");
+    let pin_dir = bpffs.pin_path("lb");
+    let _pins = Pins(pin_dir.clone());
+    let cg = CgroupGuard::with_label("sockrange").expect("child cgroup");
+    let dev = topo.node_client_dev.clone();
+    let opts = LoadOptions::new(&pin_dir, &[&dev]).with_cgroup(cg.path());
+    let _loaded = topo
+        .node
+        .run_in(|| lb_ebpf::load(&opts))
+        .unwrap()
+        .expect("load and attach");
+    let b = &topo.backends[0];
+    let _tcp = EchoServer::tcp(&b.ns, SocketAddr::from((b.v4, 8080)), b"be1:").unwrap();
+    let _udp = EchoServer::udp(&b.ns, SocketAddr::from((b.v4, 5353)), b"be1:").unwrap();
+    let lb = |name: &str, vip: &str, range: String| {
+        let mut s = svc(
+            name,
+            &[
+                (format!("{vip}:80"), FrontendType::LoadBalancer),
+                (format!("{vip}:53/UDP"), FrontendType::LoadBalancer),
+            ],
+            vec![format!("{}:8080", b.v4), format!("{}:5353/UDP", b.v4)],
+        );
+        s.source_ranges = vec![range.parse().unwrap()];
+        s
+    };
+    let node_ip = topo.node_v4;
+    let services = [
+        lb("default/mine", "198.51.100.21", format!("{node_ip}/32")),
+        lb("default/theirs", "198.51.100.22", "10.99.0.0/16".into()),
+    ];
+    let node = NodeConfig::new("node-1", vec![node_ip.into()]);
+    let desired = DesiredState::build(&node, &services).unwrap();
+    let mut dp = EbpfDataplane::open(&pin_dir, &node).expect("open dataplane");
+    let mut rec = Reconciler::new();
+    rec.apply(&mut dp, &desired).expect("reconcile");
+    let before = dp.counters().unwrap().drops;
+
+    let mine = |p: u16| SocketAddr::from(([198, 51, 100, 21], p));
+    let theirs = |p: u16| SocketAddr::from(([198, 51, 100, 22], p));
+    let other_src = format!("tcp@{}", b.node_v4);
+    let cases: [(&str, SocketAddr, bool); 7] = [
+        ("tcp", mine(80), true),
+        ("udp", mine(53), true),
+        ("udpc", mine(53), true),
+        ("tcp", theirs(80), false),
+        ("udp", theirs(53), false),
+        ("udpc", theirs(53), false),
+        // Bound to the node's other address: outside node_ip/32.
+        (&other_src, mine(80), false),
+    ];
+    let requests: Vec<String> = cases.iter().flat_map(|(k, a, _)| req(k, *a)).collect();
+    let lines = client(&topo.node, Some(cg.path()), &requests);
+    assert_eq!(lines.len(), cases.len(), "{lines:?}");
+    for ((kind, addr, allowed), line) in cases.iter().zip(&lines) {
+        if *allowed {
+            assert!(
+                line.starts_with(&format!("peer={addr} reply=be1:")),
+                "{kind} {addr}: {line}"
+            );
+        } else {
+            assert!(line.starts_with("error="), "{kind} {addr}: {line}");
+        }
+        // lb-core agrees (the internal scope: the node is the client).
+        let src: std::net::IpAddr = match kind.split_once('@') {
+            Some((_, s)) => s.parse().unwrap(),
+            None => node_ip.into(),
+        };
+        let key = FlowKey {
+            src,
+            dst: addr.ip(),
+            sport: 40000,
+            dport: addr.port(),
+            proto: if kind.starts_with("tcp") {
+                L4Proto::Tcp
+            } else {
+                L4Proto::Udp
+            },
+        };
+        let ctx = FlowContext {
+            now: 0,
+            entropy: 0,
+            scope: Scope::Internal,
+        };
+        let v = decide(rec.current(), &node, &mut FlowState::new(), &key, ctx);
+        assert_eq!(
+            matches!(v, Verdict::Forward(_)),
+            *allowed,
+            "{kind} {addr}: {v:?}"
+        );
+    }
+    let after = dp.counters().unwrap().drops;
+    let sr = |d: &[(lb_ebpf::abi::DropReason, u64)]| {
+        d.iter()
+            .find(|(r, _)| *r == lb_ebpf::abi::DropReason::SourceRange)
+            .map_or(0, |(_, n)| *n)
+    };
+    assert!(sr(&after) >= sr(&before) + 4, "{before:?} -> {after:?}");
 }
