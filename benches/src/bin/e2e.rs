@@ -257,10 +257,28 @@ fn setup(lab: &Lab, dp: &str, sc: &Scenario) -> Res<(Active, Duration)> {
 }
 
 impl Active {
-    fn teardown(self, lab: &Lab) -> Res<()> {
+    /// Removes the dataplane; for eBPF, returns its drop counters.
+    fn teardown(self, lab: &Lab) -> Res<Option<String>> {
         match self {
             Active::None => {}
-            Active::Ebpf { pin_dir } => lb_ebpf::cleanup(&pin_dir)?,
+            Active::Ebpf { pin_dir } => {
+                // The datapath's drop counters of this round, for the record.
+                let dp = EbpfDataplane::open(&pin_dir, &lab.node_cfg)?;
+                let drops: Vec<String> = dp
+                    .counters()?
+                    .drops
+                    .iter()
+                    .filter(|(_, n)| *n > 0)
+                    .map(|(r, n)| format!("{r:?}={n}"))
+                    .collect();
+                drop(dp);
+                lb_ebpf::cleanup(&pin_dir)?;
+                return Ok(Some(if drops.is_empty() {
+                    "none".into()
+                } else {
+                    drops.join(", ")
+                }));
+            }
             // iptables-nft's tables are nftables tables of this namespace.
             Active::Iptables => sh(&lab.topo.node, &["nft", "flush", "ruleset"])?,
             Active::Nftables => sh(
@@ -268,7 +286,7 @@ impl Active {
                 &["nft", "delete", "table", "ip", "kube-proxy"],
             )?,
         }
-        Ok(())
+        Ok(None)
     }
 }
 
@@ -322,6 +340,7 @@ fn run(a: &Args) -> Res<()> {
     let mut samples: Vec<(Cell, WrkResult)> = Vec::new();
     let mut iperf: BTreeMap<(usize, &'static str, &'static str), Vec<f64>> = BTreeMap::new();
     let mut setups: BTreeMap<(usize, &'static str), Vec<f64>> = BTreeMap::new();
+    let mut ebpf_drops: Vec<String> = Vec::new();
     let mut csv = String::from(
         "services,round,client,dataplane,target,mode,requests,rps,p50_us,p99_us,errors\n",
     );
@@ -347,7 +366,10 @@ fn run(a: &Args) -> Res<()> {
                     &mut iperf,
                     &mut csv,
                 );
-                active.teardown(&lab)?;
+                if let Some(drops) = active.teardown(&lab)? {
+                    eprintln!("  eBPF drop counters: {drops}");
+                    ebpf_drops.push(format!("| {n} | {round} | {drops} |"));
+                }
                 result?;
             }
         }
@@ -379,6 +401,11 @@ fn run(a: &Args) -> Res<()> {
         if *dp != "direct" {
             let _ = writeln!(md, "| {n} | {dp} | {:.3} |", report::median(v));
         }
+    }
+    md.push_str("\nlb-ebpf drop counters after each eBPF round (all cells of the round):\n\n| services | round | drops |\n|---:|---:|---|\n");
+    for row in &ebpf_drops {
+        md.push_str(row);
+        md.push('\n');
     }
     std::fs::write(a.out.join("results.md"), &md)?;
     std::fs::write(a.out.join("samples.csv"), &csv)?;
