@@ -50,6 +50,7 @@ struct Args {
     connections: u32,
     threads: u32,
     iperf: Duration,
+    iptables: String,
     reps: usize,
     out: PathBuf,
     font: PathBuf,
@@ -64,6 +65,7 @@ fn parse_args() -> Res<Args> {
         connections: 16,
         threads: 2,
         iperf: Duration::from_secs(3),
+        iptables: "iptables-restore".into(),
         reps: 5,
         out: PathBuf::from("benches/e2e/results"),
         font: PathBuf::from(DEFAULT_FONT),
@@ -94,6 +96,7 @@ fn parse_args() -> Res<Args> {
             "--connections" => a.connections = val()?.parse()?,
             "--threads" => a.threads = val()?.parse()?,
             "--iperf" => a.iperf = Duration::from_secs_f64(val()?.parse()?),
+            "--iptables" => a.iptables = val()?,
             "--reps" => a.reps = val()?.parse()?,
             "--out" => a.out = val()?.into(),
             "--font" => a.font = val()?.into(),
@@ -135,7 +138,7 @@ fn sh(ns: &NetNs, args: &[&str]) -> Res<()> {
 }
 
 /// The dataplanes in the order of round 0; later rounds rotate it.
-const DATAPLANES: [&str; 4] = ["direct", "ebpf", "iptables", "nftables"];
+const DATAPLANES: [&str; 4] = ["direct", "ebpf", "nftables", "iptables"];
 
 struct Lab {
     topo: Topology,
@@ -144,6 +147,7 @@ struct Lab {
     node_cfg: NodeConfig,
     proxy: ProxyConfig,
     script: PathBuf,
+    iptables: String,
     real: Vec<SocketAddrV4>,
     _servers: Vec<HttpServer>,
     _iperf: lb_testkit::netns::ChildGuard,
@@ -202,6 +206,7 @@ impl Lab {
             cgroup: CgroupGuard::with_label("e2e-sock")?,
             bpffs: BpffsGuard::new()?,
             script: load::write_script(tmp)?,
+            iptables: a.iptables.clone(),
             node_cfg,
             proxy,
             real,
@@ -250,10 +255,10 @@ fn setup(lab: &Lab, dp: &str, sc: &Scenario) -> Res<(Active, Duration)> {
         "iptables" => {
             let ports = kubeproxy::service_ports(&sc.services)?;
             let full = iptables::full_sync(&lab.proxy, &ports);
-            let mut restore = node.command("iptables-restore");
+            let mut restore = node.command(&lab.iptables);
             restore.args(["-w", "--noflush"]);
             feed(&mut restore, &iptables::jump_rules())?;
-            let mut restore = node.command("iptables-restore");
+            let mut restore = node.command(&lab.iptables);
             restore.args(["-w", "--noflush"]);
             feed(&mut restore, &full)?;
             Active::Iptables
@@ -294,7 +299,15 @@ impl Active {
                 }));
             }
             // iptables-nft's tables are nftables tables of this namespace.
-            Active::Iptables => sh(&lab.topo.node, &["nft", "flush", "ruleset"])?,
+            Active::Iptables => {
+                if lab.iptables.contains("legacy") {
+                    for t in ["nat", "filter"] {
+                        sh(&lab.topo.node, &["iptables-legacy", "-w", "-t", t, "-F"])?;
+                        sh(&lab.topo.node, &["iptables-legacy", "-w", "-t", t, "-X"])?;
+                    }
+                }
+                sh(&lab.topo.node, &["nft", "flush", "ruleset"])?
+            }
             Active::Nftables => sh(
                 &lab.topo.node,
                 &["nft", "delete", "table", "ip", "kube-proxy"],
@@ -420,58 +433,98 @@ fn run(a: &Args) -> Res<()> {
                     ebpf_drops.push(format!("| {n} | {round} | {drops} |"));
                 }
                 result?;
+                write_outputs(
+                    a,
+                    started,
+                    &load_before,
+                    &samples,
+                    &iperf,
+                    &setups,
+                    &ebpf_drops,
+                    &retries,
+                    &csv,
+                )?;
             }
         }
     }
+    let md = write_outputs(
+        a,
+        started,
+        &load_before,
+        &samples,
+        &iperf,
+        &setups,
+        &ebpf_drops,
+        &retries,
+        &csv,
+    )?;
+    println!("{md}");
+    let _ = std::fs::remove_dir_all(&tmp);
+    Ok(())
+}
+
+/// Writes `results.md`, `samples.csv` and `e2e.png` from what was measured
+/// so far (called after every round, so an interrupted run keeps its data).
+#[allow(clippy::too_many_arguments)]
+fn write_outputs(
+    a: &Args,
+    started: Instant,
+    load_before: &str,
+    samples: &[(Cell, WrkResult)],
+    iperf: &BTreeMap<(usize, &'static str, &'static str), Vec<f64>>,
+    setups: &BTreeMap<(usize, &'static str), Vec<f64>>,
+    ebpf_drops: &[String],
+    retries: &[String],
+    csv: &str,
+) -> Res<String> {
     let load_after = uptime();
-    let summaries = report::summarize(&samples);
+    let summaries = report::summarize(samples);
     let iperf_rows: Vec<_> = iperf
-        .into_iter()
-        .map(|((n, c, d), v)| (n, c, d, v))
+        .iter()
+        .map(|((n, c, d), v)| (*n, *c, *d, v.clone()))
         .collect();
     let mut md = String::new();
     let _ = writeln!(md, "# End-to-end results\n");
     let _ = writeln!(
         md,
-        "Command: `e2e --services {} --duration {} --rounds {} --connections {} --threads {} --iperf {}`  ",
+        "Command: `e2e --services {} --duration {} --rounds {} --connections {} --threads {} --iperf {} --iptables {}`  ",
         a.services.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(","),
         a.duration.as_secs_f64(),
         a.rounds,
         a.connections,
         a.threads,
-        a.iperf.as_secs_f64()
+        a.iperf.as_secs_f64(),
+        a.iptables
     );
     let _ = writeln!(md, "Wall time: {:.0} s  ", started.elapsed().as_secs_f64());
     let _ = writeln!(md, "Load before: `{load_before}`  ");
     let _ = writeln!(md, "Load after: `{load_after}`\n");
     md.push_str(&report::markdown(&summaries, &iperf_rows));
     md.push_str("\nProgramming time of each dataplane in this run (median over rounds, s; eBPF: load + attach + reconcile; iptables: jump rules + full `iptables-restore`; nftables: full `nft -f`):\n\n| services | dataplane | median s |\n|---:|---|---:|\n");
-    for ((n, dp), v) in &setups {
+    for ((n, dp), v) in setups {
         if *dp != "direct" {
             let _ = writeln!(md, "| {n} | {dp} | {:.3} |", report::median(v));
         }
     }
     md.push_str("\nlb-ebpf drop counters after each eBPF round (all cells of the round):\n\n| services | round | drops |\n|---:|---:|---|\n");
-    for row in &ebpf_drops {
+    for row in ebpf_drops {
         md.push_str(row);
         md.push('\n');
     }
     if !retries.is_empty() {
         md.push_str("\nSetups that failed once and were retried:\n\n");
-        for r in &retries {
+        for r in retries {
             let _ = writeln!(md, "- {r}");
         }
     }
     std::fs::write(a.out.join("results.md"), &md)?;
-    std::fs::write(a.out.join("samples.csv"), &csv)?;
+    std::fs::write(a.out.join("samples.csv"), csv)?;
     let title = format!(
         "HTTP through kube-proxy replacements, wrk -t{} -c{}, median of {} rounds",
         a.threads, a.connections, a.rounds
     );
     report::plot(&summaries, &a.out.join("e2e.png"), &title)?;
-    println!("{md}");
-    let _ = std::fs::remove_dir_all(&tmp);
-    Ok(())
+    Ok(md)
 }
 
 #[allow(clippy::too_many_arguments)]
