@@ -5,6 +5,7 @@
 //! ```text
 //! e2e [run] [--services 10,1000,10000] [--duration SECS] [--rounds N]
 //!     [--connections C] [--threads T] [--iperf SECS|0] [--out DIR] [--font TTF]
+//!     [--iptables RESTORE-BINARY] [--dataplanes direct,ebpf,nftables,iptables]
 //! e2e sync [--services 10000] [--reps N] [--out DIR]
 //! ```
 //!
@@ -51,6 +52,7 @@ struct Args {
     threads: u32,
     iperf: Duration,
     iptables: String,
+    dataplanes: Vec<String>,
     reps: usize,
     out: PathBuf,
     font: PathBuf,
@@ -66,6 +68,7 @@ fn parse_args() -> Res<Args> {
         threads: 2,
         iperf: Duration::from_secs(3),
         iptables: "iptables-restore".into(),
+        dataplanes: DATAPLANES.iter().map(|d| d.to_string()).collect(),
         reps: 5,
         out: PathBuf::from("benches/e2e/results"),
         font: PathBuf::from(DEFAULT_FONT),
@@ -97,6 +100,9 @@ fn parse_args() -> Res<Args> {
             "--threads" => a.threads = val()?.parse()?,
             "--iperf" => a.iperf = Duration::from_secs_f64(val()?.parse()?),
             "--iptables" => a.iptables = val()?,
+            "--dataplanes" => {
+                a.dataplanes = val()?.split(',').map(|d| d.trim().to_owned()).collect()
+            }
             "--reps" => a.reps = val()?.parse()?,
             "--out" => a.out = val()?.into(),
             "--font" => a.font = val()?.into(),
@@ -400,6 +406,9 @@ fn run(a: &Args) -> Res<()> {
         for round in 0..a.rounds {
             for k in 0..DATAPLANES.len() {
                 let dp = DATAPLANES[(k + round) % DATAPLANES.len()];
+                if !a.dataplanes.iter().any(|d| d == dp) {
+                    continue;
+                }
                 let (active, took) = match setup(&lab, dp, &sc) {
                     Ok(x) => x,
                     Err(e) => {
