@@ -30,6 +30,7 @@
 //! * [`packets`]: Ethernet/IPv4/IPv6/TCP/UDP/ICMP builders, parser and
 //!   checksum verification (pure, no privileges needed).
 //! * [`servers`]: tiny TCP/UDP echo servers running inside a namespace.
+//! * [`load`]: a load client counting every request's outcome per backend.
 //! * [`conformance`]: one scenario suite and packet-trace replay for every
 //!   dataplane (lb-core's in-memory oracle, lb-userspace, lb-ebpf).
 
@@ -39,6 +40,7 @@ pub mod bpffs;
 pub mod cgroup;
 pub mod conformance;
 pub mod dsr_topology;
+pub mod load;
 pub mod netns;
 pub mod packets;
 pub mod privileges;

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixListener;
 
 use crate::service_list::ServiceRow;
@@ -37,6 +37,9 @@ pub enum Response {
     Error(String),
 }
 
+/// The longest request line read; a longer one is answered with an error.
+pub const MAX_REQUEST: u64 = 64 * 1024;
+
 /// Answers queries; called on a blocking thread.
 pub type Handler = Arc<dyn Fn(Request) -> Response + Send + Sync>;
 
@@ -63,6 +66,17 @@ pub fn bind(state_dir: &Path) -> std::io::Result<UnixListener> {
     Ok(l)
 }
 
+/// Parses one request line strictly: a JSON object whose only member is
+/// `query`, naming one of the read-only queries.
+pub fn parse_request(line: &str) -> Result<Request, String> {
+    let v: serde_json::Value = serde_json::from_str(line.trim()).map_err(|e| e.to_string())?;
+    match v.as_object() {
+        Some(o) if o.len() == 1 && o.contains_key("query") => {}
+        _ => return Err("expected {\"query\": \"service_list\" | \"status\"}".into()),
+    }
+    serde_json::from_value(v).map_err(|e| e.to_string())
+}
+
 /// Serves queries until the task is dropped.
 pub async fn serve(listener: UnixListener, handler: Handler) {
     loop {
@@ -78,10 +92,10 @@ pub async fn serve(listener: UnixListener, handler: Handler) {
         tokio::spawn(async move {
             let (r, mut w) = stream.into_split();
             let mut line = String::new();
-            let mut r = tokio::io::BufReader::new(r);
+            let mut r = tokio::io::BufReader::new(r.take(MAX_REQUEST));
             let read = tokio::time::timeout(Duration::from_secs(5), r.read_line(&mut line)).await;
             let resp = match read {
-                Ok(Ok(_)) => match serde_json::from_str::<Request>(line.trim()) {
+                Ok(Ok(_)) => match parse_request(&line) {
                     Ok(req) => tokio::task::spawn_blocking(move || handler(req))
                         .await
                         .unwrap_or_else(|e| Response::Error(format!("handler failed: {e}"))),
@@ -142,6 +156,18 @@ mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
 
+    /// Sends one raw line, returns the raw answer line.
+    fn raw(state_dir: &Path, line: &str) -> String {
+        let mut s = std::os::unix::net::UnixStream::connect(socket_path(state_dir)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        // The server may answer (and close) before reading an endless line.
+        let _ = s.write_all(line.as_bytes());
+        let _ = s.write_all(b"\n");
+        let mut answer = String::new();
+        BufReader::new(s).read_line(&mut answer).unwrap();
+        answer
+    }
+
     #[test]
     fn queries_round_trip_over_the_socket() {
         let dir = tempfile::tempdir().unwrap();
@@ -149,9 +175,14 @@ mod tests {
         let listener = rt.block_on(async { bind(dir.path()) }).unwrap();
         let mode = std::fs::metadata(socket_path(dir.path())).unwrap().mode();
         assert_eq!(mode & 0o777, 0o600);
-        let handler: Handler = Arc::new(|req| match req {
-            Request::ServiceList => Response::ServiceList(vec![]),
-            Request::Status => Response::Error("no status here".into()),
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let c = calls.clone();
+        let handler: Handler = Arc::new(move |req| {
+            c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            match req {
+                Request::ServiceList => Response::ServiceList(vec![]),
+                Request::Status => Response::Error("no status here".into()),
+            }
         });
         rt.spawn(serve(listener, handler));
         let d = dir.path().to_path_buf();
@@ -165,6 +196,27 @@ mod tests {
         .unwrap();
         assert_eq!(r.0, Response::ServiceList(vec![]));
         assert_eq!(r.1, Response::Error("no status here".into()));
+        // Read-only: only the two queries exist; anything else (a made-up
+        // command, extra fields, garbage, an endless line) is refused before
+        // the handler runs.
+        let d = dir.path().to_path_buf();
+        let answers = std::thread::spawn(move || {
+            let long = format!("{{\"query\":\"status\",\"x\":\"{}\"}}", "a".repeat(200_000));
+            [
+                "{\"query\":\"apply\",\"services\":[]}",
+                "{\"query\":\"cleanup\"}",
+                "{\"query\":\"status\",\"flush\":true}",
+                "not json",
+                long.as_str(),
+            ]
+            .map(|line| raw(&d, line))
+        })
+        .join()
+        .unwrap();
+        for a in &answers {
+            assert!(a.contains("\"error\":\"bad request"), "{a}");
+        }
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
         // A second agent on the same directory is refused.
         let e = rt.block_on(async { bind(dir.path()) }).unwrap_err();
         assert_eq!(e.kind(), std::io::ErrorKind::AddrInUse);

@@ -277,7 +277,7 @@ mod tests {
                 Object::Pod(_) => {}
             }
         }
-        let t = crate::translate::translate(&s, &e, &[], "node-1");
+        let t = lb_agent::translate::translate(&s, &e, &[], "node-1");
         let web = t
             .services
             .iter()

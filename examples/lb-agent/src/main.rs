@@ -13,20 +13,18 @@ mod demo;
 mod dsr_backend;
 mod http;
 mod kube_source;
-mod manifests;
 mod metrics;
 mod run;
 mod service_list;
-mod sources;
 mod state;
 mod status;
-mod translate;
 mod userspace;
 mod watch;
 
 use std::process::ExitCode;
 
 use clap::Parser;
+use lb_agent::{manifests, sources};
 use lb_core::{MemoryDataplane, Reconciler};
 
 use cli::{Cli, Command, Output, ServiceCommand};

@@ -79,6 +79,16 @@ pub struct Loaded {
     pub ignored: Vec<(String, PathBuf)>,
 }
 
+/// The largest manifest file read (16 MiB, ten times what the API server
+/// stores for one object); a larger file is reported and skipped.
+pub const MAX_FILE: u64 = 16 << 20;
+
+/// The deepest `[`/`{` nesting a file may have. The YAML parser takes time
+/// quadratic in the nesting depth (100 000 levels: minutes), and nothing
+/// deeper than 128 levels can deserialize anyway; the count includes
+/// brackets inside strings, so the limit is generous.
+pub const MAX_NESTING: usize = 1000;
+
 /// True for the file names the agent reads.
 pub fn is_manifest(path: &Path) -> bool {
     matches!(
@@ -101,16 +111,42 @@ pub fn load_dir(dir: &Path) -> Result<Loaded, ManifestError> {
     files.sort();
     let mut loaded = Loaded::default();
     for path in files {
-        match std::fs::read_to_string(&path) {
-            Ok(text) => parse_into(&path, &text, &mut loaded),
+        match read_bounded(&path) {
+            Ok(Some(text)) => parse_into(&path, &text, &mut loaded),
+            Ok(None) => loaded.errors.push(ManifestError::Parse {
+                path,
+                index: 0,
+                message: format!("larger than {} MiB, not read", MAX_FILE >> 20),
+            }),
             Err(source) => loaded.errors.push(ManifestError::Io { path, source }),
         }
     }
     Ok(loaded)
 }
 
+/// The file's text, or `None` when it is larger than [`MAX_FILE`] (also
+/// when it grows past it while being read).
+fn read_bounded(path: &Path) -> std::io::Result<Option<String>> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    if f.metadata()?.len() > MAX_FILE {
+        return Ok(None);
+    }
+    let mut text = String::new();
+    (&mut f).take(MAX_FILE + 1).read_to_string(&mut text)?;
+    Ok((text.len() as u64 <= MAX_FILE).then_some(text))
+}
+
 /// Parses one file's text (YAML, possibly multi-document, or JSON) into `out`.
 pub fn parse_into(path: &Path, text: &str, out: &mut Loaded) {
+    if nesting(text) > MAX_NESTING {
+        out.errors.push(ManifestError::Parse {
+            path: path.to_path_buf(),
+            index: 0,
+            message: format!("nested deeper than {MAX_NESTING} levels, not parsed"),
+        });
+        return;
+    }
     for (index, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let value = match serde_yaml::Value::deserialize(doc) {
             Ok(serde_yaml::Value::Null) => continue,
@@ -127,6 +163,23 @@ pub fn parse_into(path: &Path, text: &str, out: &mut Loaded) {
         };
         add_value(path, index, value, out);
     }
+}
+
+/// The deepest nesting of `[` and `{` in `text` (brackets in strings and
+/// comments count too).
+fn nesting(text: &str) -> usize {
+    let (mut depth, mut max) = (0usize, 0usize);
+    for b in text.bytes() {
+        match b {
+            b'[' | b'{' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
 }
 
 fn add_value(path: &Path, index: usize, value: serde_yaml::Value, out: &mut Loaded) {
@@ -208,6 +261,51 @@ items:
         );
         assert_eq!(out.ignored.len(), 1);
         assert!(out.errors.is_empty(), "{:?}", out.errors);
+    }
+
+    #[test]
+    fn deeply_nested_files_are_refused_quickly() {
+        let mut out = Loaded::default();
+        let n = 200_000;
+        let deep = format!("{}{}", "[".repeat(n), "]".repeat(n));
+        let json = format!(
+            "{{\"kind\":\"Service\",\"spec\":{}{}}}",
+            "{\"a\":".repeat(n),
+            "}".repeat(n)
+        );
+        let start = std::time::Instant::now();
+        parse_into(Path::new("deep.yaml"), &deep, &mut out);
+        parse_into(Path::new("deep.json"), &json, &mut out);
+        assert!(start.elapsed() < std::time::Duration::from_secs(5));
+        assert_eq!(out.errors.len(), 2);
+        assert!(out.errors[1]
+            .to_string()
+            .contains("nested deeper than 1000"));
+        // Ordinary nesting (and brackets in strings) still parse.
+        let mut out = Loaded::default();
+        let ok = "kind: Service\nmetadata: {name: a, annotations: {x: '[[[[{{{{'}}\nspec: {ports: [{port: 80}]}\n";
+        parse_into(Path::new("ok.yaml"), ok, &mut out);
+        assert_eq!(out.objects.len(), 1, "{:?}", out.errors);
+    }
+
+    #[test]
+    fn oversized_files_are_skipped_with_an_error() {
+        let d = tempfile::tempdir().unwrap();
+        let big = std::fs::File::create(d.path().join("big.yaml")).unwrap();
+        big.set_len(MAX_FILE + 1).unwrap();
+        std::fs::write(
+            d.path().join("ok.yaml"),
+            "kind: Service\nmetadata: {name: a}\nspec: {ports: [{port: 80}]}\n",
+        )
+        .unwrap();
+        let out = load_dir(d.path()).unwrap();
+        assert_eq!(out.objects.len(), 1);
+        assert_eq!(out.errors.len(), 1);
+        let msg = out.errors[0].to_string();
+        assert!(
+            msg.contains("big.yaml") && msg.contains("larger than 16 MiB"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -32,6 +32,8 @@ pub struct Sources {
     node: NodeConfig,
     files: BTreeMap<PathBuf, Vec<Sourced>>,
     services: BTreeMap<ServiceName, Service>,
+    /// The file each object (`KIND NAMESPACE/NAME`) came from last pass.
+    defined_in: HashMap<String, PathBuf>,
     ipv4_only: bool,
 }
 
@@ -49,6 +51,7 @@ impl Sources {
             node,
             files: BTreeMap::new(),
             services: BTreeMap::new(),
+            defined_in: HashMap::new(),
             ipv4_only: false,
         }
     }
@@ -107,12 +110,22 @@ impl Sources {
         }
         self.files = files;
 
-        // Objects, each name once (first file in name order wins).
+        // Objects, each name once: the file that defined it last pass keeps
+        // it (a new file cannot take an object over), otherwise the first
+        // file in name order.
         let mut seen: HashMap<String, PathBuf> = HashMap::new();
-        let (mut svcs, mut slices, mut pods) = (vec![], vec![], vec![]);
         for o in self.files.values().flatten() {
             let what = o.object.describe();
-            if let Some(first) = seen.get(&what) {
+            if self.defined_in.get(&what) == Some(&o.path) {
+                seen.insert(what, o.path.clone());
+            }
+        }
+        let (mut svcs, mut slices, mut pods) = (vec![], vec![], vec![]);
+        let mut taken: BTreeSet<String> = BTreeSet::new();
+        for o in self.files.values().flatten() {
+            let what = o.object.describe();
+            let first = seen.entry(what.clone()).or_insert_with(|| o.path.clone());
+            if *first != o.path || !taken.insert(what.clone()) {
                 problems.push(format!(
                     "{}: {what}: already defined in {}, ignored",
                     o.path.display(),
@@ -120,13 +133,13 @@ impl Sources {
                 ));
                 continue;
             }
-            seen.insert(what, o.path.clone());
             match &o.object {
                 Object::Service(s) => svcs.push(s.as_ref()),
                 Object::EndpointSlice(s) => slices.push(s.as_ref()),
                 Object::Pod(p) => pods.push(p.as_ref()),
             }
         }
+        self.defined_in = seen.clone();
         let file_of = |what: &str| {
             seen.get(what)
                 .map(|p| p.display().to_string())
@@ -338,6 +351,25 @@ kind: Service\nmetadata: {name: v6}\nspec: {clusterIP: 'fd00::6', ports: [{port:
         fs::write(d.path().join("z.yaml"), svc("z", "10.96.0.1", Some(8080))).unwrap();
         let p = s.pass().unwrap();
         assert_eq!(names(&p), ["default/z"]);
+        // A new file that sorts first cannot take z's objects over.
+        fs::write(d.path().join("0.yaml"), svc("z", "10.96.0.9", None)).unwrap();
+        let p = s.pass().unwrap();
+        assert_eq!(names(&p), ["default/z"]);
+        let fe: Vec<String> = p
+            .desired
+            .frontends
+            .keys()
+            .map(|k| k.addr.to_string())
+            .collect();
+        assert!(fe.contains(&"10.96.0.1:80/TCP".to_string()), "{fe:?}");
+        assert!(
+            p.problems
+                .iter()
+                .any(|l| l.contains("0.yaml: Service default/z: already defined in")),
+            "{:?}",
+            p.problems
+        );
+        fs::remove_file(d.path().join("0.yaml")).unwrap();
         // z is deleted: a takes the NodePort.
         fs::remove_file(d.path().join("z.yaml")).unwrap();
         assert_eq!(names(&s.pass().unwrap()), ["default/a"]);

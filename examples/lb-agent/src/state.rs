@@ -42,8 +42,10 @@ fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> St
 }
 
 /// Checks that `path`, if it exists, is a real directory owned by us (or
-/// root) and not writable by group or others, and that no existing parent
-/// is writable by others without the sticky bit.
+/// root) and not writable by group or others, and that every existing parent
+/// (where it would be created) is owned by us or root and not writable by
+/// group or others unless it has the sticky bit (like `/tmp`): another user
+/// could otherwise swap the directory for one of theirs.
 pub fn check_private_dir(path: &Path) -> Result<(), StateError> {
     let insecure = |p: &Path, reason: String| StateError::Insecure {
         path: p.to_path_buf(),
@@ -78,11 +80,26 @@ pub fn check_private_dir(path: &Path) -> Result<(), StateError> {
         let Ok(m) = fs::metadata(parent) else {
             continue;
         };
-        let sticky = m.mode() & 0o1000 != 0;
-        if m.mode() & 0o002 != 0 && !sticky {
+        if m.uid() != euid && m.uid() != 0 {
             return Err(insecure(
                 path,
-                format!("its parent {} is world-writable", parent.display()),
+                format!(
+                    "its parent {} is owned by uid {}",
+                    parent.display(),
+                    m.uid()
+                ),
+            ));
+        }
+        let sticky = m.mode() & 0o1000 != 0;
+        if m.mode() & 0o022 != 0 && !sticky {
+            let who = if m.mode() & 0o002 != 0 {
+                "world-writable"
+            } else {
+                "group-writable"
+            };
+            return Err(insecure(
+                path,
+                format!("its parent {} is {who}", parent.display()),
             ));
         }
     }
@@ -148,5 +165,37 @@ mod tests {
         // /tmp-like parents (sticky) are fine.
         fs::set_permissions(&d, fs::Permissions::from_mode(0o1777)).unwrap();
         check_private_dir(&child).unwrap();
+        // Group-writable: the directory itself and a parent.
+        fs::set_permissions(&d, fs::Permissions::from_mode(0o770)).unwrap();
+        let e = check_private_dir(&d).unwrap_err().to_string();
+        assert!(e.contains("mode 770 is writable by other users"), "{e}");
+        let e = check_private_dir(&child).unwrap_err().to_string();
+        assert!(e.contains("is group-writable"), "{e}");
+        // A symbolic link and a plain file.
+        fs::set_permissions(&d, fs::Permissions::from_mode(0o700)).unwrap();
+        std::os::unix::fs::symlink(&d, t.path().join("link")).unwrap();
+        let e = check_private_dir(&t.path().join("link")).unwrap_err();
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        fs::write(d.join("f"), "").unwrap();
+        let e = check_private_dir(&d.join("f")).unwrap_err();
+        assert!(e.to_string().contains("not a directory"), "{e}");
+    }
+
+    /// Directories (or parents) owned by another user are refused. Needs
+    /// root for chown.
+    #[test]
+    fn dirs_of_other_users_are_refused() {
+        lb_testkit::require_root();
+        let t = tempfile::tempdir().unwrap();
+        let d = t.path().join("state");
+        prepare_state_dir(&d).unwrap();
+        std::os::unix::fs::chown(&d, Some(65534), None).unwrap();
+        let e = prepare_state_dir(&d).unwrap_err().to_string();
+        assert!(e.contains("owned by uid 65534"), "{e}");
+        let e = check_private_dir(&d.join("below")).unwrap_err().to_string();
+        assert!(
+            e.contains("its parent") && e.contains("owned by uid 65534"),
+            "{e}"
+        );
     }
 }

@@ -24,3 +24,5 @@ pub fn terminate(slot: &mut Option<Child>) -> bool {
     let _ = c.wait();
     false
 }
+
+pub mod agent;
