@@ -19,7 +19,8 @@ pub struct SvcSpec {
     pub source_range: Option<(u8, u8)>,
 }
 
-fn ip(byte: u8, v6: bool) -> IpAddr {
+/// The address the specs use for `byte` (IPv4: 10.0.byte/64.byte).
+pub fn ip(byte: u8, v6: bool) -> IpAddr {
     if v6 {
         IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, u16::from(byte)))
     } else {
