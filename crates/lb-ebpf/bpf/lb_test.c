@@ -3,6 +3,8 @@
  * lb_test.c: test-only programs (never attached). lb_test_flow_hash parses a
  * packet like lb_tc_ingress and returns its Maglev flow hash under the seed
  * in lb_config, so tests can compare it with lb_core::FlowKey::hash.
+ * lb_test_nop does nothing: its BPF_PROG_TEST_RUN time is the fixed cost
+ * of a test run, which benches/benches/ebpf_packet.rs subtracts.
  */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
@@ -22,6 +24,12 @@ int lb_test_flow_hash(struct __sk_buff *skb)
 	if (!cfg || lb_parse4(skb, &p) != LB_PARSE_OK)
 		return 0;
 	return lb_flow_hash4(p.saddr, p.daddr, p.sport, p.dport, p.proto, cfg->maglev_seed);
+}
+
+SEC("classifier")
+int lb_test_nop(struct __sk_buff *skb)
+{
+	return 0; /* TC_ACT_OK */
 }
 
 char LICENSE[] SEC("license") = "GPL";
