@@ -1,0 +1,145 @@
+//! End to end: `lb-agent run --mode dsr` in a node namespace of lb-testkit's
+//! routed DSR topology and `lb-agent dsr-backend` on each backend's device;
+//! TCP requests from the client reach the remote backends through the
+//! LoadBalancer VIP and the NodePort, `status --verbose` shows the mode, and
+//! both processes exit cleanly on SIGTERM. Privileged; bounded by 20 s of
+//! waiting for the first answer and 3 s socket timeouts.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use lb_testkit::dsr_topology::{DsrTopology, VIP};
+use lb_testkit::{tcp_request, BpffsGuard, EchoServer};
+
+const BIN: &str = env!("CARGO_BIN_EXE_lb-agent");
+const TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Child processes, SIGTERMed on drop.
+struct Procs(Vec<Option<Child>>);
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            common::terminate(c);
+        }
+    }
+}
+
+fn manifests(dir: &Path, backends: &[String]) {
+    let eps: String = backends
+        .iter()
+        .map(|a| format!("- addresses: [{a}]\n  conditions: {{ready: true}}\n  nodeName: node-2\n"))
+        .collect();
+    let text = format!(
+        r#"apiVersion: v1
+kind: Service
+metadata: {{name: web, namespace: default}}
+spec:
+  type: LoadBalancer
+  clusterIP: 10.96.0.10
+  clusterIPs: [10.96.0.10]
+  ports:
+  - {{name: http, port: 80, protocol: TCP, targetPort: 8080, nodePort: 30080}}
+status:
+  loadBalancer:
+    ingress: [{{ip: {VIP}}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: web-1
+  namespace: default
+  labels: {{kubernetes.io/service-name: web}}
+addressType: IPv4
+ports: [{{name: http, port: 8080, protocol: TCP}}]
+endpoints:
+{eps}"#
+    );
+    std::fs::write(dir.join("web.yaml"), text).unwrap();
+}
+
+#[test]
+fn agent_in_dsr_mode_serves_remote_backends_directly() {
+    lb_testkit::require_privileges();
+    let topo = DsrTopology::new(1, 2).expect("topology");
+    let scratch = tempfile::tempdir().unwrap();
+    let bpffs = BpffsGuard::new().expect("bpffs");
+    let pins = bpffs.pin_path("lb");
+    let state = scratch.path().join("state");
+    let dir = scratch.path().join("manifests");
+    std::fs::create_dir(&dir).unwrap();
+    let backends: Vec<String> = topo.backends.iter().map(|b| b.v4.to_string()).collect();
+    manifests(&dir, &backends);
+
+    let mut servers = Vec::new();
+    let mut procs = Procs(Vec::new());
+    for (i, b) in topo.backends.iter().enumerate() {
+        let tag = format!("be{}:", i + 1);
+        servers
+            .push(EchoServer::tcp(&b.ns, SocketAddr::from((b.v4, 8080)), tag.as_bytes()).unwrap());
+        let child =
+            b.ns.command(BIN)
+                .args(["dsr-backend", "--device", &b.link.name])
+                .stdin(Stdio::null())
+                .spawn()
+                .expect("spawn lb-agent dsr-backend");
+        procs.0.push(Some(child));
+    }
+    let node = &topo.nodes[0];
+    let agent = node
+        .ns
+        .command(BIN)
+        .args(["run", "--mode", "dsr", "--manifests"])
+        .arg(&dir)
+        .args(["--node-ip", &node.v4.to_string()])
+        .args(["--device", &node.link.name])
+        .args(["--node-name", "node-1", "--state-dir"])
+        .arg(&state)
+        .arg("--bpffs")
+        .arg(&pins)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("spawn lb-agent run");
+    procs.0.push(Some(agent));
+
+    let vip = SocketAddr::from((VIP, 80));
+    let start = Instant::now();
+    let first = loop {
+        match tcp_request(&topo.client.ns, vip, b"hi", TIMEOUT) {
+            Ok(r) if r.ends_with(b"hi") => break r,
+            _ if start.elapsed() < Duration::from_secs(20) => {
+                std::thread::sleep(Duration::from_millis(200))
+            }
+            other => panic!("no answer through the VIP: {other:?}"),
+        }
+    };
+    assert!(first.starts_with(b"be"), "{first:?}");
+    for dst in [vip, SocketAddr::from((node.v4, 30080))] {
+        for _ in 0..5 {
+            let r = tcp_request(&topo.client.ns, dst, b"again", TIMEOUT).expect("DSR TCP");
+            assert!(r.ends_with(b"again"), "{dst}: {r:?}");
+        }
+    }
+
+    let out = Command::new(BIN)
+        .args(["status", "--verbose", "--state-dir"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        text.lines()
+            .any(|l| l.contains("Mode") && l.contains("DSR")),
+        "{text}"
+    );
+
+    for c in &mut procs.0 {
+        assert!(common::terminate(c), "clean exit on SIGTERM");
+    }
+    let _ = lb_ebpf::cleanup(&pins);
+}
