@@ -9,131 +9,31 @@
 mod common;
 
 use std::collections::BTreeSet;
+use std::ffi::OsStr;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use lb_testkit::{tcp_connect, tcp_request, BpffsGuard, CgroupGuard, EchoServer, Topology};
+use common::agent::{cli, Agent, Dirs, BIN, CLUSTER_IP};
+use lb_testkit::{tcp_connect, tcp_request, CgroupGuard, EchoServer, Topology};
 
-const BIN: &str = env!("CARGO_BIN_EXE_lb-agent");
 const TIMEOUT: Duration = Duration::from_secs(3);
-const CLUSTER_IP: &str = "10.96.0.10:80";
 const OTHER_IP: &str = "10.96.0.11:80";
 /// The agent's metrics address (inside the node namespace).
 const METRICS: &str = "127.0.0.1:9962";
 
-/// The agent process: SIGTERM and wait on drop; its log is printed when the
-/// test fails.
-struct Agent {
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-impl Agent {
-    fn start(topo: &Topology, dirs: &Dirs) -> Agent {
-        let log = dirs.scratch.path().join(format!(
-            "agent-{}.log",
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-        ));
-        let f = std::fs::File::create(&log).unwrap();
-        let child = topo
-            .node
-            .command(BIN)
-            .args(["run", "--manifests"])
-            .arg(&dirs.manifests)
-            .args(["--node-ip", &topo.node_v4.to_string()])
-            .args(["--device", &topo.node_client_dev])
-            .args(["--node-name", "node-1", "--state-dir"])
-            .arg(&dirs.state)
-            .arg("--bpffs")
-            .arg(&dirs.pins)
-            .arg("--cgroup")
-            .arg(dirs.cgroup.path())
-            .args(["--metrics-addr", METRICS])
-            .env("LB_AGENT_LOG", "debug")
-            .stdin(Stdio::null())
-            .stdout(f.try_clone().unwrap())
-            .stderr(f)
-            .spawn()
-            .expect("spawn lb-agent run");
-        Agent {
-            child: Some(child),
-            log,
-        }
-    }
-
-    /// SIGTERM; returns whether it exited successfully.
-    fn terminate(&mut self) -> bool {
-        common::terminate(&mut self.child)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        self.terminate();
-        if std::thread::panicking() {
-            eprintln!("--- lb-agent log ---\n{}", self.log());
-        }
-    }
-}
-
-/// Temp directories and the bpffs; unpins everything on drop.
-struct Dirs {
-    scratch: tempfile::TempDir,
-    manifests: PathBuf,
-    state: PathBuf,
-    pins: PathBuf,
-    cgroup: CgroupGuard,
-    _bpffs: BpffsGuard,
-}
-
-impl Dirs {
-    fn new() -> Dirs {
-        let scratch = tempfile::tempdir().unwrap();
-        let manifests = scratch.path().join("manifests");
-        std::fs::create_dir(&manifests).unwrap();
-        let bpffs = BpffsGuard::new().expect("bpffs");
-        Dirs {
-            manifests,
-            state: scratch.path().join("state"),
-            pins: bpffs.pin_path("lb"),
-            cgroup: CgroupGuard::new().expect("cgroup"),
-            scratch,
-            _bpffs: bpffs,
-        }
-    }
-
-    fn write(&self, name: &str, text: &str) {
-        std::fs::write(self.manifests.join(name), text).unwrap();
-    }
-
-    /// Replaces a file the way `sed -i` does: a temp file renamed over it.
-    fn sed_i(&self, name: &str, from: &str, to: &str) {
-        let path = self.manifests.join(name);
-        let text = std::fs::read_to_string(&path).unwrap();
-        assert!(text.contains(from), "{from:?} not in {name}");
-        let tmp = self.manifests.join(".sedAbC123");
-        std::fs::write(&tmp, text.replace(from, to)).unwrap();
-        std::fs::rename(&tmp, &path).unwrap();
-    }
-}
-
-impl Drop for Dirs {
-    fn drop(&mut self) {
-        if let Err(e) = lb_ebpf::cleanup(&self.pins) {
-            eprintln!("cleanup {}: {e}", self.pins.display());
-        }
-    }
+/// `lb-agent run` with socket LB on `cgroup` and metrics on [`METRICS`].
+fn start_agent(topo: &Topology, dirs: &Dirs, cgroup: &CgroupGuard) -> Agent {
+    let extra: [&OsStr; 4] = [
+        "--cgroup".as_ref(),
+        cgroup.path().as_os_str(),
+        "--metrics-addr".as_ref(),
+        METRICS.as_ref(),
+    ];
+    Agent::start_with(topo, dirs, &extra)
 }
 
 fn web(backends: &[u8]) -> String {
@@ -185,15 +85,6 @@ addressType: IPv4
 ports: [{port: 8080}]
 endpoints: [{addresses: [10.200.3.2]}]
 "#;
-
-fn cli(args: &[&str], state: &Path) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .arg("--state-dir")
-        .arg(state)
-        .output()
-        .unwrap()
-}
 
 /// `service list -o json` as (frontend, type, backends) rows; `None` when no
 /// agent answers.
@@ -298,11 +189,13 @@ fn agent_follows_manifest_changes_restarts_and_cleans_up() {
             EchoServer::tcp(&b.ns, SocketAddr::from((b.v4, 8080)), tag.as_bytes()).unwrap()
         })
         .collect();
+    // Declared first so it is removed after the pins are cleaned up.
+    let cgroup = CgroupGuard::new().expect("cgroup");
     let dirs = Dirs::new();
-    dirs.write("web.yaml", &web(&[1, 2]));
+    dirs.write_in_place("web.yaml", &web(&[1, 2]));
 
     // Start: the API socket is up within 3 s, mode 0600.
-    let mut agent = Agent::start(&topo, &dirs);
+    let mut agent = start_agent(&topo, &dirs, &cgroup);
     let sock = dirs.state.join("agent.sock");
     within(Duration::from_secs(3), "API socket", || sock.exists());
     use std::os::unix::fs::PermissionsExt;
@@ -347,7 +240,7 @@ fn agent_follows_manifest_changes_restarts_and_cleans_up() {
     let from_node = |addr: &str| -> u8 {
         let script = format!(
             "echo $$ > '{}/cgroup.procs' && exec '{BIN}' http-get {addr}",
-            dirs.cgroup.path().display()
+            cgroup.path().display()
         );
         let out = topo
             .node
@@ -383,7 +276,7 @@ fn agent_follows_manifest_changes_restarts_and_cleans_up() {
         });
         let checks = || {
             // Add backend 3 (a plain rewrite).
-            dirs.write("web.yaml", &web(&[1, 2, 3]));
+            dirs.write_in_place("web.yaml", &web(&[1, 2, 3]));
             let took = within(Duration::from_secs(1), "backend 3 added", || {
                 backends_of(&dirs.state, CLUSTER_IP) == Some(set(&[1, 2, 3]))
             });
@@ -415,18 +308,18 @@ fn agent_follows_manifest_changes_restarts_and_cleans_up() {
             assert_eq!(answering(&topo, CLUSTER_IP, 40), BTreeSet::from([2, 3]));
 
             // A new service in a new file applies next to a malformed file.
-            dirs.write("broken.yaml", "kind: Service\nspec: [unclosed");
-            dirs.write("other.yaml", OTHER);
+            dirs.write_in_place("broken.yaml", "kind: Service\nspec: [unclosed");
+            dirs.write_in_place("other.yaml", OTHER);
             within(Duration::from_secs(1), "other added", || {
                 backends_of(&dirs.state, OTHER_IP) == Some(set(&[3]))
             });
             assert_eq!(answering(&topo, OTHER_IP, 5), BTreeSet::from([3]));
 
             // web.yaml breaks: its last good state stays programmed.
-            dirs.write("web.yaml", "apiVersion: v1\nkind: Service\nmetadata: [oops");
+            dirs.write_in_place("web.yaml", "apiVersion: v1\nkind: Service\nmetadata: [oops");
             std::thread::sleep(Duration::from_millis(500));
             assert_eq!(backends_of(&dirs.state, CLUSTER_IP), Some(set(&[2, 3])));
-            dirs.write("web.yaml", &web(&[2, 3]));
+            dirs.write_in_place("web.yaml", &web(&[2, 3]));
 
             // Deleting a file removes its service.
             std::fs::remove_file(dirs.manifests.join("other.yaml")).unwrap();
@@ -485,7 +378,7 @@ fn agent_follows_manifest_changes_restarts_and_cleans_up() {
     assert_eq!(out.status.code(), Some(1), "no agent: exit 1");
 
     // Restart: converges on the same state without flushing.
-    let mut agent2 = Agent::start(&topo, &dirs);
+    let mut agent2 = start_agent(&topo, &dirs, &cgroup);
     within(Duration::from_secs(15), "API after restart", || {
         service_list(&dirs.state).is_some_and(|r| !r.is_empty())
     });

@@ -1,7 +1,8 @@
 //! An `lb-agent run` process in an lb-testkit topology, with its temp
-//! directories and bpffs, for the reliability tests.
+//! directories and bpffs, for the end-to-end and reliability tests.
 
 use std::collections::BTreeSet;
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -45,6 +46,22 @@ impl Dirs {
         std::fs::write(&tmp, text).unwrap();
         std::fs::rename(&tmp, self.manifests.join(name)).unwrap();
     }
+
+    /// Writes a manifest in place (the watcher sees it truncated, then written).
+    pub fn write_in_place(&self, name: &str, text: &str) {
+        std::fs::write(self.manifests.join(name), text).unwrap();
+    }
+
+    /// Replaces text in a manifest the way `sed -i` does: a temp file renamed
+    /// over it.
+    pub fn sed_i(&self, name: &str, from: &str, to: &str) {
+        let path = self.manifests.join(name);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains(from), "{from:?} not in {name}");
+        let tmp = self.manifests.join(".sedAbC123");
+        std::fs::write(&tmp, text.replace(from, to)).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+    }
 }
 
 impl Drop for Dirs {
@@ -65,6 +82,11 @@ pub struct Agent {
 impl Agent {
     /// `lb-agent run` (eBPF dataplane) in the topology's node namespace.
     pub fn start(topo: &Topology, dirs: &Dirs) -> Agent {
+        Agent::start_with(topo, dirs, &[])
+    }
+
+    /// [`Agent::start`] with `extra` arguments appended to `run`'s.
+    pub fn start_with(topo: &Topology, dirs: &Dirs, extra: &[&OsStr]) -> Agent {
         let log = dirs.scratch.path().join(format!(
             "agent-{}.log",
             std::time::SystemTime::now()
@@ -84,6 +106,7 @@ impl Agent {
             .arg(&dirs.state)
             .arg("--bpffs")
             .arg(&dirs.pins)
+            .args(extra)
             .env("LB_AGENT_LOG", "debug")
             .stdin(Stdio::null())
             .stdout(f.try_clone().unwrap())
