@@ -27,16 +27,17 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsStr;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+
 use std::time::{Duration, Instant};
 
+use common::agent::{cli, Agent, Dirs};
 use lb_testkit::{
-    tcp_request, tcp_request_from, udp_request, udp_request_from, BpffsGuard, EchoServer, Topology,
+    tcp_request, tcp_request_from, udp_request, udp_request_from, EchoServer, Topology,
 };
 
-const BIN: &str = env!("CARGO_BIN_EXE_lb-agent");
 const TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a request that must be dropped is given.
 const DROPPED: Duration = Duration::from_millis(700);
@@ -153,90 +154,11 @@ fn manifests() -> String {
     m
 }
 
-/// The agent process: SIGTERM and wait on drop; its log is printed when the
-/// test fails.
-struct Agent {
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        common::terminate(&mut self.child);
-        if std::thread::panicking() {
-            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-            eprintln!("--- lb-agent log ---\n{log}");
-        }
-    }
-}
-
-/// Temp directories and a private bpffs; unpins everything on drop.
-struct Dirs {
-    scratch: tempfile::TempDir,
-    manifests: PathBuf,
-    state: PathBuf,
-    pins: PathBuf,
-    _bpffs: BpffsGuard,
-}
-
-impl Dirs {
-    fn new() -> Dirs {
-        let scratch = tempfile::tempdir().unwrap();
-        let manifests = scratch.path().join("manifests");
-        std::fs::create_dir(&manifests).unwrap();
-        let bpffs = BpffsGuard::new().expect("bpffs");
-        Dirs {
-            manifests,
-            state: scratch.path().join("state"),
-            pins: bpffs.pin_path("lb"),
-            scratch,
-            _bpffs: bpffs,
-        }
-    }
-}
-
-impl Drop for Dirs {
-    fn drop(&mut self) {
-        if let Err(e) = lb_ebpf::cleanup(&self.pins) {
-            eprintln!("cleanup {}: {e}", self.pins.display());
-        }
-    }
-}
-
-fn start(topo: &Topology, dirs: &Dirs, dataplane: &str, extra: &[&str], log: &str) -> Agent {
-    let log = dirs.scratch.path().join(log);
-    let f = std::fs::File::create(&log).unwrap();
-    let child = topo
-        .node
-        .command(BIN)
-        .args(["run", "--dataplane", dataplane, "--manifests"])
-        .arg(&dirs.manifests)
-        .args(["--node-ip", &topo.node_v4.to_string()])
-        .args(["--device", &topo.node_client_dev])
-        .args(["--node-name", "node-1", "--state-dir"])
-        .arg(&dirs.state)
-        .arg("--bpffs")
-        .arg(&dirs.pins)
-        .args(extra)
-        .env("LB_AGENT_LOG", "debug")
-        .stdin(Stdio::null())
-        .stdout(f.try_clone().unwrap())
-        .stderr(f)
-        .spawn()
-        .expect("spawn lb-agent run");
-    Agent {
-        child: Some(child),
-        log,
-    }
-}
-
-fn cli(args: &[&str], state: &Path) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .arg("--state-dir")
-        .arg(state)
-        .output()
-        .unwrap()
+/// `lb-agent run --dataplane DATAPLANE` with `extra` flags.
+fn start(topo: &Topology, dirs: &Dirs, dataplane: &str, extra: &[&str]) -> Agent {
+    let head = ["--dataplane", dataplane];
+    let args: Vec<&OsStr> = head.iter().chain(extra).map(OsStr::new).collect();
+    Agent::start_with(topo, dirs, &args)
 }
 
 /// Waits (at most 15 s) until `service list` mentions `needle`; returns it.
@@ -351,7 +273,6 @@ fn policies(dataplane: &str) {
         &dirs,
         dataplane,
         &["--zone", "zone-a", "--maglev-hash-seed", "JLfvgnHc2kaSUFaI"],
-        "agent.log",
     );
     let list = wait_for_list(&dirs.state, "10.96.0.40:80");
     let client = IpAddr::V4(topo.client_v4);
@@ -555,14 +476,11 @@ fn maglev_hash_seed_makes_independent_agents_agree() {
     let seeded = service("seeded", 50, "", "", &all);
     let extra = service("aaa-extra", 51, "", "", &all);
     let mut runs = Vec::new();
-    for (i, (seed, files)) in [
+    for (seed, files) in [
         ("JLfvgnHc2kaSUFaI", vec![seeded.clone()]),
         ("JLfvgnHc2kaSUFaI", vec![extra.clone() + &seeded]),
         ("another-seed", vec![seeded.clone()]),
-    ]
-    .into_iter()
-    .enumerate()
-    {
+    ] {
         let dirs = Dirs::new();
         for (j, f) in files.iter().enumerate() {
             std::fs::write(dirs.manifests.join(format!("{j}.yaml")), f).unwrap();
@@ -579,7 +497,6 @@ fn maglev_hash_seed_makes_independent_agents_agree() {
                 "--maglev-hash-seed",
                 seed,
             ],
-            &format!("agent{i}.log"),
         );
         wait_for_list(&dirs.state, "10.96.0.50:53");
         runs.push(answers(&topo, 20000..20060));
