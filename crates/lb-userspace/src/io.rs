@@ -6,14 +6,17 @@
 //! forwarding. For every device it opens a `pnet` datalink channel
 //! (`AF_PACKET`) and, when asked, attaches a tiny BPF program to the
 //! device's tc ingress through a TCX link ([`crate::tcx::TcxDrop`]) that
-//! drops every IPv4 frame arriving on it. Packet taps run before tc
-//! ingress, so the loop still sees each frame, while the kernel never
-//! forwards the original. The loop rewrites the frame in place
-//! ([`PacketPath`]) and re-injects the IP packet through one raw IPv4
-//! socket (`IPPROTO_RAW`, header included): the kernel routes it from the
-//! node's routing table, resolves neighbours and sends it out of the right
-//! device — towards a backend after DNAT, towards the client after reverse
-//! NAT, and unchanged for traffic that is not ours.
+//! drops the IP frames the loop handles ([`crate::tcx::takes`]: every IPv4
+//! frame, and every IPv6 frame but ICMPv6 and hop-by-hop, which carry
+//! neighbour discovery and MLD). Packet taps run before tc ingress, so the
+//! loop still sees each frame, while the kernel never forwards the
+//! original. The loop rewrites the frame in place ([`PacketPath`]) and
+//! re-injects the IP packet through a raw socket of its family
+//! (`IPPROTO_RAW`, header included; for IPv6 the kernel implies the header
+//! from `IPPROTO_RAW`): the kernel routes it from the node's routing table,
+//! resolves neighbours and sends it out of the right device — towards a
+//! backend after DNAT, towards the client after reverse NAT, and unchanged
+//! for traffic that is not ours.
 //!
 //! The drop belongs to the process: the TCX link is an fd, so the program
 //! is detached when the loop is dropped and also when the process dies
@@ -36,7 +39,13 @@
 //!
 //! # Limits
 //!
-//! * IPv4 only: other frames (ARP, IPv6) are neither dropped nor touched.
+//! * Frames [`crate::tcx::takes`] leaves to the kernel (ARP, ICMPv6,
+//!   IPv6 with a hop-by-hop header, other EtherTypes) are neither dropped
+//!   nor touched. IPv6 packets with other extension headers are re-injected
+//!   unchanged ([`packet::parse`] ignores them).
+//! * IPv6 packets to link-local or multicast destinations are re-injected
+//!   without a scope (interface), which the kernel refuses for link-local
+//!   ones (counted as send errors).
 //! * A device has one role: frames from a backend device only get reverse
 //!   NAT, so a backend that is itself a client of a frontend is not
 //!   load-balanced through this loop.
@@ -48,8 +57,8 @@
 //!   not decremented, packets above the egress MTU with DF set fail with
 //!   `EMSGSIZE` (counted as send errors), and netfilter sees them in OUTPUT
 //!   rather than FORWARD.
-//! * Every IPv4 frame of the devices takes the userspace detour, also
-//!   traffic for the node itself.
+//! * Every IPv4 frame (and IPv6 frame the drop takes) of the devices takes
+//!   the userspace detour, also traffic for the node itself.
 //! * Frames captured from a peer that leaves the L4 checksum to offload
 //!   (veth) carry a partial checksum. pnet does not expose the kernel's
 //!   `TP_STATUS_CSUMNOTREADY`, so the loop completes a checksum only when
@@ -64,9 +73,10 @@ use std::time::{Duration, Instant};
 use pnet_datalink::{Channel, DataLinkReceiver, NetworkInterface};
 use pnet_packet::ip::IpNextHeaderProtocol;
 use pnet_packet::ipv4::Ipv4Packet;
-use pnet_transport::{transport_channel, TransportChannelType, TransportSender};
+use pnet_packet::ipv6::Ipv6Packet;
+use pnet_transport::{transport_channel, TransportChannelType, TransportProtocol, TransportSender};
 
-use crate::packet::{self, ETH_HLEN};
+use crate::packet::{self, ETH_HLEN, IPV6_HLEN};
 use crate::path::{Direction, Outcome, PacketPath};
 use crate::tcx::TcxDrop;
 
@@ -139,6 +149,7 @@ struct Port {
 pub struct IoLoop {
     ports: Vec<Port>,
     tx: TransportSender,
+    tx6: TransportSender,
     path: PacketPath,
     buf: Vec<u8>,
     start: Instant,
@@ -210,6 +221,16 @@ impl IoLoop {
             context: "raw IPv4 socket".into(),
             source,
         })?;
+        // An AF_INET6 raw socket of protocol IPPROTO_RAW sends whole IPv6
+        // packets (the kernel sets header-include for it).
+        let (tx6, _rx6) = transport_channel(
+            1 << 16,
+            TransportChannelType::Layer4(TransportProtocol::Ipv6(IpNextHeaderProtocol(255))),
+        )
+        .map_err(|source| IoError::Socket {
+            context: "raw IPv6 socket".into(),
+            source,
+        })?;
         let mut drops = Vec::new();
         if drop_rules {
             for (index, name) in ifindexes {
@@ -223,6 +244,7 @@ impl IoLoop {
         Ok(IoLoop {
             ports,
             tx,
+            tx6,
             path,
             buf: vec![0; 1 << 16],
             start: Instant::now(),
@@ -265,10 +287,9 @@ impl IoLoop {
         let (role, mac) = (port.role, port.mac);
         let len = match port.rx.next() {
             Ok(frame) => {
-                // Only IPv4 frames are dropped by the TCX program; our own
+                // Only the frames the TCX program drops are ours; our own
                 // transmissions are seen by the tap too.
-                if frame.len() < ETH_HLEN
-                    || frame[12..14] != [0x08, 0x00]
+                if !crate::tcx::takes(frame)
                     || packet::src_mac(frame) == Some(mac)
                     || frame.len() > self.buf.len()
                 {
@@ -299,6 +320,9 @@ impl IoLoop {
 
     fn reinject(&mut self, len: usize) {
         let frame = &self.buf[..len];
+        if frame[12..14] == [0x86, 0xdd] {
+            return self.reinject6(len);
+        }
         let Some(ip) = frame.get(ETH_HLEN..).and_then(Ipv4Packet::new) else {
             return;
         };
@@ -312,6 +336,26 @@ impl IoLoop {
         };
         let dst = IpAddr::V4(ip.get_destination());
         match self.tx.send_to(ip, dst) {
+            Ok(_) => self.stats.sent += 1,
+            Err(_) => self.stats.send_errors += 1,
+        }
+    }
+
+    fn reinject6(&mut self, len: usize) {
+        let frame = &self.buf[..len];
+        let Some(ip) = frame.get(ETH_HLEN..).and_then(Ipv6Packet::new) else {
+            return;
+        };
+        // Ethernet may pad short packets: send the header and payload only.
+        let total = (IPV6_HLEN + usize::from(ip.get_payload_length())).min(len - ETH_HLEN);
+        let Some(ip) = frame
+            .get(ETH_HLEN..ETH_HLEN + total)
+            .and_then(Ipv6Packet::new)
+        else {
+            return;
+        };
+        let dst = IpAddr::V6(ip.get_destination());
+        match self.tx6.send_to(ip, dst) {
             Ok(_) => self.stats.sent += 1,
             Err(_) => self.stats.send_errors += 1,
         }

@@ -12,7 +12,11 @@
 //! * [`io`]: moves frames between network devices and the packet path;
 //!   [`tcx`] keeps the kernel from also forwarding them.
 //!
-//! IPv4 only (like the tc programs); IPv6 frames pass untouched.
+//! IPv4 and IPv6, TCP and UDP, for every frontend type, dual-stack
+//! services included (each family's frontends reach that family's
+//! backends; SNAT uses the node address of the backend's family). IPv6
+//! packets with extension headers pass untouched ([`packet`]). No NAT46/64:
+//! lb-core never forwards across families. No ICMP error translation.
 //!
 //! Load-balancer modes ([`lb_core::LbMode`]): SNAT only. Frames are
 //! rewritten in place and DSR's IPIP encapsulation needs 20 more bytes than

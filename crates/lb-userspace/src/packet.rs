@@ -1,38 +1,52 @@
 //! Frame parsing and in-place rewriting with `pnet_packet` views.
 //!
 //! [`parse`] classifies a frame exactly like `lb_parse4` in
-//! `crates/lb-ebpf/bpf/lb_pkt.h`: not IPv4 (or shorter than an Ethernet
-//! header) is [`Parsed::Ignore`]; an IPv4 frame whose header is cut short,
-//! whose version is not 4 or whose IHL is below 5 is [`Parsed::Malformed`];
-//! fragments and protocols other than TCP and UDP are ignored; a TCP or UDP
-//! header cut short is malformed. Nothing else is checked (the IPv4 total
-//! length and the UDP length field are not, as in the BPF program).
+//! `crates/lb-ebpf/bpf/lb_pkt.h` (IPv4) and the conformance suite's
+//! reference classifier (both families): neither IPv4 nor IPv6 (or shorter
+//! than an Ethernet header) is [`Parsed::Ignore`].
+//!
+//! * IPv4: a header cut short, a version other than 4 or an IHL below 5 is
+//!   [`Parsed::Malformed`]; fragments and protocols other than TCP and UDP
+//!   are ignored.
+//! * IPv6: a fixed header cut short or a version other than 6 is
+//!   malformed; a next header other than TCP or UDP is ignored — also any
+//!   extension header (hop-by-hop, routing, fragment, destination
+//!   options), so IPv6 packets with extension headers pass untouched.
+//!
+//! In both families a TCP or UDP header cut short is malformed. Nothing
+//! else is checked (the IPv4 total length, the IPv6 payload length and the
+//! UDP length field are not, as in the BPF program).
 //!
 //! [`set_addr`] and [`set_port`] rewrite one address or port and update the
-//! IPv4 and L4 checksums incrementally (RFC 1624), as `bpf_l3_csum_replace`
-//! and `bpf_l4_csum_replace` do; a zero UDP checksum ("none") stays zero and
-//! a computed zero becomes `0xffff`.
+//! IPv4 header checksum (IPv6 has none) and the L4 checksum incrementally
+//! (RFC 1624), as `bpf_l3_csum_replace` and `bpf_l4_csum_replace` do: the
+//! L4 checksum covers the addresses through the pseudo-header in both
+//! families. A zero UDP checksum ("none") stays zero and a computed zero
+//! becomes `0xffff`.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use lb_core::L4Proto;
 use pnet_packet::ethernet::{EtherTypes, EthernetPacket, MutableEthernetPacket};
 use pnet_packet::ip::IpNextHeaderProtocols;
 use pnet_packet::ipv4::{Ipv4Flags, Ipv4Packet, MutableIpv4Packet};
+use pnet_packet::ipv6::{Ipv6Packet, MutableIpv6Packet};
 use pnet_packet::tcp::{MutableTcpPacket, TcpPacket};
 use pnet_packet::udp::{MutableUdpPacket, UdpPacket};
 use pnet_packet::Packet;
 
 /// Length of an Ethernet header.
 pub const ETH_HLEN: usize = 14;
+/// Length of the IPv6 fixed header.
+pub const IPV6_HLEN: usize = 40;
 
-/// What the packet path needs of an IPv4 TCP/UDP frame.
+/// What the packet path needs of an IPv4 or IPv6 TCP/UDP frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PacketInfo {
-    /// IPv4 source.
-    pub src: Ipv4Addr,
-    /// IPv4 destination.
-    pub dst: Ipv4Addr,
+    /// IP source (the family of the frame).
+    pub src: IpAddr,
+    /// IP destination (same family as `src`).
+    pub dst: IpAddr,
     /// L4 source port.
     pub sport: u16,
     /// L4 destination port.
@@ -50,16 +64,22 @@ impl PacketInfo {
     pub fn fin_or_rst(&self) -> bool {
         self.tcp_flags & 0x05 != 0
     }
+
+    /// True for an IPv6 frame.
+    pub fn is_ipv6(&self) -> bool {
+        self.src.is_ipv6()
+    }
 }
 
 /// The class of a frame, as `lb_parse4` returns it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Parsed {
-    /// IPv4 TCP or UDP with complete headers.
+    /// IPv4 or IPv6 TCP or UDP with complete headers.
     Ok(PacketInfo),
-    /// Not ours (not IPv4, a fragment, another protocol): pass untouched.
+    /// Not ours (not IP, a fragment, an IPv6 extension header, another
+    /// protocol): pass untouched.
     Ignore,
-    /// IPv4 with a broken header: drop and count.
+    /// IPv4 or IPv6 with a broken header: drop and count.
     Malformed,
 }
 
@@ -76,9 +96,56 @@ pub fn parse(frame: &[u8]) -> Parsed {
     let Some(eth) = EthernetPacket::new(frame) else {
         return Parsed::Ignore;
     };
-    if eth.get_ethertype() != EtherTypes::Ipv4 {
-        return Parsed::Ignore;
+    match eth.get_ethertype() {
+        EtherTypes::Ipv4 => parse4(frame),
+        EtherTypes::Ipv6 => parse6(frame),
+        _ => Parsed::Ignore,
     }
+}
+
+fn l4_proto(next: pnet_packet::ip::IpNextHeaderProtocol) -> Option<L4Proto> {
+    match next {
+        IpNextHeaderProtocols::Tcp => Some(L4Proto::Tcp),
+        IpNextHeaderProtocols::Udp => Some(L4Proto::Udp),
+        _ => None,
+    }
+}
+
+/// Ports and TCP flags of the L4 header at `l4_off`, or `None` when cut short.
+fn ports(frame: &[u8], proto: L4Proto, l4_off: usize) -> Option<(u16, u16, u8)> {
+    let l4 = frame.get(l4_off..).unwrap_or(&[]);
+    match proto {
+        L4Proto::Tcp => TcpPacket::new(l4).map(|t| (t.get_source(), t.get_destination(), l4[13])),
+        _ => UdpPacket::new(l4).map(|u| (u.get_source(), u.get_destination(), 0)),
+    }
+}
+
+fn parse6(frame: &[u8]) -> Parsed {
+    let Some(ip) = Ipv6Packet::new(&frame[ETH_HLEN..]) else {
+        return Parsed::Malformed;
+    };
+    if ip.get_version() != 6 {
+        return Parsed::Malformed;
+    }
+    let Some(proto) = l4_proto(ip.get_next_header()) else {
+        return Parsed::Ignore;
+    };
+    let l4_off = ETH_HLEN + IPV6_HLEN;
+    let Some((sport, dport, tcp_flags)) = ports(frame, proto, l4_off) else {
+        return Parsed::Malformed;
+    };
+    Parsed::Ok(PacketInfo {
+        src: IpAddr::V6(ip.get_source()),
+        dst: IpAddr::V6(ip.get_destination()),
+        sport,
+        dport,
+        proto,
+        l4_off,
+        tcp_flags,
+    })
+}
+
+fn parse4(frame: &[u8]) -> Parsed {
     let Some(ip) = Ipv4Packet::new(&frame[ETH_HLEN..]) else {
         return Parsed::Malformed;
     };
@@ -89,23 +156,16 @@ pub fn parse(frame: &[u8]) -> Parsed {
     if ip.get_flags() & Ipv4Flags::MoreFragments != 0 || ip.get_fragment_offset() != 0 {
         return Parsed::Ignore;
     }
-    let proto = match ip.get_next_level_protocol() {
-        IpNextHeaderProtocols::Tcp => L4Proto::Tcp,
-        IpNextHeaderProtocols::Udp => L4Proto::Udp,
-        _ => return Parsed::Ignore,
+    let Some(proto) = l4_proto(ip.get_next_level_protocol()) else {
+        return Parsed::Ignore;
     };
     let l4_off = ETH_HLEN + ihl * 4;
-    let l4 = frame.get(l4_off..).unwrap_or(&[]);
-    let ports = match proto {
-        L4Proto::Tcp => TcpPacket::new(l4).map(|t| (t.get_source(), t.get_destination(), l4[13])),
-        _ => UdpPacket::new(l4).map(|u| (u.get_source(), u.get_destination(), 0)),
-    };
-    let Some((sport, dport, tcp_flags)) = ports else {
+    let Some((sport, dport, tcp_flags)) = ports(frame, proto, l4_off) else {
         return Parsed::Malformed;
     };
     Parsed::Ok(PacketInfo {
-        src: ip.get_source(),
-        dst: ip.get_destination(),
+        src: IpAddr::V4(ip.get_source()),
+        dst: IpAddr::V4(ip.get_destination()),
         sport,
         dport,
         proto,
@@ -171,10 +231,29 @@ fn update_l4_csum(frame: &mut [u8], info: &PacketInfo, update: impl Fn(u16) -> u
     }
 }
 
-/// Rewrites the source or destination IPv4 address of a frame [`parse`]
-/// accepted as `info`, updating both checksums. Returns false (and changes
-/// nothing) when the frame does not match `info`'s layout.
-pub fn set_addr(frame: &mut [u8], info: &PacketInfo, end: End, new: Ipv4Addr) -> bool {
+/// The checksum after the 16-byte `old` changed to `new` (eight 16-bit words).
+pub fn csum_replace16(check: u16, old: &[u8; 16], new: &[u8; 16]) -> u16 {
+    let mut sum = u32::from(!check);
+    for (o, n) in old.chunks_exact(2).zip(new.chunks_exact(2)) {
+        sum += u32::from(!u16::from_be_bytes([o[0], o[1]]));
+        sum += u32::from(u16::from_be_bytes([n[0], n[1]]));
+    }
+    !fold(sum)
+}
+
+/// Rewrites the source or destination address of a frame [`parse`]
+/// accepted as `info`, updating the IPv4 header checksum and the L4
+/// checksum (pseudo-header). Returns false (and changes nothing) when the
+/// frame does not match `info`'s layout or `new` is of the other family.
+pub fn set_addr(frame: &mut [u8], info: &PacketInfo, end: End, new: IpAddr) -> bool {
+    match (info.src, new) {
+        (IpAddr::V4(_), IpAddr::V4(new)) => set_addr4(frame, info, end, new),
+        (IpAddr::V6(_), IpAddr::V6(new)) => set_addr6(frame, info, end, new),
+        _ => false,
+    }
+}
+
+fn set_addr4(frame: &mut [u8], info: &PacketInfo, end: End, new: Ipv4Addr) -> bool {
     let Some(mut ip) = frame.get_mut(ETH_HLEN..).and_then(MutableIpv4Packet::new) else {
         return false;
     };
@@ -193,6 +272,26 @@ pub fn set_addr(frame: &mut [u8], info: &PacketInfo, end: End, new: Ipv4Addr) ->
         End::Dst => ip.set_destination(new),
     }
     update_l4_csum(frame, info, |c| csum_replace4(c, o, n));
+    true
+}
+
+fn set_addr6(frame: &mut [u8], info: &PacketInfo, end: End, new: Ipv6Addr) -> bool {
+    let Some(mut ip) = frame.get_mut(ETH_HLEN..).and_then(MutableIpv6Packet::new) else {
+        return false;
+    };
+    let old = match end {
+        End::Src => ip.get_source(),
+        End::Dst => ip.get_destination(),
+    };
+    if old == new {
+        return true;
+    }
+    match end {
+        End::Src => ip.set_source(new),
+        End::Dst => ip.set_destination(new),
+    }
+    let (o, n) = (old.octets(), new.octets());
+    update_l4_csum(frame, info, |c| csum_replace16(c, &o, &n));
     true
 }
 
@@ -264,21 +363,35 @@ fn sum_words(data: &[u8]) -> u32 {
 /// that does not verify but carries exactly the pseudo-header sum is
 /// completed. Any other frame is left alone (a bad checksum stays bad).
 pub fn complete_partial_checksum(frame: &mut [u8], info: &PacketInfo) -> bool {
-    let Some(ip) = frame.get(ETH_HLEN..).and_then(Ipv4Packet::new) else {
-        return false;
+    // The length the pseudo-header counts: from the IPv4 total length, or
+    // the IPv6 payload length (no extension headers: see `parse`).
+    let l4_len = match info.src {
+        IpAddr::V4(_) => {
+            let Some(ip) = frame.get(ETH_HLEN..).and_then(Ipv4Packet::new) else {
+                return false;
+            };
+            usize::from(ip.get_total_length()).saturating_sub(info.l4_off - ETH_HLEN)
+        }
+        IpAddr::V6(_) => {
+            let Some(ip) = frame.get(ETH_HLEN..).and_then(Ipv6Packet::new) else {
+                return false;
+            };
+            usize::from(ip.get_payload_length()).saturating_sub(info.l4_off - ETH_HLEN - IPV6_HLEN)
+        }
     };
-    let ip_len = usize::from(ip.get_total_length());
-    let l4_len = ip_len.saturating_sub(info.l4_off - ETH_HLEN);
     let end = info.l4_off + l4_len;
     let csum_off = info.l4_off + if info.proto == L4Proto::Tcp { 16 } else { 6 };
     if l4_len == 0 || end > frame.len() || csum_off + 2 > end {
         return false;
     }
+    let addr_sum = |a: IpAddr| match a {
+        IpAddr::V4(a) => sum_words(&a.octets()),
+        IpAddr::V6(a) => sum_words(&a.octets()),
+    };
+    // RFC 768 / RFC 8200 8.1: the same one's-complement sum in both
+    // families (the IPv6 32-bit length and next header add up alike).
     let pseudo = u32::from(fold(
-        sum_words(&info.src.octets())
-            + sum_words(&info.dst.octets())
-            + u32::from(info.proto.number())
-            + l4_len as u32,
+        addr_sum(info.src) + addr_sum(info.dst) + u32::from(info.proto.number()) + l4_len as u32,
     ));
     let field = u16::from_be_bytes([frame[csum_off], frame[csum_off + 1]]);
     if u32::from(field) != pseudo || (field == 0 && info.proto == L4Proto::Udp) {
@@ -412,6 +525,110 @@ mod tests {
         seg[16] = 0;
         seg[17] = 0;
         assert_eq!(!fold(u32::from(pseudo) + sum_words(&seg)), pseudo);
+    }
+
+    /// A TCP or UDP IPv6 frame fd00::1:1000 -> fd00::2:80 with a payload
+    /// and a valid checksum.
+    fn frame6(proto: u8) -> Vec<u8> {
+        let l4_len = if proto == 6 { 20 } else { 8 } + 3;
+        let mut f = vec![0u8; 14 + 40 + l4_len];
+        f[12..14].copy_from_slice(&[0x86, 0xdd]);
+        f[14] = 0x60;
+        f[18..20].copy_from_slice(&(l4_len as u16).to_be_bytes());
+        f[20] = proto;
+        f[21] = 64;
+        f[22..38].copy_from_slice(&"fd00::1".parse::<Ipv6Addr>().unwrap().octets());
+        f[38..54].copy_from_slice(&"fd00::2".parse::<Ipv6Addr>().unwrap().octets());
+        f[54..56].copy_from_slice(&1000u16.to_be_bytes());
+        f[56..58].copy_from_slice(&80u16.to_be_bytes());
+        if proto == 6 {
+            f[54 + 12] = 0x50;
+        } else {
+            f[58..60].copy_from_slice(&(l4_len as u16).to_be_bytes());
+        }
+        let n = f.len();
+        f[n - 3..].copy_from_slice(b"abc");
+        let c = full_l4_csum6(&f, proto);
+        let off = 54 + if proto == 6 { 16 } else { 6 };
+        f[off..off + 2].copy_from_slice(&c.to_be_bytes());
+        f
+    }
+
+    /// The L4 checksum of an IPv6 frame computed from scratch.
+    fn full_l4_csum6(f: &[u8], proto: u8) -> u16 {
+        let mut seg = f[54..].to_vec();
+        let off = if proto == 6 { 16 } else { 6 };
+        seg[off] = 0;
+        seg[off + 1] = 0;
+        let sum = sum_words(&f[22..54]) + u32::from(proto) + seg.len() as u32 + sum_words(&seg);
+        !fold(sum)
+    }
+
+    #[test]
+    fn ipv6_rewrites_keep_the_l4_checksum_valid() {
+        for proto in [6u8, 17] {
+            let mut f = frame6(proto);
+            let Parsed::Ok(info) = parse(&f) else {
+                panic!("{proto}")
+            };
+            assert_eq!(info.src, "fd00::1".parse::<IpAddr>().unwrap());
+            assert_eq!((info.sport, info.dport, info.l4_off), (1000, 80, 54));
+            let backend: IpAddr = "2001:db8:1::5".parse().unwrap();
+            let node: IpAddr = "fd00:10::1".parse().unwrap();
+            assert!(set_addr(&mut f, &info, End::Dst, backend));
+            assert!(set_port(&mut f, &info, End::Dst, 8080));
+            assert!(set_addr(&mut f, &info, End::Src, node));
+            assert!(set_port(&mut f, &info, End::Src, 61000));
+            let off = 54 + if proto == 6 { 16 } else { 6 };
+            let got = u16::from_be_bytes([f[off], f[off + 1]]);
+            assert_eq!(got, full_l4_csum6(&f, proto), "proto {proto}");
+            let Parsed::Ok(after) = parse(&f) else {
+                panic!()
+            };
+            assert_eq!((after.src, after.dst), (node, backend));
+            assert_eq!((after.sport, after.dport), (61000, 8080));
+            // The other family is refused and nothing changes.
+            let before = f.clone();
+            assert!(!set_addr(
+                &mut f,
+                &info,
+                End::Dst,
+                "10.0.0.1".parse().unwrap()
+            ));
+            assert_eq!(f, before);
+        }
+    }
+
+    #[test]
+    fn ipv6_partial_checksums_are_completed() {
+        let mut f = frame6(6);
+        let Parsed::Ok(info) = parse(&f) else {
+            panic!()
+        };
+        let want = u16::from_be_bytes([f[70], f[71]]);
+        let l4_len = (f.len() - 54) as u32;
+        let pseudo = fold(sum_words(&f[22..54]) + 6 + l4_len);
+        f[70..72].copy_from_slice(&pseudo.to_be_bytes());
+        assert!(complete_partial_checksum(&mut f, &info));
+        assert_eq!(u16::from_be_bytes([f[70], f[71]]), want);
+        assert!(!complete_partial_checksum(&mut f, &info));
+    }
+
+    #[test]
+    fn ipv6_classification() {
+        let f = frame6(6);
+        assert!(matches!(parse(&f), Parsed::Ok(_)));
+        assert!(matches!(parse(&frame6(17)), Parsed::Ok(_)));
+        assert_eq!(parse(&f[..14 + 39]), Parsed::Malformed);
+        assert_eq!(parse(&f[..14 + 40 + 19]), Parsed::Malformed);
+        let mut v = f.clone();
+        v[14] = 0x40;
+        assert_eq!(parse(&v), Parsed::Malformed);
+        for next in [0u8, 43, 44, 58, 60, 132] {
+            let mut x = f.clone();
+            x[20] = next;
+            assert_eq!(parse(&x), Parsed::Ignore, "next header {next}");
+        }
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! as [`lb_core::flow::decide`], over the published snapshot and the
 //! worker's own [`FlowTable`]), and rewrite the frame in place.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -132,8 +132,8 @@ impl PacketPath {
             }
         };
         let key = FlowKey {
-            src: IpAddr::V4(info.src),
-            dst: IpAddr::V4(info.dst),
+            src: info.src,
+            dst: info.dst,
             sport: info.sport,
             dport: info.dport,
             proto: info.proto,
@@ -172,12 +172,13 @@ impl PacketPath {
                 Outcome::Dropped(DropKind::Unsupported)
             }
             Decision::Forward(f, sport) => {
-                let (IpAddr::V4(to), Some(src)) = (f.backend.addr, snat_v4(f.snat, info.src))
-                else {
+                let to = f.backend.addr;
+                let src = f.snat.unwrap_or(info.src);
+                if !same_family(to, info.dst) || !same_family(src, to) {
                     // A family change (NAT46/64) is not something lb-core plans.
                     self.counters.count_drop(DropKind::NoBackend);
                     return Outcome::Dropped(DropKind::NoBackend);
-                };
+                }
                 self.counters.service(
                     f.service,
                     frame.len(),
@@ -203,9 +204,10 @@ impl PacketPath {
             Some(a) if !a.addr.is_unspecified() => *a,
             _ => orig.frontend(),
         };
-        let (IpAddr::V4(fe_addr), IpAddr::V4(client)) = (fe.addr, orig.src) else {
+        let (fe_addr, client) = (fe.addr, orig.src);
+        if !same_family(fe_addr, info.src) || !same_family(client, fe_addr) {
             return Outcome::Pass;
-        };
+        }
         packet::set_addr(frame, info, End::Src, fe_addr);
         packet::set_port(frame, info, End::Src, fe.port);
         if entry.snat.is_some() {
@@ -341,11 +343,7 @@ pub fn decide(
     }
 }
 
-/// The IPv4 source after SNAT (`None`: a family change, not supported).
-fn snat_v4(snat: Option<IpAddr>, client: Ipv4Addr) -> Option<Ipv4Addr> {
-    match snat {
-        None => Some(client),
-        Some(IpAddr::V4(a)) => Some(a),
-        Some(IpAddr::V6(_)) => None,
-    }
+/// True when both addresses are of one family.
+fn same_family(a: IpAddr, b: IpAddr) -> bool {
+    a.is_ipv4() == b.is_ipv4()
 }

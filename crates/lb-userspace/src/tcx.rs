@@ -1,6 +1,9 @@
-//! A drop of every IPv4 frame arriving on a device that belongs to this
-//! process: a six-instruction BPF program attached to the device's tc
-//! ingress hook through a TCX link (`BPF_LINK_CREATE`, Linux 6.6+).
+//! A drop of the IP frames arriving on a device that the I/O loop handles
+//! instead of the kernel ([`takes`]: every IPv4 frame, and every IPv6 frame
+//! except ICMPv6 and hop-by-hop, so neighbour discovery and MLD stay with
+//! the kernel), owned by this process: a fifteen-instruction BPF program
+//! attached to the device's tc ingress hook through a TCX link
+//! (`BPF_LINK_CREATE`, Linux 6.6+).
 //!
 //! The link is an fd of this process, not an object in the kernel's
 //! configuration: when [`TcxDrop`] is dropped, or the process exits for any
@@ -8,18 +11,27 @@
 //! fd and detaches the program. Nothing survives the process to blackhole
 //! the device, and no qdisc or tc filter is created or deleted, so other
 //! programs' tc configuration (clsact qdiscs, cls_bpf filters, other TCX
-//! programs) is never touched. Frames that are not IPv4 go on to the next
-//! program of the hook (`TCX_NEXT`).
+//! programs) is never touched. Other frames go on to the next program of
+//! the hook (`TCX_NEXT`).
 //!
 //! The program, as it is loaded:
 //!
 //! ```text
-//! r0 = *(u32 *)(r1 + offsetof(struct __sk_buff, protocol))
-//! if r0 != htons(ETH_P_IP) goto +2
-//! r0 = TCX_DROP
-//! exit
-//! r0 = TCX_NEXT
-//! exit
+//!  0: r0 = *(u32 *)(r1 + offsetof(struct __sk_buff, protocol))
+//!  1: if r0 == htons(ETH_P_IP) goto 11
+//!  2: if r0 != htons(ETH_P_IPV6) goto 13
+//!  3: r2 = *(u32 *)(r1 + offsetof(struct __sk_buff, data))
+//!  4: r3 = *(u32 *)(r1 + offsetof(struct __sk_buff, data_end))
+//!  5: r4 = r2
+//!  6: r4 += 21                      // Ethernet + IPv6 up to next header
+//!  7: if r4 > r3 goto 13
+//!  8: r0 = *(u8 *)(r2 + 20)         // the IPv6 next header
+//!  9: if r0 == IPPROTO_ICMPV6 goto 13
+//! 10: if r0 == IPPROTO_HOPOPTS goto 13
+//! 11: r0 = TCX_DROP
+//! 12: exit
+//! 13: r0 = TCX_NEXT
+//! 14: exit
 //! ```
 //!
 //! It is built and attached with raw `bpf(2)` calls (no ELF object, no
@@ -37,6 +49,41 @@ const TCX_DROP: i32 = 2;
 const TCX_NEXT: i32 = -1;
 /// `offsetof(struct __sk_buff, protocol)`.
 const SKB_PROTOCOL: i16 = 16;
+/// `offsetof(struct __sk_buff, data)`.
+const SKB_DATA: i16 = 76;
+/// `offsetof(struct __sk_buff, data_end)`.
+const SKB_DATA_END: i16 = 80;
+/// IPv6 next header: ICMPv6.
+const IPPROTO_ICMPV6: i32 = 58;
+/// IPv6 next header: hop-by-hop options (MLD reports carry one).
+const IPPROTO_HOPOPTS: i32 = 0;
+
+/// True for an Ethernet frame the drop program drops, i.e. the frames the
+/// I/O loop must handle (and re-inject) itself: IPv4, and IPv6 whose next
+/// header is neither ICMPv6 nor hop-by-hop options. (The program reads the
+/// EtherType from `skb->protocol`, which for an untagged frame is the
+/// frame's own.)
+///
+/// ```
+/// use lb_userspace::tcx::takes;
+/// let mut f = [0u8; 60];
+/// f[12..14].copy_from_slice(&[0x08, 0x06]); // ARP
+/// assert!(!takes(&f));
+/// f[12..14].copy_from_slice(&[0x86, 0xdd]); // IPv6
+/// f[20] = 6; // TCP
+/// assert!(takes(&f));
+/// f[20] = 58; // ICMPv6 (neighbour discovery)
+/// assert!(!takes(&f));
+/// ```
+pub fn takes(frame: &[u8]) -> bool {
+    match frame.get(12..14) {
+        Some([0x08, 0x00]) => true,
+        Some([0x86, 0xdd]) => frame
+            .get(20)
+            .is_some_and(|&n| !matches!(i32::from(n), IPPROTO_ICMPV6 | IPPROTO_HOPOPTS)),
+        _ => false,
+    }
+}
 
 /// `union bpf_attr`, as bytes (large enough for the commands used here;
 /// the kernel requires the bytes it does not know to be zero).
@@ -100,20 +147,31 @@ fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> [u8; 8] {
     b
 }
 
-fn program() -> [[u8; 8]; 6] {
+fn program() -> [[u8; 8]; 15] {
     // skb->protocol holds the big-endian EtherType, read as a host number.
     let eth_p_ip = i32::from(u16::from_ne_bytes([0x08, 0x00]));
+    let eth_p_ipv6 = i32::from(u16::from_ne_bytes([0x86, 0xdd]));
+    // Jump offsets count from the next instruction.
     [
-        insn(0x61, 0, 1, SKB_PROTOCOL, 0), // ldxw r0, [r1 + 16]
-        insn(0x55, 0, 0, 2, eth_p_ip),     // jne r0, ETH_P_IP, +2
-        insn(0xb7, 0, 0, 0, TCX_DROP),     // mov64 r0, TCX_DROP
-        insn(0x95, 0, 0, 0, 0),            // exit
-        insn(0xb7, 0, 0, 0, TCX_NEXT),     // mov64 r0, TCX_NEXT
-        insn(0x95, 0, 0, 0, 0),            // exit
+        insn(0x61, 0, 1, SKB_PROTOCOL, 0),   //  0: ldxw r0, [r1 + protocol]
+        insn(0x15, 0, 0, 9, eth_p_ip),       //  1: jeq r0, ETH_P_IP, 11
+        insn(0x55, 0, 0, 10, eth_p_ipv6),    //  2: jne r0, ETH_P_IPV6, 13
+        insn(0x61, 2, 1, SKB_DATA, 0),       //  3: ldxw r2, [r1 + data]
+        insn(0x61, 3, 1, SKB_DATA_END, 0),   //  4: ldxw r3, [r1 + data_end]
+        insn(0xbf, 4, 2, 0, 0),              //  5: mov64 r4, r2
+        insn(0x07, 4, 0, 0, 21),             //  6: add64 r4, 21
+        insn(0x2d, 4, 3, 5, 0),              //  7: jgt r4, r3, 13
+        insn(0x71, 0, 2, 20, 0),             //  8: ldxb r0, [r2 + 20]
+        insn(0x15, 0, 0, 3, IPPROTO_ICMPV6), //  9: jeq r0, 58, 13
+        insn(0x15, 0, 0, 2, IPPROTO_HOPOPTS), // 10: jeq r0, 0, 13
+        insn(0xb7, 0, 0, 0, TCX_DROP),       // 11: mov64 r0, TCX_DROP
+        insn(0x95, 0, 0, 0, 0),              // 12: exit
+        insn(0xb7, 0, 0, 0, TCX_NEXT),       // 13: mov64 r0, TCX_NEXT
+        insn(0x95, 0, 0, 0, 0),              // 14: exit
     ]
 }
 
-/// The IPv4 drop program attached to one device's tc ingress; detached
+/// The drop program ([`takes`]) attached to one device's tc ingress; detached
 /// when dropped (or when the process dies).
 #[derive(Debug)]
 pub struct TcxDrop {
@@ -134,7 +192,7 @@ impl TcxDrop {
             .u64(8, insns.as_ptr() as u64)
             .u64(16, license.as_ptr() as u64)
             .u32(68, BPF_TCX_INGRESS); // expected_attach_type
-        a.0[48..48 + 11].copy_from_slice(b"lb_us_drop4"); // prog_name
+        a.0[48..48 + 10].copy_from_slice(b"lb_us_drop"); // prog_name
         let prog = fd(bpf(BPF_PROG_LOAD, &mut a)?);
         let mut a = Attr::new();
         a.u32(0, prog.as_raw_fd() as u32)

@@ -1,7 +1,7 @@
 //! The I/O loop's drop of the original frames ([`lb_userspace::tcx`]):
-//! it drops IPv4 only while its owner lives — also when the owner is
-//! killed with SIGKILL — and leaves other tc configuration alone.
-//! Privileged.
+//! it drops IPv4, and IPv6 but neighbour discovery, only while its owner
+//! lives — also when the owner is killed with SIGKILL — and leaves other tc
+//! configuration alone. Privileged.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -19,6 +19,7 @@ struct Pair {
     dev: String,
     ifindex: u32,
     _echo: EchoServer,
+    _echo6: EchoServer,
 }
 
 fn pair() -> Pair {
@@ -27,16 +28,25 @@ fn pair() -> Pair {
     let veth = VethBuilder::new(&client, &server)
         .addr_a("10.77.0.1/24")
         .addr_b("10.77.0.2/24")
+        .addr_a("fd00:77::1/64")
+        .addr_b("fd00:77::2/64")
         .create()
         .expect("veth");
     let echo = EchoServer::udp(&server, "10.77.0.2:9000".parse().unwrap(), b"echo:").unwrap();
+    let echo6 = EchoServer::udp(&server, "[fd00:77::2]:9000".parse().unwrap(), b"echo:").unwrap();
     Pair {
         client,
         server,
         dev: veth.b.name.clone(),
         ifindex: veth.b.ifindex,
         _echo: echo,
+        _echo6: echo6,
     }
+}
+
+fn reaches6(p: &Pair) -> bool {
+    let dst: SocketAddr = "[fd00:77::2]:9000".parse().unwrap();
+    udp_request(&p.client, dst, b"hi", Duration::from_millis(400)).is_ok()
 }
 
 fn reaches(p: &Pair) -> bool {
@@ -52,7 +62,7 @@ fn programs(p: &Pair) -> u32 {
 }
 
 #[test]
-fn tcx_drop_blocks_ipv4_only_while_it_is_held() {
+fn tcx_drop_blocks_ipv4_but_not_arp_while_it_is_held() {
     lb_testkit::require_privileges();
     let p = pair();
     assert!(reaches(&p), "baseline");
@@ -73,6 +83,30 @@ fn tcx_drop_blocks_ipv4_only_while_it_is_held() {
         "ARP blocked: {neigh:?}"
     );
     drop_and_check(held, &p);
+}
+
+#[test]
+fn tcx_drop_blocks_ipv6_udp_but_not_neighbour_discovery() {
+    lb_testkit::require_privileges();
+    let p = pair();
+    assert!(reaches6(&p), "baseline");
+    let held = p
+        .server
+        .run_in(|| TcxDrop::attach(p.ifindex))
+        .unwrap()
+        .expect("attach");
+    assert!(!reaches6(&p), "IPv6 UDP still delivered");
+    // Neighbour discovery (ICMPv6) still passes: flush and resolve again.
+    p.client.ip(&["-6", "neigh", "flush", "all"]).unwrap();
+    assert!(!reaches6(&p)); // resolves the neighbour first
+    let neigh = p.client.ip(&["-6", "neigh", "show", "fd00:77::2"]).unwrap();
+    assert!(
+        !neigh.contains("FAILED") && !neigh.contains("INCOMPLETE") && !neigh.is_empty(),
+        "neighbour discovery blocked: {neigh:?}"
+    );
+    drop(held);
+    assert_eq!(programs(&p), 0, "detached with its owner");
+    assert!(reaches6(&p), "IPv6 delivered again");
 }
 
 fn drop_and_check(held: TcxDrop, p: &Pair) {

@@ -136,6 +136,13 @@ impl DataplaneUnderTest for Ebpf {
     }
 
     fn unsupported(&self, scenario: Scenario) -> Option<String> {
+        if scenario.uses_ipv6() {
+            return Some(
+                "lb-ebpf's maps and tc programs are IPv4 only: its Dataplane refuses \
+                 IPv6 frontends and backends"
+                    .into(),
+            );
+        }
         match scenario {
             Scenario::AffinityTimeout => Some(
                 "affinity expiry reads the kernel's CLOCK_MONOTONIC_COARSE \

@@ -13,8 +13,8 @@
 //! use lb_testkit::conformance::{run_suite, OracleDataplane, Scenario};
 //! let report = run_suite(|setup| OracleDataplane::new(setup));
 //! // lb-core's model keeps the client's port when it SNATs.
-//! report.assert_unsupported(&[Scenario::SnatPortCollision]);
-//! assert_eq!(report.passed.len(), Scenario::ALL.len() - 1);
+//! report.assert_unsupported(&[Scenario::SnatPortCollision, Scenario::SnatPortCollisionV6]);
+//! assert_eq!(report.passed.len(), Scenario::ALL.len() - 2);
 //! ```
 //!
 //! # Writing an adapter for a kernel dataplane
@@ -42,6 +42,7 @@ pub mod dut;
 pub mod oracle;
 pub mod reference;
 pub mod scenarios;
+pub mod scenarios_v6;
 pub mod session;
 pub mod trace;
 
@@ -109,11 +110,33 @@ pub enum Scenario {
     /// Frames shorter than an Ethernet or IPv4 header (`BPF_PROG_TEST_RUN`
     /// refuses to run such frames).
     ShortFrames,
+    /// ClusterIP over IPv6, TCP and UDP.
+    ClusterIpV6,
+    /// NodePort on `[::]`: the node's IPv6 address and the wildcard.
+    NodePortV6,
+    /// LoadBalancer ingress IPv6 address.
+    LoadBalancerV6,
+    /// externalIPs over IPv6.
+    ExternalIpV6,
+    /// HostPort on `[::]`.
+    HostPortV6,
+    /// Maglev over IPv6 5-tuples.
+    MaglevV6,
+    /// ClientIP affinity of IPv6 clients.
+    AffinityV6,
+    /// SNAT of IPv6 flows to remote backends (node IPv6 address).
+    SnatRemoteBackendV6,
+    /// Two IPv6 clients with one source port SNATed to one remote backend.
+    SnatPortCollisionV6,
+    /// A dual-stack service: each family to its own backends.
+    DualStack,
+    /// IPv6 frames dropped (broken headers) or passed (extension headers).
+    MalformedPacketsV6,
 }
 
 impl Scenario {
     /// All scenarios, in the order the suite runs them.
-    pub const ALL: [Scenario; 25] = [
+    pub const ALL: [Scenario; 36] = [
         Scenario::ClusterIp,
         Scenario::NodePortNodeIp,
         Scenario::NodePortWildcard,
@@ -139,7 +162,37 @@ impl Scenario {
         Scenario::UnknownTraffic,
         Scenario::MalformedPackets,
         Scenario::ShortFrames,
+        Scenario::ClusterIpV6,
+        Scenario::NodePortV6,
+        Scenario::LoadBalancerV6,
+        Scenario::ExternalIpV6,
+        Scenario::HostPortV6,
+        Scenario::MaglevV6,
+        Scenario::AffinityV6,
+        Scenario::SnatRemoteBackendV6,
+        Scenario::SnatPortCollisionV6,
+        Scenario::DualStack,
+        Scenario::MalformedPacketsV6,
     ];
+
+    /// True for the scenarios with IPv6 traffic ([`scenarios_v6`]); their
+    /// node has an IPv6 address too.
+    pub const fn uses_ipv6(self) -> bool {
+        matches!(
+            self,
+            Scenario::ClusterIpV6
+                | Scenario::NodePortV6
+                | Scenario::LoadBalancerV6
+                | Scenario::ExternalIpV6
+                | Scenario::HostPortV6
+                | Scenario::MaglevV6
+                | Scenario::AffinityV6
+                | Scenario::SnatRemoteBackendV6
+                | Scenario::SnatPortCollisionV6
+                | Scenario::DualStack
+                | Scenario::MalformedPacketsV6
+        )
+    }
 
     /// Runs the scenario on a session (panics on a difference).
     pub fn run(self, s: &mut Session) {
@@ -170,6 +223,17 @@ impl Scenario {
             Scenario::UnknownTraffic => unknown_traffic(s),
             Scenario::MalformedPackets => malformed_packets(s),
             Scenario::ShortFrames => short_frames(s),
+            Scenario::ClusterIpV6 => scenarios_v6::cluster_ip_v6(s),
+            Scenario::NodePortV6 => scenarios_v6::node_port_v6(s),
+            Scenario::LoadBalancerV6 => scenarios_v6::load_balancer_v6(s),
+            Scenario::ExternalIpV6 => scenarios_v6::external_ip_v6(s),
+            Scenario::HostPortV6 => scenarios_v6::host_port_v6(s),
+            Scenario::MaglevV6 => scenarios_v6::maglev_v6(s),
+            Scenario::AffinityV6 => scenarios_v6::affinity_v6(s),
+            Scenario::SnatRemoteBackendV6 => scenarios_v6::snat_remote_backend_v6(s),
+            Scenario::SnatPortCollisionV6 => scenarios_v6::snat_port_collision_v6(s),
+            Scenario::DualStack => scenarios_v6::dual_stack(s),
+            Scenario::MalformedPacketsV6 => scenarios_v6::malformed_packets_v6(s),
         }
     }
 }

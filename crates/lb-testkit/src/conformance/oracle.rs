@@ -123,7 +123,11 @@ impl DataplaneUnderTest for OracleDataplane {
     }
 
     fn unsupported(&self, scenario: Scenario) -> Option<String> {
-        (scenario == Scenario::SnatPortCollision).then(|| {
+        matches!(
+            scenario,
+            Scenario::SnatPortCollision | Scenario::SnatPortCollisionV6
+        )
+        .then(|| {
             "lb-core's model keeps the client's source port when it SNATs (the port is \
              the dataplane's to allocate), so two clients with one port to one remote \
              backend share a reply tuple"

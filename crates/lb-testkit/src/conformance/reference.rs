@@ -1,8 +1,8 @@
 //! Reference packet handling, written independently of any dataplane:
-//! the classification of `lb_parse4` and address rewrites with checksums
-//! recomputed from scratch.
+//! the classification of `lb_parse4` (IPv4) and of its IPv6 counterpart,
+//! and address rewrites with checksums recomputed from scratch.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use lb_core::{FlowKey, L4Proto};
 
@@ -20,7 +20,15 @@ pub enum Class {
 }
 
 /// Classifies an Ethernet frame. Never panics.
+///
+/// IPv6: a fixed header cut short or a version other than 6 is malformed;
+/// only TCP or UDP right after the fixed header is a flow (an extension
+/// header, fragments included, or another protocol is ignored); a TCP or
+/// UDP header cut short is malformed.
 pub fn classify(frame: &[u8]) -> Class {
+    if frame.len() >= 14 && frame[12..14] == [0x86, 0xdd] {
+        return classify6(&frame[14..]);
+    }
     if frame.len() < 14 || frame[12..14] != [0x08, 0x00] {
         return Class::Ignore;
     }
@@ -54,13 +62,45 @@ pub fn classify(frame: &[u8]) -> Class {
     })
 }
 
-/// A copy of an IPv4 TCP/UDP frame with new endpoints and both checksums
-/// recomputed over the IP total length (a zero UDP checksum stays zero).
-/// `None` for frames [`classify`] does not accept or IPv6 endpoints.
+fn classify6(ip: &[u8]) -> Class {
+    if ip.len() < 40 || ip[0] >> 4 != 6 {
+        return Class::Malformed;
+    }
+    let proto = match ip[6] {
+        6 => L4Proto::Tcp,
+        17 => L4Proto::Udp,
+        _ => return Class::Ignore,
+    };
+    let need = if proto == L4Proto::Tcp { 20 } else { 8 };
+    let Some(l4) = ip.get(40..40 + need) else {
+        return Class::Malformed;
+    };
+    let v6 = |o: usize| {
+        let b: [u8; 16] = ip[o..o + 16].try_into().expect("16 bytes");
+        IpAddr::V6(Ipv6Addr::from(b))
+    };
+    Class::Flow(FlowKey {
+        src: v6(8),
+        dst: v6(24),
+        sport: u16::from_be_bytes([l4[0], l4[1]]),
+        dport: u16::from_be_bytes([l4[2], l4[3]]),
+        proto,
+    })
+}
+
+/// A copy of an IPv4 or IPv6 TCP/UDP frame with new endpoints (of the
+/// frame's family) and the checksums recomputed from scratch: the IPv4
+/// header checksum, and the L4 checksum with its pseudo-header over the
+/// IPv4 total length or the IPv6 payload length (a zero UDP checksum stays
+/// zero). `None` for frames [`classify`] does not accept or endpoints of
+/// the other family.
 pub fn rewrite(frame: &[u8], src: SocketAddr, dst: SocketAddr) -> Option<Vec<u8>> {
     let Class::Flow(key) = classify(frame) else {
         return None;
     };
+    if key.src.is_ipv6() {
+        return rewrite6(frame, key.proto, src, dst);
+    }
     let (IpAddr::V4(s), IpAddr::V4(d)) = (src.ip(), dst.ip()) else {
         return None;
     };
@@ -83,6 +123,31 @@ pub fn rewrite(frame: &[u8], src: SocketAddr, dst: SocketAddr) -> Option<Vec<u8>
     out[csum..csum + 2].copy_from_slice(&[0, 0]);
     let mut c = l4_checksum(src.ip(), dst.ip(), key.proto.number(), &out[l4..end]);
     if key.proto == L4Proto::Udp && c == 0 {
+        c = 0xffff;
+    }
+    out[csum..csum + 2].copy_from_slice(&c.to_be_bytes());
+    Some(out)
+}
+
+fn rewrite6(frame: &[u8], proto: L4Proto, src: SocketAddr, dst: SocketAddr) -> Option<Vec<u8>> {
+    let (IpAddr::V6(s), IpAddr::V6(d)) = (src.ip(), dst.ip()) else {
+        return None;
+    };
+    let mut out = frame.to_vec();
+    let payload = usize::from(u16::from_be_bytes([out[18], out[19]]));
+    let l4 = 14 + 40;
+    let end = (l4 + payload).clamp(l4 + 8, out.len());
+    out[14 + 8..14 + 24].copy_from_slice(&s.octets());
+    out[14 + 24..14 + 40].copy_from_slice(&d.octets());
+    out[l4..l4 + 2].copy_from_slice(&src.port().to_be_bytes());
+    out[l4 + 2..l4 + 4].copy_from_slice(&dst.port().to_be_bytes());
+    let csum = l4 + if proto == L4Proto::Tcp { 16 } else { 6 };
+    if proto == L4Proto::Udp && out[csum..csum + 2] == [0, 0] {
+        return Some(out);
+    }
+    out[csum..csum + 2].copy_from_slice(&[0, 0]);
+    let mut c = l4_checksum(src.ip(), dst.ip(), proto.number(), &out[l4..end]);
+    if proto == L4Proto::Udp && c == 0 {
         c = 0xffff;
     }
     out[csum..csum + 2].copy_from_slice(&c.to_be_bytes());

@@ -22,7 +22,11 @@ pub const ZONE: &str = "zone-a";
 
 /// The setup `scenario` runs with.
 pub fn setup(scenario: Scenario) -> Setup {
-    let mut node = NodeConfig::new(NODE, vec![NODE_IP.parse().expect("ip")]);
+    let mut ips = vec![NODE_IP.parse().expect("ip")];
+    if scenario.uses_ipv6() {
+        ips.push(super::scenarios_v6::NODE_IP6.parse().expect("ip"));
+    }
+    let mut node = NodeConfig::new(NODE, ips);
     node.maglev = MaglevConfig::new(251, 7).expect("maglev config");
     if scenario == Scenario::ZoneHints {
         node.zone = Some(ZONE.into());
