@@ -189,12 +189,17 @@ impl Agent {
         rec: Reconciler,
         socket_lb: String,
     ) -> Agent {
+        let sources = Sources::new(
+            args.manifests.clone().unwrap_or_else(|| "kube".into()),
+            node.clone(),
+        );
+        // lb-userspace serves both families; lb-ebpf is IPv4 only so far.
+        let sources = match dp {
+            Dp::Ebpf(_) => sources.ipv4_only(),
+            Dp::Userspace(_) => sources,
+        };
         Agent {
-            sources: Sources::new(
-                args.manifests.clone().unwrap_or_else(|| "kube".into()),
-                node.clone(),
-            )
-            .ipv4_only(),
+            sources,
             kube,
             args,
             node,
