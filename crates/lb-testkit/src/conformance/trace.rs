@@ -137,6 +137,11 @@ pub struct Recording {
     /// relabelled IPv6. `BPF_PROG_TEST_RUN` refuses both (EINVAL); `false`
     /// damages those frames another way.
     pub short_l3_headers: bool,
+    /// The dataplanes parse IPv6: some IPv4 frames are relabelled IPv6
+    /// (version 4 in an IPv6 frame: malformed, dropped). `false` (an
+    /// IPv4-only dataplane, which passes every IPv6 frame) relabels them
+    /// ARP instead.
+    pub ipv6: bool,
 }
 
 impl Recording {
@@ -146,14 +151,17 @@ impl Recording {
         deterministic: false,
         snat_collisions: true,
         short_l3_headers: true,
+        ipv6: true,
     };
     /// For lb-ebpf through `BPF_PROG_TEST_RUN`: SNAT, Maglev everywhere, no
-    /// SNAT tuple collisions, no IPv4 headers cut short.
+    /// SNAT tuple collisions, no IPv4 headers cut short, no IPv6 (its tc
+    /// programs are IPv4 only).
     pub const DETERMINISTIC: Recording = Recording {
         snat: true,
         deterministic: true,
         snat_collisions: false,
         short_l3_headers: false,
+        ipv6: false,
     };
 }
 
@@ -210,7 +218,7 @@ pub fn record_opts(seed: u64, packets: usize, opts: Recording) -> Trace {
         let (dst, proto) = dsts[(rng.next() % dsts.len() as u64) as usize];
         let mut f = frame(proto, sa(&client), sa(dst));
         if rng.next().is_multiple_of(13) {
-            damage(&mut f, rng.next(), opts.short_l3_headers);
+            damage(&mut f, rng.next(), opts);
         }
         let ctx = PacketCtx {
             now,
@@ -352,7 +360,8 @@ fn trace_services(later: bool, opts: Recording) -> Vec<Service> {
 }
 
 /// Damages a frame the way the bad-packet cases do.
-fn damage(f: &mut Vec<u8>, how: u64, short_l3_headers: bool) {
+fn damage(f: &mut Vec<u8>, how: u64, opts: Recording) {
+    let short_l3_headers = opts.short_l3_headers;
     match how % 6 {
         0 => f[14] = 0x44,                            // IHL below 5
         1 => f.truncate(14 + 20 + 4),                 // L4 header cut short
@@ -360,7 +369,7 @@ fn damage(f: &mut Vec<u8>, how: u64, short_l3_headers: bool) {
         3 => f[14 + 9] = 1,                           // ICMP
         4 if short_l3_headers => f.truncate(14 + 10), // IPv4 header cut short
         4 => f[14] = 0x4f,                            // IHL beyond the frame
-        _ if short_l3_headers || f.len() >= 14 + 40 => {
+        _ if opts.ipv6 && (short_l3_headers || f.len() >= 14 + 40) => {
             f[12..14].copy_from_slice(&[0x86, 0xdd]) // claims IPv6
         }
         _ => f[12..14].copy_from_slice(&[0x08, 0x06]), // claims ARP
