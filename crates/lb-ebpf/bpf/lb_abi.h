@@ -131,6 +131,10 @@ struct ct4_key {
 #define LB_CT_F_SNAT    (1 << 0) /* the flow is SNATed to node_ips[0]:snat_port */
 #define LB_CT_F_CLOSING (1 << 1) /* TCP FIN or RST seen: expires after a short grace */
 #define LB_CT_F_DSR     (1 << 2) /* DSR: IPIP to the backend, replies bypass the node */
+#define LB_CT_F_PORTMAP (1 << 3) /* the client's port is rewritten towards the backend
+				   * (reply tuple clash, lb_ctport.h); snat_port holds
+				   * the backend-side port (service entry) or the
+				   * client's own port (reply entry) */
 
 /* Connection-tracking value (same for both directions). */
 struct ct4_entry {
@@ -139,7 +143,7 @@ struct ct4_entry {
 	__u16 flags;          /* LB_CT_F_* */
 	__be32 frontend_addr; /* the address the client used */
 	__be16 frontend_port;
-	__be16 snat_port;     /* LB_CT_F_SNAT: the node's source port */
+	__be16 snat_port;     /* LB_CT_F_SNAT: the node's source port; LB_CT_F_PORTMAP: see there */
 	__u64 last_seen;      /* seconds of CLOCK_MONOTONIC_COARSE (userspace gc) */
 };
 

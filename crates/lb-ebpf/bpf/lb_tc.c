@@ -27,6 +27,7 @@
 #include "lb_pkt.h"
 #include "lb_select.h"
 #include "lb_snat.h"
+#include "lb_ctport.h"
 #include "lb_icmp.h"
 #include "lb_dsr.h"
 
@@ -116,7 +117,7 @@ int lb_tc_ingress(struct __sk_buff *skb)
 	__be16 be_port, snat_port = 0;
 	__u16 rev_nat, flags, count;
 	__u64 now = 0;
-	bool new_flow = false, snat = false, dsr = false;
+	bool new_flow = false, snat = false, dsr = false, portmap = false;
 	__u8 be_flags, fe_type;
 	int rc;
 
@@ -168,6 +169,7 @@ int lb_tc_ingress(struct __sk_buff *skb)
 		backend_id = ct->backend_id;
 		snat = ct->flags & LB_CT_F_SNAT;
 		dsr = ct->flags & LB_CT_F_DSR;
+		portmap = ct->flags & LB_CT_F_PORTMAP;
 		snat_port = ct->snat_port;
 		be = bpf_map_lookup_elem(&lb4_backends, &backend_id);
 	}
@@ -177,6 +179,7 @@ int lb_tc_ingress(struct __sk_buff *skb)
 		backend_id = 0;
 		snat = false;
 		dsr = false;
+		portmap = false;
 		if (flags & LB_SVC_F_AFFINITY) {
 			ak.client = p.saddr;
 			ak.rev_nat_index = rev_nat;
@@ -245,15 +248,25 @@ int lb_tc_ingress(struct __sk_buff *skb)
 		}
 		if (dsr)
 			ct_val.flags |= LB_CT_F_DSR;
-		bpf_map_update_elem(&lb4_ct, &ck, &ct_val, BPF_ANY);
 		if (!snat && !dsr) {
-			ck.saddr = be_addr;
-			ck.daddr = p.saddr;
-			ck.sport = be_port;
-			ck.dport = p.sport;
-			ck.dir = LB_CT_REPLY;
-			bpf_map_update_elem(&lb4_ct, &ck, &ct_val, BPF_ANY);
+			/* The reply entry first: on a reply-tuple clash the
+			 * flow gets another port towards the backend. */
+			struct ct4_key rk = {
+				.saddr = be_addr, .daddr = p.saddr, .sport = be_port,
+				.proto = p.proto, .dir = LB_CT_REPLY,
+			};
+			struct ct4_entry rv = ct_val;
+
+			snat_port = lb_ct_reply_insert(cfg, &rk, &rv, p.sport);
+			if (!snat_port)
+				return lb_drop(LB_DROP_SNAT_PORTS);
+			if (snat_port != p.sport) {
+				portmap = true;
+				ct_val.flags |= LB_CT_F_PORTMAP;
+				ct_val.snat_port = snat_port;
+			}
 		}
+		bpf_map_update_elem(&lb4_ct, &ck, &ct_val, BPF_ANY);
 		if (flags & LB_SVC_F_AFFINITY)
 			bpf_map_update_elem(&lb4_affinity, &ak, &av, BPF_ANY);
 	} else {
@@ -269,7 +282,7 @@ int lb_tc_ingress(struct __sk_buff *skb)
 			ck.saddr = be_addr;
 			ck.daddr = p.saddr;
 			ck.sport = be_port;
-			ck.dport = p.sport;
+			ck.dport = portmap ? snat_port : p.sport;
 			ck.dir = LB_CT_REPLY;
 			rct = bpf_map_lookup_elem(&lb4_ct, &ck);
 			if (rct) {
@@ -283,6 +296,10 @@ int lb_tc_ingress(struct __sk_buff *skb)
 				ct_val.flags = closing || (ct && (ct->flags & LB_CT_F_CLOSING)) ?
 						       LB_CT_F_CLOSING :
 						       0;
+				if (portmap) {
+					ct_val.flags |= LB_CT_F_PORTMAP;
+					ct_val.snat_port = p.sport;
+				}
 				bpf_map_update_elem(&lb4_ct, &ck, &ct_val, BPF_ANY);
 			}
 		}
@@ -321,10 +338,13 @@ int lb_tc_ingress(struct __sk_buff *skb)
 	if (lb_rewrite(skb, &p, LB_IP_DADDR_OFF, p.daddr, be_addr, p.l4_off + 2, p.dport,
 		       be_port) < 0)
 		return lb_drop(LB_DROP_REWRITE);
+	if (!snat && !portmap)
+		return TC_ACT_OK;
+	if (lb_rewrite(skb, &p, LB_IP_SADDR_OFF, p.saddr, snat ? node : p.saddr, p.l4_off, p.sport,
+		       snat_port) < 0)
+		return lb_drop(LB_DROP_REWRITE);
 	if (!snat)
 		return TC_ACT_OK;
-	if (lb_rewrite(skb, &p, LB_IP_SADDR_OFF, p.saddr, node, p.l4_off, p.sport, snat_port) < 0)
-		return lb_drop(LB_DROP_REWRITE);
 	return lb_fib_redirect(skb, node, be_addr, p.proto);
 }
 
@@ -336,7 +356,7 @@ int lb_tc_egress(struct __sk_buff *skb)
 	struct ct4_entry *ct;
 	struct lb4_reverse_nat *rn;
 	__be32 fe_addr;
-	__be16 fe_port;
+	__be16 fe_port, cport;
 	__u16 rev_nat;
 	__u64 now;
 	bool closing;
@@ -364,6 +384,8 @@ int lb_tc_egress(struct __sk_buff *skb)
 	fe_addr = ct->frontend_addr;
 	fe_port = ct->frontend_port;
 	rev_nat = ct->rev_nat_index;
+	/* The client's own port (lb_ctport.h). */
+	cport = ct->flags & LB_CT_F_PORTMAP ? ct->snat_port : p.dport;
 	now = lb_now_secs();
 	closing = lb_closing(&p);
 	lb_ct_touch(ct, now, closing);
@@ -371,7 +393,7 @@ int lb_tc_egress(struct __sk_buff *skb)
 		/* The client's direction closes too. */
 		ck.saddr = p.daddr;
 		ck.daddr = fe_addr;
-		ck.sport = p.dport;
+		ck.sport = cport;
 		ck.dport = fe_port;
 		ck.dir = LB_CT_SERVICE;
 		lb_ct_close(&ck, now);
@@ -384,7 +406,8 @@ int lb_tc_egress(struct __sk_buff *skb)
 		fe_port = rn->port;
 	}
 	if (lb_rewrite(skb, &p, LB_IP_SADDR_OFF, p.saddr, fe_addr, p.l4_off, p.sport,
-		       fe_port) < 0)
+		       fe_port) < 0 ||
+	    lb_rewrite(skb, &p, LB_IP_DADDR_OFF, p.daddr, p.daddr, p.l4_off + 2, p.dport, cport) < 0)
 		return lb_drop(LB_DROP_REWRITE);
 	return TC_ACT_OK;
 }

@@ -94,6 +94,11 @@ pub const CT_F_CLOSING: u16 = 1 << 1;
 /// `LB_CT_F_DSR`: the flow goes to its backend in IPIP and its replies
 /// bypass the node ([`Ct4Entry::flags`]).
 pub const CT_F_DSR: u16 = 1 << 2;
+/// `LB_CT_F_PORTMAP`: the client's source port is rewritten towards the
+/// backend (a reply-tuple clash, `lb_ctport.h`); [`Ct4Entry::snat_port`]
+/// holds the backend-side port in the service entry and the client's own
+/// port in the reply entry.
+pub const CT_F_PORTMAP: u16 = 1 << 3;
 /// `LB_SNAT_PORT_MIN`: default lowest SNAT source port, above Linux's
 /// default `net.ipv4.ip_local_port_range` (32768-60999).
 pub const SNAT_PORT_MIN: u16 = 61000;

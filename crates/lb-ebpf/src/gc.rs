@@ -73,11 +73,14 @@ fn partner(
     v: &Ct4Entry,
     backend: impl FnOnce(u32) -> Option<Lb4Backend>,
 ) -> Option<Ct4Key> {
+    // A flow whose client port was remapped (CT_F_PORTMAP) has the other
+    // side's port in snat_port.
+    let remapped = v.flags & CT_F_PORTMAP != 0;
     if k.dir == CT_REPLY {
         return Some(Ct4Key {
             saddr: k.daddr,
             daddr: v.frontend_addr,
-            sport: k.dport,
+            sport: if remapped { v.snat_port } else { k.dport },
             dport: v.frontend_port,
             proto: k.proto,
             dir: CT_SERVICE,
@@ -93,7 +96,7 @@ fn partner(
         saddr: be.address,
         daddr: k.saddr,
         sport: be.port,
-        dport: k.sport,
+        dport: if remapped { v.snat_port } else { k.sport },
         proto: k.proto,
         dir: CT_REPLY,
         pad: [0; 2],

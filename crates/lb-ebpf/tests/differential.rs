@@ -7,9 +7,11 @@
 //! traces are recorded with [`trace::Recording::DETERMINISTIC`]: every
 //! service with several selectable backends uses Maglev and affinity
 //! outlives the trace. They keep the SNATed remote backend, but leave out
-//! a new flow that would share the SNAT tuple of a tracked one (lb-core
+//! a new flow that would share the reply tuple of a tracked one (lb-core
 //! keeps the client's port there, lb-ebpf allocates another: see
-//! `tests/snat.rs`), and IPv4 headers cut short (test runs refuse them).
+//! `tests/snat.rs` and, for one client port to two frontends of one
+//! backend, `one_client_port_to_two_frontends_of_one_backend` in
+//! `tests/e2e.rs`), and IPv4 headers cut short (test runs refuse them).
 //!
 //! `props`: property tests of the SNAT and ICMP-error paths against
 //! `decide` (random services with local and remote backends, random flows,

@@ -384,3 +384,94 @@ fn terminating_keeps_connections_and_removed_backends_get_no_new_flows() {
     }
     exchange(&mut conn, b"after removal");
 }
+
+/// A TCP connection from client port `port` (SO_REUSEADDR, so another
+/// connection to another destination may use the same port) to `dst`.
+fn connect_from_port(topo: &Topology, port: u16, dst: SocketAddr) -> TcpStream {
+    use std::os::fd::FromRawFd;
+    let SocketAddr::V4(dst) = dst else {
+        panic!("IPv4 only")
+    };
+    topo.client
+        .run_in(move || {
+            // SAFETY: plain socket calls on a descriptor this closure owns;
+            // it is handed to TcpStream (which closes it) or closed here.
+            unsafe {
+                let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+                assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+                let s = TcpStream::from_raw_fd(fd);
+                let one: libc::c_int = 1;
+                let sa = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
+                    sin_family: libc::AF_INET as libc::sa_family_t,
+                    sin_port: port.to_be(),
+                    sin_addr: libc::in_addr {
+                        s_addr: u32::from(ip).to_be(),
+                    },
+                    sin_zero: [0; 8],
+                };
+                let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+                assert_eq!(
+                    libc::setsockopt(
+                        fd,
+                        libc::SOL_SOCKET,
+                        libc::SO_REUSEADDR,
+                        (&one as *const libc::c_int).cast(),
+                        std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                    ),
+                    0
+                );
+                let local = sa(std::net::Ipv4Addr::UNSPECIFIED, port);
+                let rc = libc::bind(fd, (&local as *const libc::sockaddr_in).cast(), len);
+                assert_eq!(rc, 0, "bind: {}", std::io::Error::last_os_error());
+                let remote = sa(*dst.ip(), dst.port());
+                let rc = libc::connect(fd, (&remote as *const libc::sockaddr_in).cast(), len);
+                assert_eq!(rc, 0, "connect: {}", std::io::Error::last_os_error());
+                s.set_read_timeout(Some(TIMEOUT)).unwrap();
+                s.set_write_timeout(Some(TIMEOUT)).unwrap();
+                s
+            }
+        })
+        .unwrap()
+}
+
+/// One client port towards two frontends of the same backend: the two
+/// flows' reply tuples (backend -> client:port) are the same, and the
+/// second flow must not take the first one's replies (it gets another port
+/// towards the backend). Found by the agent's graceful-termination test:
+/// a streaming connection stalled when a new connection from the same
+/// client port to the other frontend landed on its backend.
+#[test]
+fn one_client_port_to_two_frontends_of_one_backend() {
+    let mut lab = Lab::new(1);
+    let node_port = SocketAddr::from((lab.topo.node_v4, 30080));
+    let web = svc(
+        "default/web",
+        &[
+            (format!("{VIP_V4}:80"), FrontendType::ClusterIp),
+            ("0.0.0.0:30080".to_string(), FrontendType::NodePort),
+        ],
+        vec![lab.backend(1)],
+    );
+    lab.apply(&[web]);
+    let vip = SocketAddr::from((VIP_V4, 80));
+    for port in [40001u16, 40002] {
+        let mut a = connect_from_port(&lab.topo, port, vip);
+        let mut t = [0u8; 4];
+        a.read_exact(&mut t).expect("tag on the first connection");
+        exchange(&mut a, b"first");
+        let mut b = connect_from_port(&lab.topo, port, node_port);
+        b.read_exact(&mut t).expect("tag on the second connection");
+        for i in 0..5 {
+            exchange(&mut a, format!("a{i}").as_bytes());
+            exchange(&mut b, format!("b{i}").as_bytes());
+        }
+        // Either closing first leaves the other whole.
+        if port % 2 == 1 {
+            drop(a);
+            exchange(&mut b, b"b after a closed");
+        } else {
+            drop(b);
+            exchange(&mut a, b"a after b closed");
+        }
+    }
+}

@@ -165,8 +165,11 @@ fn local_backends_and_policy_local_keep_the_client_ip() {
     policy.backends = vec![BackendParams::new(be.parse().unwrap()).on_node("node-1")];
     policy.ext_traffic_policy = TrafficPolicy::Local;
     fx.apply(&[local, policy]);
-    let client = format!("{}:40001", rt.topo.client_v4);
-    for fe in ["10.96.0.20:80", "203.0.113.9:80"] {
+    // One client port per frontend: the two flows go to the same backend,
+    // and one port to both would clash on the reply tuple (the second flow
+    // would get another port, lb_ctport.h).
+    for (fe, port) in [("10.96.0.20:80", 40001), ("203.0.113.9:80", 40002)] {
+        let client = format!("{}:{port}", rt.topo.client_v4);
         let frame = tcp(&client, fe);
         let v = fx.decide(&flow_key(&frame), 0);
         assert!(

@@ -125,11 +125,14 @@ pub struct Recording {
     /// [`PacketCtx`], so a dataplane that draws its own random numbers and
     /// reads its own clock (lb-ebpf) must agree frame for frame.
     pub deterministic: bool,
-    /// Let a new SNATed flow take the SNAT tuple (backend, node IP, client
-    /// port) of another flow still tracked. lb-core's model keeps the
-    /// client's port, so two such flows share one reply tuple (the newer
-    /// owns it); a dataplane that allocates another source port on such a
-    /// collision (lb-ebpf, as Cilium) differs there by design. `false`
+    /// Let a new flow take the reply tuple (backend, source the backend
+    /// sees: the node IP when SNATed, else the client, and the client's
+    /// port) of another flow still tracked: a SNATed one, or one from the
+    /// same client port to another frontend of the same backend. lb-core's
+    /// model keeps the client's port, so two such flows share one reply
+    /// tuple (the newer owns it); a dataplane that gives the new flow
+    /// another source port on such a collision (lb-ebpf, as Cilium's SNAT
+    /// and netfilter's clash resolution) differs there by design. `false`
     /// leaves such packets out of the trace.
     pub snat_collisions: bool,
     /// Damage some frames so that their network header is cut short: an
@@ -176,7 +179,7 @@ pub fn record_opts(seed: u64, packets: usize, opts: Recording) -> Trace {
     node.maglev = MaglevConfig::new(251, rng.next() as u32).expect("maglev config");
     let v1 = trace_services(false, opts);
     let v2 = trace_services(true, opts);
-    // SNAT tuple (proto, backend, source after SNAT) -> the client's flow,
+    // Reply tuple (proto, backend, source after NAT) -> the client's flow,
     // since the last flow reset.
     let mut snat_tuples = std::collections::HashMap::new();
     let mut trace = Trace {
@@ -254,10 +257,12 @@ pub fn record_opts(seed: u64, packets: usize, opts: Recording) -> Trace {
         if let (Some(PacketResult::Accept(fwd)), Some(saved)) = (&out, before) {
             use super::reference::{classify, Class};
             if let (Class::Flow(orig), Class::Flow(k)) = (classify(&f), classify(fwd)) {
-                if k.src != orig.src {
+                // SNATed or only DNATed: the reply tuple is (backend, the
+                // source the backend sees).
+                if k != orig {
                     let tuple = (k.proto, k.dst, k.dport, k.src, k.sport);
                     if *snat_tuples.entry(tuple).or_insert(orig) != orig {
-                        // Another tracked flow has this SNAT tuple: leave
+                        // Another tracked flow has this reply tuple: leave
                         // the packet out (and the oracle as it was).
                         oracle = saved;
                         part.steps.pop();
