@@ -1,6 +1,7 @@
 //! The packet path does not allocate in steady state: established flows,
 //! replies, traffic that is not ours, bad frames, and new flows while the
-//! preallocated flow table has room. Counted with a global allocator.
+//! preallocated flow table has room; IPv4 and IPv6 (SNATed to the node's
+//! address of the family). Counted with a global allocator.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,9 +37,56 @@ fn frame(src: &str, dst: &str) -> Vec<u8> {
         .unwrap()
 }
 
+/// Addresses of one family for [`check`].
+struct Family {
+    node: &'static str,
+    vips: [&'static str; 2],
+    any: &'static str,
+    loopback: &'static str,
+    backend: fn(u32) -> String,
+    client: fn(usize) -> String,
+    other: (&'static str, &'static str),
+}
+
+/// One test for both families: the allocation counter is global, so the
+/// two must not run in parallel threads.
 #[test]
 fn steady_state_packet_path_does_not_allocate() {
-    let node = NodeConfig::new("node-1", vec!["192.168.1.10".parse().unwrap()]);
+    check(&IPV4);
+    check(&IPV6);
+}
+
+const IPV4: Family = Family {
+    node: "192.168.1.10",
+    vips: ["10.96.0.10", "10.96.0.11"],
+    any: "0.0.0.0",
+    loopback: "127.0.0.1",
+    backend: |b| format!("10.0.1.{b}"),
+    client: |i| format!("172.16.{}.{}:{}", i % 7, 1 + i % 200, 2000 + i),
+    other: ("172.16.0.1:1000", "10.200.0.1:80"),
+};
+
+const IPV6: Family = Family {
+    node: "fd00:1::10",
+    vips: ["fd00:96::10", "fd00:96::11"],
+    any: "::",
+    loopback: "::1",
+    backend: |b| format!("fd00:1:1::{b}"),
+    client: |i| format!("[fd00:16:{:x}::{:x}]:{}", i % 7, 1 + i % 200, 2000 + i),
+    other: ("[fd00:16::1]:1000", "[fd00:200::1]:80"),
+};
+
+/// `[ADDR]:PORT` for IPv6, `ADDR:PORT` for IPv4.
+fn hp(addr: &str, port: u16) -> String {
+    if addr.contains(':') {
+        format!("[{addr}]:{port}")
+    } else {
+        format!("{addr}:{port}")
+    }
+}
+
+fn check(fam: &Family) {
+    let node = NodeConfig::new("node-1", vec![fam.node.parse().unwrap()]);
     let mut services = Vec::new();
     for (name, alg, affinity) in [
         (
@@ -49,31 +97,22 @@ fn steady_state_packet_path_does_not_allocate() {
         ("default/mgl", LbAlgorithm::Maglev, SessionAffinity::None),
     ] {
         let mut s = Service::new(name.parse().unwrap());
-        let vip = if alg == LbAlgorithm::Random {
-            "10.96.0.10:80"
+        let (vip, np) = if alg == LbAlgorithm::Random {
+            (fam.vips[0], 30080)
         } else {
-            "10.96.0.11:80"
+            (fam.vips[1], 30081)
         };
         s.frontends.push(FrontendParams::new(
-            vip.parse().unwrap(),
+            hp(vip, 80).parse().unwrap(),
             FrontendType::ClusterIp,
         ));
         s.frontends.push(FrontendParams::new(
-            format!(
-                "0.0.0.0:{}",
-                if alg == LbAlgorithm::Random {
-                    30080
-                } else {
-                    30081
-                }
-            )
-            .parse()
-            .unwrap(),
+            hp(fam.any, np).parse().unwrap(),
             FrontendType::NodePort,
         ));
         for b in 1..=4 {
             s.backends.push(BackendParams::new(
-                format!("10.0.1.{b}:8080").parse().unwrap(),
+                hp(&(fam.backend)(b), 8080).parse().unwrap(),
             ));
         }
         s.algorithm = Some(alg);
@@ -90,18 +129,13 @@ fn steady_state_packet_path_does_not_allocate() {
     let mut w = dp.worker_with_rng(FastRng::new(3));
 
     let dsts = [
-        "10.96.0.10:80",
-        "10.96.0.11:80",
-        "192.168.1.10:30080",
-        "127.0.0.1:30081",
+        hp(fam.vips[0], 80),
+        hp(fam.vips[1], 80),
+        hp(fam.node, 30080),
+        hp(fam.loopback, 30081),
     ];
     let frames: Vec<Vec<u8>> = (0..1000)
-        .map(|i| {
-            frame(
-                &format!("172.16.{}.{}:{}", i % 7, 1 + i % 200, 2000 + i),
-                dsts[i % 4],
-            )
-        })
+        .map(|i| frame(&(fam.client)(i), &dsts[i % 4]))
         .collect();
     let mut replies = Vec::new();
     let mut buf = vec![0u8; 256];
@@ -112,14 +146,20 @@ fn steady_state_packet_path_does_not_allocate() {
         let Outcome::Forwarded(fw) = w.process(b, Direction::ToFrontend, 1) else {
             panic!()
         };
-        let p = lb_testkit::parse(f).unwrap();
-        replies.push(frame(
-            &format!("{}:{}", fw.backend.addr, fw.backend.port),
-            &format!("{}:{}", fw.snat.unwrap_or(p.src.ip()), p.src.port()),
-        ));
+        assert!(fw.snat.is_some(), "remote backends: SNAT");
+        // The reply to the rewritten frame (backend -> node:SNAT port).
+        let q = lb_testkit::parse(b).unwrap();
+        replies.push(frame(&q.dst.to_string(), &q.src.to_string()));
     }
-    let other = frame("172.16.0.1:1000", "10.200.0.1:80");
-    let bad = frames[0][..14 + 20 + 4].to_vec();
+    // The replies are the flows' own (reverse SNAT and DNAT).
+    let mut r = replies[0].clone();
+    assert!(matches!(
+        w.process(&mut r, Direction::Reply, 1),
+        Outcome::ReverseNated { .. }
+    ));
+    let other = frame(fam.other.0, fam.other.1);
+    let l3 = if fam.node.contains(':') { 40 } else { 20 };
+    let bad = frames[0][..14 + l3 + 4].to_vec();
 
     let before = ALLOCS.load(Ordering::Relaxed);
     assert!(before > 0, "the counting allocator counts");
