@@ -15,6 +15,9 @@
  * of ICMP errors about them (lb_icmp.h).
  *
  * The decision order is lb_core::flow::decide's; tests/prog_run.rs compares.
+ * With XDP acceleration (lb_xdp.c) external flows to remote backends are
+ * handled before tc; for a new flow lb_xdp passes up, tc takes the backend
+ * it chose (lb_flow.h, struct lb_xdp_meta).
  */
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>
@@ -30,74 +33,12 @@
 #include "lb_ctport.h"
 #include "lb_icmp.h"
 #include "lb_dsr.h"
-
-static __always_inline void lb_count_drop(__u32 reason)
-{
-	__u64 *n = bpf_map_lookup_elem(&lb_drops, &reason);
-
-	if (n)
-		*n += 1;
-}
+#include "lb_flow.h"
 
 static __always_inline int lb_drop(__u32 reason)
 {
 	lb_count_drop(reason);
 	return TC_ACT_SHOT;
-}
-
-/* Counts a packet (and a new flow) in a per-CPU lb_svc_stats entry of
- * `map` (lb_svc_stats by rev_nat_index, lb_be_stats by backend id). */
-static __always_inline void lb_count(void *map, __u32 id, __u32 bytes, bool new_flow)
-{
-	struct lb_svc_stats *st = bpf_map_lookup_elem(map, &id);
-
-	if (!st)
-		return;
-	st->packets += 1;
-	st->bytes += bytes;
-	if (new_flow)
-		st->new_flows += 1;
-}
-
-static __always_inline void lb_count_service(__u16 rev_nat, __u32 bytes, bool new_flow)
-{
-	lb_count(&lb_svc_stats, rev_nat, bytes, new_flow);
-}
-
-static __always_inline void lb_count_backend(__u32 backend_id, __u32 bytes, bool new_flow)
-{
-	lb_count(&lb_be_stats, backend_id, bytes, new_flow);
-}
-
-/* A FIN or RST: the flow is closing. */
-static __always_inline bool lb_closing(const struct lb_pkt *p)
-{
-	return p->tcp_flags & (LB_TCP_FIN | LB_TCP_RST);
-}
-
-/* A SYN without ACK: a new connection (reusing the tuple of a closed one). */
-static __always_inline bool lb_new_syn(const struct lb_pkt *p)
-{
-	return (p->tcp_flags & (LB_TCP_SYN | LB_TCP_ACK)) == LB_TCP_SYN;
-}
-
-/* Records activity on a CT entry (at most one write per second) and a
- * FIN/RST. */
-static __always_inline void lb_ct_touch(struct ct4_entry *ct, __u64 now, bool closing)
-{
-	if (ct->last_seen != now)
-		ct->last_seen = now;
-	if (closing && !(ct->flags & LB_CT_F_CLOSING))
-		ct->flags |= LB_CT_F_CLOSING; /* benign race: flags only gain bits */
-}
-
-/* Marks the CT entry under `k` closing, if any. */
-static __always_inline void lb_ct_close(const struct ct4_key *k, __u64 now)
-{
-	struct ct4_entry *ct = bpf_map_lookup_elem(&lb4_ct, k);
-
-	if (ct)
-		lb_ct_touch(ct, now, true);
 }
 
 SEC("classifier")
@@ -180,21 +121,10 @@ int lb_tc_ingress(struct __sk_buff *skb)
 		snat = false;
 		dsr = false;
 		portmap = false;
-		if (flags & LB_SVC_F_AFFINITY) {
-			ak.client = p.saddr;
-			ak.rev_nat_index = rev_nat;
-			backend_id = lb_affinity_backend(&ak, &key, count, timeout, now);
-		}
-		if (!backend_id) {
-			if (flags & LB_SVC_F_MAGLEV)
-				backend_id = lb_select_maglev(
-					cfg, rev_nat,
-					lb_flow_hash4(p.saddr, p.daddr, p.sport, p.dport, p.proto,
-						      cfg ? cfg->maglev_seed : 0));
-			else
-				backend_id = lb_select_random(&key, count, total_weight, flags,
-							      bpf_get_prandom_u32());
-		}
+		ak.client = p.saddr;
+		ak.rev_nat_index = rev_nat;
+		backend_id = lb_choose_backend(cfg, &key, &ak, &p, rev_nat, flags, count, timeout,
+					       total_weight, now, lb_xdp_hint(skb, rev_nat));
 		if (backend_id)
 			be = bpf_map_lookup_elem(&lb4_backends, &backend_id);
 		if (!be) {

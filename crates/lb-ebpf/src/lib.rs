@@ -17,6 +17,8 @@
 //!   tc ingress program sends flows to remote backends inside IPIP
 //!   (`bpf/lb_dsr.h`), and [`dsr::BackendSide`] attaches the backend's half
 //!   (`bpf/lb_dsr_backend.c`) to a backend's device.
+//! * [`xdp`] accelerates external traffic to remote backends at XDP
+//!   (`bpf/lb_xdp.c`, native or generic mode) over the same maps.
 
 #![warn(missing_docs)]
 
@@ -29,6 +31,7 @@ mod gc;
 pub mod loader;
 pub mod maps;
 mod restore;
+pub mod xdp;
 
 pub use clock::now_secs;
 pub use dataplane::EbpfDataplane;

@@ -48,6 +48,28 @@ pub enum DataplaneKind {
     Userspace,
 }
 
+/// XDP acceleration of external service traffic (`--acceleration`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Acceleration {
+    /// Native XDP in the driver (veth, most physical NICs).
+    Native,
+    /// Generic XDP in the stack: any device, less gain.
+    Generic,
+    /// tc only.
+    Disabled,
+}
+
+impl Acceleration {
+    /// The XDP mode, `None` when disabled.
+    pub fn xdp_mode(self) -> Option<lb_ebpf::xdp::XdpMode> {
+        match self {
+            Acceleration::Native => Some(lb_ebpf::xdp::XdpMode::Native),
+            Acceleration::Generic => Some(lb_ebpf::xdp::XdpMode::Generic),
+            Acceleration::Disabled => None,
+        }
+    }
+}
+
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -173,6 +195,12 @@ pub struct RunArgs {
     /// Serve Prometheus metrics (OpenMetrics text) on `http://ADDR/metrics`.
     #[arg(long)]
     pub metrics_addr: Option<SocketAddr>,
+    /// XDP acceleration on every --device: NodePort, LoadBalancer and
+    /// ExternalIP traffic to remote backends is forwarded at XDP (`native`
+    /// in the driver, `generic` in the stack) over the same maps; tc handles
+    /// the rest. `--dataplane ebpf` only.
+    #[arg(long, value_enum, default_value = "disabled")]
+    pub acceleration: Acceleration,
 }
 
 /// `lb-agent service ...`.

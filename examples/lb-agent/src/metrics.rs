@@ -201,6 +201,7 @@ mod tests {
             maglev_hash_seed: String::new(),
             topology: String::new(),
             policies: String::new(),
+            xdp_acceleration: String::new(),
             sync: SyncInfo {
                 count: 4,
                 duration_us: 1500,

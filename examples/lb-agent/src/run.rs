@@ -122,6 +122,9 @@ impl Agent {
         if !userspace && !args.backend_device.is_empty() {
             return Err("--backend-device is for --dataplane userspace only".into());
         }
+        if userspace && args.acceleration != crate::cli::Acceleration::Disabled {
+            return Err("--acceleration: XDP needs --dataplane ebpf".into());
+        }
         if let Some(cg) = &args.cgroup {
             check_cgroup(cg)?;
         }
@@ -259,6 +262,22 @@ impl Agent {
             ),
             _ => "Disabled (no --cgroup)".to_string(),
         };
+        // XDP in front of tc on the same devices, or none (a previous run's
+        // links are detached when acceleration is now disabled).
+        match args.acceleration.xdp_mode() {
+            Some(mode) => {
+                lb_ebpf::xdp::attach(&args.bpffs, &args.device, mode, &opts.capacity).map_err(
+                    |e| {
+                        format!(
+                            "--acceleration {mode}: attaching XDP to {:?}: {e}",
+                            args.device
+                        )
+                    },
+                )?;
+            }
+            None => lb_ebpf::xdp::detach(&args.bpffs)
+                .map_err(|e| format!("detaching a previous run's XDP programs: {e}"))?,
+        }
         drop(loaded); // the links are pinned; the maps are reopened below
         state::make_private(&args.bpffs).map_err(|e| e.to_string())?;
         let dp = EbpfDataplane::open(&args.bpffs, &node)
@@ -533,8 +552,44 @@ impl Agent {
                 None => "Disabled (no --zone)".into(),
             },
             policies: policy_summary(self.rec.current()),
+            xdp_acceleration: self.xdp_acceleration(),
             sync: self.sync.clone(),
         }
+    }
+}
+
+impl Agent {
+    /// `XDP Acceleration:` of `status --verbose`, from the pinned XDP links:
+    /// `Native (dev, ...)`, `Generic (...)` or `Disabled`, with lb_xdp's
+    /// counters.
+    fn xdp_acceleration(&self) -> String {
+        if !matches!(self.dp, Dp::Ebpf(_)) {
+            return "Disabled (userspace dataplane)".into();
+        }
+        let attached = match lb_ebpf::xdp::attachments(&self.args.bpffs) {
+            Ok(a) => a,
+            Err(e) => return format!("unknown ({e})"),
+        };
+        let Some((_, mode)) = attached.first() else {
+            return "Disabled".into();
+        };
+        let devices: Vec<&str> = attached.iter().map(|(d, _)| d.as_str()).collect();
+        let mode = match mode {
+            lb_ebpf::xdp::XdpMode::Native => "Native",
+            lb_ebpf::xdp::XdpMode::Generic => "Generic",
+        };
+        let stats = match lb_ebpf::xdp::stats(&self.args.bpffs) {
+            Ok(s) => format!(
+                "forwarded {} (tx {}, redirect {}), passed to tc {}, dropped {}",
+                s.forwarded(),
+                s.tx,
+                s.redirect,
+                s.pass,
+                s.drop
+            ),
+            Err(e) => format!("counters unreadable: {e}"),
+        };
+        format!("{mode}   [{}]   {stats}", devices.join(", "))
     }
 }
 

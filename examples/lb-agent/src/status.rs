@@ -80,6 +80,9 @@ pub struct Status {
     /// and zone filtering.
     #[serde(default)]
     pub policies: String,
+    /// XDP acceleration: `Native`/`Generic` and the devices, or `Disabled`.
+    #[serde(default)]
+    pub xdp_acceleration: String,
     /// Last sync.
     pub sync: SyncInfo,
 }
@@ -129,6 +132,7 @@ pub fn render(s: &Status, verbose: bool) -> String {
     d(&mut o, "Status", ok);
     d(&mut o, "Dataplane", &s.dataplane);
     d(&mut o, "Socket LB", &s.socket_lb);
+    d(&mut o, "XDP Acceleration", &s.xdp_acceleration);
     d(&mut o, "Devices", &s.devices.join(", "));
     d(&mut o, "Mode", &s.mode);
     d(&mut o, "Backend Selection", &s.backend_selection);
@@ -210,6 +214,7 @@ mod tests {
             maglev_hash_seed: "305419896 (--maglev-hash-seed)".into(),
             topology: "zone zone-a".into(),
             policies: "1 Local".into(),
+            xdp_acceleration: "Native (eth0)".into(),
             sync: SyncInfo::default(),
         };
         let short = render(&s, false);
@@ -220,6 +225,7 @@ mod tests {
         let long = render(&s, true);
         for want in [
             "  Socket LB:              Disabled (no --cgroup)",
+            "  XDP Acceleration:       Native (eth0)",
             "  Backend Selection:      Random",
             "    lb4_services                20     65536    0.0%",
             "    no_backend                   2",

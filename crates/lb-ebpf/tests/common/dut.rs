@@ -21,11 +21,11 @@ use lb_testkit::{BpffsGuard, NetNs};
 /// The device the remote backends are routed through: one end of a veth
 /// pair inside the namespace. Nothing is ever sent (test runs do not
 /// transmit), so its neighbours stay unresolved.
-const DEV: &str = "lbdut0";
-const PEER: &str = "lbdut1";
+pub const DEV: &str = "lbdut0";
+pub const PEER: &str = "lbdut1";
 /// The device's address and the gateway of the backend routes.
 const DEV_ADDR: &str = "172.31.255.1/30";
-const GATEWAY: &str = "172.31.255.2";
+pub const GATEWAY: &str = "172.31.255.2";
 /// Every backend of the suite and the traces is in 10/8; only remote ones
 /// (lb-core's `Backend::local` false) are looked up in the FIB.
 const BACKENDS: &str = "10.0.0.0/8";
@@ -98,6 +98,16 @@ impl Ebpf {
     /// The dataplane (maps, counters).
     pub fn dataplane(&mut self) -> &mut EbpfDataplane {
         &mut self.dp
+    }
+
+    /// The namespace the programs run in.
+    pub fn netns(&self) -> &NetNs {
+        &self.netns
+    }
+
+    /// The pin directory of the maps.
+    pub fn pin_dir(&self) -> &std::path::Path {
+        self.loaded.pin_dir()
     }
 
     /// One test run of `prog` in the namespace: (return value, output).

@@ -103,6 +103,45 @@ pub fn run(prog: &mut aya::programs::SchedClassifier, frame: &[u8]) -> (u32, Vec
     (rv, out)
 }
 
+/// XDP_DROP.
+pub const XDP_DROP: u32 = 1;
+/// XDP_PASS.
+pub const XDP_PASS: u32 = 2;
+/// XDP_TX.
+pub const XDP_TX: u32 = 3;
+/// XDP_REDIRECT.
+pub const XDP_REDIRECT: u32 = 4;
+
+/// One `BPF_PROG_TEST_RUN` of `prog` on `frame` arriving on `ifindex`:
+/// (verdict, output frame, metadata the program left in front of it).
+pub fn xdp_run(
+    prog: &mut aya::programs::Xdp,
+    frame: &[u8],
+    ifindex: u32,
+) -> (u32, Vec<u8>, Vec<u8>) {
+    // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex.
+    let mut ctx = [0u8; 24];
+    ctx[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
+    ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes());
+    let mut ctx_out = [0u8; 24];
+    let mut out = vec![0u8; frame.len() + 256];
+    let r = prog
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ctx_in: Some(&ctx),
+            ctx_out: Some(&mut ctx_out),
+            repeat: 1,
+            ..Default::default()
+        })
+        .expect("xdp test_run");
+    out.truncate(r.data_size_out as usize);
+    // ctx_out.data is the offset of the frame after the metadata.
+    let meta_len = u32::from_ne_bytes(ctx_out[0..4].try_into().unwrap()) as usize;
+    let frame_out = out.split_off(meta_len);
+    (r.return_value, frame_out, out)
+}
+
 /// TC_ACT_OK.
 pub const TC_ACT_OK: u32 = 0;
 /// TC_ACT_SHOT.

@@ -1,0 +1,141 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
+/*
+ * lb_flow.h: per-flow bookkeeping shared by the tc (lb_tc.c) and XDP
+ * (lb_xdp.c) programs: drop/service/backend counters, connection-tracking
+ * touches, the backend choice for a new flow (affinity, the XDP hint,
+ * Maglev or weighted random), and the metadata the XDP program leaves in
+ * front of a frame it passes up so that tc keeps its choice.
+ */
+#ifndef LB_FLOW_H
+#define LB_FLOW_H
+
+#include <linux/bpf.h>
+#include <stdbool.h>
+#include <bpf/bpf_helpers.h>
+
+#include "lb_abi.h"
+#include "lb_jhash.h"
+#include "lb_pkt.h"
+#include "lb_select.h"
+
+static __always_inline void lb_count_drop(__u32 reason)
+{
+	__u64 *n = bpf_map_lookup_elem(&lb_drops, &reason);
+
+	if (n)
+		*n += 1;
+}
+
+/* Counts a packet (and a new flow) in a per-CPU lb_svc_stats entry of
+ * `map` (lb_svc_stats by rev_nat_index, lb_be_stats by backend id). */
+static __always_inline void lb_count(void *map, __u32 id, __u32 bytes, bool new_flow)
+{
+	struct lb_svc_stats *st = bpf_map_lookup_elem(map, &id);
+
+	if (!st)
+		return;
+	st->packets += 1;
+	st->bytes += bytes;
+	if (new_flow)
+		st->new_flows += 1;
+}
+
+static __always_inline void lb_count_service(__u16 rev_nat, __u32 bytes, bool new_flow)
+{
+	lb_count(&lb_svc_stats, rev_nat, bytes, new_flow);
+}
+
+static __always_inline void lb_count_backend(__u32 backend_id, __u32 bytes, bool new_flow)
+{
+	lb_count(&lb_be_stats, backend_id, bytes, new_flow);
+}
+
+/* A FIN or RST: the flow is closing. */
+static __always_inline bool lb_closing(const struct lb_pkt *p)
+{
+	return p->tcp_flags & (LB_TCP_FIN | LB_TCP_RST);
+}
+
+/* A SYN without ACK: a new connection (reusing the tuple of a closed one). */
+static __always_inline bool lb_new_syn(const struct lb_pkt *p)
+{
+	return (p->tcp_flags & (LB_TCP_SYN | LB_TCP_ACK)) == LB_TCP_SYN;
+}
+
+/* Records activity on a CT entry (at most one write per second) and a
+ * FIN/RST. */
+static __always_inline void lb_ct_touch(struct ct4_entry *ct, __u64 now, bool closing)
+{
+	if (ct->last_seen != now)
+		ct->last_seen = now;
+	if (closing && !(ct->flags & LB_CT_F_CLOSING))
+		ct->flags |= LB_CT_F_CLOSING; /* benign race: flags only gain bits */
+}
+
+/* Marks the CT entry under `k` closing, if any. */
+static __always_inline void lb_ct_close(const struct ct4_key *k, __u64 now)
+{
+	struct ct4_entry *ct = bpf_map_lookup_elem(&lb4_ct, k);
+
+	if (ct)
+		lb_ct_touch(ct, now, true);
+}
+
+/* The backend of a new flow: a fresh, selectable affinity entry, else
+ * `hint` (the XDP program's choice for this very packet, 0 if none), else
+ * Maglev or weighted random selection. 0 when there is none. */
+static __always_inline __u32 lb_choose_backend(const struct lb_config *cfg,
+					       const struct lb4_key *key,
+					       const struct lb4_affinity_key *ak,
+					       const struct lb_pkt *p, __u16 rev_nat, __u16 flags,
+					       __u16 count, __u32 timeout, __u32 total_weight,
+					       __u64 now, __u32 hint)
+{
+	__u32 backend_id = 0;
+
+	if (flags & LB_SVC_F_AFFINITY)
+		backend_id = lb_affinity_backend(ak, key, count, timeout, now);
+	if (!backend_id)
+		backend_id = hint;
+	if (!backend_id) {
+		if (flags & LB_SVC_F_MAGLEV)
+			backend_id = lb_select_maglev(
+				cfg, rev_nat,
+				lb_flow_hash4(p->saddr, p->daddr, p->sport, p->dport, p->proto,
+					      cfg ? cfg->maglev_seed : 0));
+		else
+			backend_id = lb_select_random(key, count, total_weight, flags,
+						      bpf_get_prandom_u32());
+	}
+	return backend_id;
+}
+
+/* Metadata the XDP program puts in front of a frame it passes to the stack
+ * after choosing the backend of a new flow it does not forward itself (a
+ * local backend, a route not through our devices): tc ingress takes the
+ * same backend instead of choosing again, so random selection keeps its
+ * distribution. */
+struct lb_xdp_meta {
+	__u32 magic;      /* LB_XDP_META_MAGIC */
+	__u16 rev_nat_index;
+	__u16 pad;
+	__u32 backend_id;
+};
+
+#define LB_XDP_META_MAGIC 0x6c627864 /* "lbxd" */
+
+/* The XDP program's backend choice for this frame and frontend, 0 if none. */
+static __always_inline __u32 lb_xdp_hint(struct __sk_buff *skb, __u16 rev_nat)
+{
+	void *meta = (void *)(long)skb->data_meta;
+	void *data = (void *)(long)skb->data;
+	struct lb_xdp_meta *m = meta;
+
+	if ((void *)(m + 1) > data)
+		return 0;
+	if (m->magic != LB_XDP_META_MAGIC || m->rev_nat_index != rev_nat)
+		return 0;
+	return m->backend_id;
+}
+
+#endif /* LB_FLOW_H */

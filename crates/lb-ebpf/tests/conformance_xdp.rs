@@ -1,0 +1,39 @@
+//! The conformance suite against lb-ebpf with XDP acceleration: frames
+//! towards a frontend go through `lb_xdp` and, when it passes them, the tc
+//! ingress program (see `common/dut_xdp.rs`), compared frame by frame with
+//! lb-core's oracle. Privileged (root).
+
+mod common;
+#[path = "common/dut.rs"]
+mod dut;
+#[path = "common/dut_xdp.rs"]
+mod dut_xdp;
+
+use std::sync::atomic::Ordering;
+
+use lb_testkit::conformance::{run_suite, Scenario};
+
+/// As for the tc adapter (`conformance.rs`): the kernel's clock cannot be
+/// set, test runs refuse runts, and the IPv6 scenarios need IPv6 maps.
+fn unsupported() -> Vec<Scenario> {
+    let mut v = vec![Scenario::AffinityTimeout, Scenario::ShortFrames];
+    v.extend(Scenario::ALL.into_iter().filter(|s| s.uses_ipv6()));
+    v
+}
+
+#[test]
+fn ebpf_with_xdp_passes_every_scenario_it_can_run() {
+    let report = run_suite(dut_xdp::EbpfXdp::new);
+    let unsupported = unsupported();
+    report.assert_unsupported(&unsupported);
+    let expected: Vec<Scenario> = Scenario::ALL
+        .into_iter()
+        .filter(|s| !unsupported.contains(s))
+        .collect();
+    assert_eq!(report.passed, expected);
+    // The scenarios with remote backends behind NodePort, LoadBalancer or
+    // ExternalIP frontends were forwarded at XDP, not only passed to tc.
+    let n = dut_xdp::XDP_FORWARDED.load(Ordering::Relaxed);
+    assert!(n > 0, "lb_xdp forwarded no frame");
+    println!("lb_xdp forwarded {n} frames");
+}

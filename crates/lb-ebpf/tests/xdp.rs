@@ -1,0 +1,573 @@
+//! XDP acceleration (`bpf/lb_xdp.c`). Packet level: `BPF_PROG_TEST_RUN`
+//! of `lb_xdp` in the node namespace of lb-testkit's routed
+//! [`DsrTopology`] (the route to the backends leaves through the attached
+//! device and its neighbour is resolved), checked against lb-core's
+//! `flow::decide` and against the tc ingress program's output for the same
+//! frame, byte for byte. End to end: native (and generic) XDP on the node's
+//! veth with real TCP and UDP clients through a LoadBalancer VIP and a
+//! NodePort to remote backends in SNAT and DSR modes; the XDP counters show
+//! every client packet was forwarded at XDP, none by tc.
+//!
+//! The router's end of the node link runs a pass-through XDP program
+//! (`lb_xdp_pass`): a veth drops frames sent into it with XDP_TX or
+//! XDP_REDIRECT unless its peer has an XDP program (or GRO). The client's
+//! veth has transmit checksum offload off (`ethtool -K DEV tx off`), so its
+//! frames carry complete TCP/UDP checksums as frames from a wire do;
+//! offloaded (CHECKSUM_PARTIAL) frames would reach XDP with the
+//! pseudo-header sum only.
+//!
+//! Privileged (root). Bounded: each end-to-end test makes a few dozen
+//! requests with 10 s socket timeouts.
+
+mod common;
+
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::time::Duration;
+
+use common::*;
+use lb_core::*;
+use lb_ebpf::abi::DropReason;
+use lb_ebpf::xdp::{self, XdpLoaded, XdpMode};
+use lb_ebpf::{EbpfDataplane, LoadOptions, MapCapacity};
+use lb_testkit::dsr_topology::{DsrTopology, Host, VIP};
+use lb_testkit::{tcp_request, BpffsGuard, EchoServer};
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The node of a one-node [`DsrTopology`] with the tc programs attached to
+/// its link and `lb_xdp` loaded (not attached) over the same maps.
+struct XdpFixture {
+    fx: Fixture,
+    xdp: XdpLoaded,
+    topo: DsrTopology,
+}
+
+impl XdpFixture {
+    fn new(mode: LbMode) -> Self {
+        lb_testkit::require_privileges();
+        let topo = DsrTopology::new(1, 2).expect("topology");
+        let node = &topo.nodes[0];
+        // The route to the backends is via the router: resolve it, so the
+        // FIB lookup succeeds without traffic.
+        node.ns
+            .add_neighbor(
+                &node.link.name,
+                IpAddr::from(router_addr(node)),
+                node.router_link.mac,
+            )
+            .unwrap();
+        let mut cfg = NodeConfig::new("node-1", vec![node.v4.into()]);
+        cfg.mode = mode;
+        cfg.maglev = MaglevConfig::new(251, 7).unwrap();
+        let bpffs = BpffsGuard::new().expect("bpffs");
+        let dev = node.link.name.clone();
+        let pin_dir = bpffs.pin_path("lb");
+        let loaded = node
+            .ns
+            .run_in(|| lb_ebpf::load(&LoadOptions::new(&pin_dir, &[&dev])))
+            .unwrap()
+            .expect("load");
+        let xdp = xdp::load_program(&pin_dir, &MapCapacity::default()).expect("load lb_xdp");
+        let dp = EbpfDataplane::open(&pin_dir, &cfg).expect("open dataplane");
+        let fx = Fixture {
+            loaded,
+            dp,
+            rec: Reconciler::new(),
+            node: cfg,
+            flows: FlowState::new(),
+            bpffs,
+        };
+        XdpFixture { fx, xdp, topo }
+    }
+
+    fn node(&self) -> &Host {
+        &self.topo.nodes[0]
+    }
+
+    /// lb_xdp on `frame` arriving on the node link.
+    fn xdp(&mut self, frame: &[u8]) -> (u32, Vec<u8>, Vec<u8>) {
+        let ifindex = self.topo.nodes[0].link.ifindex;
+        let prog = self.xdp.program();
+        self.topo.nodes[0]
+            .ns
+            .run_in(|| xdp_run(prog, frame, ifindex))
+            .unwrap()
+    }
+
+    /// lb_tc_ingress on `frame`.
+    fn tc(&mut self, frame: &[u8]) -> (u32, Vec<u8>) {
+        let fx = &mut self.fx;
+        self.topo.nodes[0].ns.run_in(|| fx.ingress(frame)).unwrap()
+    }
+
+    /// Forgets every flow (CT, SNAT, affinity), as if it never was.
+    fn forget_flows(&mut self) {
+        let m = self.fx.dp.maps();
+        for k in m.ct.keys().collect::<Vec<_>>() {
+            m.ct.remove(&k.unwrap()).unwrap();
+        }
+        for k in m.snat.keys().collect::<Vec<_>>() {
+            m.snat.remove(&k.unwrap()).unwrap();
+        }
+    }
+
+    fn drops(&self, reason: DropReason) -> u64 {
+        let c = self.fx.dp.counters().unwrap();
+        c.drops.iter().find(|(r, _)| *r == reason).unwrap().1
+    }
+
+    fn stats(&self) -> xdp::XdpStats {
+        xdp::stats(self.fx.loaded.pin_dir()).unwrap()
+    }
+}
+
+/// Turns transmit checksum offload off on the client's device: its
+/// frames then carry complete checksums, like frames from a wire, which
+/// lb_xdp updates incrementally.
+fn full_checksums(topo: &DsrTopology) {
+    let st = topo
+        .client
+        .ns
+        .command("ethtool")
+        .args(["-K", &topo.client.link.name, "tx", "off"])
+        .status()
+        .expect("run ethtool");
+    assert!(st.success(), "ethtool -K tx off: {st}");
+}
+
+fn router_addr(node: &Host) -> std::net::Ipv4Addr {
+    let o = node.v4.octets();
+    std::net::Ipv4Addr::new(o[0], o[1], o[2], 1)
+}
+
+/// `web` (TCP) and `dns` (UDP) on a LoadBalancer VIP and a NodePort, with
+/// one remote backend each (so selection is deterministic).
+fn remote_services(topo: &DsrTopology) -> Vec<Service> {
+    let be = topo.backends[0].v4;
+    vec![
+        svc(
+            "default/web",
+            &[
+                (format!("{VIP}:80"), FrontendType::LoadBalancer),
+                ("0.0.0.0:30080".into(), FrontendType::NodePort),
+            ],
+            vec![format!("{be}:8080")],
+        ),
+        svc(
+            "default/dns",
+            &[
+                (format!("{VIP}:53/UDP"), FrontendType::LoadBalancer),
+                ("0.0.0.0:30053/UDP".into(), FrontendType::NodePort),
+            ],
+            vec![format!("{be}:5353/UDP")],
+        ),
+    ]
+}
+
+/// The client-side frames of the remote services: TCP and UDP (also with a
+/// zero UDP checksum) to the VIP and to the NodePort. The client port is in
+/// the SNAT range, so tc and XDP both keep it (deterministic output).
+fn client_frames(node: &Host) -> Vec<Vec<u8>> {
+    let client = format!("{}:61500", lb_testkit::dsr_topology::CLIENT);
+    let mut zero = udp(&client, &format!("{VIP}:53"));
+    zero[14 + 20 + 6..14 + 20 + 8].copy_from_slice(&[0, 0]);
+    vec![
+        tcp(&client, &format!("{VIP}:80")),
+        tcp(&client, &format!("{}:30080", node.v4)),
+        udp(&client, &format!("{VIP}:53")),
+        udp(&client, &format!("{}:30053", node.v4)),
+        zero,
+    ]
+}
+
+#[test]
+fn remote_backends_are_forwarded_at_xdp_exactly_as_tc_forwards_them() {
+    for mode in [LbMode::Snat, LbMode::Dsr] {
+        let mut x = XdpFixture::new(mode);
+        let services = remote_services(&x.topo);
+        x.fx.apply(&services);
+        let node_v4 = x.node().v4;
+        let router_mac = x.node().router_link.mac;
+        for frame in client_frames(x.node()) {
+            let v = x.fx.decide(&flow_key(&frame), 0);
+            let Verdict::Forward(f) = v else {
+                panic!("{mode:?}: {v:?}")
+            };
+            let (rv, out, meta) = x.xdp(&frame);
+            assert_eq!(rv, XDP_TX, "{mode:?}: out of the arrival device");
+            assert!(meta.is_empty());
+            assert_eq!(&out[0..6], &router_mac[..], "next hop's MAC");
+            match mode {
+                LbMode::Snat => {
+                    assert_eq!(f.snat, Some(IpAddr::from(node_v4)), "lb-core: SNAT");
+                    let (src, dst) = endpoints(&out);
+                    assert_eq!(dst, SocketAddr::new(f.backend.addr, f.backend.port));
+                    assert_eq!(src, SocketAddr::new(node_v4.into(), 61500));
+                }
+                _ => {
+                    assert!(f.encap.is_some(), "lb-core: DSR");
+                    // Outer header node -> backend, IPIP; the inner frame as sent.
+                    assert_eq!(out[14 + 9], 4, "IPIP");
+                    assert_eq!(&out[14 + 12..14 + 16], &node_v4.octets());
+                    let IpAddr::V4(be) = f.backend.addr else {
+                        panic!()
+                    };
+                    assert_eq!(&out[14 + 16..14 + 20], &be.octets());
+                    assert_eq!(&out[14 + 4..14 + 6], &f.backend.port.to_be_bytes());
+                    assert_eq!(&out[14 + 20..], &frame[14..]);
+                }
+            }
+            // The same packet again: the tracked flow, same output.
+            let (rv2, again, _) = x.xdp(&frame);
+            assert_eq!((rv2, &again), (XDP_TX, &out));
+            // tc, on a fresh flow table, produces the very same frame.
+            x.forget_flows();
+            let (trv, tc_out) = x.tc(&frame);
+            assert_eq!(trv, 7, "{mode:?}: tc redirects (TC_ACT_REDIRECT)");
+            assert_eq!(tc_out, out, "{mode:?}: XDP and tc frames differ");
+            x.forget_flows();
+        }
+        let s = x.stats();
+        assert_eq!(s.tx, 10, "{s:?}");
+        assert_eq!((s.redirect, s.pass, s.drop), (0, 0, 0), "{s:?}");
+        // Counted once per packet, as tc counts (5 frames x 2 XDP + 1 tc).
+        let c = x.fx.dp.counters().unwrap();
+        let packets: u64 = c.services.values().map(|s| s.packets).sum();
+        assert_eq!(packets, 15);
+    }
+}
+
+#[test]
+fn snat_state_written_at_xdp_serves_tc_for_the_replies() {
+    let mut x = XdpFixture::new(LbMode::Snat);
+    let services = remote_services(&x.topo);
+    x.fx.apply(&services);
+    let client = format!("{}:40000", lb_testkit::dsr_topology::CLIENT);
+    let frame = tcp(&client, &format!("{VIP}:80"));
+    let (rv, out, _) = x.xdp(&frame);
+    assert_eq!(rv, XDP_TX);
+    let (src, dst) = endpoints(&out);
+    // The reply to the SNAT port is not XDP's: it passes, untouched...
+    let reply = tcp(&dst.to_string(), &src.to_string());
+    let (rv, passed, meta) = x.xdp(&reply);
+    assert_eq!(
+        (rv, passed.as_slice(), meta.len()),
+        (XDP_PASS, &reply[..], 0)
+    );
+    // ...and tc translates it back to the client, from the frontend.
+    let (_, back) = x.tc(&reply);
+    assert_eq!(endpoints(&back), (sa(&format!("{VIP}:80")), sa(&client)));
+}
+
+#[test]
+fn what_xdp_does_not_handle_is_passed_untouched_with_no_state() {
+    let mut x = XdpFixture::new(LbMode::Snat);
+    let be = x.topo.backends[0].v4;
+    let node_v4 = x.node().v4;
+    let mut local = svc(
+        "default/local",
+        &[(format!("{VIP}:81"), FrontendType::LoadBalancer)],
+        vec![],
+    );
+    local.backends =
+        vec![BackendParams::new(format!("{be}:8080").parse().unwrap()).on_node("node-1")];
+    let mut policy = svc(
+        "default/policy",
+        &[("0.0.0.0:30082".into(), FrontendType::NodePort)],
+        vec![],
+    );
+    policy.backends =
+        vec![BackendParams::new(format!("{be}:8080").parse().unwrap()).on_node("node-1")];
+    policy.ext_traffic_policy = TrafficPolicy::Local;
+    let cluster = svc(
+        "default/cluster",
+        &[("10.96.0.10:80".into(), FrontendType::ClusterIp)],
+        vec![format!("{be}:8080")],
+    );
+    x.fx.apply(&[local, policy, cluster]);
+    let client = format!("{}:40000", lb_testkit::dsr_topology::CLIENT);
+
+    // A local backend: passed, with the chosen backend for tc.
+    let frame = tcp(&client, &format!("{VIP}:81"));
+    let Verdict::Forward(f) = x.fx.decide(&flow_key(&frame), 0) else {
+        panic!()
+    };
+    let (rv, out, meta) = x.xdp(&frame);
+    assert_eq!((rv, out.as_slice()), (XDP_PASS, &frame[..]));
+    assert_eq!(meta.len(), 12, "struct lb_xdp_meta");
+    assert_eq!(&meta[0..4], &0x6c62_7864u32.to_ne_bytes(), "magic");
+    assert_eq!(u16::from_ne_bytes([meta[4], meta[5]]), f.rev_nat.0);
+    assert_eq!(
+        u32::from_ne_bytes(meta[8..12].try_into().unwrap()),
+        f.backend_id.0
+    );
+
+    // Traffic policy Local, ClusterIP, not a frontend: passed, no hint.
+    for dst in [
+        format!("{node_v4}:30082"),
+        "10.96.0.10:80".to_string(),
+        format!("{VIP}:9999"),
+    ] {
+        let frame = tcp(&client, &dst);
+        let (rv, out, meta) = x.xdp(&frame);
+        assert_eq!(
+            (rv, out.as_slice(), meta.len()),
+            (XDP_PASS, &frame[..], 0),
+            "{dst}"
+        );
+    }
+    // Nothing was committed: no flow, no counters.
+    assert_eq!(x.fx.dp.maps().ct.keys().count(), 0);
+    let c = x.fx.dp.counters().unwrap();
+    assert!(c.services.values().all(|s| s.packets == 0), "{c:?}");
+    assert_eq!(x.stats().pass, 3, "frontend packets left to tc");
+
+    // Not handled at XDP at all: IP options, fragments, ICMP, ARP.
+    let base = tcp(&client, &format!("{VIP}:81"));
+    let mut frag = base.clone();
+    frag[14 + 6] = 0x20; // MF
+    let mut icmp = base.clone();
+    icmp[14 + 9] = 1;
+    let mut arp = base.clone();
+    arp[12..14].copy_from_slice(&[0x08, 0x06]);
+    let mut opts = base[..34].to_vec();
+    opts[14] = 0x46; // IHL 6
+    opts.extend_from_slice(&[1, 1, 1, 0]); // NOP NOP NOP EOL
+    opts.extend_from_slice(&base[34..]);
+    for (what, frame) in [
+        ("fragment", frag),
+        ("icmp", icmp),
+        ("arp", arp),
+        ("options", opts),
+    ] {
+        let (rv, out, meta) = x.xdp(&frame);
+        assert_eq!(
+            (rv, out.as_slice(), meta.len()),
+            (XDP_PASS, &frame[..], 0),
+            "{what}"
+        );
+    }
+    assert_eq!(x.stats().pass, 3);
+    assert_eq!(x.stats().forwarded(), 0);
+}
+
+#[test]
+fn source_ranges_and_missing_backends_drop_and_count_as_in_tc() {
+    let mut x = XdpFixture::new(LbMode::Snat);
+    let be = x.topo.backends[0].v4;
+    let mut ranged = svc(
+        "default/ranged",
+        &[(format!("{VIP}:80"), FrontendType::LoadBalancer)],
+        vec![format!("{be}:8080")],
+    );
+    ranged.source_ranges = vec!["10.99.0.0/16".parse().unwrap()];
+    let empty = svc(
+        "default/empty",
+        &[(format!("{VIP}:81"), FrontendType::LoadBalancer)],
+        vec![],
+    );
+    x.fx.apply(&[ranged, empty]);
+    let client = format!("{}:40000", lb_testkit::dsr_topology::CLIENT);
+    for (dst, reason, core) in [
+        (
+            format!("{VIP}:80"),
+            DropReason::SourceRange,
+            flow::DropReason::SourceRangeDenied,
+        ),
+        (
+            format!("{VIP}:81"),
+            DropReason::NoBackend,
+            flow::DropReason::NoBackend,
+        ),
+    ] {
+        let frame = tcp(&client, &dst);
+        let v = x.fx.decide(&flow_key(&frame), 0);
+        assert!(
+            matches!(v, Verdict::Drop { reason, .. } if reason == core),
+            "{v:?}"
+        );
+        let before = x.drops(reason);
+        let (rv, _, _) = x.xdp(&frame);
+        assert_eq!(rv, XDP_DROP, "{dst}");
+        assert_eq!(x.drops(reason), before + 1, "{reason:?}");
+    }
+    assert_eq!(x.stats().drop, 2);
+}
+
+// ---- end to end ----
+
+fn tag(k: usize) -> Vec<u8> {
+    format!("be{k}:").into_bytes()
+}
+
+/// `web` (TCP) and `dns` (UDP) on the VIP and a NodePort, Maglev over all
+/// (remote) backends.
+fn e2e_services(topo: &DsrTopology) -> Vec<Service> {
+    let be = |port: &str| -> Vec<String> {
+        topo.backends
+            .iter()
+            .map(|b| format!("{}:{port}", b.v4))
+            .collect()
+    };
+    let mut web = svc(
+        "default/web",
+        &[
+            (format!("{VIP}:80"), FrontendType::LoadBalancer),
+            ("0.0.0.0:30080".into(), FrontendType::NodePort),
+        ],
+        be("8080"),
+    );
+    let mut dns = svc(
+        "default/dns",
+        &[
+            (format!("{VIP}:53/UDP"), FrontendType::LoadBalancer),
+            ("0.0.0.0:30053/UDP".into(), FrontendType::NodePort),
+        ],
+        be("5353/UDP"),
+    );
+    web.algorithm = Some(LbAlgorithm::Maglev);
+    dns.algorithm = Some(LbAlgorithm::Maglev);
+    vec![web, dns]
+}
+
+/// Runs TCP (small and 64 KiB) and UDP requests through both frontends of
+/// a node with `lb_xdp` attached in `xdp_mode` and the load balancer in
+/// `mode`; checks that every client packet was forwarded at XDP.
+fn e2e(mode: LbMode, xdp_mode: XdpMode) {
+    lb_testkit::require_privileges();
+    let topo = DsrTopology::new(1, 2).expect("topology");
+    full_checksums(&topo);
+    let mut servers = Vec::new();
+    let mut sides = Vec::new();
+    for (i, b) in topo.backends.iter().enumerate() {
+        servers.push(EchoServer::tcp(&b.ns, SocketAddr::from((b.v4, 8080)), &tag(i + 1)).unwrap());
+        servers.push(EchoServer::udp(&b.ns, SocketAddr::from((b.v4, 5353)), &tag(i + 1)).unwrap());
+        if mode != LbMode::Snat {
+            let dev = b.link.name.clone();
+            sides.push(
+                b.ns.run_in(|| lb_ebpf::dsr::BackendSide::attach(&dev))
+                    .unwrap()
+                    .expect("DSR backend side"),
+            );
+        }
+    }
+    let node = &topo.nodes[0];
+    // The router's end must run XDP to receive what lb_xdp sends with XDP_TX.
+    let peer = node.router_link.name.clone();
+    let _pass = topo
+        .router
+        .run_in(|| xdp::attach_pass(&peer))
+        .unwrap()
+        .expect("pass-through XDP on the router end");
+    let mut cfg = NodeConfig::new("node-1", vec![node.v4.into()]);
+    cfg.mode = mode;
+    cfg.maglev = MaglevConfig::new(251, 99).unwrap();
+    let bpffs = BpffsGuard::new().expect("bpffs");
+    let pin_dir = bpffs.pin_path("lb");
+    let _pins = Pins(pin_dir.clone());
+    let dev = node.link.name.clone();
+    let devs = vec![dev.clone()];
+    let (_loaded, xdp_loaded) = node
+        .ns
+        .run_in(|| {
+            let l = lb_ebpf::load(&LoadOptions::new(&pin_dir, &[&dev])).expect("load tc");
+            let x = xdp::attach(&pin_dir, &devs, xdp_mode, &MapCapacity::default())
+                .expect("attach XDP");
+            (l, x)
+        })
+        .unwrap();
+    assert_eq!(xdp_loaded.mode(), xdp_mode);
+    assert_eq!(
+        xdp::attachments(&pin_dir).unwrap(),
+        vec![(dev.clone(), xdp_mode)]
+    );
+    let link = node.ns.ip(&["-d", "link", "show", "dev", &dev]).unwrap();
+    let want = if xdp_mode == XdpMode::Native {
+        "xdp "
+    } else {
+        "xdpgeneric"
+    };
+    assert!(link.contains(want), "{want:?} in {link}");
+    let mut dp = EbpfDataplane::open(&pin_dir, &cfg).expect("open dataplane");
+    let desired = DesiredState::build(&cfg, &e2e_services(&topo)).unwrap();
+    Reconciler::new()
+        .apply(&mut dp, &desired)
+        .expect("reconcile");
+
+    let big = vec![b'x'; 64 * 1024];
+    let mut seen = std::collections::BTreeSet::new();
+    for dst in [
+        SocketAddr::from((VIP, 80)),
+        SocketAddr::from((node.v4, 30080)),
+    ] {
+        for _ in 0..4 {
+            for msg in [&b"hello"[..], &big[..]] {
+                let r = tcp_request(&topo.client.ns, dst, msg, TIMEOUT)
+                    .unwrap_or_else(|e| panic!("{mode:?}/{xdp_mode}: TCP to {dst}: {e}"));
+                assert!(r.ends_with(msg), "{dst}: echo of {} bytes", msg.len());
+                seen.insert(r[2]);
+            }
+        }
+    }
+    for dst in [
+        SocketAddr::from((VIP, 53)),
+        SocketAddr::from((node.v4, 30053)),
+    ] {
+        for i in 0..8 {
+            let sock = topo
+                .client
+                .ns
+                .run_in(|| UdpSocket::bind(("0.0.0.0", 0)))
+                .unwrap()
+                .unwrap();
+            sock.set_read_timeout(Some(TIMEOUT)).unwrap();
+            let msg = format!("q{i}");
+            sock.send_to(msg.as_bytes(), dst).unwrap();
+            let mut buf = [0u8; 2048];
+            let (n, from) = sock
+                .recv_from(&mut buf)
+                .unwrap_or_else(|e| panic!("{mode:?}/{xdp_mode}: UDP to {dst}: {e}"));
+            assert_eq!(from, dst, "the reply comes from the frontend");
+            assert!(buf[..n].ends_with(msg.as_bytes()));
+        }
+    }
+    assert_eq!(seen.len(), 2, "both backends served ({seen:?})");
+    let s = xdp::stats(&pin_dir).unwrap();
+    let c = dp.counters().unwrap();
+    let packets: u64 = c.services.values().map(|s| s.packets).sum();
+    assert!(packets > 50, "{packets}");
+    assert_eq!(
+        s.forwarded(),
+        packets,
+        "{mode:?}/{xdp_mode}: every client packet forwarded at XDP ({s:?})"
+    );
+    assert_eq!(s.tx, packets, "out of the arrival device");
+    if mode != LbMode::Snat {
+        let decap: u64 = sides.iter().map(|s| s.stats().unwrap().decapsulated).sum();
+        assert!(decap >= packets, "{decap} decapsulated of {packets}");
+    } else {
+        assert!(dp.maps().snat.keys().count() > 0);
+    }
+    // Detaching leaves tc alone, which keeps serving.
+    node.ns.run_in(|| xdp::detach(&pin_dir).unwrap()).unwrap();
+    assert!(xdp::attachments(&pin_dir).unwrap().is_empty());
+    let r = tcp_request(&topo.client.ns, SocketAddr::from((VIP, 80)), b"tc", TIMEOUT)
+        .expect("through tc after detach");
+    assert!(r.ends_with(b"tc"));
+    assert_eq!(xdp::stats(&pin_dir).unwrap(), s, "XDP no longer runs");
+}
+
+#[test]
+fn native_xdp_snat_end_to_end() {
+    e2e(LbMode::Snat, XdpMode::Native);
+}
+
+#[test]
+fn native_xdp_dsr_end_to_end() {
+    e2e(LbMode::Dsr, XdpMode::Native);
+}
+
+#[test]
+fn generic_xdp_snat_end_to_end() {
+    e2e(LbMode::Snat, XdpMode::Generic);
+}
