@@ -183,13 +183,11 @@ impl Lab {
         let mut real = Vec::new();
         for b in &topo.backends {
             // The servers close first (`Connection: close`), so they hold
-            // TIME_WAIT sockets. Behind a load balancer every client shares
-            // the masqueraded node address, and a random SNAT port that hits
-            // a TIME_WAIT 4-tuple costs the client a 1 s SYN retransmit
-            // (seen with iptables, nftables and eBPF alike); without
-            // TIME_WAIT buckets the new-connection rows measure the
-            // dataplane instead of that lottery.
-            b.ns.set_sysctl("net.ipv4.tcp_max_tw_buckets", "0")?;
+            // TIME_WAIT sockets; a load balancer that hands a tuple still
+            // in TIME_WAIT to another flow costs the client a 1 s SYN
+            // retransmit. They are left on: the SYN retransmit column
+            // shows it (lb-ebpf reserves closed flows' tuples through
+            // TIME_WAIT, `CtTimeouts::time_wait`).
             for port in HTTP_PORTS {
                 let addr = SocketAddrV4::new(b.v4, port);
                 let body = format!("pod {}:{port}\n", b.v4);

@@ -13,3 +13,4 @@ pub mod http;
 pub mod load;
 pub mod report;
 pub mod scenario;
+pub mod storm;

@@ -22,48 +22,73 @@
 #include <bpf/bpf_endian.h>
 
 #include "lb_abi.h"
-#include "lb_snat.h"
+#include "lb_jhash.h"
 
-/* True when reply entry `e` belongs to the flow client:cport -> fe:fe_port
- * (a stale entry of this very tuple, which a new flow on it takes over). */
-static __always_inline bool lb_reply_is_flows(const struct ct4_entry *e, __be32 fe,
-					      __be16 fe_port, __be16 cport)
+/* The ports a remapped flow may get: the client's address keeps its own
+ * ephemeral ports, so any unprivileged port will do, and a wide range
+ * matters: a closed flow's reply entry reserves its tuple through the
+ * backend's TIME_WAIT (gc.rs, CtTimeouts::time_wait), so one client and
+ * one backend can only remap this many flows per TIME_WAIT. */
+#define LB_PORTMAP_MIN 1024
+#define LB_PORTMAP_MAX 65535
+#define LB_PORTMAP_TRIES 32
+/* Seed of the probe sequence's hash (any constant: the sequence only has
+ * to be the same for every connection of one client flow). */
+#define LB_PORTMAP_SEED 0x7a3c51e9u
+
+/* True when reply entry `e`, under a key with client port `key_port`,
+ * belongs to the flow client:cport -> fe:fe_port (an entry of an earlier
+ * connection of this very client tuple, which a new one takes over). */
+static __always_inline bool lb_reply_is_flows(const struct ct4_entry *e, __be16 key_port,
+					      __be32 fe, __be16 fe_port, __be16 cport)
 {
 	if (e->frontend_addr != fe || e->frontend_port != fe_port)
 		return false;
-	return !(e->flags & LB_CT_F_PORTMAP) || e->snat_port == cport;
+	if (e->flags & LB_CT_F_PORTMAP)
+		return e->snat_port == cport;
+	return key_port == cport;
 }
 
 /* Writes the reply entry `val` of a new DNATed flow from client port
  * `cport`: under `rk` with dport `cport` when that key is free or the
- * flow's own, else under a free port of the SNAT range (then `val` gets
- * LB_CT_F_PORTMAP and snat_port = cport). `rk` has every field but dport
- * set. Returns the port the backend sees, 0 when every try collided. */
-static __always_inline __be16 lb_ct_reply_insert(const struct lb_config *cfg, struct ct4_key *rk,
-						 struct ct4_entry *val, __be16 cport)
+ * flow's own (a reconnect from the same client tuple: its SYN is newer than
+ * what the backend saw), else under the first port of the flow's probe
+ * sequence in the LB_PORTMAP range that is free or already the flow's own
+ * (then `val` gets LB_CT_F_PORTMAP and snat_port = cport). The sequence is
+ * a hash of the client flow (`hash`), so a reconnect from the same client
+ * tuple finds the port it had, and the reserved ports stay about one per
+ * client flow and backend. `rk` has every field but dport set. Returns the
+ * port the backend sees, 0 when every try collided. */
+static __always_inline __be16 lb_ct_reply_insert(struct ct4_key *rk, struct ct4_entry *val,
+						 __be16 cport, __u32 hash)
 {
+	const __u32 span = LB_PORTMAP_MAX - LB_PORTMAP_MIN + 1;
+	__u32 at = hash % span, step = (hash >> 16) | 1;
 	struct ct4_entry *cur;
-	__u16 min, max;
-	__u32 span;
 
 	rk->dport = cport;
 	if (bpf_map_update_elem(&lb4_ct, rk, val, BPF_NOEXIST) == 0)
 		return cport;
 	cur = bpf_map_lookup_elem(&lb4_ct, rk);
-	if (!cur || lb_reply_is_flows(cur, val->frontend_addr, val->frontend_port, cport)) {
+	if (!cur || lb_reply_is_flows(cur, rk->dport, val->frontend_addr, val->frontend_port,
+					   cport)) {
 		bpf_map_update_elem(&lb4_ct, rk, val, BPF_ANY);
 		return cport;
 	}
-	lb_snat_range(cfg, &min, &max);
-	span = (__u32)max - min + 1;
 	val->flags |= LB_CT_F_PORTMAP;
 	val->snat_port = cport;
-	for (int i = 0; i < LB_SNAT_TRIES; i++) {
-		__be16 port = bpf_htons(min + bpf_get_prandom_u32() % span);
+	for (int i = 0; i < LB_PORTMAP_TRIES; i++) {
+		__be16 port = bpf_htons(LB_PORTMAP_MIN + at);
 
 		rk->dport = port;
 		if (bpf_map_update_elem(&lb4_ct, rk, val, BPF_NOEXIST) == 0)
 			return port;
+		cur = bpf_map_lookup_elem(&lb4_ct, rk);
+		if (cur && lb_reply_is_flows(cur, rk->dport, val->frontend_addr, val->frontend_port,
+					   cport) &&
+		    bpf_map_update_elem(&lb4_ct, rk, val, BPF_ANY) == 0)
+			return port;
+		at = (at + step) % span;
 	}
 	return 0;
 }

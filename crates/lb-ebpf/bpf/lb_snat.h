@@ -100,10 +100,21 @@ static __always_inline void lb_snat_key(struct ct4_key *k, __be32 be_addr, __be1
 	k->pad[1] = 0;
 }
 
+/* True when SNAT entry `e` was written for the same client flow as `rev`. */
+static __always_inline bool lb_snat_same_flow(const struct lb4_snat_entry *e,
+					      const struct lb4_snat_entry *rev)
+{
+	return e->client_addr == rev->client_addr && e->client_port == rev->client_port &&
+	       e->frontend_addr == rev->frontend_addr && e->frontend_port == rev->frontend_port;
+}
+
 /* Allocates a node source port for a new flow to (be_addr, be_port) and
  * records the reverse entry. The client's port is tried first when it is in
- * range, then random ones (Cilium's scheme). Returns 0 when every try
- * collided. */
+ * range, then random ones (Cilium's scheme). An entry outlives its flow by
+ * TIME_WAIT (gc.rs, CtTimeouts::time_wait), so no other flow gets the tuple
+ * while the backend may hold it; the same client flow takes its own entry
+ * over (its SYN is newer than what the backend saw). Returns 0 when every
+ * try collided. */
 static __always_inline __be16 lb_snat_alloc(const struct lb_config *cfg, __be32 node,
 					    __be32 be_addr, __be16 be_port, __u8 proto,
 					    const struct lb4_snat_entry *rev, __be16 client_port)
@@ -114,8 +125,17 @@ static __always_inline __be16 lb_snat_alloc(const struct lb_config *cfg, __be32 
 
 	lb_snat_range(cfg, &min, &max);
 	span = (__u32)max - min + 1;
-	if (port < min || port > max)
+	if (port < min || port > max) {
 		port = min + bpf_get_prandom_u32() % span;
+	} else {
+		struct lb4_snat_entry *cur;
+
+		lb_snat_key(&k, be_addr, be_port, node, client_port, proto);
+		cur = bpf_map_lookup_elem(&lb4_snat, &k);
+		if (cur && lb_snat_same_flow(cur, rev) &&
+		    bpf_map_update_elem(&lb4_snat, &k, rev, BPF_ANY) == 0)
+			return client_port;
+	}
 	for (int i = 0; i < LB_SNAT_TRIES; i++) {
 		lb_snat_key(&k, be_addr, be_port, node, bpf_htons(port), proto);
 		if (bpf_map_update_elem(&lb4_snat, &k, rev, BPF_NOEXIST) == 0)

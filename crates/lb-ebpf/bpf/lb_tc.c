@@ -187,7 +187,10 @@ int lb_tc_ingress(struct __sk_buff *skb)
 			};
 			struct ct4_entry rv = ct_val;
 
-			snat_port = lb_ct_reply_insert(cfg, &rk, &rv, p.sport);
+			snat_port = lb_ct_reply_insert(
+				&rk, &rv, p.sport,
+				lb_flow_hash4(p.saddr, p.daddr, p.sport, p.dport, p.proto,
+					      LB_PORTMAP_SEED));
 			if (!snat_port)
 				return lb_drop(LB_DROP_SNAT_PORTS);
 			if (snat_port != p.sport) {

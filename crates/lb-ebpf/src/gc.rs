@@ -22,6 +22,15 @@ pub struct CtTimeouts {
     pub tcp_closing: u64,
     /// UDP and other protocols (default 60 seconds).
     pub other: u64,
+    /// How long a closed TCP flow's tuple towards its backend stays
+    /// reserved after its last packet (default 65 seconds, above Linux's
+    /// 60 s TIME_WAIT): its reply entry (DNATed flows) or SNAT entry
+    /// (SNATed flows) is kept so that no other flow gets that tuple while
+    /// the backend may still hold it in TIME_WAIT (the backend would answer
+    /// the new SYN with an ACK, and the client retransmit it a second
+    /// later). The same client flow may take its tuple over (`lb_ctport.h`,
+    /// `lb_snat_alloc`); other flows get another source port.
+    pub time_wait: u64,
 }
 
 impl Default for CtTimeouts {
@@ -30,11 +39,23 @@ impl Default for CtTimeouts {
             tcp: 6 * 3600,
             tcp_closing: 10,
             other: 60,
+            time_wait: 65,
         }
     }
 }
 
 impl CtTimeouts {
+    /// The lifetime of the tuple reservation (reply or SNAT entry) of a
+    /// flow with `flags` (`None`: the flow's entry is gone).
+    fn reserved(&self, proto: u8, flags: Option<u16>) -> u64 {
+        match flags {
+            Some(f) if proto != 6 || f & CT_F_CLOSING == 0 => self.for_entry(proto, f),
+            Some(_) => self.tcp_closing.max(self.time_wait),
+            None if proto == 6 => SNAT_ORPHAN_GRACE.max(self.time_wait),
+            None => SNAT_ORPHAN_GRACE,
+        }
+    }
+
     fn for_entry(&self, proto: u8, flags: u16) -> u64 {
         if proto != 6 {
             self.other
@@ -59,9 +80,9 @@ pub struct GcStats {
     pub sock_rev: usize,
 }
 
-/// A SNAT entry whose flow has no CT entry is kept this long (seconds), so
-/// a flow being set up (SNAT entry written just before its CT entry) is
-/// never cut.
+/// A SNAT entry whose flow has no CT entry is kept at least this long
+/// (seconds), so a flow being set up (SNAT entry written just before its CT
+/// entry) is never cut; TCP ones for [`CtTimeouts::time_wait`].
 const SNAT_ORPHAN_GRACE: u64 = 2;
 
 /// The key of the other direction of the flow of CT entry `(k, v)`: the
@@ -141,7 +162,13 @@ impl EbpfDataplane {
                 Some(p) => (v.last_seen.max(p.last_seen), v.flags | p.flags),
                 None => (v.last_seen, v.flags),
             };
-            if age(now, last_seen) > t.for_entry(k.proto, flags) {
+            // A reply entry reserves its tuple past the flow's end.
+            let lifetime = if k.dir == CT_REPLY {
+                t.reserved(k.proto, Some(flags))
+            } else {
+                t.for_entry(k.proto, flags)
+            };
+            if age(now, last_seen) > lifetime {
                 ignore_missing(maps.ct.remove(k)).map_err(sys("deleting CT"))?;
                 stats.ct += 1;
             }
@@ -162,8 +189,8 @@ impl EbpfDataplane {
             let a = age(now, v.last_seen);
             let flow_ct = maps.ct.get(&flow, 0).ok();
             let expired = match flow_ct {
-                Some(ct) => a > t.for_entry(k.proto, ct.flags),
-                None => a >= SNAT_ORPHAN_GRACE,
+                Some(ct) => a > t.reserved(k.proto, Some(ct.flags)),
+                None => a >= t.reserved(k.proto, None),
             };
             if expired {
                 ignore_missing(maps.snat.remove(k)).map_err(sys("deleting SNAT"))?;

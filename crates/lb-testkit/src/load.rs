@@ -63,6 +63,9 @@ pub struct LoadStats {
     pub by_backend: BTreeMap<String, u64>,
     /// Failures per error (`connect: ...`, `read: ...`, `short reply`).
     pub errors: BTreeMap<String, u64>,
+    /// Failures per backend tag, for requests that failed after their
+    /// backend's tag arrived (the rest are under `""`).
+    pub failed_by_backend: BTreeMap<String, u64>,
     /// Wall-clock time the load ran.
     pub elapsed: Duration,
 }
@@ -82,8 +85,21 @@ pub struct Load {
     started: Instant,
 }
 
-/// One request; `Ok(tag)` or the error's description.
-fn request(cfg: &LoadConfig) -> Result<String, String> {
+/// The backend tag at the start of `reply` (up to its first `:`), or `""`.
+fn tag_of(reply: &[u8]) -> String {
+    match reply.iter().position(|b| *b == b':') {
+        Some(i) => String::from_utf8_lossy(&reply[..i]).into_owned(),
+        None => String::new(),
+    }
+}
+
+/// One request; `Ok(tag)` or (the error's description, the backend tag
+/// received before it failed or `""`).
+fn request(cfg: &LoadConfig) -> Result<String, (String, String)> {
+    request_inner(cfg).map_err(|e| (e, String::new()))?
+}
+
+fn request_inner(cfg: &LoadConfig) -> Result<Result<String, (String, String)>, String> {
     let mut s = TcpStream::connect_timeout(&cfg.target, cfg.timeout)
         .map_err(|e| format!("connect: {}", e.kind()))?;
     s.set_read_timeout(Some(cfg.timeout))
@@ -94,14 +110,15 @@ fn request(cfg: &LoadConfig) -> Result<String, String> {
     s.shutdown(Shutdown::Write)
         .map_err(|e| format!("shutdown: {}", e.kind()))?;
     let mut reply = Vec::new();
-    s.read_to_end(&mut reply)
-        .map_err(|e| format!("read: {}", e.kind()))?;
-    if !reply.ends_with(&cfg.payload) {
-        return Err("short reply".into());
+    // read_to_end keeps what it read before an error: the backend's tag.
+    if let Err(e) = s.read_to_end(&mut reply) {
+        return Ok(Err((format!("read: {}", e.kind()), tag_of(&reply))));
     }
-    let tag = &reply[..reply.len() - cfg.payload.len()];
-    let tag = String::from_utf8_lossy(tag);
-    Ok(tag.split(':').next().unwrap_or("").to_string())
+    if !reply.ends_with(&cfg.payload) {
+        return Ok(Err(("short reply".into(), tag_of(&reply))));
+    }
+    let tag = String::from_utf8_lossy(&reply[..reply.len() - cfg.payload.len()]);
+    Ok(Ok(tag.split(':').next().unwrap_or("").to_string()))
 }
 
 impl Load {
@@ -122,9 +139,10 @@ impl Load {
                             st.ok += 1;
                             *st.by_backend.entry(tag).or_default() += 1;
                         }
-                        Err(e) => {
+                        Err((e, tag)) => {
                             st.failed += 1;
                             *st.errors.entry(e).or_default() += 1;
+                            *st.failed_by_backend.entry(tag).or_default() += 1;
                         }
                     }
                     drop(st);
