@@ -12,6 +12,9 @@
 //! - graceful termination: long-lived and streaming connections to a
 //!   backend that becomes terminating complete without a reset, and no new
 //!   connection lands on it.
+//! - backend churn: a manifest write every 10 ms adds, removes and
+//!   re-weights backends under load; requests on the backends that stay
+//!   never fail, and no flow stays on a removed backend.
 //!
 //! Privileged: namespaces, bpffs and temp directories are the test's own and
 //! removed by guards.
@@ -438,5 +441,142 @@ fn terminating_backend_finishes_live_connections_and_gets_no_new_ones() {
     assert!(
         on_terminating > 0,
         "no connection landed on backend 1: {results:?}"
+    );
+}
+
+/// The web service with backends `(K, weight)`, the weights in the
+/// `lb-agent.io/backend-weights` annotation of the slice.
+fn web_weighted(backends: &[(u8, u16)]) -> String {
+    let text = web(&backends
+        .iter()
+        .map(|(k, _)| (*k, false))
+        .collect::<Vec<_>>());
+    let weights = backends
+        .iter()
+        .map(|(k, w)| format!("10.200.{k}.2={w}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let labels = "  labels: {kubernetes.io/service-name: web}\n";
+    assert!(text.contains(labels));
+    text.replace(
+        labels,
+        &format!("{labels}  annotations: {{lb-agent.io/backend-weights: \"{weights}\"}}\n"),
+    )
+}
+
+/// Backend churn under load: backends 1 and 2 stay (re-weighted), 3 and 4
+/// are added, removed and re-weighted (weight 0 included) by a manifest
+/// write every 10 ms, while new connections run on ClusterIP and NodePort.
+/// The agent coalesces watch events for 100 ms, so it applies about ten
+/// batches a second. Asserts: no request that reached backend 1 or 2
+/// fails; once 3 and 4 are gone, every request succeeds on 1 and 2 (no flow
+/// stuck on a removed backend). Failures of requests that reached 3 or 4
+/// (a flow whose backend is removed is re-balanced and reset) and those
+/// that failed before any tag arrived are printed. Bounded: 10 s of churn
+/// (`LB_CHURN_SECS` overrides it; `examples/lb-agent/churn.sh` runs 60 s).
+#[test]
+fn backend_churn_under_load() {
+    lb_testkit::require_privileges();
+    let secs: u64 = std::env::var("LB_CHURN_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    let topo = Topology::new(4).expect("topology");
+    let _servers = servers(&topo);
+    let dirs = Dirs::new();
+    dirs.write("web.yaml", &web_active(&[1, 2]));
+    let _agent = Agent::start(&topo, &dirs);
+    within(Duration::from_secs(20), "web programmed", || {
+        backends_of(&dirs.state, CLUSTER_IP) == Some(active(&[1, 2]))
+    });
+    let syncs0 = status(&dirs.state)["sync"]["count"].as_u64().unwrap();
+    let (l1, l2) = (load(&topo, CLUSTER_IP), load(&topo, NODE_PORT));
+    // xorshift, seeded from the clock: every run churns differently.
+    let mut x = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos()
+        | 1;
+    let mut rnd = move || {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        x
+    };
+    let started = std::time::Instant::now();
+    let mut writes = 0u64;
+    while started.elapsed() < Duration::from_secs(secs) {
+        let mut set = vec![
+            (1u8, 1 + (rnd() % 200) as u16),
+            (2, 1 + (rnd() % 200) as u16),
+        ];
+        for k in [3u8, 4] {
+            if rnd() % 2 == 0 {
+                set.push((k, (rnd() % 200) as u16));
+            }
+        }
+        dirs.write("web.yaml", &web_weighted(&set));
+        writes += 1;
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let churned = started.elapsed();
+    // Backends 3 and 4 leave for good.
+    dirs.write("web.yaml", &web_active(&[1, 2]));
+    within(Duration::from_secs(20), "3 and 4 removed", || {
+        backends_of(&dirs.state, CLUSTER_IP) == Some(active(&[1, 2]))
+            && backends_of(&dirs.state, NODE_PORT) == Some(active(&[1, 2]))
+    });
+    let syncs = status(&dirs.state)["sync"]["count"].as_u64().unwrap() - syncs0;
+    // Requests in flight at the removal finish (or fail) first.
+    std::thread::sleep(Duration::from_millis(300));
+    let (m1, m2) = (l1.snapshot(), l2.snapshot());
+    std::thread::sleep(Duration::from_millis(1500));
+    let (s1, s2) = (l1.stop(), l2.stop());
+    eprintln!(
+        "churn: {writes} manifest writes in {:.1} s ({:.0}/s), {syncs} agent syncs",
+        churned.as_secs_f64(),
+        writes as f64 / churned.as_secs_f64()
+    );
+    for (what, mid, end) in [("ClusterIP", &m1, &s1), ("NodePort", &m2, &s2)] {
+        eprintln!(
+            "{what}: {} ok, {} failed, {:.0} req/s, by backend {:?}, failed by backend {:?}, errors {:?}",
+            end.ok,
+            end.failed,
+            end.rate(),
+            end.by_backend,
+            end.failed_by_backend,
+            end.errors
+        );
+        for stay in ["be1", "be2"] {
+            assert_eq!(
+                end.failed_by_backend.get(stay),
+                None,
+                "{what}: requests on {stay}, which stays, failed: {:?}",
+                end.errors
+            );
+            assert!(
+                end.by_backend.get(stay).copied().unwrap_or(0) > 0,
+                "{what}: {stay} unused"
+            );
+        }
+        // After the removal: every request succeeds, on 1 and 2 only.
+        assert_eq!(end.failed, mid.failed, "{what}: failures after the removal");
+        assert!(
+            end.ok > mid.ok + 10,
+            "{what}: too few requests after the removal"
+        );
+        for gone in ["be3", "be4"] {
+            assert_eq!(
+                end.by_backend.get(gone),
+                mid.by_backend.get(gone),
+                "{what}: a new flow on removed {gone}"
+            );
+        }
+    }
+    assert!(
+        s1.by_backend.contains_key("be3") || s2.by_backend.contains_key("be3"),
+        "the churned backends took traffic: {:?} {:?}",
+        s1.by_backend,
+        s2.by_backend
     );
 }
