@@ -90,6 +90,9 @@ pub struct BackendParams {
     /// The zones this backend should serve (EndpointSlice
     /// `hints.forZones`); empty for none. See [`crate::topology`].
     pub zone_hints: Vec<String>,
+    /// The nodes this backend should serve (EndpointSlice
+    /// `hints.forNodes`); empty for none. See [`crate::topology`].
+    pub node_hints: Vec<String>,
 }
 
 impl BackendParams {
@@ -106,6 +109,7 @@ impl BackendParams {
             node_name: None,
             zone: None,
             zone_hints: Vec::new(),
+            node_hints: Vec::new(),
         }
     }
 
@@ -142,6 +146,12 @@ impl BackendParams {
     /// The same backend hinted for `zones` (EndpointSlice `hints.forZones`).
     pub fn with_zone_hints<S: Into<String>>(mut self, zones: impl IntoIterator<Item = S>) -> Self {
         self.zone_hints = zones.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The same backend hinted for `nodes` (EndpointSlice `hints.forNodes`).
+    pub fn with_node_hints<S: Into<String>>(mut self, nodes: impl IntoIterator<Item = S>) -> Self {
+        self.node_hints = nodes.into_iter().map(Into::into).collect();
         self
     }
 }

@@ -245,11 +245,12 @@ impl DesiredState {
             let zone_mask = if local_only {
                 None
             } else {
-                crate::topology::zone_filter(
-                    &chosen,
-                    node.zone.as_deref(),
-                    svc.traffic_distribution,
-                )
+                let at = crate::topology::Locality {
+                    node: Some(node.node_name.as_str()),
+                    zone: node.zone.as_deref(),
+                };
+                crate::topology::topology_filter(&chosen, at, svc.traffic_distribution)
+                    .map(|(_, mask)| mask)
             };
             let (backends, selectable) = order_backends(&chosen, zone_mask.as_deref());
             if backends.len() > node.max_backends_per_frontend

@@ -312,4 +312,59 @@ proptest! {
             }
         }
     }
+
+    /// PreferSameNode: a new flow stays on this node whenever a ready
+    /// backend runs here and every ready backend's node is known; otherwise
+    /// it stays in the node's zone when a ready backend is there and every
+    /// ready backend's zone is known; a frontend with a ready backend
+    /// never drops.
+    #[test]
+    fn prefer_same_node_keeps_flows_on_the_node_then_the_zone(
+        spec in proptest::collection::vec((0u8..4, 0u8..4, any::<bool>()), 1..8),
+        node_zone in 0u8..4,
+        entropy: u32,
+        sport: u16,
+        maglev: bool,
+    ) {
+        const NODES: [&str; 3] = ["node-a", "node-b", "node-c"];
+        const ZONES: [&str; 3] = ["a", "b", "c"];
+        let backends: Vec<BackendParams> = spec
+            .iter()
+            .enumerate()
+            .map(|(i, (node, zone, active))| {
+                let mut b = be(i as u8 + 1);
+                b.node_name = NODES.get(*node as usize).map(|n| n.to_string());
+                b.zone = ZONES.get(*zone as usize).map(|z| z.to_string());
+                if !active {
+                    b = b.with_state(BackendState::Terminating);
+                }
+                b
+            })
+            .collect();
+        let mut svc = clusterip(backends.clone());
+        svc.traffic_distribution = TrafficDistribution::PreferSameNode;
+        if maglev {
+            svc.algorithm = Some(LbAlgorithm::Maglev);
+        }
+        let zone = ZONES.get(node_zone as usize).copied();
+        let n = node(zone);
+        let dp = program(&n, &[svc]);
+        let got = pick(&dp, &n, &key(sport), entropy);
+        let ready: Vec<&BackendParams> = backends.iter().filter(|b| b.state == BackendState::Active).collect();
+        if ready.is_empty() {
+            return Ok(());
+        }
+        let addr = got.expect("a frontend with a ready backend never drops");
+        let b = backends.iter().find(|b| b.addr.host_port().to_string() == addr).unwrap();
+        prop_assert_eq!(b.state, BackendState::Active);
+        let here = |x: &BackendParams| x.node_name.as_deref() == Some("node-a");
+        if ready.iter().all(|x| x.node_name.is_some()) && ready.iter().any(|x| here(x)) {
+            prop_assert!(here(b), "{addr} is not on this node");
+        } else if let Some(z) = zone {
+            let in_zone = |x: &BackendParams| x.zone.as_deref() == Some(z);
+            if ready.iter().all(|x| x.zone.is_some()) && ready.iter().any(|x| in_zone(x)) {
+                prop_assert!(in_zone(b), "{addr} is not in zone {z}");
+            }
+        }
+    }
 }

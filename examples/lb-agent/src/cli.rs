@@ -132,7 +132,8 @@ pub struct NodeArgs {
     pub maglev_hash_seed: String,
     /// This node's topology zone (the value of its
     /// `topology.kubernetes.io/zone` label), for topology-aware routing
-    /// (EndpointSlice zone hints, trafficDistribution: PreferClose).
+    /// (EndpointSlice zone hints, trafficDistribution: PreferClose and
+    /// PreferSameNode's zone fallback).
     /// Without it, topology-aware routing is off.
     #[arg(long)]
     pub zone: Option<String>,

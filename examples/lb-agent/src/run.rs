@@ -546,10 +546,16 @@ impl Agent {
                 format!("{} (from --maglev-hash-seed)", node.maglev.seed())
             },
             topology: match &node.zone {
-                Some(z) => {
-                    format!("zone {z} (EndpointSlice zone hints; trafficDistribution PreferClose)")
-                }
-                None => "Disabled (no --zone)".into(),
+                Some(z) => format!(
+                    "node {}, zone {z} (EndpointSlice node and zone hints; \
+                     trafficDistribution PreferSameNode, PreferClose)",
+                    node.node_name
+                ),
+                None => format!(
+                    "node {} (EndpointSlice node hints, trafficDistribution \
+                     PreferSameNode; zone hints off without --zone)",
+                    node.node_name
+                ),
             },
             policies: policy_summary(self.rec.current()),
             xdp_acceleration: self.xdp_acceleration(),
@@ -606,8 +612,8 @@ fn policy_summary(t: &lb_core::Tables) -> String {
         })
         .count();
     // An active, weighted backend that takes no new flows was left out by
-    // topology-aware routing.
-    let zoned = fes
+    // topology-aware routing (node or zone hints).
+    let topo = fes
         .filter(|f| {
             f.backends[f.selectable.min(f.backends.len())..]
                 .iter()
@@ -616,7 +622,7 @@ fn policy_summary(t: &lb_core::Tables) -> String {
         .count();
     format!(
         "{local} frontends with traffic policy Local, {ranges} with source ranges, \
-         {weighted} with unequal weights, {zoned} zone-filtered"
+         {weighted} with unequal weights, {topo} topology-filtered"
     )
 }
 

@@ -10,11 +10,13 @@
 //!   terminating backend; `serving: false` (or not ready and not terminating)
 //!   excludes the endpoint.
 //! - Pods with `hostPort`s on this node yield HostPort services.
-//! - Topology: endpoint `zone` and `hints.forZones` are carried to lb-core,
-//!   and `spec.trafficDistribution: PreferClose` (or `PreferSameZone`), or
-//!   the annotation `service.kubernetes.io/topology-mode: Auto`, becomes
-//!   [`TrafficDistribution::PreferClose`] (lb-core's `topology` module does
-//!   the filtering, with kube-proxy's fallbacks).
+//! - Topology: endpoint `nodeName`, `zone`, `hints.forNodes` and
+//!   `hints.forZones` are carried to lb-core;
+//!   `spec.trafficDistribution: PreferClose` (or `PreferSameZone`), or the
+//!   annotation `service.kubernetes.io/topology-mode: Auto`, becomes
+//!   [`TrafficDistribution::PreferClose`], and `PreferSameNode` becomes
+//!   [`TrafficDistribution::PreferSameNode`] (lb-core's `topology` module
+//!   does the filtering, with kube-proxy's fallbacks).
 //! - Weights: Kubernetes has no endpoint weight, so the annotation
 //!   [`WEIGHTS_ANNOTATION`] (`lb-agent.io/backend-weights`), on an
 //!   EndpointSlice or on the Service, gives `ADDRESS=WEIGHT` pairs,
@@ -128,6 +130,7 @@ fn distribution(svc: &Service) -> TrafficDistribution {
     let spec = svc.spec.as_ref();
     match spec.and_then(|s| s.traffic_distribution.as_deref()) {
         Some("PreferClose" | "PreferSameZone") => return TrafficDistribution::PreferClose,
+        Some("PreferSameNode") => return TrafficDistribution::PreferSameNode,
         Some(_) => return TrafficDistribution::Default,
         None => {}
     }
@@ -400,6 +403,15 @@ fn add_backends(
                 .map(|z| z.name.clone())
                 .filter(|z| !z.is_empty())
                 .collect();
+            let node_hints: Vec<String> = ep
+                .hints
+                .as_ref()
+                .and_then(|h| h.for_nodes.as_ref())
+                .into_iter()
+                .flatten()
+                .map(|n| n.name.clone())
+                .filter(|n| !n.is_empty())
+                .collect();
             for a in &ep.addresses {
                 let addr = ip(a, "endpoint address")?;
                 let weight = slice_weights
@@ -414,6 +426,7 @@ fn add_backends(
                 b.node_name = ep.node_name.clone();
                 b.zone = ep.zone.clone();
                 b.zone_hints = hints.clone();
+                b.node_hints = node_hints.clone();
                 out.backends.push(b);
             }
         }
@@ -699,6 +712,43 @@ spec: {clusterIP: 10.96.0.3, ports: [{port: 80}]}
         );
         assert!(t.services.iter().all(|s| s.name.name != "bad"));
         assert!(t.skipped[0].reason.contains("heavy"), "{:?}", t.skipped);
+    }
+
+    #[test]
+    fn prefer_same_node_and_node_hints() {
+        let t = run(r#"
+kind: Service
+metadata: {name: n}
+spec: {clusterIP: 10.96.0.4, ports: [{port: 80}], trafficDistribution: PreferSameNode}
+---
+kind: EndpointSlice
+apiVersion: discovery.k8s.io/v1
+metadata:
+  name: n-1
+  labels: {kubernetes.io/service-name: n}
+addressType: IPv4
+ports: [{port: 9000}]
+endpoints:
+- {addresses: [10.0.0.1], nodeName: n1, zone: a, hints: {forNodes: [{name: n1}], forZones: [{name: a}]}}
+- {addresses: [10.0.0.2], nodeName: n2, zone: a}
+"#);
+        let svc = &t.services[0];
+        assert_eq!(
+            svc.traffic_distribution,
+            TrafficDistribution::PreferSameNode
+        );
+        let hints: Vec<(Option<String>, Vec<String>)> = svc
+            .backends
+            .iter()
+            .map(|b| (b.node_name.clone(), b.node_hints.clone()))
+            .collect();
+        assert_eq!(
+            hints,
+            [
+                (Some("n1".into()), vec!["n1".into()]),
+                (Some("n2".into()), vec![]),
+            ]
+        );
     }
 
     #[test]

@@ -413,14 +413,14 @@ fn policies(dataplane: &str) {
         "source-range drops counted:\n{st}"
     );
     for want in [
-        "Topology:               zone zone-a",
+        "zone zone-a (EndpointSlice node and zone hints",
         &format!(
             "Maglev Hash Seed:       {} (from --maglev-hash-seed)",
             lb_core::MaglevConfig::seed_from_str("JLfvgnHc2kaSUFaI")
         ),
         "with traffic policy Local",
         "2 with source ranges",
-        "zone-filtered",
+        "topology-filtered",
     ] {
         assert!(st.contains(want), "{want:?} in\n{st}");
     }

@@ -646,7 +646,8 @@ pub fn weighted_maglev(s: &mut Session) {
 
 /// Topology-aware routing on a node in [`ZONE`]: zone hints keep new flows
 /// on backends hinted for it; a ready backend without hints turns it off;
-/// PreferClose without hints prefers same-zone backends.
+/// PreferClose without hints prefers same-zone backends; PreferSameNode
+/// prefers this node's backends, and explicit node hints (`forNodes`) win.
 pub fn zone_hints(s: &mut Session) {
     let zoned = |a: &str, zone: &str, hints: &[&str]| {
         BackendParams::new(a.parse().expect("addr"))
@@ -683,10 +684,41 @@ pub fn zone_hints(s: &mut Session) {
         zoned("10.0.3.1:80", ZONE, &[ZONE]),
         zoned("10.0.3.2:80", "zone-b", &[]),
     ];
-    s.program(&[hinted, close, partial]);
+    let placed = |a: &str, node: &str, zone: &str| {
+        BackendParams::new(a.parse().expect("addr"))
+            .on_node(node)
+            .in_zone(zone)
+    };
+    let mut same_node = service(
+        "default/same-node",
+        &[("10.96.0.13:80", FrontendType::ClusterIp)],
+        &[],
+    );
+    same_node.backends = vec![
+        placed("10.0.4.1:80", NODE, "zone-b"),
+        placed("10.0.4.2:80", "node-2", ZONE),
+        placed("10.0.4.3:80", "node-3", ZONE),
+    ];
+    same_node.traffic_distribution = TrafficDistribution::PreferSameNode;
+    let mut node_hinted = service(
+        "default/node-hinted",
+        &[("10.96.0.14:80", FrontendType::ClusterIp)],
+        &[],
+    );
+    node_hinted.backends = vec![
+        placed("10.0.5.1:80", "node-2", ZONE).with_node_hints(["node-2"]),
+        placed("10.0.5.2:80", "node-3", ZONE).with_node_hints(["node-3", NODE]),
+    ];
+    s.program(&[hinted, close, partial, same_node, node_hinted]);
     let mut seen: std::collections::BTreeMap<&str, BTreeSet<SocketAddr>> = Default::default();
     for port in 40000..40080 {
-        for dst in ["10.96.0.10:80", "10.96.0.11:80", "10.96.0.12:80"] {
+        for dst in [
+            "10.96.0.10:80",
+            "10.96.0.11:80",
+            "10.96.0.12:80",
+            "10.96.0.13:80",
+            "10.96.0.14:80",
+        ] {
             let b = s
                 .roundtrip(&tcp(&format!("192.168.5.2:{port}"), dst))
                 .expect("forwarded");
@@ -697,6 +729,8 @@ pub fn zone_hints(s: &mut Session) {
     assert_eq!(seen["10.96.0.10:80"], want(&["10.0.1.1:80", "10.0.1.3:80"]));
     assert_eq!(seen["10.96.0.11:80"], want(&["10.0.2.2:80"]));
     assert_eq!(seen["10.96.0.12:80"], want(&["10.0.3.1:80", "10.0.3.2:80"]));
+    assert_eq!(seen["10.96.0.13:80"], want(&["10.0.4.1:80"]));
+    assert_eq!(seen["10.96.0.14:80"], want(&["10.0.5.2:80"]));
 }
 
 /// Traffic policy Cluster to a remote backend: the client is SNATed to the
