@@ -1,13 +1,14 @@
 //! Watching an API server with kube-rs instead of a manifest directory:
-//! Services and EndpointSlices of every namespace and this node's Pods
-//! (`spec.nodeName`), each mirrored in a reflector store. Watch restarts
+//! Services and EndpointSlices of every namespace, this node's Pods
+//! (`spec.nodeName`) and this node's Node object (for its zone label), each
+//! mirrored in a reflector store. Watch restarts
 //! (410 Gone) relist; bookmarks keep the resource version fresh. Every
 //! change wakes the agent, which reads the stores like a directory.
 
 use std::path::PathBuf;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
@@ -22,6 +23,7 @@ pub struct KubeSource {
     services: Store<Service>,
     slices: Store<EndpointSlice>,
     pods: Store<Pod>,
+    nodes: Store<Node>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -73,15 +75,21 @@ impl KubeSource {
         let (services, t1) = mirror(Api::<Service>::all(client.clone()), cfg(), tx.clone());
         let (slices, t2) = mirror(Api::<EndpointSlice>::all(client.clone()), cfg(), tx.clone());
         let (pods, t3) = mirror(
-            Api::<Pod>::all(client),
+            Api::<Pod>::all(client.clone()),
             cfg().fields(&format!("spec.nodeName={node_name}")),
+            tx.clone(),
+        );
+        let (nodes, t4) = mirror(
+            Api::<Node>::all(client),
+            cfg().fields(&format!("metadata.name={node_name}")),
             tx,
         );
         let src = KubeSource {
             services,
             slices,
             pods,
-            tasks: vec![t1, t2, t3],
+            nodes,
+            tasks: vec![t1, t2, t3, t4],
         };
         (src, events)
     }
@@ -106,6 +114,12 @@ impl KubeSource {
             out.objects.push(Sourced {
                 path: src("Pod"),
                 object: Object::Pod(Box::new((*p).clone())),
+            });
+        }
+        for n in self.nodes.state() {
+            out.objects.push(Sourced {
+                path: src("Node"),
+                object: Object::Node(Box::new((*n).clone())),
             });
         }
         out.objects
@@ -201,6 +215,18 @@ mod tests {
                     "{uri}"
                 );
                 Some(list("PodList", "10", vec![]))
+            } else if uri.starts_with("/api/v1/nodes") && !watch {
+                assert!(
+                    uri.contains("fieldSelector=metadata.name%3Dnode-1"),
+                    "{uri}"
+                );
+                Some(list(
+                    "NodeList",
+                    "10",
+                    vec![json!({"apiVersion": "v1", "kind": "Node",
+                        "metadata": {"name": "node-1", "resourceVersion": "1",
+                                     "labels": {"topology.kubernetes.io/zone": "zone-a"}}})],
+                ))
             } else {
                 None
             };
@@ -231,6 +257,7 @@ mod tests {
         };
         let want = [
             "EndpointSlice default/web-1",
+            "Node node-1",
             "Service default/late",
             "Service default/web",
         ];
@@ -274,7 +301,7 @@ mod tests {
             match &o.object {
                 Object::Service(x) => s.push(x.as_ref()),
                 Object::EndpointSlice(x) => e.push(x.as_ref()),
-                Object::Pod(_) => {}
+                Object::Pod(_) | Object::Node(_) => {}
             }
         }
         let t = lb_agent::translate::translate(&s, &e, &[], "node-1");

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde::Deserialize;
 
@@ -17,6 +17,9 @@ pub enum Object {
     EndpointSlice(Box<EndpointSlice>),
     /// A `v1 Pod` (for its hostPorts).
     Pod(Box<Pod>),
+    /// A `v1 Node` (this node's, for its `topology.kubernetes.io/zone`
+    /// label).
+    Node(Box<Node>),
 }
 
 impl Object {
@@ -26,12 +29,17 @@ impl Object {
             Object::Service(s) => ("Service", &s.metadata),
             Object::EndpointSlice(e) => ("EndpointSlice", &e.metadata),
             Object::Pod(p) => ("Pod", &p.metadata),
+            Object::Node(n) => ("Node", &n.metadata),
         };
-        format!(
-            "{kind} {}/{}",
-            meta.namespace.as_deref().unwrap_or("default"),
-            meta.name.as_deref().unwrap_or("")
-        )
+        let name = meta.name.as_deref().unwrap_or("");
+        match self {
+            // Cluster-scoped.
+            Object::Node(_) => format!("{kind} {name}"),
+            _ => format!(
+                "{kind} {}/{name}",
+                meta.namespace.as_deref().unwrap_or("default")
+            ),
+        }
     }
 }
 
@@ -210,6 +218,7 @@ fn add_value(path: &Path, index: usize, value: serde_yaml::Value, out: &mut Load
             serde_yaml::from_value(value).map(|s| Object::EndpointSlice(Box::new(s)))
         }
         "Pod" => serde_yaml::from_value(value).map(|p| Object::Pod(Box::new(p))),
+        "Node" => serde_yaml::from_value(value).map(|n| Object::Node(Box::new(n))),
         _ => {
             out.ignored.push((kind, path.to_path_buf()));
             return;

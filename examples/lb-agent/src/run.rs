@@ -63,6 +63,8 @@ pub struct Agent {
     reported: BTreeSet<String>,
     socket_lb: String,
     kube: Option<KubeSource>,
+    /// Where the zone in `node` came from (flag or Node label).
+    zone_source: Option<crate::sources::ZoneSource>,
 }
 
 /// Checks `--cgroup`: an existing cgroup v2 directory that is not the root.
@@ -211,6 +213,7 @@ impl Agent {
             sync: SyncInfo::default(),
             reported: BTreeSet::new(),
             socket_lb,
+            zone_source: None,
         }
     }
 
@@ -367,6 +370,11 @@ impl Agent {
                     );
                 }
                 self.sync.ops = n;
+                if self.node.zone.as_ref() != pass.zone.as_ref().map(|(z, _)| z) {
+                    tracing::info!(zone = ?pass.zone, "topology zone");
+                }
+                self.zone_source = pass.zone.as_ref().map(|(_, src)| *src);
+                self.node.zone = pass.zone.map(|(z, _)| z);
                 self.sync.problems = pass.problems;
                 self.sync.error = None;
             }
@@ -547,14 +555,21 @@ impl Agent {
             },
             topology: match &node.zone {
                 Some(z) => format!(
-                    "node {}, zone {z} (EndpointSlice node and zone hints; \
+                    "node {}, zone {z} from {} (EndpointSlice node and zone hints; \
                      trafficDistribution PreferSameNode, PreferClose)",
-                    node.node_name
+                    node.node_name,
+                    match self.zone_source {
+                        Some(crate::sources::ZoneSource::NodeLabel) => {
+                            "the Node's topology.kubernetes.io/zone label"
+                        }
+                        _ => "--zone",
+                    }
                 ),
                 None => format!(
                     "node {} (EndpointSlice node hints, trafficDistribution \
-                     PreferSameNode; zone hints off without --zone)",
-                    node.node_name
+                     PreferSameNode; zone hints off: no --zone and no zone label \
+                     on Node {})",
+                    node.node_name, node.node_name
                 ),
             },
             policies: policy_summary(self.rec.current()),

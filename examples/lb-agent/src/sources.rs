@@ -22,7 +22,21 @@ pub struct Pass {
     /// Everything that was skipped or kept from before, one line each,
     /// naming file and object.
     pub problems: Vec<String>,
+    /// The zone topology-aware routing used, and where it came from.
+    pub zone: Option<(String, ZoneSource)>,
 }
+
+/// Where the node's topology zone came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ZoneSource {
+    /// The `--zone` flag (it wins over the label).
+    Flag,
+    /// The `topology.kubernetes.io/zone` label of this node's Node object.
+    NodeLabel,
+}
+
+/// The well-known label holding a node's zone.
+pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
 
 /// The manifest directory plus the last good version of every file and
 /// service.
@@ -35,6 +49,8 @@ pub struct Sources {
     /// The file each object (`KIND NAMESPACE/NAME`) came from last pass.
     defined_in: HashMap<String, PathBuf>,
     ipv4_only: bool,
+    /// The zone given by flag, which wins over the Node's label.
+    flag_zone: Option<String>,
 }
 
 fn error_path(e: &ManifestError) -> &Path {
@@ -48,6 +64,7 @@ impl Sources {
     pub fn new(dir: impl Into<PathBuf>, node: NodeConfig) -> Self {
         Sources {
             dir: dir.into(),
+            flag_zone: node.zone.clone(),
             node,
             files: BTreeMap::new(),
             services: BTreeMap::new(),
@@ -121,6 +138,7 @@ impl Sources {
             }
         }
         let (mut svcs, mut slices, mut pods) = (vec![], vec![], vec![]);
+        let mut label_zone: Option<String> = None;
         let mut taken: BTreeSet<String> = BTreeSet::new();
         for o in self.files.values().flatten() {
             let what = o.object.describe();
@@ -137,8 +155,25 @@ impl Sources {
                 Object::Service(s) => svcs.push(s.as_ref()),
                 Object::EndpointSlice(s) => slices.push(s.as_ref()),
                 Object::Pod(p) => pods.push(p.as_ref()),
+                Object::Node(n) => {
+                    if n.metadata.name.as_deref() == Some(self.node.node_name.as_str()) {
+                        label_zone = n
+                            .metadata
+                            .labels
+                            .as_ref()
+                            .and_then(|l| l.get(ZONE_LABEL))
+                            .filter(|z| !z.is_empty())
+                            .cloned();
+                    }
+                }
             }
         }
+        let zone = match (&self.flag_zone, label_zone) {
+            (Some(z), _) => Some((z.clone(), ZoneSource::Flag)),
+            (None, Some(z)) => Some((z, ZoneSource::NodeLabel)),
+            (None, None) => None,
+        };
+        self.node.zone = zone.as_ref().map(|(z, _)| z.clone());
         self.defined_in = seen.clone();
         let file_of = |what: &str| {
             seen.get(what)
@@ -232,6 +267,7 @@ impl Sources {
             desired,
             services: list.len(),
             problems,
+            zone,
         })
     }
 
@@ -286,6 +322,47 @@ addressType: IPv4\nports: [{{name: http, port: 8080}}]\nendpoints: [{{addresses:
             .collect();
         v.dedup();
         v
+    }
+
+    #[test]
+    fn the_zone_comes_from_this_nodes_label_unless_a_flag_gives_it() {
+        let d = tempfile::tempdir().unwrap();
+        let zoned = "apiVersion: v1\nkind: Service\nmetadata: {name: z, namespace: default}\n\
+spec: {clusterIP: 10.96.0.9, ports: [{port: 80}], trafficDistribution: PreferClose}\n---\n\
+apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+metadata: {name: z-1, namespace: default, labels: {kubernetes.io/service-name: z}}\n\
+addressType: IPv4\nports: [{port: 8080}]\nendpoints:\n\
+- {addresses: [10.200.1.2], zone: zone-a}\n- {addresses: [10.200.2.2], zone: zone-b}\n";
+        let nodes = "kind: Node\napiVersion: v1\nmetadata: {name: node-2, labels: {topology.kubernetes.io/zone: zone-b}}\n---\n\
+kind: Node\napiVersion: v1\nmetadata: {name: node-1, labels: {topology.kubernetes.io/zone: zone-a}}\n";
+        fs::write(d.path().join("svc.yaml"), zoned).unwrap();
+        let selectable = |p: &Pass| {
+            let f = p.desired.frontends.values().next().unwrap();
+            f.backends[..f.selectable]
+                .iter()
+                .map(|b| b.addr.addr.to_string())
+                .collect::<Vec<_>>()
+        };
+        // No Node object, no flag: topology is off.
+        let mut s = Sources::new(d.path(), node());
+        let p = s.pass().unwrap();
+        assert_eq!(p.zone, None);
+        assert_eq!(selectable(&p).len(), 2);
+        // This node's label (not node-2's) gives the zone.
+        fs::write(d.path().join("nodes.yaml"), nodes).unwrap();
+        let p = s.pass().unwrap();
+        assert_eq!(p.zone, Some(("zone-a".into(), ZoneSource::NodeLabel)));
+        assert_eq!(selectable(&p), ["10.200.1.2"]);
+        // A flag wins over the label.
+        let mut flagged = node();
+        flagged.zone = Some("zone-b".into());
+        let p = Sources::new(d.path(), flagged).pass().unwrap();
+        assert_eq!(p.zone, Some(("zone-b".into(), ZoneSource::Flag)));
+        assert_eq!(selectable(&p), ["10.200.2.2"]);
+        // The label goes away: so does the zone.
+        fs::remove_file(d.path().join("nodes.yaml")).unwrap();
+        let p = s.pass().unwrap();
+        assert_eq!(p.zone, None);
     }
 
     #[test]

@@ -492,6 +492,7 @@ mod tests {
                 crate::manifests::Object::Service(x) => s.push(*x),
                 crate::manifests::Object::EndpointSlice(x) => e.push(*x),
                 crate::manifests::Object::Pod(x) => p.push(*x),
+                crate::manifests::Object::Node(_) => {}
             }
         }
         (s, e, p)

@@ -413,7 +413,7 @@ fn policies(dataplane: &str) {
         "source-range drops counted:\n{st}"
     );
     for want in [
-        "zone zone-a (EndpointSlice node and zone hints",
+        "zone zone-a from --zone (EndpointSlice node and zone hints",
         &format!(
             "Maglev Hash Seed:       {} (from --maglev-hash-seed)",
             lb_core::MaglevConfig::seed_from_str("JLfvgnHc2kaSUFaI")
