@@ -239,12 +239,22 @@ struct lb_be_meta {
 
 /* ---- maps ---- */
 
+/* The maps the control plane writes (services, backends, reverse NAT, the
+ * per-CPU counters and the metadata) are preallocated, like Cilium's LB
+ * maps: their elements exist from map creation, so an update never
+ * allocates. Without preallocation each new element of a per-CPU hash takes
+ * its values from the percpu allocator's atomic pool (GFP_NOWAIT), which a
+ * burst of updates (a full sync) can run dry before the allocator's
+ * background worker repopulates it: bpf_map_update_elem then fails with
+ * ENOMEM (see BENCHMARKS.md, "ENOMEM during a full sync"). The LPM trie
+ * cannot be preallocated; the dataplane retries an ENOMEM write a bounded
+ * number of times. The LRU maps are always preallocated. */
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__type(key, struct lb4_key);
 	__type(value, struct lb4_service);
 	__uint(max_entries, LB_SERVICES_MAX);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
 } lb4_services SEC(".maps");
 
 struct {
@@ -252,7 +262,6 @@ struct {
 	__type(key, __u32);
 	__type(value, struct lb4_backend);
 	__uint(max_entries, LB_BACKENDS_MAX);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
 } lb4_backends SEC(".maps");
 
 struct {
@@ -260,7 +269,6 @@ struct {
 	__type(key, __u16);
 	__type(value, struct lb4_reverse_nat);
 	__uint(max_entries, LB_REV_NAT_MAX);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
 } lb4_reverse_nat SEC(".maps");
 
 struct {
@@ -321,7 +329,6 @@ struct {
 	__type(key, __u16);
 	__type(value, struct lb_svc_stats);
 	__uint(max_entries, LB_SERVICES_MAX);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
 } lb_svc_stats SEC(".maps");
 
 struct {
@@ -329,7 +336,6 @@ struct {
 	__type(key, __u32);
 	__type(value, struct lb_svc_stats);
 	__uint(max_entries, LB_BACKENDS_MAX);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
 } lb_be_stats SEC(".maps");
 
 /* SNAT reverse entries (LRU), see struct lb4_snat_entry. */
@@ -362,7 +368,6 @@ struct {
 	__type(key, __u16);
 	__type(value, struct lb_svc_meta);
 	__uint(max_entries, LB_SERVICES_MAX);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
 } lb_svc_meta SEC(".maps");
 
 struct {
@@ -370,7 +375,6 @@ struct {
 	__type(key, __u32);
 	__type(value, struct lb_be_meta);
 	__uint(max_entries, LB_BACKENDS_MAX);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
 } lb_be_meta SEC(".maps");
 
 #endif /* LB_ABI_H */

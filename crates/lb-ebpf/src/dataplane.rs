@@ -20,6 +20,7 @@ use lb_core::{
 
 use crate::abi::*;
 use crate::maps::{Maps, SrcRangeData, SrcRangeKey};
+use crate::retry::on_enomem;
 
 /// Counters read from the per-CPU maps (summed over CPUs).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -745,12 +746,12 @@ impl EbpfDataplane {
             return ignore_missing(self.maps.maglev.remove(&id.0)).map_err(sys(ctx()));
         }
         let mut inner: Array<MapData, u32> =
-            Array::create(table.len() as u32, BPF_F_INNER_MAP).map_err(sys(ctx()))?;
+            on_enomem(|| Array::create(table.len() as u32, BPF_F_INNER_MAP)).map_err(sys(ctx()))?;
         for (i, b) in table.iter().enumerate() {
             inner.set(i as u32, b.0, 0).map_err(sys(ctx()))?;
         }
         // One update swaps the whole table: a packet sees old or new.
-        self.maps.maglev.insert(id.0, &inner, 0).map_err(sys(ctx()))
+        on_enomem(|| self.maps.maglev.insert(id.0, &inner, 0)).map_err(sys(ctx()))
     }
 
     fn write_frontend(&mut self, fe: &Frontend, undo: &mut UndoLog) -> Result<(), DataplaneError> {
@@ -764,7 +765,7 @@ impl EbpfDataplane {
             let pos = u8::try_from(pos).unwrap_or(u8::MAX);
             let rk = range_key(fe.id.0, *r);
             undo.src_range(maps, rk, old_ranges.contains(r));
-            maps.src_range.insert(&rk, pos, 0).map_err(sys(ctx()))?;
+            on_enomem(|| maps.src_range.insert(&rk, pos, 0)).map_err(sys(ctx()))?;
         }
         for (i, b) in fe.backends.iter().enumerate() {
             let slot = Lb4Key {

@@ -32,6 +32,7 @@ pub mod loader;
 pub mod maps;
 mod restore;
 pub mod xdp;
+mod retry;
 
 pub use clock::now_secs;
 pub use dataplane::EbpfDataplane;
