@@ -7,20 +7,20 @@
 //! (its counts last), then stale slots and ranges. A Maglev table is a new
 //! inner array, filled, then swapped into the outer map in one update.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 
-use aya::maps::{Array, HashMap as BpfHashMap, MapData, MapError, PerCpuHashMap, PerCpuValues};
-use aya::Pod;
+use aya::maps::{Array, MapData, MapError, PerCpuValues};
 use lb_core::{
     Backend, BackendId, BackendState, Dataplane, DataplaneError, Frontend, FrontendType, L4Proto,
     LbAlgorithm, MaglevConfig, NodeConfig, Op, ServiceId,
 };
 
 use crate::abi::*;
-use crate::maps::{Maps, SrcRangeData, SrcRangeKey};
+use crate::maps::Maps;
 use crate::retry::on_enomem;
+use crate::shadow::{self, del, put, range_key, FeState, Pending, Shadow, Undo, UndoLog};
 
 /// Counters read from the per-CPU maps (summed over CPUs).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -42,122 +42,6 @@ impl Counters {
             .find(|(r, _)| *r == reason)
             .map_or(0, |(_, n)| *n)
     }
-}
-
-/// Records `$key` of the hash map `$field` in the undo log.
-macro_rules! undo_hash {
-    ($undo:expr, $maps:expr, $field:ident, $key:expr) => {
-        $undo.hash(&*$maps, |m| &mut m.$field, |m| &m.$field, $key)
-    };
-}
-
-/// Records `$key` of the per-CPU hash map `$field` in the undo log.
-macro_rules! undo_per_cpu {
-    ($undo:expr, $maps:expr, $field:ident, $key:expr) => {
-        $undo.per_cpu(&*$maps, |m| &mut m.$field, |m| &m.$field, $key)
-    };
-}
-
-type UndoFn = Box<dyn FnOnce(&mut Maps) -> Result<(), MapError>>;
-
-/// The previous contents of every map entry a batch wrote, to put back in
-/// reverse order when a later write fails ([`Dataplane::apply`] is all or
-/// nothing).
-#[derive(Default)]
-struct UndoLog {
-    entries: Vec<UndoFn>,
-}
-
-impl UndoLog {
-    /// Records the current value (or absence) of `key` in a hash map.
-    fn hash<K: Pod + 'static, V: Pod + 'static>(
-        &mut self,
-        maps: &Maps,
-        sel: fn(&mut Maps) -> &mut BpfHashMap<MapData, K, V>,
-        get: fn(&Maps) -> &BpfHashMap<MapData, K, V>,
-        key: K,
-    ) {
-        let prev = get(maps).get(&key, 0).ok();
-        self.entries.push(Box::new(move |m| {
-            let map = sel(m);
-            match prev {
-                Some(v) => map.insert(key, v, 0),
-                None => ignore_missing(map.remove(&key)),
-            }
-        }));
-    }
-
-    /// Records the current values (or absence) of `key` in a per-CPU hash map.
-    fn per_cpu<K: Pod + 'static, V: Pod + 'static>(
-        &mut self,
-        maps: &Maps,
-        sel: fn(&mut Maps) -> &mut PerCpuHashMap<MapData, K, V>,
-        get: fn(&Maps) -> &PerCpuHashMap<MapData, K, V>,
-        key: K,
-    ) {
-        let prev = get(maps).get(&key, 0).ok();
-        self.entries.push(Box::new(move |m| {
-            let map = sel(m);
-            match prev {
-                Some(v) => map.insert(key, v, 0),
-                None => ignore_missing(map.remove(&key)),
-            }
-        }));
-    }
-
-    /// Records the Maglev table (inner map) of service `id`, if any.
-    fn maglev(&mut self, maps: &Maps, id: u16) {
-        let prev = maps.maglev.get(&id, 0).ok();
-        self.entries.push(Box::new(move |m| match prev {
-            Some(inner) => m.maglev.insert(id, &inner, 0),
-            None => ignore_missing(m.maglev.remove(&id)),
-        }));
-    }
-
-    /// Records a source-range entry; `existed` comes from the shadow state
-    /// (an LPM lookup cannot tell an exact match from a shorter prefix).
-    fn src_range(&mut self, maps: &Maps, key: SrcRangeKey, existed: bool) {
-        let prev = if existed {
-            Some(maps.src_range.get(&key, 0).unwrap_or(0))
-        } else {
-            None
-        };
-        self.entries.push(Box::new(move |m| match prev {
-            Some(v) => m.src_range.insert(&key, v, 0),
-            None => ignore_missing(m.src_range.remove(&key)),
-        }));
-    }
-
-    /// Restores every recorded entry, newest first. Returns how many
-    /// restores failed (they are best effort: the maps are resynced after).
-    fn rollback(self, maps: &mut Maps) -> usize {
-        self.entries
-            .into_iter()
-            .rev()
-            .map(|undo| undo(maps))
-            .filter(Result::is_err)
-            .count()
-    }
-}
-
-/// What the dataplane knows is programmed (rebuilt from the maps on open).
-#[derive(Debug, Clone, Default)]
-struct Shadow {
-    frontends: HashMap<u16, FeState>,
-    backends: HashSet<u32>,
-    rev_nat: HashSet<u16>,
-    maglev: HashSet<u16>,
-    /// Entries of the services map (every frontend's total + 1).
-    service_entries: usize,
-    /// Entries of the source-range trie.
-    range_entries: usize,
-}
-
-#[derive(Debug, Clone)]
-struct FeState {
-    key: Lb4Key,
-    total: u16,
-    ranges: Vec<(u32, u8)>,
 }
 
 /// Capacities of the maps the dataplane fills.
@@ -296,17 +180,6 @@ fn v4_ranges(fe: &Frontend) -> Vec<(u32, u8)> {
         .collect()
 }
 
-fn range_key(id: u16, (addr, len): (u32, u8)) -> SrcRangeKey {
-    SrcRangeKey::new(
-        32 + u32::from(len),
-        SrcRangeData {
-            rev_nat_index: id,
-            pad: 0,
-            addr,
-        },
-    )
-}
-
 /// The backends-map value of a backend.
 pub fn backend_value(b: &Backend) -> Result<Lb4Backend, DataplaneError> {
     let addr = &b.addr;
@@ -316,16 +189,6 @@ pub fn backend_value(b: &Backend) -> Result<Lb4Backend, DataplaneError> {
         proto: l4(addr.proto, addr)?,
         flags: if b.local { BE_F_LOCAL } else { 0 },
     })
-}
-
-/// Zeroed per-CPU counters (a new service or backend starts from 0).
-fn zero_stats(ctx: &str) -> Result<PerCpuValues<LbSvcStats>, DataplaneError> {
-    let err = |e: std::io::Error| DataplaneError::System {
-        context: ctx.to_string(),
-        source: Box::new(e),
-    };
-    let cpus = aya::util::nr_cpus().map_err(|(_, e)| err(e))?;
-    PerCpuValues::try_from(vec![LbSvcStats::default(); cpus]).map_err(err)
 }
 
 /// The sum of per-CPU counters.
@@ -485,53 +348,10 @@ impl EbpfDataplane {
 
     /// Rebuilds the shadow state from the maps.
     fn resync(&mut self) -> Result<(), DataplaneError> {
-        let mut s = Shadow::default();
-        let keys: Vec<Lb4Key> = self
-            .maps
-            .services
-            .keys()
-            .collect::<Result<_, _>>()
-            .map_err(sys("listing services"))?;
-        s.service_entries = keys.len();
-        for key in keys.into_iter().filter(|k| k.backend_slot == 0) {
-            if let Ok(v) = self.maps.services.get(&key, 0) {
-                s.frontends.insert(
-                    v.rev_nat_index,
-                    FeState {
-                        key,
-                        total: v.total,
-                        ranges: Vec::new(),
-                    },
-                );
-            }
-        }
-        for k in self.maps.src_range.keys() {
-            let k = k.map_err(sys("listing source ranges"))?;
-            s.range_entries += 1;
-            let d = k.data();
-            if let Some(fe) = s.frontends.get_mut(&d.rev_nat_index) {
-                fe.ranges.push((d.addr, (k.prefix_len() - 32) as u8));
-            }
-        }
-        s.backends = self
-            .maps
-            .backends
-            .keys()
-            .collect::<Result<_, _>>()
-            .map_err(sys("listing backends"))?;
-        s.rev_nat = self
-            .maps
-            .rev_nat
-            .keys()
-            .collect::<Result<_, _>>()
-            .map_err(sys("listing rev-nat"))?;
-        s.maglev = self
-            .maps
-            .maglev
-            .keys()
-            .collect::<Result<_, _>>()
-            .map_err(sys("listing maglev"))?;
-        self.shadow = s;
+        self.shadow = shadow::read(&self.maps).map_err(|(map, e)| DataplaneError::System {
+            context: format!("reading {map}"),
+            source: Box::new(e),
+        })?;
         Ok(())
     }
 
@@ -567,30 +387,36 @@ impl EbpfDataplane {
         Ok(c)
     }
 
-    /// Validates the batch against the shadow state and the map capacities;
-    /// returns the shadow state after the batch.
-    fn check(&self, ops: &[Op]) -> Result<Shadow, DataplaneError> {
-        let mut s = self.shadow.clone();
-        let mut peak_services = s.service_entries;
-        let mut peak_ranges = s.range_entries;
-        let (mut peak_backends, mut peak_rev_nat, mut peak_maglev) =
-            (s.backends.len(), s.rev_nat.len(), s.maglev.len());
+    /// Validates the batch against the shadow state and the map capacities
+    /// without copying the shadow: what the batch changes is kept in small
+    /// overlays, so a one-op batch costs O(op), not O(programmed state).
+    fn check(&self, ops: &[Op]) -> Result<(), DataplaneError> {
+        let s = &self.shadow;
+        let mut backends = Overlay::new(s.backends.len());
+        let mut rev_nat = Overlay::new(s.rev_nat.len());
+        let mut maglev = Overlay::new(s.maglev.len());
+        // Frontends the batch touched: (key, total, range count), or gone.
+        let mut fes: HashMap<u16, Option<(Lb4Key, usize, usize)>> = HashMap::new();
+        let mut service_entries = s.services.len();
+        let mut range_entries = s.ranges.len();
+        let (mut peak_services, mut peak_ranges) = (service_entries, range_entries);
         let m = self.maglev.table_size() as usize;
+        let has_backend = |o: &Overlay<u32>, id: u32| o.has(id, |id| s.backends.contains_key(id));
         for op in ops {
             match op {
                 Op::UpsertBackend(b) => {
                     backend_value(b)?;
-                    s.backends.insert(b.id.0);
+                    backends.set(b.id.0, true, |id| s.backends.contains_key(id));
                 }
                 Op::DeleteBackend { id, .. } => {
-                    s.backends.remove(&id.0);
+                    backends.set(id.0, false, |id| s.backends.contains_key(id));
                 }
                 Op::UpsertRevNat { id, addr } => {
                     v4(addr.addr, addr)?;
-                    s.rev_nat.insert(id.0);
+                    rev_nat.set(id.0, true, |id| s.rev_nat.contains_key(id));
                 }
                 Op::DeleteRevNat { id } => {
-                    s.rev_nat.remove(&id.0);
+                    rev_nat.set(id.0, false, |id| s.rev_nat.contains_key(id));
                 }
                 Op::UpsertMaglev { id, table } => {
                     if !table.is_empty() && table.len() != m {
@@ -599,71 +425,78 @@ impl EbpfDataplane {
                             table.len()
                         )));
                     }
-                    if let Some(b) = table.iter().find(|b| !s.backends.contains(&b.0)) {
+                    if let Some(b) = table.iter().find(|b| !has_backend(&backends, b.0)) {
                         return Err(DataplaneError::Dangling(format!(
                             "maglev table {id} names backend {b}"
                         )));
                     }
-                    if table.is_empty() {
-                        s.maglev.remove(&id.0);
-                    } else {
-                        s.maglev.insert(id.0);
-                    }
+                    maglev.set(id.0, !table.is_empty(), |id| s.maglev.contains(id));
                 }
                 Op::DeleteMaglev { id } => {
-                    s.maglev.remove(&id.0);
+                    maglev.set(id.0, false, |id| s.maglev.contains(id));
                 }
                 Op::UpsertFrontend(fe) => {
                     let key = frontend_key(fe)?;
                     let total = u16::try_from(fe.backends.len()).map_err(|_| {
-                        unsupported(format!("frontend {}: more than 65535 backends", fe.id))
+                        DataplaneError::CapacityExceeded {
+                            table: "backend slots of one frontend (lb4_services backend_slot)",
+                            capacity: usize::from(u16::MAX),
+                            needed: fe.backends.len(),
+                        }
                     })?;
-                    if let Some(b) = fe.backends.iter().find(|b| !s.backends.contains(&b.id.0)) {
+                    let total = usize::from(total);
+                    if let Some(b) = fe.backends.iter().find(|b| !has_backend(&backends, b.id.0)) {
                         return Err(DataplaneError::Dangling(format!(
                             "frontend {} names backend {}",
                             fe.id, b.id
                         )));
                     }
-                    let ranges = v4_ranges(fe);
-                    let (old_entries, old_ranges, same_key, old_total) =
-                        match s.frontends.get(&fe.id.0) {
-                            Some(o) => (
-                                usize::from(o.total) + 1,
-                                o.ranges.len(),
-                                o.key == key,
-                                usize::from(o.total),
-                            ),
-                            None => (0, 0, false, 0),
-                        };
-                    let new_entries = usize::from(total) + 1;
+                    let ranges = v4_ranges(fe).len();
+                    let old = match fes.get(&fe.id.0) {
+                        Some(o) => *o,
+                        None => s
+                            .frontends
+                            .get(&fe.id.0)
+                            .map(|o| (o.key, usize::from(o.total), o.ranges.len())),
+                    };
+                    let (old_entries, old_ranges, same_key, old_total) = match old {
+                        Some((k, t, r)) => (t + 1, r, k == key, t),
+                        None => (0, 0, false, 0),
+                    };
+                    let new_entries = total + 1;
                     let during = if same_key {
-                        s.service_entries - old_entries + old_total.max(new_entries - 1) + 1
+                        service_entries - old_entries + old_total.max(total) + 1
                     } else {
-                        s.service_entries + new_entries
+                        service_entries + new_entries
                     };
                     peak_services = peak_services.max(during);
-                    s.service_entries = s.service_entries - old_entries + new_entries;
-                    peak_ranges = peak_ranges.max(s.range_entries + ranges.len());
-                    s.range_entries = s.range_entries - old_ranges + ranges.len();
-                    s.frontends.insert(fe.id.0, FeState { key, total, ranges });
+                    service_entries = service_entries - old_entries + new_entries;
+                    peak_ranges = peak_ranges.max(range_entries + ranges);
+                    range_entries = range_entries - old_ranges + ranges;
+                    fes.insert(fe.id.0, Some((key, total, ranges)));
                 }
                 Op::DeleteFrontend { id, .. } => {
-                    if let Some(o) = s.frontends.remove(&id.0) {
-                        s.service_entries -= usize::from(o.total) + 1;
-                        s.range_entries -= o.ranges.len();
+                    let old = match fes.get(&id.0) {
+                        Some(o) => *o,
+                        None => s
+                            .frontends
+                            .get(&id.0)
+                            .map(|o| (o.key, usize::from(o.total), o.ranges.len())),
+                    };
+                    if let Some((_, t, r)) = old {
+                        service_entries -= t + 1;
+                        range_entries -= r;
                     }
+                    fes.insert(id.0, None);
                 }
             }
-            peak_backends = peak_backends.max(s.backends.len());
-            peak_rev_nat = peak_rev_nat.max(s.rev_nat.len());
-            peak_maglev = peak_maglev.max(s.maglev.len());
         }
         for (table, capacity, needed) in [
-            ("services map", self.caps.services, peak_services),
-            ("backends map", self.caps.backends, peak_backends),
-            ("reverse-NAT map", self.caps.rev_nat, peak_rev_nat),
-            ("maglev map", self.caps.maglev, peak_maglev),
-            ("source-range map", self.caps.src_range, peak_ranges),
+            (MAP_SERVICES, self.caps.services, peak_services),
+            (MAP_BACKENDS, self.caps.backends, backends.peak),
+            (MAP_REV_NAT, self.caps.rev_nat, rev_nat.peak),
+            (MAP_MAGLEV, self.caps.maglev, maglev.peak),
+            (MAP_SRC_RANGE, self.caps.src_range, peak_ranges),
         ] {
             if needed > capacity {
                 return Err(DataplaneError::CapacityExceeded {
@@ -673,39 +506,77 @@ impl EbpfDataplane {
                 });
             }
         }
-        Ok(s)
+        Ok(())
     }
 
-    fn write(&mut self, op: &Op, undo: &mut UndoLog) -> Result<(), DataplaneError> {
-        let maps = &mut self.maps;
+    fn write(
+        &mut self,
+        op: &Op,
+        undo: &mut UndoLog,
+        q: &mut Pending,
+    ) -> Result<(), DataplaneError> {
+        let is_delete = matches!(
+            op,
+            Op::DeleteBackend { .. }
+                | Op::DeleteRevNat { .. }
+                | Op::DeleteMaglev { .. }
+                | Op::DeleteFrontend { .. }
+                | Op::UpsertMaglev { .. }
+        );
+        if is_delete {
+            // Queued writes go in before anything is removed or names them.
+            flush(&mut self.maps, q)?;
+        }
+        let (maps, sh) = (&mut self.maps, &mut self.shadow);
         match op {
             Op::UpsertBackend(b) => {
                 let ctx = || format!("writing backend {}", b.id);
+                let id = b.id.0;
                 let value = backend_value(b)?;
-                undo_hash!(undo, maps, backends, b.id.0);
-                maps.backends.insert(b.id.0, value, 0).map_err(sys(ctx()))?;
-                if maps.be_stats.get(&b.id.0, 0).is_err() {
-                    undo_per_cpu!(undo, maps, be_stats, b.id.0);
-                    maps.be_stats
-                        .insert(b.id.0, zero_stats(&ctx())?, 0)
-                        .map_err(sys(ctx()))?;
+                put(
+                    &mut sh.backends,
+                    &mut q.backends,
+                    undo,
+                    Undo::Backend,
+                    id,
+                    value,
+                );
+                if sh.be_stats.insert(id) {
+                    undo.push(Undo::BeStats(id, None));
+                    q.be_stats.push(id);
                 }
                 // Metadata only a restarted agent reads; a zone that does
                 // not fit is left out (restore then rewrites the backend).
-                undo_hash!(undo, maps, be_meta, b.id.0);
                 match b.zone.as_deref().and_then(LbBeMeta::new) {
-                    Some(m) => maps.be_meta.insert(b.id.0, m, 0).map_err(sys(ctx())),
-                    None => ignore_missing(maps.be_meta.remove(&b.id.0)).map_err(sys(ctx())),
+                    Some(m) => {
+                        put(&mut sh.be_meta, &mut q.be_meta, undo, Undo::BeMeta, id, m);
+                        Ok(())
+                    }
+                    None if sh.be_meta.contains_key(&id) => {
+                        flush(maps, q)?;
+                        del(&mut maps.be_meta, &mut sh.be_meta, undo, Undo::BeMeta, id)
+                            .map_err(sys(ctx()))
+                    }
+                    None => Ok(()),
                 }
             }
             Op::DeleteBackend { id, .. } => {
                 let ctx = || format!("deleting backend {id}");
-                undo_hash!(undo, maps, backends, id.0);
-                ignore_missing(maps.backends.remove(&id.0)).map_err(sys(ctx()))?;
-                undo_per_cpu!(undo, maps, be_stats, id.0);
-                ignore_missing(maps.be_stats.remove(&id.0)).map_err(sys(ctx()))?;
-                undo_hash!(undo, maps, be_meta, id.0);
-                ignore_missing(maps.be_meta.remove(&id.0)).map_err(sys(ctx()))
+                let id = id.0;
+                del(
+                    &mut maps.backends,
+                    &mut sh.backends,
+                    undo,
+                    Undo::Backend,
+                    id,
+                )
+                .map_err(sys(ctx()))?;
+                if sh.be_stats.remove(&id) {
+                    // The counters are read to be put back on rollback.
+                    undo.push(Undo::BeStats(id, maps.be_stats.get(&id, 0).ok()));
+                    ignore_missing(maps.be_stats.remove(&id)).map_err(sys(ctx()))?;
+                }
+                del(&mut maps.be_meta, &mut sh.be_meta, undo, Undo::BeMeta, id).map_err(sys(ctx()))
             }
             Op::UpsertRevNat { id, addr } => {
                 let v = Lb4ReverseNat {
@@ -713,23 +584,23 @@ impl EbpfDataplane {
                     port: addr.port.to_be(),
                     pad: 0,
                 };
-                undo_hash!(undo, maps, rev_nat, id.0);
-                maps.rev_nat
-                    .insert(id.0, v, 0)
-                    .map_err(sys(format!("writing rev-nat {id}")))
+                put(&mut sh.rev_nat, &mut q.rev_nat, undo, Undo::RevNat, id.0, v);
+                Ok(())
             }
             Op::DeleteRevNat { id } => {
-                undo_hash!(undo, maps, rev_nat, id.0);
-                ignore_missing(maps.rev_nat.remove(&id.0))
+                del(&mut maps.rev_nat, &mut sh.rev_nat, undo, Undo::RevNat, id.0)
                     .map_err(sys(format!("deleting rev-nat {id}")))
             }
             Op::UpsertMaglev { id, table } => self.write_maglev(*id, table, undo),
             Op::DeleteMaglev { id } => {
-                undo.maglev(maps, id.0);
+                if !sh.maglev.remove(&id.0) {
+                    return Ok(());
+                }
+                undo.push(Undo::Maglev(id.0, maps.maglev.get(&id.0, 0).ok()));
                 ignore_missing(maps.maglev.remove(&id.0))
                     .map_err(sys(format!("deleting maglev {id}")))
             }
-            Op::UpsertFrontend(fe) => self.write_frontend(fe, undo),
+            Op::UpsertFrontend(fe) => self.write_frontend(fe, undo, q),
             Op::DeleteFrontend { id, .. } => self.delete_frontend(*id, undo),
         }
     }
@@ -741,10 +612,18 @@ impl EbpfDataplane {
         undo: &mut UndoLog,
     ) -> Result<(), DataplaneError> {
         let ctx = || format!("writing maglev table {id}");
-        undo.maglev(&self.maps, id.0);
+        // The previous table (an inner map) is kept open to be put back.
+        let prev = if self.shadow.maglev.contains(&id.0) {
+            self.maps.maglev.get(&id.0, 0).ok()
+        } else {
+            None
+        };
+        undo.push(Undo::Maglev(id.0, prev));
         if table.is_empty() {
+            self.shadow.maglev.remove(&id.0);
             return ignore_missing(self.maps.maglev.remove(&id.0)).map_err(sys(ctx()));
         }
+        self.shadow.maglev.insert(id.0);
         let mut inner: Array<MapData, u32> =
             on_enomem(|| Array::create(table.len() as u32, BPF_F_INNER_MAP)).map_err(sys(ctx()))?;
         for (i, b) in table.iter().enumerate() {
@@ -754,18 +633,28 @@ impl EbpfDataplane {
         on_enomem(|| self.maps.maglev.insert(id.0, &inner, 0)).map_err(sys(ctx()))
     }
 
-    fn write_frontend(&mut self, fe: &Frontend, undo: &mut UndoLog) -> Result<(), DataplaneError> {
+    fn write_frontend(
+        &mut self,
+        fe: &Frontend,
+        undo: &mut UndoLog,
+        q: &mut Pending,
+    ) -> Result<(), DataplaneError> {
         let ctx = || format!("writing frontend {}", fe.id);
+        let id = fe.id.0;
         let key = frontend_key(fe)?;
-        let old = self.shadow.frontends.get(&fe.id.0).cloned();
-        let old_ranges = old.as_ref().map(|o| o.ranges.clone()).unwrap_or_default();
-        let maps = &mut self.maps;
+        let (maps, sh) = (&mut self.maps, &mut self.shadow);
+        let old = sh.frontends.get(&id).cloned();
         let ranges = v4_ranges(fe);
         for (pos, r) in ranges.iter().enumerate() {
             let pos = u8::try_from(pos).unwrap_or(u8::MAX);
-            let rk = range_key(fe.id.0, *r);
-            undo.src_range(maps, rk, old_ranges.contains(r));
-            on_enomem(|| maps.src_range.insert(&rk, pos, 0)).map_err(sys(ctx()))?;
+            let k = (id, r.0, r.1);
+            let prev = sh.ranges.get(&k).copied();
+            if prev != Some(pos) {
+                undo.push(Undo::Range(k, prev));
+                sh.ranges.insert(k, pos);
+                let rk = range_key(id, *r);
+                on_enomem(|| maps.src_range.insert(&rk, pos, 0)).map_err(sys(ctx()))?;
+            }
         }
         for (i, b) in fe.backends.iter().enumerate() {
             let slot = Lb4Key {
@@ -778,31 +667,70 @@ impl EbpfDataplane {
                 flags: state_code(b.state),
                 ..Lb4Service::default()
             };
-            undo_hash!(undo, maps, services, slot);
-            maps.services.insert(slot, v, 0).map_err(sys(ctx()))?;
+            put(
+                &mut sh.services,
+                &mut q.services,
+                undo,
+                Undo::Service,
+                slot,
+                v,
+            );
         }
-        undo_hash!(undo, maps, services, key);
-        maps.services
-            .insert(key, frontend_entry(fe), 0)
+        let entry = frontend_entry(fe);
+        put(
+            &mut sh.services,
+            &mut q.services,
+            undo,
+            Undo::Service,
+            key,
+            entry,
+        );
+        if sh.svc_stats.insert(id) {
+            undo.push(Undo::SvcStats(id, None));
+            q.svc_stats.push(id);
+        }
+        let meta = LbSvcMeta::new(&fe.service.to_string());
+        if let Some(m) = meta {
+            put(
+                &mut sh.svc_meta,
+                &mut q.svc_meta,
+                undo,
+                Undo::SvcMeta,
+                id,
+                m,
+            );
+        }
+        let stale = old.as_ref().is_some_and(|o| {
+            o.key != key
+                || usize::from(o.total) > fe.backends.len()
+                || o.ranges.iter().any(|r| !ranges.contains(r))
+        });
+        if stale || (meta.is_none() && sh.svc_meta.contains_key(&id)) {
+            // The new entries go in before stale ones are removed.
+            flush(maps, q)?;
+        }
+        if meta.is_none() {
+            del(
+                &mut maps.svc_meta,
+                &mut sh.svc_meta,
+                undo,
+                Undo::SvcMeta,
+                id,
+            )
             .map_err(sys(ctx()))?;
-        undo_hash!(undo, maps, svc_meta, fe.id.0);
-        match LbSvcMeta::new(&fe.service.to_string()) {
-            Some(m) => maps.svc_meta.insert(fe.id.0, m, 0),
-            None => ignore_missing(maps.svc_meta.remove(&fe.id.0)),
-        }
-        .map_err(sys(ctx()))?;
-        if maps.svc_stats.get(&fe.id.0, 0).is_err() {
-            undo_per_cpu!(undo, maps, svc_stats, fe.id.0);
-            maps.svc_stats
-                .insert(fe.id.0, zero_stats(&ctx())?, 0)
-                .map_err(sys(ctx()))?;
         }
         if let Some(old) = &old {
             let first_stale = if old.key == key {
                 fe.backends.len() as u16 + 1
             } else {
-                undo_hash!(undo, maps, services, old.key);
-                ignore_missing(maps.services.remove(&old.key)).map_err(sys(ctx()))?;
+                del(
+                    &mut maps.services,
+                    &mut sh.services,
+                    undo,
+                    Undo::Service,
+                    old.key,
+                )
+                .map_err(sys(ctx()))?;
                 1
             };
             for slot in first_stale..=old.total {
@@ -810,17 +738,21 @@ impl EbpfDataplane {
                     backend_slot: slot,
                     ..old.key
                 };
-                undo_hash!(undo, maps, services, k);
-                ignore_missing(maps.services.remove(&k)).map_err(sys(ctx()))?;
+                del(&mut maps.services, &mut sh.services, undo, Undo::Service, k)
+                    .map_err(sys(ctx()))?;
             }
             for r in old.ranges.iter().filter(|r| !ranges.contains(r)) {
-                let rk = range_key(fe.id.0, *r);
-                undo.src_range(maps, rk, true);
-                ignore_missing(maps.src_range.remove(&rk)).map_err(sys(ctx()))?;
+                let k = (id, r.0, r.1);
+                if let Some(prev) = sh.ranges.remove(&k) {
+                    undo.push(Undo::Range(k, Some(prev)));
+                    ignore_missing(maps.src_range.remove(&range_key(id, *r)))
+                        .map_err(sys(ctx()))?;
+                }
             }
         }
-        self.shadow.frontends.insert(
-            fe.id.0,
+        undo.push(Undo::Fe(id, old));
+        sh.frontends.insert(
+            id,
             FeState {
                 key,
                 total: fe.backends.len() as u16,
@@ -832,43 +764,114 @@ impl EbpfDataplane {
 
     fn delete_frontend(&mut self, id: ServiceId, undo: &mut UndoLog) -> Result<(), DataplaneError> {
         let ctx = || format!("deleting frontend {id}");
-        let Some(old) = self.shadow.frontends.remove(&id.0) else {
+        let (maps, sh) = (&mut self.maps, &mut self.shadow);
+        let Some(old) = sh.frontends.remove(&id.0) else {
             return Ok(());
         };
-        let maps = &mut self.maps;
+        undo.push(Undo::Fe(id.0, Some(old.clone())));
         // Slot 0 first: from here on no packet matches the frontend.
         for slot in 0..=old.total {
             let k = Lb4Key {
                 backend_slot: slot,
                 ..old.key
             };
-            undo_hash!(undo, maps, services, k);
-            ignore_missing(maps.services.remove(&k)).map_err(sys(ctx()))?;
+            del(&mut maps.services, &mut sh.services, undo, Undo::Service, k)
+                .map_err(sys(ctx()))?;
         }
         for r in &old.ranges {
-            let rk = range_key(id.0, *r);
-            undo.src_range(maps, rk, true);
-            ignore_missing(maps.src_range.remove(&rk)).map_err(sys(ctx()))?;
+            let k = (id.0, r.0, r.1);
+            if let Some(prev) = sh.ranges.remove(&k) {
+                undo.push(Undo::Range(k, Some(prev)));
+                ignore_missing(maps.src_range.remove(&range_key(id.0, *r))).map_err(sys(ctx()))?;
+            }
         }
-        undo_hash!(undo, maps, svc_meta, id.0);
-        ignore_missing(maps.svc_meta.remove(&id.0)).map_err(sys(ctx()))?;
-        undo_per_cpu!(undo, maps, svc_stats, id.0);
-        ignore_missing(maps.svc_stats.remove(&id.0)).map_err(sys(ctx()))
+        del(
+            &mut maps.svc_meta,
+            &mut sh.svc_meta,
+            undo,
+            Undo::SvcMeta,
+            id.0,
+        )
+        .map_err(sys(ctx()))?;
+        if sh.svc_stats.remove(&id.0) {
+            undo.push(Undo::SvcStats(id.0, maps.svc_stats.get(&id.0, 0).ok()));
+            ignore_missing(maps.svc_stats.remove(&id.0)).map_err(sys(ctx()))?;
+        }
+        Ok(())
     }
 
     /// Writes a validated batch; on the first failure restores every entry
-    /// written so far (newest first) and relearns the maps.
+    /// written so far (newest first), in the maps and in the shadow.
     fn write_all(&mut self, ops: &[Op]) -> Result<(), DataplaneError> {
-        let mut undo = UndoLog::default();
+        let mut undo = UndoLog::new();
+        let mut q = Pending::default();
+        let mut last = None;
         for op in ops {
-            if let Err(e) = self.write(op, &mut undo) {
-                undo.rollback(&mut self.maps);
-                // Relearn what the maps hold before reporting.
-                let _ = self.resync();
-                return Err(e);
+            if last.is_some_and(|l| l != std::mem::discriminant(op)) {
+                // A new kind of op: what is queued goes in first.
+                if let Err(e) = flush(&mut self.maps, &mut q) {
+                    return Err(self.undo(undo, e));
+                }
+            }
+            last = Some(std::mem::discriminant(op));
+            if let Err(e) = self.write(op, &mut undo, &mut q) {
+                return Err(self.undo(undo, e));
             }
         }
-        Ok(())
+        match flush(&mut self.maps, &mut q) {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.undo(undo, e)),
+        }
+    }
+
+    /// Rolls `undo` back after `e`; returns `e`.
+    fn undo(&mut self, undo: UndoLog, e: DataplaneError) -> DataplaneError {
+        if shadow::rollback(undo, &mut self.maps, &mut self.shadow) > 0 {
+            // Some entries could not be put back: relearn the maps.
+            let _ = self.resync();
+        }
+        e
+    }
+}
+
+/// Writes what `q` holds (see [`Pending`]).
+fn flush(maps: &mut Maps, q: &mut Pending) -> Result<(), DataplaneError> {
+    q.flush(maps).map_err(|(map, e)| DataplaneError::System {
+        context: format!("writing {map}"),
+        source: Box::new(e),
+    })
+}
+
+/// Presence changes a batch makes to one keyed map, over the shadow's
+/// entries, and the map's peak entry count while the batch is applied.
+struct Overlay<K> {
+    changed: HashMap<K, bool>,
+    count: usize,
+    peak: usize,
+}
+
+impl<K: Copy + Eq + std::hash::Hash> Overlay<K> {
+    fn new(count: usize) -> Self {
+        Overlay {
+            changed: HashMap::new(),
+            count,
+            peak: count,
+        }
+    }
+
+    fn has(&self, k: K, base: impl Fn(&K) -> bool) -> bool {
+        self.changed.get(&k).copied().unwrap_or_else(|| base(&k))
+    }
+
+    fn set(&mut self, k: K, present: bool, base: impl Fn(&K) -> bool) {
+        let was = self.has(k, base);
+        self.changed.insert(k, present);
+        match (was, present) {
+            (false, true) => self.count += 1,
+            (true, false) => self.count -= 1,
+            _ => {}
+        }
+        self.peak = self.peak.max(self.count);
     }
 }
 
@@ -877,9 +880,7 @@ impl Dataplane for EbpfDataplane {
     /// capacities), and a write the kernel refuses midway restores every
     /// entry the batch had written.
     fn apply(&mut self, ops: &[Op]) -> Result<(), DataplaneError> {
-        let next = self.check(ops)?;
-        self.write_all(ops)?;
-        self.shadow = next;
-        Ok(())
+        self.check(ops)?;
+        self.write_all(ops)
     }
 }

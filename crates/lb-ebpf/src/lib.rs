@@ -23,6 +23,7 @@
 #![warn(missing_docs)]
 
 pub mod abi;
+mod batch;
 mod cgroup;
 mod clock;
 pub mod dataplane;
@@ -33,6 +34,7 @@ pub mod maps;
 mod restore;
 pub mod xdp;
 mod retry;
+mod shadow;
 
 pub use clock::now_secs;
 pub use dataplane::EbpfDataplane;

@@ -33,9 +33,16 @@ impl Fixture {
 
     /// A fixture for `node` (its IPs also go into the datapath config).
     pub fn with_node(node: NodeConfig) -> Self {
+        Self::with_capacity(node, lb_ebpf::MapCapacity::default())
+    }
+
+    /// A fixture for `node` whose maps have the given sizes.
+    pub fn with_capacity(node: NodeConfig, capacity: lb_ebpf::MapCapacity) -> Self {
         lb_testkit::require_privileges();
         let bpffs = BpffsGuard::new().expect("bpffs");
-        let loaded = lb_ebpf::load(&LoadOptions::new(bpffs.pin_path("lb"), &[])).expect("load");
+        let mut opts = LoadOptions::new(bpffs.pin_path("lb"), &[]);
+        opts.capacity = capacity;
+        let loaded = lb_ebpf::load(&opts).expect("load");
         let dp = EbpfDataplane::open(loaded.pin_dir(), &node).expect("open dataplane");
         Fixture {
             loaded,

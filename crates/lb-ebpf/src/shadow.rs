@@ -1,0 +1,354 @@
+//! The dataplane's userspace copy of what it wrote into the maps it alone
+//! writes (services, backends, reverse NAT, metadata, which counters exist,
+//! Maglev tables and source ranges), and the undo log of a batch.
+//!
+//! [`crate::EbpfDataplane`] is the only writer of these maps, so the copy
+//! is exact: a write is skipped when the entry already holds the value, and
+//! the value to restore on rollback comes from the copy instead of a read
+//! of the kernel's map (the read before every write made a full sync cost
+//! twice the syscalls). The copy is rebuilt from the pinned maps once, when
+//! the dataplane is opened (after an agent restart), and after a rollback
+//! that could not restore every entry.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::Hash;
+
+use std::os::fd::AsFd;
+
+use aya::maps::{Array, HashMap as BpfHashMap, IterableMap, MapData, MapError, PerCpuValues};
+use aya::Pod;
+
+use crate::abi::*;
+use crate::batch;
+use crate::dataplane::ignore_missing;
+use crate::maps::{Maps, SrcRangeData, SrcRangeKey};
+use crate::retry::on_enomem;
+
+/// A frontend as programmed: its slot-0 key, backend slot count and IPv4
+/// source ranges `(network address, prefix length)` in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct FeState {
+    pub key: Lb4Key,
+    pub total: u16,
+    pub ranges: Vec<(u32, u8)>,
+}
+
+/// The source-range trie key of frontend `id`'s prefix.
+pub(crate) fn range_key(id: u16, (addr, len): (u32, u8)) -> SrcRangeKey {
+    SrcRangeKey::new(
+        32 + u32::from(len),
+        SrcRangeData {
+            rev_nat_index: id,
+            pad: 0,
+            addr,
+        },
+    )
+}
+
+/// What the dataplane wrote.
+#[derive(Debug, Default)]
+pub(crate) struct Shadow {
+    /// Frontends by service id.
+    pub frontends: HashMap<u16, FeState>,
+    /// `lb4_services`: slot 0 and backend slots of every frontend.
+    pub services: HashMap<Lb4Key, Lb4Service>,
+    /// `lb4_backends`.
+    pub backends: HashMap<u32, Lb4Backend>,
+    /// `lb_be_meta`.
+    pub be_meta: HashMap<u32, LbBeMeta>,
+    /// Keys of `lb_be_stats`.
+    pub be_stats: HashSet<u32>,
+    /// `lb4_reverse_nat`.
+    pub rev_nat: HashMap<u16, Lb4ReverseNat>,
+    /// `lb_svc_meta`.
+    pub svc_meta: HashMap<u16, LbSvcMeta>,
+    /// Keys of `lb_svc_stats`.
+    pub svc_stats: HashSet<u16>,
+    /// Keys of `lb4_maglev`.
+    pub maglev: HashSet<u16>,
+    /// `lb4_src_range`, keyed `(service id, address, prefix length)`.
+    pub ranges: HashMap<(u16, u32, u8), u8>,
+}
+
+/// One entry's previous state, to put back on rollback (`None`: absent).
+pub(crate) enum Undo {
+    Fe(u16, Option<FeState>),
+    Service(Lb4Key, Option<Lb4Service>),
+    Backend(u32, Option<Lb4Backend>),
+    BeMeta(u32, Option<LbBeMeta>),
+    BeStats(u32, Option<PerCpuValues<LbSvcStats>>),
+    RevNat(u16, Option<Lb4ReverseNat>),
+    SvcMeta(u16, Option<LbSvcMeta>),
+    SvcStats(u16, Option<PerCpuValues<LbSvcStats>>),
+    Maglev(u16, Option<Array<MapData, u32>>),
+    Range((u16, u32, u8), Option<u8>),
+}
+
+/// The previous state of every entry a batch wrote, oldest first.
+pub(crate) type UndoLog = Vec<Undo>;
+
+/// Puts `key` back to `prev` in `map` and its copy `mirror`.
+fn restore<K: Pod + Eq + Hash, V: Pod>(
+    map: &mut BpfHashMap<MapData, K, V>,
+    mirror: &mut HashMap<K, V>,
+    key: K,
+    prev: Option<V>,
+) -> Result<(), MapError> {
+    match prev {
+        Some(v) => {
+            mirror.insert(key, v);
+            map.insert(key, v, 0)
+        }
+        None => {
+            mirror.remove(&key);
+            ignore_missing(map.remove(&key))
+        }
+    }
+}
+
+/// Queues `key = value` for `pending` and writes it into `mirror`, unless
+/// the copy says the map already holds it; records the previous value in
+/// `undo` through `wrap` (before the write: a write that fails is restored
+/// too, which is a no-op or a delete of nothing).
+pub(crate) fn put<K: Pod + Eq + Hash, V: Pod + PartialEq>(
+    mirror: &mut HashMap<K, V>,
+    pending: &mut Vec<(K, V)>,
+    undo: &mut UndoLog,
+    wrap: fn(K, Option<V>) -> Undo,
+    key: K,
+    value: V,
+) {
+    let prev = mirror.get(&key).copied();
+    if prev == Some(value) {
+        return;
+    }
+    undo.push(wrap(key, prev));
+    mirror.insert(key, value);
+    pending.push((key, value));
+}
+
+/// Removes `key` from `map` and `mirror` when the copy has it. Call
+/// [`Pending::flush`] first: queued writes go before any removal.
+pub(crate) fn del<K: Pod + Eq + Hash, V: Pod>(
+    map: &mut BpfHashMap<MapData, K, V>,
+    mirror: &mut HashMap<K, V>,
+    undo: &mut UndoLog,
+    wrap: fn(K, Option<V>) -> Undo,
+    key: K,
+) -> Result<(), MapError> {
+    let Some(prev) = mirror.remove(&key) else {
+        return Ok(());
+    };
+    undo.push(wrap(key, Some(prev)));
+    ignore_missing(map.remove(&key))
+}
+
+/// Writes queued for one `BPF_MAP_UPDATE_BATCH` per map.
+///
+/// A batch's ops are written in runs of one kind (the reconciler orders
+/// them: backends, reverse NAT, Maglev, frontends, then removals); the
+/// queues are flushed when the kind changes, before any removal and at the
+/// end, so every entry is in the map before an entry written later can
+/// name it. Within a flush the counters and metadata go first, then the
+/// services map in queue order (a frontend's backend slots before its
+/// slot 0).
+#[derive(Default)]
+pub(crate) struct Pending {
+    pub services: Vec<(Lb4Key, Lb4Service)>,
+    pub backends: Vec<(u32, Lb4Backend)>,
+    pub be_meta: Vec<(u32, LbBeMeta)>,
+    pub be_stats: Vec<u32>,
+    pub rev_nat: Vec<(u16, Lb4ReverseNat)>,
+    pub svc_meta: Vec<(u16, LbSvcMeta)>,
+    pub svc_stats: Vec<u16>,
+}
+
+/// Writes `items` into `map` in one batch; whatever the batch did not apply
+/// (an old kernel without batch updates for this map type, or an error) is
+/// written one element at a time, so the error reported is the element's.
+fn flush_map<K: Pod, V: Pod>(
+    map: &mut BpfHashMap<MapData, K, V>,
+    items: &mut Vec<(K, V)>,
+) -> Result<(), MapError> {
+    if items.is_empty() {
+        return Ok(());
+    }
+    let (keys, values): (Vec<K>, Vec<V>) = items.drain(..).unzip();
+    let done = match batch::update(map.map().fd(), &keys, &values) {
+        Ok(()) => return Ok(()),
+        Err(e) => e.done,
+    };
+    for (k, v) in keys.iter().zip(&values).skip(done) {
+        on_enomem(|| map.insert(k, v, 0))?;
+    }
+    Ok(())
+}
+
+/// [`flush_map`] for a per-CPU counter map: zeroed counters for `ids`.
+fn flush_stats<K: Pod>(
+    map: &mut aya::maps::PerCpuHashMap<MapData, K, LbSvcStats>,
+    ids: &mut Vec<K>,
+) -> Result<(), MapError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<K> = std::mem::take(ids);
+    let cpus = aya::util::nr_cpus().map_err(|(_, e)| MapError::IoError(e))?;
+    // Every CPU's copy is padded to 8 bytes; LbSvcStats is 3 × u64.
+    let zeros = vec![0u8; ids.len() * cpus * std::mem::size_of::<LbSvcStats>()];
+    let done = match batch::update_raw(map.map().fd().as_fd(), &ids, &zeros) {
+        Ok(()) => return Ok(()),
+        Err(e) => e.done,
+    };
+    let zero = || PerCpuValues::try_from(vec![LbSvcStats::default(); cpus]);
+    for k in ids.iter().skip(done) {
+        on_enomem(|| map.insert(k, zero().map_err(MapError::IoError)?, 0))?;
+    }
+    Ok(())
+}
+
+impl Pending {
+    /// Writes everything queued; on failure names the map.
+    pub(crate) fn flush(&mut self, maps: &mut Maps) -> Result<(), (&'static str, MapError)> {
+        flush_stats(&mut maps.be_stats, &mut self.be_stats).map_err(|e| (MAP_BE_STATS, e))?;
+        flush_map(&mut maps.be_meta, &mut self.be_meta).map_err(|e| (MAP_BE_META, e))?;
+        flush_map(&mut maps.backends, &mut self.backends).map_err(|e| (MAP_BACKENDS, e))?;
+        flush_map(&mut maps.rev_nat, &mut self.rev_nat).map_err(|e| (MAP_REV_NAT, e))?;
+        flush_stats(&mut maps.svc_stats, &mut self.svc_stats).map_err(|e| (MAP_SVC_STATS, e))?;
+        flush_map(&mut maps.svc_meta, &mut self.svc_meta).map_err(|e| (MAP_SVC_META, e))?;
+        flush_map(&mut maps.services, &mut self.services).map_err(|e| (MAP_SERVICES, e))
+    }
+}
+
+/// Restores every entry of `undo`, newest first, in the maps and in
+/// `shadow`. Returns how many restores the kernel refused (they are best
+/// effort: the caller then rebuilds the copy from the maps).
+pub(crate) fn rollback(undo: UndoLog, maps: &mut Maps, shadow: &mut Shadow) -> usize {
+    let mut failed = 0;
+    for u in undo.into_iter().rev() {
+        let r = match u {
+            Undo::Fe(id, prev) => {
+                match prev {
+                    Some(f) => shadow.frontends.insert(id, f),
+                    None => shadow.frontends.remove(&id),
+                };
+                Ok(())
+            }
+            Undo::Service(k, p) => restore(&mut maps.services, &mut shadow.services, k, p),
+            Undo::Backend(k, p) => restore(&mut maps.backends, &mut shadow.backends, k, p),
+            Undo::BeMeta(k, p) => restore(&mut maps.be_meta, &mut shadow.be_meta, k, p),
+            Undo::RevNat(k, p) => restore(&mut maps.rev_nat, &mut shadow.rev_nat, k, p),
+            Undo::SvcMeta(k, p) => restore(&mut maps.svc_meta, &mut shadow.svc_meta, k, p),
+            Undo::BeStats(k, p) => match p {
+                Some(v) => {
+                    shadow.be_stats.insert(k);
+                    maps.be_stats.insert(k, v, 0)
+                }
+                None => {
+                    shadow.be_stats.remove(&k);
+                    ignore_missing(maps.be_stats.remove(&k))
+                }
+            },
+            Undo::SvcStats(k, p) => match p {
+                Some(v) => {
+                    shadow.svc_stats.insert(k);
+                    maps.svc_stats.insert(k, v, 0)
+                }
+                None => {
+                    shadow.svc_stats.remove(&k);
+                    ignore_missing(maps.svc_stats.remove(&k))
+                }
+            },
+            Undo::Maglev(id, p) => match p {
+                Some(inner) => {
+                    shadow.maglev.insert(id);
+                    maps.maglev.insert(id, &inner, 0)
+                }
+                None => {
+                    shadow.maglev.remove(&id);
+                    ignore_missing(maps.maglev.remove(&id))
+                }
+            },
+            Undo::Range(k, p) => {
+                let key = range_key(k.0, (k.1, k.2));
+                match p {
+                    Some(v) => {
+                        shadow.ranges.insert(k, v);
+                        maps.src_range.insert(&key, v, 0)
+                    }
+                    None => {
+                        shadow.ranges.remove(&k);
+                        ignore_missing(maps.src_range.remove(&key))
+                    }
+                }
+            }
+        };
+        if r.is_err() {
+            failed += 1;
+        }
+    }
+    failed
+}
+
+/// Rebuilds the copy from the maps (one pass over each).
+pub(crate) fn read(maps: &Maps) -> Result<Shadow, (&'static str, MapError)> {
+    let mut s = Shadow::default();
+    for item in maps.services.iter() {
+        let (k, v) = item.map_err(|e| (MAP_SERVICES, e))?;
+        s.services.insert(k, v);
+    }
+    for (k, v) in &s.services {
+        if k.backend_slot == 0 {
+            s.frontends.insert(
+                v.rev_nat_index,
+                FeState {
+                    key: *k,
+                    total: v.total,
+                    ranges: Vec::new(),
+                },
+            );
+        }
+    }
+    // Source ranges in their list order (the trie's value is the position).
+    let mut ranges: Vec<(u16, u8, (u32, u8))> = Vec::new();
+    for k in maps.src_range.keys() {
+        let k = k.map_err(|e| (MAP_SRC_RANGE, e))?;
+        let d = k.data();
+        let len = (k.prefix_len() - 32) as u8;
+        let pos = maps.src_range.get(&k, 0).unwrap_or(u8::MAX);
+        s.ranges.insert((d.rev_nat_index, d.addr, len), pos);
+        ranges.push((d.rev_nat_index, pos, (d.addr, len)));
+    }
+    ranges.sort();
+    for (id, _, r) in ranges {
+        if let Some(fe) = s.frontends.get_mut(&id) {
+            fe.ranges.push(r);
+        }
+    }
+    for item in maps.backends.iter() {
+        let (k, v) = item.map_err(|e| (MAP_BACKENDS, e))?;
+        s.backends.insert(k, v);
+    }
+    for item in maps.be_meta.iter() {
+        let (k, v) = item.map_err(|e| (MAP_BE_META, e))?;
+        s.be_meta.insert(k, v);
+    }
+    for item in maps.rev_nat.iter() {
+        let (k, v) = item.map_err(|e| (MAP_REV_NAT, e))?;
+        s.rev_nat.insert(k, v);
+    }
+    for item in maps.svc_meta.iter() {
+        let (k, v) = item.map_err(|e| (MAP_SVC_META, e))?;
+        s.svc_meta.insert(k, v);
+    }
+    for k in maps.be_stats.keys() {
+        s.be_stats.insert(k.map_err(|e| (MAP_BE_STATS, e))?);
+    }
+    for k in maps.svc_stats.keys() {
+        s.svc_stats.insert(k.map_err(|e| (MAP_SVC_STATS, e))?);
+    }
+    for k in maps.maglev.keys() {
+        s.maglev.insert(k.map_err(|e| (MAP_MAGLEV, e))?);
+    }
+    Ok(s)
+}
