@@ -72,6 +72,7 @@ impl Acceleration {
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once
 pub enum Command {
     /// Run the agent in the current network namespace until SIGINT/SIGTERM.
     Run(RunArgs),
@@ -202,6 +203,9 @@ pub struct RunArgs {
     /// the rest. `--dataplane ebpf` only.
     #[arg(long, value_enum, default_value = "disabled")]
     pub acceleration: Acceleration,
+    /// BPF map sizes.
+    #[command(flatten)]
+    pub maps: crate::map_sizes::MapSizeArgs,
 }
 
 /// `lb-agent service ...`.

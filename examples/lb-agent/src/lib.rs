@@ -3,6 +3,7 @@
 //! isolating bad input ([`sources`]). The `lb-agent` binary uses these
 //! modules; the fuzz targets under `fuzz/` drive them with arbitrary input.
 
+pub mod capacity;
 pub mod manifests;
 pub mod sources;
 pub mod translate;

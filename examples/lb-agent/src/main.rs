@@ -13,6 +13,7 @@ mod demo;
 mod dsr_backend;
 mod http;
 mod kube_source;
+mod map_sizes;
 mod metrics;
 mod run;
 mod service_list;

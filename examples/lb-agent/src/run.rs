@@ -9,6 +9,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use lb_agent::capacity::MapLimits;
 use lb_core::{Dataplane, LbAlgorithm, NodeConfig, Reconciler};
 use lb_ebpf::{EbpfDataplane, LoadOptions, MapCapacity};
 use tokio::signal::unix::{signal, SignalKind};
@@ -183,6 +184,7 @@ impl Agent {
             Dp::Userspace(us),
             Reconciler::new(),
             "Not available with the userspace dataplane".into(),
+            None,
         ))
     }
 
@@ -193,6 +195,7 @@ impl Agent {
         dp: Dp,
         rec: Reconciler,
         socket_lb: String,
+        limits: Option<MapLimits>,
     ) -> Agent {
         let sources = Sources::new(
             args.manifests.clone().unwrap_or_else(|| "kube".into()),
@@ -204,7 +207,10 @@ impl Agent {
             Dp::Userspace(_) => sources,
         };
         Agent {
-            sources,
+            sources: match limits {
+                Some(l) => sources.with_limits(l),
+                None => sources,
+            },
             kube,
             args,
             node,
@@ -250,7 +256,7 @@ impl Agent {
         let had_pins = std::fs::read_dir(&maps_dir).is_ok_and(|mut d| d.next().is_some());
         let mut opts = LoadOptions::new(&args.bpffs, &[]);
         opts.interfaces = args.device.clone();
-        opts.capacity = MapCapacity::default();
+        opts.capacity = args.maps.capacity();
         opts.cgroup = args.cgroup.clone();
         let loaded = lb_ebpf::load(&opts).map_err(|e| {
             format!(
@@ -283,8 +289,9 @@ impl Agent {
         }
         drop(loaded); // the links are pinned; the maps are reopened below
         state::make_private(&args.bpffs).map_err(|e| e.to_string())?;
-        let dp = EbpfDataplane::open(&args.bpffs, &node)
+        let mut dp = EbpfDataplane::open(&args.bpffs, &node)
             .map_err(|e| format!("opening the pinned maps: {e}"))?;
+        let limits = map_limits(&mut dp, &opts.capacity);
 
         let rec = if had_pins {
             match dp.restore() {
@@ -321,6 +328,7 @@ impl Agent {
             Dp::Ebpf(Box::new(dp)),
             rec,
             socket_lb,
+            Some(limits),
         ))
     }
 
@@ -347,9 +355,7 @@ impl Agent {
                 tracing::warn!("{p}");
             }
             self.reported = problems;
-            let n = self
-                .rec
-                .apply(self.dp.as_dataplane(), &pass.desired)
+            let n = apply_in_steps(&mut self.rec, self.dp.as_dataplane(), &self.node, &pass)
                 .map_err(|e| {
                     format!("programming the dataplane: {e} (the last good state stays)")
                 })?;
@@ -411,6 +417,10 @@ impl Agent {
             (MAP_SRC_RANGE, m.src_range.keys().count()),
             (MAP_SOCK_REV, m.sock_rev.keys().count()),
             (MAP_SNAT, m.snat.keys().count()),
+            (MAP_SVC_STATS, m.svc_stats.keys().count()),
+            (MAP_BE_STATS, m.be_stats.keys().count()),
+            (MAP_SVC_META, m.svc_meta.keys().count()),
+            (MAP_BE_META, m.be_meta.keys().count()),
         ];
         counts
             .into_iter()
@@ -611,6 +621,68 @@ impl Agent {
             Err(e) => format!("counters unreadable: {e}"),
         };
         format!("{mode}   [{}]   {stats}", devices.join(", "))
+    }
+}
+
+/// The sizes of the maps a service takes entries in, as the kernel reports
+/// them (pinned maps keep the size they were created with: a warning says
+/// when that differs from the flags).
+fn map_limits(dp: &mut EbpfDataplane, asked: &MapCapacity) -> MapLimits {
+    use lb_ebpf::abi::*;
+    let m = dp.maps();
+    let mut differ = Vec::new();
+    let mut cap = |name: &str, want: u32| {
+        let have = m.capacity(name).unwrap_or(want);
+        if have != want {
+            differ.push(format!("{name} {have} (asked {want})"));
+        }
+        have as usize
+    };
+    let limits = MapLimits {
+        services: cap(MAP_SERVICES, asked.services),
+        backends: cap(MAP_BACKENDS, asked.backends),
+        rev_nat: cap(MAP_REV_NAT, asked.rev_nat),
+        maglev: cap(MAP_MAGLEV, asked.maglev),
+        src_range: cap(MAP_SRC_RANGE, asked.src_range),
+    };
+    let _ = cap(MAP_CT, asked.ct);
+    let _ = cap(MAP_AFFINITY, asked.affinity);
+    if !differ.is_empty() {
+        tracing::warn!(
+            "pinned maps keep the size they were created with: {}; run `lb-agent cleanup` \
+             to recreate them with the --bpf-*-max sizes",
+            differ.join(", ")
+        );
+    }
+    limits
+}
+
+/// Applies a pass. When the whole change does not fit the maps at its peak
+/// (new entries are written before stale ones go), the services it drops
+/// are removed first (a delete-only step), then the rest is applied.
+fn apply_in_steps(
+    rec: &mut Reconciler,
+    dp: &mut dyn Dataplane,
+    node: &NodeConfig,
+    pass: &lb_agent::sources::Pass,
+) -> Result<usize, lb_core::ReconcileError> {
+    match rec.apply(dp, &pass.desired) {
+        Err(lb_core::ReconcileError::Dataplane(lb_core::DataplaneError::CapacityExceeded {
+            table,
+            capacity,
+            needed,
+        })) => {
+            tracing::info!(
+                table,
+                capacity,
+                needed,
+                "the change does not fit the maps at its peak: removing dropped services first"
+            );
+            let step = lb_core::DesiredState::build(node, &pass.kept_before)?;
+            let removed = rec.apply(dp, &step)?;
+            Ok(removed + rec.apply(dp, &pass.desired)?)
+        }
+        other => other,
     }
 }
 

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use lb_core::{DesiredState, L3n4Addr, NodeConfig, Service, ServiceName};
 
+use crate::capacity::{Budget, Footprint, MapLimits};
 use crate::manifests::{self, ManifestError, Object, Sourced};
 use crate::translate;
 
@@ -24,6 +25,11 @@ pub struct Pass {
     pub problems: Vec<String>,
     /// The zone topology-aware routing used, and where it came from.
     pub zone: Option<(String, ZoneSource)>,
+    /// The services of the previous pass that this one keeps, in their
+    /// previous version: applying them first removes what this pass drops
+    /// (a delete-only step) when the full change does not fit the maps at
+    /// its peak (new entries are written before stale ones go).
+    pub kept_before: Vec<Service>,
 }
 
 /// Where the node's topology zone came from.
@@ -51,6 +57,7 @@ pub struct Sources {
     ipv4_only: bool,
     /// The zone given by flag, which wins over the Node's label.
     flag_zone: Option<String>,
+    limits: Option<MapLimits>,
 }
 
 fn error_path(e: &ManifestError) -> &Path {
@@ -70,7 +77,16 @@ impl Sources {
             services: BTreeMap::new(),
             defined_in: HashMap::new(),
             ipv4_only: false,
+            limits: None,
         }
+    }
+
+    /// Admits services only while they fit maps of these sizes: a service
+    /// that does not is left out (with a problem line naming the map), the
+    /// others still apply.
+    pub fn with_limits(mut self, limits: MapLimits) -> Self {
+        self.limits = Some(limits);
+        self
     }
 
     /// Leaves IPv6 frontends and backends out (with a log line), for a
@@ -205,15 +221,22 @@ impl Sources {
             fresh.insert(svc.name.clone(), svc);
         }
 
-        // Candidates: incumbents first (so a newcomer cannot steal their
-        // frontends), then newcomers, each group in name order.
+        // Candidates: unchanged incumbents, then changed ones (so neither a
+        // newcomer nor a growing incumbent can take what an unchanged one
+        // holds: frontends or map room), then newcomers, each group in name
+        // order.
         let mut order: Vec<ServiceName> = Vec::new();
         let failed: BTreeSet<&ServiceName> = t.failed.iter().collect();
-        for name in self.services.keys() {
-            if fresh.contains_key(name) || failed.contains(name) {
-                order.push(name.clone());
+        let mut changed: Vec<ServiceName> = Vec::new();
+        for (name, old) in &self.services {
+            match fresh.get(name) {
+                Some(new) if new == old => order.push(name.clone()),
+                Some(_) => changed.push(name.clone()),
+                None if failed.contains(name) => changed.push(name.clone()),
+                None => {}
             }
         }
+        order.extend(changed);
         for name in fresh.keys() {
             if !self.services.contains_key(name) {
                 order.push(name.clone());
@@ -222,6 +245,7 @@ impl Sources {
 
         let mut owners: BTreeMap<L3n4Addr, ServiceName> = BTreeMap::new();
         let mut accepted: BTreeMap<ServiceName, Service> = BTreeMap::new();
+        let mut budget = self.limits.map(Budget::new);
         for name in order {
             let what = format!("Service {name}");
             let mut versions: Vec<&Service> = Vec::new();
@@ -234,13 +258,19 @@ impl Sources {
                 }
             }
             let mut reasons = Vec::new();
+            let old = self.services.get(&name);
             for (i, svc) in versions.iter().enumerate() {
-                match self.check(svc, &owners) {
+                match self.check(svc, old, &owners, budget.as_mut()) {
                     Ok(addrs) => {
                         let is_old = i > 0 || !fresh.contains_key(&name);
                         if is_old {
+                            let why = if reasons.is_empty() {
+                                String::new()
+                            } else {
+                                format!(" (the new one: {})", reasons.join("; "))
+                            };
                             problems.push(format!(
-                                "{}: {what}: keeping its last good version",
+                                "{}: {what}: keeping its last good version{why}",
                                 file_of(&what)
                             ));
                         }
@@ -262,21 +292,32 @@ impl Sources {
 
         let list: Vec<Service> = accepted.values().cloned().collect();
         let desired = DesiredState::build(&self.node, &list).map_err(|e| e.to_string())?;
+        let kept_before = self
+            .services
+            .iter()
+            .filter(|(n, _)| accepted.contains_key(*n))
+            .map(|(_, s)| s.clone())
+            .collect();
         self.services = accepted;
         Ok(Pass {
             desired,
             services: list.len(),
             problems,
             zone,
+            kept_before,
         })
     }
 
-    /// Validates one service alone and checks its frontends against those
-    /// already taken; returns its frontend addresses.
+    /// Validates one service alone, checks its frontends against those
+    /// already taken and, with map limits, that it fits what is left of
+    /// them (`old`: its programmed version, charged too while it changes);
+    /// returns its frontend addresses.
     fn check(
         &self,
         svc: &Service,
+        old: Option<&Service>,
         owners: &BTreeMap<L3n4Addr, ServiceName>,
+        budget: Option<&mut Budget>,
     ) -> Result<Vec<L3n4Addr>, String> {
         let alone = DesiredState::build(&self.node, std::slice::from_ref(svc))
             .map_err(|e| e.to_string())?;
@@ -285,6 +326,15 @@ impl Sources {
             if let Some(owner) = owners.get(a) {
                 return Err(format!("frontend {a} already belongs to {owner}"));
             }
+        }
+        if let Some(budget) = budget {
+            let mut f = Footprint::of(&alone);
+            if let Some(old) = old.filter(|o| *o != svc) {
+                if let Ok(o) = DesiredState::build(&self.node, std::slice::from_ref(old)) {
+                    f = f.during_change_from(&Footprint::of(&o));
+                }
+            }
+            budget.admit(&f)?;
         }
         Ok(addrs.into_iter().collect())
     }
@@ -383,6 +433,68 @@ kind: Node\napiVersion: v1\nmetadata: {name: node-1, labels: {topology.kubernete
             "{all}"
         );
         assert!(all.contains("d.yaml: document 0"), "{all}");
+    }
+
+    /// A service larger than a map, and one that no longer fits, are left
+    /// out with the map named; the others stay; a service growing past the
+    /// limit keeps its last good version.
+    #[test]
+    fn services_that_do_not_fit_the_maps_are_left_out_alone() {
+        let d = tempfile::tempdir().unwrap();
+        let many = |name: &str, ip: &str, n: usize| {
+            let eps: Vec<String> = (0..n)
+                .map(|i| {
+                    format!(
+                        "{{addresses: [10.201.{name_i}.{}]}}",
+                        i + 1,
+                        name_i = name.len()
+                    )
+                })
+                .collect();
+            format!(
+                "kind: Service\nmetadata: {{name: {name}, namespace: default}}\n\
+spec: {{clusterIP: {ip}, ports: [{{name: http, port: 80}}]}}\n---\n\
+apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+metadata: {{name: {name}-1, namespace: default, labels: {{kubernetes.io/service-name: {name}}}}}\n\
+addressType: IPv4\nports: [{{name: http, port: 8080}}]\nendpoints: [{}]\n",
+                eps.join(", ")
+            )
+        };
+        fs::write(d.path().join("a.yaml"), svc("a", "10.96.0.1", None)).unwrap();
+        fs::write(d.path().join("big.yaml"), many("big", "10.96.0.2", 12)).unwrap();
+        fs::write(d.path().join("c.yaml"), svc("c", "10.96.0.3", None)).unwrap();
+        let limits = MapLimits {
+            services: 10,
+            backends: 100,
+            rev_nat: 100,
+            maglev: 10,
+            src_range: 10,
+        };
+        let mut s = Sources::new(d.path(), node()).with_limits(limits);
+        let p = s.pass().unwrap();
+        assert_eq!(names(&p), ["default/a", "default/c"]);
+        let all = p.problems.join("\n");
+        assert!(
+            all.contains("big.yaml: Service default/big: left out: map lb4_services too small: the service needs 13 entries, the map holds 10"),
+            "{all}"
+        );
+        // 4 of 10 entries used: a 7-entry newcomer does not fit, a 5-entry one does.
+        fs::write(d.path().join("d.yaml"), many("dd", "10.96.0.4", 6)).unwrap();
+        fs::write(d.path().join("e.yaml"), many("eee", "10.96.0.5", 4)).unwrap();
+        let p = s.pass().unwrap();
+        assert_eq!(names(&p), ["default/a", "default/c", "default/eee"]);
+        let all = p.problems.join("\n");
+        assert!(all.contains("Service default/dd: left out: map lb4_services is full: the service needs 7 entries, 4 of 10"), "{all}");
+        // a grows past what is left: it keeps its 1-backend version.
+        fs::write(d.path().join("a.yaml"), many("a", "10.96.0.1", 5)).unwrap();
+        let p = s.pass().unwrap();
+        assert_eq!(names(&p), ["default/a", "default/c", "default/eee"]);
+        assert_eq!(
+            p.desired.frontends.values().next().unwrap().backends.len(),
+            1
+        );
+        let all = p.problems.join("\n");
+        assert!(all.contains("Service default/a: keeping its last good version (the new one: map lb4_services is full"), "{all}");
     }
 
     #[test]
