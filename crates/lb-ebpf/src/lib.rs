@@ -32,9 +32,9 @@ mod gc;
 pub mod loader;
 pub mod maps;
 mod restore;
-pub mod xdp;
 mod retry;
 mod shadow;
+pub mod xdp;
 
 pub use clock::now_secs;
 pub use dataplane::EbpfDataplane;
