@@ -100,6 +100,34 @@ static __always_inline void lb_snat_key(struct ct4_key *k, __be32 be_addr, __be1
 	k->pad[1] = 0;
 }
 
+/* An established SNATed flow's packet: keeps its reverse entry fresh, and
+ * recreates it when the LRU evicted it. Shared by tc and XDP. */
+static __always_inline void lb_snat_refresh(const struct lb_pkt *p, __be32 be_addr,
+					    __be16 be_port, __be32 node, __be16 snat_port,
+					    __u16 rev_nat, __u64 now)
+{
+	struct ct4_key rk = {};
+	struct lb4_snat_entry *e;
+
+	lb_snat_key(&rk, be_addr, be_port, node, snat_port, p->proto);
+	e = bpf_map_lookup_elem(&lb4_snat, &rk);
+	if (e) {
+		if (e->last_seen != now)
+			e->last_seen = now;
+	} else {
+		struct lb4_snat_entry rev = {
+			.client_addr = p->saddr,
+			.frontend_addr = p->daddr,
+			.client_port = p->sport,
+			.frontend_port = p->dport,
+			.rev_nat_index = rev_nat,
+			.last_seen = now,
+		};
+
+		bpf_map_update_elem(&lb4_snat, &rk, &rev, BPF_ANY);
+	}
+}
+
 /* True when SNAT entry `e` was written for the same client flow as `rev`. */
 static __always_inline bool lb_snat_same_flow(const struct lb4_snat_entry *e,
 					      const struct lb4_snat_entry *rev)

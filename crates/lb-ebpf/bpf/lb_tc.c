@@ -237,29 +237,8 @@ int lb_tc_ingress(struct __sk_buff *skb)
 			}
 		}
 	}
-	if (!new_flow && snat) {
-		/* Keep the reverse entry fresh; recreate it if the LRU evicted it. */
-		struct ct4_key rk = {};
-		struct lb4_snat_entry *e;
-
-		lb_snat_key(&rk, be_addr, be_port, node, snat_port, p.proto);
-		e = bpf_map_lookup_elem(&lb4_snat, &rk);
-		if (e) {
-			if (e->last_seen != now)
-				e->last_seen = now;
-		} else {
-			struct lb4_snat_entry rev = {
-				.client_addr = p.saddr,
-				.frontend_addr = p.daddr,
-				.client_port = p.sport,
-				.frontend_port = p.dport,
-				.rev_nat_index = rev_nat,
-				.last_seen = now,
-			};
-
-			bpf_map_update_elem(&lb4_snat, &rk, &rev, BPF_ANY);
-		}
-	}
+	if (!new_flow && snat)
+		lb_snat_refresh(&p, be_addr, be_port, node, snat_port, rev_nat, now);
 	lb_count_service(rev_nat, skb->len, new_flow);
 	lb_count_backend(backend_id, skb->len, new_flow);
 
