@@ -7,9 +7,10 @@
 
 mod common;
 
+use common::dsr::{dsr_topology_manifests, Procs};
+
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use lb_testkit::dsr_topology::{DsrTopology, VIP};
@@ -17,50 +18,6 @@ use lb_testkit::{tcp_request, BpffsGuard, EchoServer};
 
 const BIN: &str = env!("CARGO_BIN_EXE_lb-agent");
 const TIMEOUT: Duration = Duration::from_secs(3);
-
-/// Child processes, SIGTERMed on drop.
-struct Procs(Vec<Option<Child>>);
-
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            common::terminate(c);
-        }
-    }
-}
-
-fn manifests(dir: &Path, backends: &[String]) {
-    let eps: String = backends
-        .iter()
-        .map(|a| format!("- addresses: [{a}]\n  conditions: {{ready: true}}\n  nodeName: node-2\n"))
-        .collect();
-    let text = format!(
-        r#"apiVersion: v1
-kind: Service
-metadata: {{name: web, namespace: default}}
-spec:
-  type: LoadBalancer
-  clusterIP: 10.96.0.10
-  clusterIPs: [10.96.0.10]
-  ports:
-  - {{name: http, port: 80, protocol: TCP, targetPort: 8080, nodePort: 30080}}
-status:
-  loadBalancer:
-    ingress: [{{ip: {VIP}}}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: web-1
-  namespace: default
-  labels: {{kubernetes.io/service-name: web}}
-addressType: IPv4
-ports: [{{name: http, port: 8080, protocol: TCP}}]
-endpoints:
-{eps}"#
-    );
-    std::fs::write(dir.join("web.yaml"), text).unwrap();
-}
 
 #[test]
 fn agent_in_dsr_mode_serves_remote_backends_directly() {
@@ -73,7 +30,7 @@ fn agent_in_dsr_mode_serves_remote_backends_directly() {
     let dir = scratch.path().join("manifests");
     std::fs::create_dir(&dir).unwrap();
     let backends: Vec<String> = topo.backends.iter().map(|b| b.v4.to_string()).collect();
-    manifests(&dir, &backends);
+    dsr_topology_manifests(&dir, &backends);
 
     let mut servers = Vec::new();
     let mut procs = Procs(Vec::new());

@@ -26,3 +26,4 @@ pub fn terminate(slot: &mut Option<Child>) -> bool {
 }
 
 pub mod agent;
+pub mod dsr;
