@@ -7,6 +7,7 @@
 //! the agent's unix socket), `cleanup` (detach and unpin), `demo` (a
 //! throw-away topology in network namespaces) and `plan` (a dry run).
 
+mod answers;
 mod api;
 mod cli;
 mod demo;

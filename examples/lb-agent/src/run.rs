@@ -6,7 +6,9 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use lb_agent::capacity::MapLimits;
@@ -14,6 +16,7 @@ use lb_core::{Dataplane, LbAlgorithm, NodeConfig, Reconciler};
 use lb_ebpf::{EbpfDataplane, LoadOptions, MapCapacity};
 use tokio::signal::unix::{signal, SignalKind};
 
+use crate::answers::{Answer, Answerer, Shared};
 use crate::api::{self, Request, Response};
 use crate::cli::{DataplaneKind, RunArgs};
 use crate::kube_source::KubeSource;
@@ -29,6 +32,11 @@ use crate::watch;
 const SETTLE: Duration = Duration::from_millis(100);
 /// Periodic re-read, in case an event was missed.
 const RESYNC: Duration = Duration::from_secs(10);
+/// How long an API query waits for a busy agent before it is answered
+/// from the last sync's answers.
+const API_WAIT: Duration = Duration::from_millis(200);
+/// How long it waits when no earlier answer exists (under the client's 5 s).
+const API_WAIT_UNCACHED: Duration = Duration::from_secs(4);
 /// How often expired connection-tracking, SNAT and affinity entries of the
 /// eBPF dataplane are removed (the userspace I/O loop expires its own).
 const GC: Duration = Duration::from_secs(30);
@@ -392,15 +400,19 @@ impl Agent {
             }
         }
     }
+}
 
+impl Answer for Agent {
     /// Answers an API query.
-    pub fn answer(&mut self, req: Request) -> Response {
+    fn answer(&mut self, req: Request) -> Response {
         match req {
             Request::ServiceList => Response::ServiceList(service_list::rows(self.rec.current())),
             Request::Status => Response::Status(Box::new(self.status())),
         }
     }
+}
 
+impl Agent {
     fn map_fill(&mut self) -> Vec<MapFill> {
         use lb_ebpf::abi::*;
         let Dp::Ebpf(dp) = &mut self.dp else {
@@ -787,18 +799,10 @@ async fn run_async(args: RunArgs) -> Result<(), RunError> {
     // The API answers from the start ("starting" until the dataplane is up).
     let listener =
         api::bind(&state_dir).map_err(|e| format!("API socket in {}: {e}", state_dir.display()))?;
-    let agent: Arc<Mutex<Option<Agent>>> = Arc::new(Mutex::new(None));
-    let handler_agent = agent.clone();
-    let handler: api::Handler = Arc::new(move |req| {
-        match handler_agent
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_mut()
-        {
-            Some(a) => a.answer(req),
-            None => Response::Error("starting: loading the dataplane".into()),
-        }
-    });
+    let agent: Shared<Agent> = Arc::new(Mutex::new(None));
+    let answerer = Arc::new(Answerer::new(agent.clone(), API_WAIT, API_WAIT_UNCACHED));
+    let handler_answerer = answerer.clone();
+    let handler: api::Handler = Arc::new(move |req| handler_answerer.answer(req));
     let server = tokio::spawn(api::serve(listener, handler));
     tracing::info!(socket = %api::socket_path(&state_dir).display(), "API up");
     let started = tokio::task::spawn_blocking(move || Agent::start(args, kube))
@@ -812,7 +816,7 @@ async fn run_async(args: RunArgs) -> Result<(), RunError> {
             return Err(e);
         }
     };
-    *agent.lock().unwrap_or_else(|e| e.into_inner()) = Some(started);
+    *agent.lock() = Some(started);
     let metrics_server = match metrics_addr {
         Some(addr) => {
             let l = metrics::bind(addr)
@@ -820,7 +824,7 @@ async fn run_async(args: RunArgs) -> Result<(), RunError> {
                 .map_err(|e| format!("--metrics-addr {addr}: {e}"))?;
             let a = agent.clone();
             let source: metrics::Source = Arc::new(move || {
-                let mut g = a.lock().unwrap_or_else(|e| e.into_inner());
+                let mut g = a.lock();
                 g.as_mut().map(Agent::metrics).unwrap_or_default()
             });
             tracing::info!(%addr, "metrics up");
@@ -835,10 +839,11 @@ async fn run_async(args: RunArgs) -> Result<(), RunError> {
         None => None,
     };
 
-    let do_sync = |agent: &Arc<Mutex<Option<Agent>>>| {
+    let do_sync = |agent: &Shared<Agent>| {
         tokio::task::block_in_place(|| {
-            if let Some(a) = agent.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            if let Some(a) = agent.lock().as_mut() {
                 a.sync();
+                answerer.refresh(a);
             }
         })
     };
@@ -859,7 +864,7 @@ async fn run_async(args: RunArgs) -> Result<(), RunError> {
             }
             _ = tick.tick() => do_sync(&agent),
             _ = gc_tick.tick() => tokio::task::block_in_place(|| {
-                if let Some(a) = agent.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+                if let Some(a) = agent.lock().as_mut() {
                     a.gc();
                 }
             }),
@@ -872,7 +877,7 @@ async fn run_async(args: RunArgs) -> Result<(), RunError> {
     // eBPF: the pins stay, so traffic keeps flowing; userspace: the I/O loop
     // stops and its drop programs are detached (the kernel forwards again).
     tokio::task::block_in_place(|| {
-        if let Some(a) = agent.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+        if let Some(a) = agent.lock().as_mut() {
             a.shutdown();
         }
     });

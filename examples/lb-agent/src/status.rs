@@ -29,6 +29,10 @@ pub struct SyncInfo {
     pub problems: Vec<String>,
     /// The last error, when the last sync failed.
     pub error: Option<String>,
+    /// The report was taken at the end of the last completed sync, because
+    /// a sync in progress holds the agent.
+    #[serde(default)]
+    pub from_cache: bool,
 }
 
 /// Everything `status` shows.
@@ -120,6 +124,11 @@ pub fn render(s: &Status, verbose: bool) -> String {
             s.sync.count,
             s.sync.problems.len()
         ),
+    };
+    let last = if s.sync.from_cache {
+        format!("{last} (a sync is in progress; this report is from the last one)")
+    } else {
+        last
     };
     kv(&mut o, "Last sync", &last);
     if !verbose {
