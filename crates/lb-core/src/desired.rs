@@ -31,6 +31,12 @@ pub struct NodeConfig {
     /// This node's topology zone (`topology.kubernetes.io/zone`), for
     /// topology-aware routing ([`crate::topology`]); `None` turns it off.
     pub zone: Option<String>,
+    /// NAT46/64 ([`crate::nat46x64`]): a frontend whose service has no
+    /// backend of the frontend's family uses the backends of the other
+    /// family, translated. Off by default, as in Cilium; needs a node
+    /// address of each family.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub nat46x64: bool,
 }
 
 impl NodeConfig {
@@ -49,6 +55,7 @@ impl NodeConfig {
             max_backends_per_frontend: 65_535,
             mode: LbMode::Snat,
             zone: None,
+            nat46x64: false,
         }
     }
 
@@ -71,6 +78,10 @@ impl NodeConfig {
             return Err(ConfigError::InvalidNodePortRange {
                 range: self.nodeport_range.clone(),
             });
+        }
+        let has = |v4: bool| self.node_ips.iter().any(|ip| ip.is_ipv4() == v4);
+        if self.nat46x64 && !(has(true) && has(false)) {
+            return Err(ConfigError::Nat46x64NeedsDualStackNode);
         }
         Ok(())
     }
@@ -209,15 +220,22 @@ impl DesiredState {
         fe: &FrontendParams,
         addr: L3n4Addr,
     ) -> Result<(), ConfigError> {
-        let matching: Vec<&BackendParams> = svc
-            .backends
-            .iter()
-            .filter(|b| {
-                b.port_name == fe.port_name
-                    && b.addr.proto == addr.proto
-                    && b.addr.addr.is_ipv4() == addr.addr.is_ipv4()
-            })
-            .collect();
+        let of_family = |v4: bool| -> Vec<&BackendParams> {
+            svc.backends
+                .iter()
+                .filter(|b| {
+                    b.port_name == fe.port_name
+                        && b.addr.proto == addr.proto
+                        && b.addr.addr.is_ipv4() == v4
+                })
+                .collect()
+        };
+        // Backends of the frontend's own family; with NAT46/64 on and none of
+        // them, those of the other family (never a mix, see crate::nat46x64).
+        let mut matching = of_family(addr.addr.is_ipv4());
+        if matching.is_empty() && node.nat46x64 {
+            matching = of_family(!addr.addr.is_ipv4());
+        }
         let is_local = |b: &BackendParams| b.node_name.as_deref() == Some(node.node_name.as_str());
         // ClusterIP follows the internal policy; the other types follow the
         // external one, and get an internal-scope twin when the two differ.

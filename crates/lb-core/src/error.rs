@@ -91,6 +91,10 @@ pub enum ConfigError {
         /// The accepted sizes.
         accepted: &'static [u32],
     },
+    /// NAT46/64 is on but the node lacks an IPv4 or an IPv6 address (the
+    /// SNAT source of translated flows).
+    #[error("NAT46/64 needs a node address of each family (IPv4 and IPv6)")]
+    Nat46x64NeedsDualStackNode,
     /// A NodePort range that is empty or starts at 0.
     #[error("invalid NodePort range {}-{}", range.start(), range.end())]
     InvalidNodePortRange {

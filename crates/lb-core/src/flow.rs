@@ -12,6 +12,9 @@
 //! ([`Forward::snat`], SNAT mode), or unchanged inside an IPIP header to the
 //! backend ([`Forward::encap`], DSR), in which case the backend's side does
 //! the translation to [`Forward::backend`] and answers the client directly.
+//! A flow to a backend of the other IP family (NAT46/64,
+//! [`crate::nat46x64`]) is always SNATed and leaves in the backend's family
+//! ([`Forward::translation`], [`Forward::backend_key`]).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -19,7 +22,7 @@ use std::net::IpAddr;
 use crate::select::select_backend;
 use crate::{
     Backend, BackendId, Encap, Frontend, FrontendKey, L3n4Addr, L4Proto, NodeConfig, RevNatId,
-    Scope, ServiceId, Tables,
+    Scope, ServiceId, Tables, Translation,
 };
 
 /// A flow's 5-tuple as the client sent it.
@@ -62,6 +65,17 @@ impl FlowKey {
     /// The frontend address this flow targets.
     pub fn frontend(&self) -> L3n4Addr {
         L3n4Addr::new(self.dst, self.dport, self.proto)
+    }
+
+    /// The 5-tuple of the other direction (source and destination swapped).
+    pub fn reversed(&self) -> FlowKey {
+        FlowKey {
+            src: self.dst,
+            dst: self.src,
+            sport: self.dport,
+            dport: self.sport,
+            proto: self.proto,
+        }
     }
 }
 
@@ -157,6 +171,43 @@ pub struct Forward {
     pub selection: Selection,
 }
 
+impl Forward {
+    /// Whether the flow crosses IP families ([`crate::nat46x64`]): then
+    /// [`Forward::snat`] is always set, to the node address of the
+    /// backend's family.
+    pub const fn translation(&self) -> Translation {
+        Translation::between(self.frontend.addr, self.backend.addr)
+    }
+
+    /// The 5-tuple a packet of `key` leaves towards the backend with in
+    /// lb-core's model (a dataplane may SNAT to another source port):
+    /// destination the backend, source the SNAT address or the client. For
+    /// a translated flow every address is of the backend's family.
+    pub fn backend_key(&self, key: &FlowKey) -> FlowKey {
+        FlowKey {
+            src: self.snat.unwrap_or(key.src),
+            dst: self.backend.addr,
+            sport: key.sport,
+            dport: self.backend.port,
+            proto: key.proto,
+        }
+    }
+
+    /// What a reply from the backend to [`Forward::backend_key`]`(key)`
+    /// becomes after reverse NAT (translated back to the frontend's family
+    /// for a NAT46/64 flow): source the frontend the client used,
+    /// destination the client — the client's tuple reversed.
+    pub fn reply_to_client(&self, key: &FlowKey) -> FlowKey {
+        FlowKey {
+            src: self.frontend.addr,
+            dst: key.src,
+            sport: self.frontend.port,
+            dport: key.sport,
+            proto: key.proto,
+        }
+    }
+}
+
 /// What the caller knows about a packet beyond its 5-tuple.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FlowContext {
@@ -246,7 +297,9 @@ pub fn lookup_frontend<'t>(
 /// How a packet of a `proto` flow through `fe` to `backend`, seen in
 /// `scope`, leaves the node: the SNAT source ([`Forward::snat`]) or the DSR
 /// encapsulation ([`Forward::encap`]); at most one is set, neither for a
-/// local backend or under traffic policy Local.
+/// local backend or under traffic policy Local — except for a flow that
+/// crosses IP families ([`crate::nat46x64`]), which is always SNATed to the
+/// node address of the backend's family and never uses DSR.
 pub fn egress(
     node: &NodeConfig,
     fe: &Frontend,
@@ -254,6 +307,9 @@ pub fn egress(
     proto: L4Proto,
     scope: Scope,
 ) -> (Option<IpAddr>, Option<Encap>) {
+    if Translation::between(fe.key.addr.addr, backend.addr.addr).is_translated() {
+        return (node.node_ip_like(backend.addr.addr), None);
+    }
     if backend.local || fe.local_only {
         return (None, None);
     }

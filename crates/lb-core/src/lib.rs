@@ -60,6 +60,7 @@ mod frontend;
 pub mod hash;
 mod ids;
 pub mod mode;
+pub mod nat46x64;
 mod ops;
 mod reconcile;
 pub mod select;
@@ -79,6 +80,7 @@ pub use flow::{
 pub use frontend::{BackendSlot, Frontend, FrontendKey, FrontendParams, FrontendType};
 pub use ids::{BackendId, IdAllocator, RevNatId, ServiceId};
 pub use mode::{Encap, LbMode, UnknownMode};
+pub use nat46x64::Translation;
 pub use ops::Op;
 pub use reconcile::{diff, Plan, ReconcileError, Reconciler};
 pub use select::{LbAlgorithm, MaglevConfig, MAGLEV_TABLE_SIZES};
