@@ -91,7 +91,7 @@ fn node_without_both_families_is_rejected_when_on() {
     n.nat46x64 = true;
     let s = svc(&[("198.51.100.10:80", FrontendType::ClusterIp)], &[]);
     assert_eq!(
-        DesiredState::build(&n, &[s.clone()]),
+        DesiredState::build(&n, std::slice::from_ref(&s)),
         Err(ConfigError::Nat46x64NeedsDualStackNode)
     );
     n.nat46x64 = false;

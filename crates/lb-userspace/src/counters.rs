@@ -22,16 +22,21 @@ pub enum DropKind {
     /// A flow lb-core sends with DSR encapsulation ([`lb_core::LbMode`]),
     /// which this dataplane does not implement (userspace only).
     Unsupported = 5,
+    /// A NAT46/64 packet that could not be translated: no room for the
+    /// bigger header in the caller's buffer, or no node address of the
+    /// backend's family (userspace only, [`crate::nat46x64`]).
+    Nat46x64 = 6,
 }
 
 impl DropKind {
     /// Every reason.
-    pub const ALL: [DropKind; 5] = [
+    pub const ALL: [DropKind; 6] = [
         DropKind::Malformed,
         DropKind::NoBackend,
         DropKind::SourceRange,
         DropKind::SnatPorts,
         DropKind::Unsupported,
+        DropKind::Nat46x64,
     ];
 
     /// A short name for counters and logs.
@@ -42,6 +47,7 @@ impl DropKind {
             DropKind::SourceRange => "source_range_denied",
             DropKind::SnatPorts => "snat_ports",
             DropKind::Unsupported => "dsr_unsupported",
+            DropKind::Nat46x64 => "nat46x64_untranslatable",
         }
     }
 }
@@ -77,7 +83,7 @@ pub struct ServiceStats {
 /// The counters of a dataplane.
 #[derive(Debug)]
 pub struct Counters {
-    drops: [AtomicU64; 6],
+    drops: [AtomicU64; 7],
     services: Box<[ServiceCounter]>,
 }
 

@@ -291,7 +291,7 @@ impl IoLoop {
                 // transmissions are seen by the tap too.
                 if !crate::tcx::takes(frame)
                     || packet::src_mac(frame) == Some(mac)
-                    || frame.len() > self.buf.len()
+                    || frame.len() + crate::nat46x64::HEADROOM > self.buf.len()
                 {
                     return;
                 }
@@ -310,7 +310,8 @@ impl IoLoop {
         if let packet::Parsed::Ok(info) = packet::parse(frame) {
             packet::complete_partial_checksum(frame, &info);
         }
-        let outcome = self.path.process(frame, dir, now);
+        // The buffer has room past the frame for a NAT46/64 translation.
+        let (outcome, len) = self.path.process_buf(&mut self.buf, len, dir, now);
         if let Outcome::Dropped(_) = outcome {
             self.stats.dropped += 1;
             return;

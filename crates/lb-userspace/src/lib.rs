@@ -15,8 +15,12 @@
 //! IPv4 and IPv6, TCP and UDP, for every frontend type, dual-stack
 //! services included (each family's frontends reach that family's
 //! backends; SNAT uses the node address of the backend's family). IPv6
-//! packets with extension headers pass untouched ([`packet`]). No NAT46/64:
-//! lb-core never forwards across families. No ICMP error translation.
+//! packets with extension headers pass untouched ([`packet`]). NAT46/64
+//! ([`lb_core::nat46x64`], off unless the node config turns it on): a
+//! frontend served by backends of the other family gets its packets
+//! translated between IPv4 and IPv6 both ways ([`nat46x64`]); the caller
+//! gives the path a buffer with room for the bigger header
+//! ([`PacketPath::process_in`]). No ICMP error translation.
 //!
 //! Load-balancer modes ([`lb_core::LbMode`]): SNAT only. Frames are
 //! rewritten in place and DSR's IPIP encapsulation needs 20 more bytes than
@@ -30,6 +34,7 @@ pub mod counters;
 pub mod ct;
 pub mod dataplane;
 pub mod io;
+pub mod nat46x64;
 pub mod packet;
 pub mod path;
 pub mod rng;

@@ -18,6 +18,8 @@ use crate::packet::{self, End, PacketInfo, Parsed};
 use crate::rng::FastRng;
 use crate::tables::Snapshot;
 
+mod xlate;
+
 /// Which way a frame travels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Direction {
@@ -69,6 +71,9 @@ pub struct PacketPath {
     flows: FlowTable,
     counters: Arc<Counters>,
     rng: FastRng,
+    /// The frame length after the current packet (a NAT46/64 translation
+    /// changes it).
+    out_len: usize,
 }
 
 impl PacketPath {
@@ -84,6 +89,7 @@ impl PacketPath {
             flows,
             counters,
             rng,
+            out_len: 0,
         }
     }
 
@@ -121,9 +127,58 @@ impl PacketPath {
         self.process_with(frame, dir, meta)
     }
 
-    /// Processes one frame with explicit time, entropy and scope.
+    /// Processes one frame with explicit time, entropy and scope. A
+    /// NAT46/64 flow needs room past the frame: use
+    /// [`PacketPath::process_in`] (here an IPv4 frame translated to IPv6 is
+    /// dropped as [`DropKind::Nat46x64`], and an IPv6 frame translated to
+    /// IPv4 ends where its new IPv4 total length says).
     pub fn process_with(&mut self, frame: &mut [u8], dir: Direction, meta: PacketMeta) -> Outcome {
-        let info = match packet::parse(frame) {
+        let len = frame.len();
+        self.process_in(frame, len, dir, meta).0
+    }
+
+    /// [`PacketPath::process`] on the frame `buf[..len]` of a larger buffer;
+    /// returns the outcome and the frame's new length (it changes when a
+    /// NAT46/64 flow is translated, which needs
+    /// [`crate::nat46x64::HEADROOM`] bytes past the frame).
+    pub fn process_buf(
+        &mut self,
+        buf: &mut [u8],
+        len: usize,
+        dir: Direction,
+        now: u64,
+    ) -> (Outcome, usize) {
+        let meta = PacketMeta {
+            now,
+            entropy: self.rng.next_u32(),
+            scope: Scope::External,
+        };
+        self.process_in(buf, len, dir, meta)
+    }
+
+    /// [`PacketPath::process_with`] on the frame `buf[..len]` of a larger
+    /// buffer; returns the outcome and the frame's new length.
+    pub fn process_in(
+        &mut self,
+        buf: &mut [u8],
+        len: usize,
+        dir: Direction,
+        meta: PacketMeta,
+    ) -> (Outcome, usize) {
+        let len = len.min(buf.len());
+        self.out_len = len;
+        let outcome = self.process_frame(buf, len, dir, meta);
+        (outcome, self.out_len)
+    }
+
+    fn process_frame(
+        &mut self,
+        buf: &mut [u8],
+        len: usize,
+        dir: Direction,
+        meta: PacketMeta,
+    ) -> Outcome {
+        let info = match packet::parse(&buf[..len]) {
             Parsed::Ok(info) => info,
             Parsed::Ignore => return Outcome::Pass,
             Parsed::Malformed => {
@@ -139,18 +194,20 @@ impl PacketPath {
             proto: info.proto,
         };
         match dir {
-            Direction::ToFrontend => self.client_packet(frame, &info, &key, meta),
-            Direction::Reply => self.reply(frame, &info, &key, meta.now),
+            Direction::ToFrontend => self.client_packet(buf, len, &info, &key, meta),
+            Direction::Reply => self.reply(buf, len, &info, &key, meta.now),
         }
     }
 
     fn client_packet(
         &mut self,
-        frame: &mut [u8],
+        buf: &mut [u8],
+        len: usize,
         info: &PacketInfo,
         key: &FlowKey,
         meta: PacketMeta,
     ) -> Outcome {
+        let frame = &mut buf[..len];
         let snap = self.tables.load();
         match decide(&mut self.flows, &snap, key, meta, info.fin_or_rst()) {
             Decision::Verdict(Verdict::Drop { service, reason }) => {
@@ -170,6 +227,9 @@ impl PacketPath {
                 // DSR encapsulation is not implemented here (crate docs).
                 self.counters.count_drop(DropKind::Unsupported);
                 Outcome::Dropped(DropKind::Unsupported)
+            }
+            Decision::Forward(f, sport) if f.translation().is_translated() => {
+                self.forward_translated(buf, len, info, f, sport)
             }
             Decision::Forward(f, sport) => {
                 let to = f.backend.addr;
@@ -193,7 +253,15 @@ impl PacketPath {
         }
     }
 
-    fn reply(&mut self, frame: &mut [u8], info: &PacketInfo, key: &FlowKey, now: u64) -> Outcome {
+    fn reply(
+        &mut self,
+        buf: &mut [u8],
+        len: usize,
+        info: &PacketInfo,
+        key: &FlowKey,
+        now: u64,
+    ) -> Outcome {
+        let frame = &mut buf[..len];
         let Some((orig, entry)) = self.flows.reply_seen(key, now, info.fin_or_rst()) else {
             return Outcome::Pass;
         };
@@ -205,6 +273,13 @@ impl PacketPath {
             _ => orig.frontend(),
         };
         let (fe_addr, client) = (fe.addr, orig.src);
+        if entry.snat.is_some() && !same_family(fe_addr, info.src) && same_family(client, fe_addr) {
+            let to = crate::nat46x64::Endpoint {
+                addr: client,
+                port: orig.sport,
+            };
+            return self.reply_translated(buf, len, info, fe, to, entry.rev_nat);
+        }
         if !same_family(fe_addr, info.src) || !same_family(client, fe_addr) {
             return Outcome::Pass;
         }

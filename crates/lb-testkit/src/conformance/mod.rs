@@ -42,6 +42,7 @@ pub mod dut;
 pub mod oracle;
 pub mod reference;
 pub mod scenarios;
+pub mod scenarios_nat46x64;
 pub mod scenarios_v6;
 pub mod session;
 pub mod trace;
@@ -132,11 +133,17 @@ pub enum Scenario {
     DualStack,
     /// IPv6 frames dropped (broken headers) or passed (extension headers).
     MalformedPacketsV6,
+    /// NAT46: IPv4 frontends served by IPv6 backends (node with NAT46/64 on).
+    Nat46,
+    /// NAT64: IPv6 frontends served by IPv4 backends (node with NAT46/64 on).
+    Nat64,
+    /// NAT46/64 off: an IPv4 frontend with only IPv6 backends has none.
+    Nat46x64Off,
 }
 
 impl Scenario {
     /// All scenarios, in the order the suite runs them.
-    pub const ALL: [Scenario; 36] = [
+    pub const ALL: [Scenario; 39] = [
         Scenario::ClusterIp,
         Scenario::NodePortNodeIp,
         Scenario::NodePortWildcard,
@@ -173,6 +180,9 @@ impl Scenario {
         Scenario::SnatPortCollisionV6,
         Scenario::DualStack,
         Scenario::MalformedPacketsV6,
+        Scenario::Nat46,
+        Scenario::Nat64,
+        Scenario::Nat46x64Off,
     ];
 
     /// True for the scenarios with IPv6 traffic ([`scenarios_v6`]); their
@@ -191,6 +201,18 @@ impl Scenario {
                 | Scenario::SnatPortCollisionV6
                 | Scenario::DualStack
                 | Scenario::MalformedPacketsV6
+                | Scenario::Nat46
+                | Scenario::Nat64
+                | Scenario::Nat46x64Off
+        )
+    }
+
+    /// True for the NAT46/64 scenarios ([`scenarios_nat46x64`]); they also
+    /// use IPv6 ([`Scenario::uses_ipv6`]).
+    pub const fn uses_nat46x64(self) -> bool {
+        matches!(
+            self,
+            Scenario::Nat46 | Scenario::Nat64 | Scenario::Nat46x64Off
         )
     }
 
@@ -234,6 +256,9 @@ impl Scenario {
             Scenario::SnatPortCollisionV6 => scenarios_v6::snat_port_collision_v6(s),
             Scenario::DualStack => scenarios_v6::dual_stack(s),
             Scenario::MalformedPacketsV6 => scenarios_v6::malformed_packets_v6(s),
+            Scenario::Nat46 => scenarios_nat46x64::nat46(s),
+            Scenario::Nat64 => scenarios_nat46x64::nat64(s),
+            Scenario::Nat46x64Off => scenarios_nat46x64::nat46x64_off(s),
         }
     }
 }

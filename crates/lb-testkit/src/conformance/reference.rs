@@ -88,16 +88,22 @@ fn classify6(ip: &[u8]) -> Class {
     })
 }
 
-/// A copy of an IPv4 or IPv6 TCP/UDP frame with new endpoints (of the
-/// frame's family) and the checksums recomputed from scratch: the IPv4
-/// header checksum, and the L4 checksum with its pseudo-header over the
-/// IPv4 total length or the IPv6 payload length (a zero UDP checksum stays
-/// zero). `None` for frames [`classify`] does not accept or endpoints of
-/// the other family.
+/// A copy of an IPv4 or IPv6 TCP/UDP frame with new endpoints and the
+/// checksums recomputed from scratch: the IPv4 header checksum, and the L4
+/// checksum with its pseudo-header over the IPv4 total length or the IPv6
+/// payload length (a zero UDP checksum stays zero). Endpoints of the other
+/// family translate the frame ([`translate`], NAT46/64). `None` for frames
+/// [`classify`] does not accept or endpoints of two families.
 pub fn rewrite(frame: &[u8], src: SocketAddr, dst: SocketAddr) -> Option<Vec<u8>> {
     let Class::Flow(key) = classify(frame) else {
         return None;
     };
+    if src.is_ipv6() != dst.is_ipv6() {
+        return None;
+    }
+    if src.is_ipv6() != key.src.is_ipv6() {
+        return translate(frame, key.proto, src, dst);
+    }
     if key.src.is_ipv6() {
         return rewrite6(frame, key.proto, src, dst);
     }
@@ -151,6 +157,73 @@ fn rewrite6(frame: &[u8], proto: L4Proto, src: SocketAddr, dst: SocketAddr) -> O
         c = 0xffff;
     }
     out[csum..csum + 2].copy_from_slice(&c.to_be_bytes());
+    Some(out)
+}
+
+/// The frame translated to the other family (NAT46/64, after RFC 7915)
+/// with endpoints `src` and `dst` of that family, built from scratch: the
+/// Ethernet addresses kept and the EtherType changed; the L4 bytes (as many
+/// as the IP header says, never past the frame) with the new ports and a
+/// checksum computed over the new pseudo-header (always, so a zero IPv4 UDP
+/// checksum gets one); IPv4 → IPv6: traffic class = TOS, flow label 0, hop
+/// limit = TTL, IPv4 options dropped; IPv6 → IPv4: IHL 5, TOS = traffic
+/// class, identification 0, DF, TTL = hop limit.
+pub fn translate(
+    frame: &[u8],
+    proto: L4Proto,
+    src: SocketAddr,
+    dst: SocketAddr,
+) -> Option<Vec<u8>> {
+    let ip = frame.get(14..)?;
+    let (l4_off, l4_len, tos, ttl) = if ip[0] >> 4 == 6 {
+        let payload = usize::from(u16::from_be_bytes([ip[4], ip[5]]));
+        (40, payload, (ip[0] << 4) | (ip[1] >> 4), ip[7])
+    } else {
+        let ihl = usize::from(ip[0] & 0x0f) * 4;
+        let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+        (ihl, total.saturating_sub(ihl), ip[1], ip[8])
+    };
+    let min = if proto == L4Proto::Tcp { 20 } else { 8 };
+    let l4_len = l4_len.max(min).min(ip.len() - l4_off);
+    let mut seg = ip[l4_off..l4_off + l4_len].to_vec();
+    seg[0..2].copy_from_slice(&src.port().to_be_bytes());
+    seg[2..4].copy_from_slice(&dst.port().to_be_bytes());
+    let csum = if proto == L4Proto::Tcp { 16 } else { 6 };
+    seg[csum..csum + 2].copy_from_slice(&[0, 0]);
+    let mut c = l4_checksum(src.ip(), dst.ip(), proto.number(), &seg);
+    if proto == L4Proto::Udp && c == 0 {
+        c = 0xffff;
+    }
+    seg[csum..csum + 2].copy_from_slice(&c.to_be_bytes());
+    let mut out = frame[..12].to_vec();
+    match (src.ip(), dst.ip()) {
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            out.extend_from_slice(&[0x86, 0xdd]);
+            out.push(0x60 | (tos >> 4));
+            out.extend_from_slice(&[tos << 4, 0, 0]);
+            out.extend_from_slice(&(l4_len as u16).to_be_bytes());
+            out.extend_from_slice(&[proto.number(), ttl]);
+            out.extend_from_slice(&s.octets());
+            out.extend_from_slice(&d.octets());
+        }
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            let mut h = [0u8; 20];
+            h[0] = 0x45;
+            h[1] = tos;
+            h[2..4].copy_from_slice(&((20 + l4_len) as u16).to_be_bytes());
+            h[6] = 0x40;
+            h[8] = ttl;
+            h[9] = proto.number();
+            h[12..16].copy_from_slice(&s.octets());
+            h[16..20].copy_from_slice(&d.octets());
+            let hc = internet_checksum(&h);
+            h[10..12].copy_from_slice(&hc.to_be_bytes());
+            out.extend_from_slice(&[0x08, 0x00]);
+            out.extend_from_slice(&h);
+        }
+        _ => return None,
+    }
+    out.extend_from_slice(&seg);
     Some(out)
 }
 

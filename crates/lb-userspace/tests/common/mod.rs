@@ -54,7 +54,12 @@ impl DataplaneUnderTest for Userspace {
             entropy: ctx.entropy,
             scope: Scope::External,
         };
-        if self.worker.process_with(&mut buf, dir, meta).keeps() {
+        // Room past the frame for a NAT46/64 translation.
+        let len = buf.len();
+        buf.resize(len + lb_userspace::nat46x64::HEADROOM, 0);
+        let (outcome, len) = self.worker.process_in(&mut buf, len, dir, meta);
+        buf.truncate(len);
+        if outcome.keeps() {
             PacketResult::Accept(buf)
         } else {
             PacketResult::Drop

@@ -1,0 +1,202 @@
+//! IPv4 <-> IPv6 header translation of a TCP/UDP frame, in place, for
+//! NAT46/64 flows ([`lb_core::nat46x64`]).
+//!
+//! The translation follows RFC 7915 for what a load balancer's flows need:
+//!
+//! * IPv4 → IPv6: version 6, traffic class = TOS, flow label 0, payload
+//!   length = the L4 bytes, next header = the protocol, hop limit = TTL.
+//!   IPv4 options are dropped (RFC 7915 §4.1: not translated). The frame
+//!   grows by `40 - IHL * 4` bytes, so the buffer needs that much room past
+//!   the frame ([`HEADROOM`]); without it the packet is not translated.
+//! * IPv6 → IPv4: version 4, IHL 5, TOS = traffic class, total length,
+//!   identification 0, DF set (no fragmentation on the way), TTL = hop
+//!   limit, protocol = next header, a fresh header checksum.
+//! * TTL and hop limit are carried over unchanged: like the rest of the
+//!   userspace path the packet is re-injected as the node's own (io docs).
+//! * The L4 checksum is updated incrementally for the new pseudo-header
+//!   addresses and ports (the pseudo-header's length and protocol sum the
+//!   same in both families). An IPv4 UDP datagram without a checksum (0)
+//!   gets one computed over the whole datagram, as IPv6 requires one.
+//! * The Ethernet addresses are kept and the EtherType changed; the io loop
+//!   re-injects only the IP packet and the kernel routes it.
+//!
+//! Fragments, ICMP and IPv6 extension headers never get here: the packet
+//! parser passes them untouched ([`crate::packet`]), as for every flow.
+//!
+//! No allocation: the L4 bytes move with `copy_within` and the new header
+//! is written over the old one.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use lb_core::L4Proto;
+
+use crate::packet::{PacketInfo, ETH_HLEN, IPV6_HLEN};
+
+/// How many bytes past a frame a buffer needs for any translation (an IPv4
+/// header of 20 bytes becomes an IPv6 header of 40).
+pub const HEADROOM: usize = IPV6_HLEN - 20;
+
+/// One end of a translated packet: address and port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Endpoint {
+    /// The IP address (of the target family).
+    pub addr: IpAddr,
+    /// The L4 port.
+    pub port: u16,
+}
+
+/// Why a frame was not translated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XlateError {
+    /// The buffer has no room for the bigger header.
+    NoRoom,
+    /// The endpoints are not of one family, or of the frame's own family.
+    Family,
+}
+
+fn fold(mut sum: u32) -> u16 {
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum as u16
+}
+
+/// One's-complement sum of the 16-bit words of `bytes` (even length).
+fn sum_words(bytes: &[u8]) -> u32 {
+    let mut sum = 0u32;
+    let mut chunks = bytes.chunks_exact(2);
+    for c in &mut chunks {
+        sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
+    }
+    if let [last] = chunks.remainder() {
+        sum += u32::from(u16::from_be_bytes([*last, 0]));
+    }
+    // Fold now and then is not needed: at most 32 768 words of 0xffff.
+    u32::from(fold(sum))
+}
+
+fn addr_sum(a: IpAddr) -> u32 {
+    match a {
+        IpAddr::V4(a) => sum_words(&a.octets()),
+        IpAddr::V6(a) => sum_words(&a.octets()),
+    }
+}
+
+/// Translates the frame `buf[..len]`, which [`crate::packet::parse`]
+/// accepted as `info`, into the other family with source `src` and
+/// destination `dst` (both of the other family). Returns the new frame
+/// length; on error `buf` is unchanged.
+pub fn translate(
+    buf: &mut [u8],
+    len: usize,
+    info: &PacketInfo,
+    src: Endpoint,
+    dst: Endpoint,
+) -> Result<usize, XlateError> {
+    if src.addr.is_ipv4() != dst.addr.is_ipv4() || src.addr.is_ipv4() == info.src.is_ipv4() {
+        return Err(XlateError::Family);
+    }
+    let len = len.min(buf.len());
+    // The L4 bytes: what the IP header says, never past the frame.
+    let l4_len = if info.is_ipv6() {
+        let payload = usize::from(u16::from_be_bytes([buf[ETH_HLEN + 4], buf[ETH_HLEN + 5]]));
+        payload.min(len - info.l4_off)
+    } else {
+        let total = usize::from(u16::from_be_bytes([buf[ETH_HLEN + 2], buf[ETH_HLEN + 3]]));
+        total
+            .saturating_sub(info.l4_off - ETH_HLEN)
+            .min(len - info.l4_off)
+    };
+    let min_l4 = if info.proto == L4Proto::Tcp { 20 } else { 8 };
+    let l4_len = l4_len.max(min_l4).min(len - info.l4_off);
+    let new_hlen = if info.is_ipv6() { 20 } else { IPV6_HLEN };
+    let new_l4 = ETH_HLEN + new_hlen;
+    if new_l4 + l4_len > buf.len() {
+        return Err(XlateError::NoRoom);
+    }
+    // The old header's fields the new one carries over.
+    let ip = &buf[ETH_HLEN..];
+    let (tos, ttl) = if info.is_ipv6() {
+        (((ip[0] & 0x0f) << 4) | (ip[1] >> 4), ip[7])
+    } else {
+        (ip[1], ip[8])
+    };
+    let proto = info.proto.number();
+
+    // L4 checksum and ports, before the bytes move.
+    let l4 = info.l4_off;
+    let csum_at = l4 + if info.proto == L4Proto::Tcp { 16 } else { 6 };
+    let old_ports = [
+        u16::from_be_bytes([buf[l4], buf[l4 + 1]]),
+        u16::from_be_bytes([buf[l4 + 2], buf[l4 + 3]]),
+    ];
+    buf[l4..l4 + 2].copy_from_slice(&src.port.to_be_bytes());
+    buf[l4 + 2..l4 + 4].copy_from_slice(&dst.port.to_be_bytes());
+    let old_csum = u16::from_be_bytes([buf[csum_at], buf[csum_at + 1]]);
+    let new_csum = if info.proto == L4Proto::Udp && old_csum == 0 {
+        // No checksum in IPv4: compute one (IPv6 requires it).
+        buf[csum_at..csum_at + 2].copy_from_slice(&[0, 0]);
+        let sum = addr_sum(src.addr)
+            + addr_sum(dst.addr)
+            + u32::from(proto)
+            + l4_len as u32
+            + sum_words(&buf[l4..l4 + l4_len]);
+        match !fold(sum) {
+            0 => 0xffff,
+            c => c,
+        }
+    } else {
+        let old_sum = addr_sum(info.src)
+            + addr_sum(info.dst)
+            + u32::from(old_ports[0])
+            + u32::from(old_ports[1]);
+        let new_sum =
+            addr_sum(src.addr) + addr_sum(dst.addr) + u32::from(src.port) + u32::from(dst.port);
+        let c = !fold(u32::from(!old_csum) + u32::from(!fold(old_sum)) + u32::from(fold(new_sum)));
+        if info.proto == L4Proto::Udp && c == 0 {
+            0xffff
+        } else {
+            c
+        }
+    };
+    buf[csum_at..csum_at + 2].copy_from_slice(&new_csum.to_be_bytes());
+
+    // Move the L4 bytes behind the new header and write it.
+    buf.copy_within(l4..l4 + l4_len, new_l4);
+    let hdr = &mut buf[ETH_HLEN..new_l4];
+    match (src.addr, dst.addr) {
+        (IpAddr::V6(s), IpAddr::V6(d)) => write6(hdr, tos, ttl, proto, l4_len, s, d),
+        (IpAddr::V4(s), IpAddr::V4(d)) => write4(hdr, tos, ttl, proto, l4_len, s, d),
+        _ => unreachable!("families checked above"),
+    }
+    let ethertype: u16 = if src.addr.is_ipv6() { 0x86dd } else { 0x0800 };
+    buf[12..14].copy_from_slice(&ethertype.to_be_bytes());
+    Ok(new_l4 + l4_len)
+}
+
+fn write6(hdr: &mut [u8], tc: u8, hop: u8, next: u8, payload: usize, s: Ipv6Addr, d: Ipv6Addr) {
+    hdr[0] = 0x60 | (tc >> 4);
+    hdr[1] = tc << 4;
+    hdr[2] = 0;
+    hdr[3] = 0;
+    hdr[4..6].copy_from_slice(&(payload as u16).to_be_bytes());
+    hdr[6] = next;
+    hdr[7] = hop;
+    hdr[8..24].copy_from_slice(&s.octets());
+    hdr[24..40].copy_from_slice(&d.octets());
+}
+
+fn write4(hdr: &mut [u8], tos: u8, ttl: u8, proto: u8, l4_len: usize, s: Ipv4Addr, d: Ipv4Addr) {
+    hdr[0] = 0x45;
+    hdr[1] = tos;
+    hdr[2..4].copy_from_slice(&((20 + l4_len) as u16).to_be_bytes());
+    hdr[4..6].copy_from_slice(&[0, 0]);
+    hdr[6..8].copy_from_slice(&0x4000u16.to_be_bytes());
+    hdr[8] = ttl;
+    hdr[9] = proto;
+    hdr[10..12].copy_from_slice(&[0, 0]);
+    hdr[12..16].copy_from_slice(&s.octets());
+    hdr[16..20].copy_from_slice(&d.octets());
+    let c = !fold(sum_words(hdr));
+    hdr[10..12].copy_from_slice(&c.to_be_bytes());
+}
