@@ -54,6 +54,93 @@ struct Family {
 fn steady_state_packet_path_does_not_allocate() {
     check(&IPV4);
     check(&IPV6);
+    check_nat46x64();
+}
+
+/// NAT46 and NAT64 flows (translated in a buffer with headroom): new and
+/// established client packets and the translated replies.
+fn check_nat46x64() {
+    let mut node = NodeConfig::new(
+        "node-1",
+        vec![
+            "192.168.1.10".parse().unwrap(),
+            "fd00:1::10".parse().unwrap(),
+        ],
+    );
+    node.nat46x64 = true;
+    let mut s46 = Service::new("default/nat46".parse().unwrap());
+    s46.frontends.push(FrontendParams::new(
+        "10.96.0.46:80".parse().unwrap(),
+        FrontendType::ClusterIp,
+    ));
+    let mut s64 = Service::new("default/nat64".parse().unwrap());
+    s64.frontends.push(FrontendParams::new(
+        "[fd00:96::64]:80".parse().unwrap(),
+        FrontendType::ClusterIp,
+    ));
+    for b in 1..=4 {
+        s46.backends.push(BackendParams::new(
+            format!("[fd00:200::{b}]:8080").parse().unwrap(),
+        ));
+        s64.backends.push(BackendParams::new(
+            format!("10.200.{b}.2:8080").parse().unwrap(),
+        ));
+    }
+    let desired = DesiredState::build(&node, &[s46, s64]).unwrap();
+    let config = Config {
+        flows: 4096,
+        ..Config::default()
+    };
+    let mut dp = UserspaceDataplane::new(node, config);
+    Reconciler::new().apply(&mut dp, &desired).unwrap();
+    let mut w = dp.worker_with_rng(FastRng::new(5));
+    let frames: Vec<Vec<u8>> = (0..1000)
+        .map(|i| {
+            if i % 2 == 0 {
+                frame(
+                    &format!("192.168.5.{}:{}", 1 + i % 200, 20000 + i),
+                    "10.96.0.46:80",
+                )
+            } else {
+                frame(
+                    &format!("[fd00:5::{:x}]:{}", 1 + i, 20000 + i),
+                    "[fd00:96::64]:80",
+                )
+            }
+        })
+        .collect();
+    let mut buf = vec![0u8; 512];
+    let mut replies = Vec::new();
+    for f in &frames[..500] {
+        buf[..f.len()].copy_from_slice(f);
+        let (out, n) = w.process_buf(&mut buf, f.len(), Direction::ToFrontend, 1);
+        let Outcome::Forwarded(fw) = out else {
+            panic!("{out:?}")
+        };
+        assert!(fw.translation().is_translated());
+        let q = lb_testkit::parse(&buf[..n]).unwrap();
+        replies.push(frame(&q.dst.to_string(), &q.src.to_string()));
+    }
+    let before = ALLOCS.load(Ordering::Relaxed);
+    for round in 0..3 {
+        for (f, r) in frames[..500].iter().zip(&replies) {
+            for (x, dir) in [(f, Direction::ToFrontend), (r, Direction::Reply)] {
+                buf[..x.len()].copy_from_slice(x);
+                let (out, _) = w.process_buf(&mut buf, x.len(), dir, 2 + round);
+                match dir {
+                    Direction::ToFrontend => assert!(matches!(out, Outcome::Forwarded(_))),
+                    Direction::Reply => assert!(matches!(out, Outcome::ReverseNated { .. })),
+                }
+            }
+        }
+    }
+    for f in &frames[500..] {
+        buf[..f.len()].copy_from_slice(f);
+        let (out, _) = w.process_buf(&mut buf, f.len(), Direction::ToFrontend, 9);
+        assert!(matches!(out, Outcome::Forwarded(_)));
+    }
+    let allocs = ALLOCS.load(Ordering::Relaxed) - before;
+    assert_eq!(allocs, 0, "the NAT46/64 path allocated {allocs} times");
 }
 
 const IPV4: Family = Family {
