@@ -16,11 +16,11 @@ use lb_userspace::{Config, Direction, DropKind, Outcome, UserspaceDataplane};
 use proptest::prelude::*;
 
 fn v4() -> impl Strategy<Value = IpAddr> {
-    any::<[u8; 4]>().prop_map(|o| IpAddr::from(o))
+    any::<[u8; 4]>().prop_map(IpAddr::from)
 }
 
 fn v6() -> impl Strategy<Value = IpAddr> {
-    any::<[u8; 16]>().prop_map(|o| IpAddr::from(o))
+    any::<[u8; 16]>().prop_map(IpAddr::from)
 }
 
 fn build(udp: bool, src: SocketAddr, dst: SocketAddr, tos: u8, ttl: u8, payload: &[u8]) -> Vec<u8> {
