@@ -43,7 +43,12 @@ static __always_inline long lb_fib(struct __sk_buff *skb, struct bpf_fib_lookup 
 {
 	fib->family = AF_INET;
 	fib->l4_protocol = proto;
-	fib->tot_len = (__u16)(skb->len - ETH_HLEN);
+	/* A GSO packet (GRO on the way in, TSO from a local veth peer) is
+	 * longer than the MTU as a whole but leaves as segments: without
+	 * tot_len the kernel checks it with is_skb_forwardable(), which lets
+	 * GSO packets through (as Cilium's lookups do); with tot_len every
+	 * such packet would fail the check with BPF_FIB_LKUP_RET_FRAG_NEEDED. */
+	fib->tot_len = skb->gso_size ? 0 : (__u16)(skb->len - ETH_HLEN);
 	fib->ipv4_src = saddr;
 	fib->ipv4_dst = daddr;
 	fib->ifindex = skb->ingress_ifindex ? skb->ingress_ifindex : skb->ifindex;
@@ -64,14 +69,22 @@ static __always_inline bool lb_route_is_ours(struct __sk_buff *skb, __be32 saddr
 	return bpf_map_lookup_elem(&lb_devices, &ifindex) != NULL;
 }
 
+/* lb_fib_redirect's answer for a packet that does not fit the route's MTU
+ * (not a TC_ACT_*: the caller drops and counts it, LB_DROP_FRAG_NEEDED). */
+#define LB_FIB_TOO_BIG (-2)
+
 /* Sends the (rewritten) packet out of the route's device; TC_ACT_OK lets
- * the stack try when there is no route. */
+ * the stack try when there is no route; LB_FIB_TOO_BIG when the packet is
+ * over the route's MTU (the stack would drop it too, uncounted: its source
+ * is the node's, a martian on the way in). */
 static __always_inline int lb_fib_redirect(struct __sk_buff *skb, __be32 saddr, __be32 daddr,
 					   __u8 proto)
 {
 	struct bpf_fib_lookup fib = {};
 	long rc = lb_fib(skb, &fib, saddr, daddr, proto);
 
+	if (rc == BPF_FIB_LKUP_RET_FRAG_NEEDED)
+		return LB_FIB_TOO_BIG;
 	if (rc == BPF_FIB_LKUP_RET_SUCCESS) {
 		if (bpf_skb_store_bytes(skb, 0, fib.dmac, ETH_ALEN, 0) < 0 ||
 		    bpf_skb_store_bytes(skb, ETH_ALEN, fib.smac, ETH_ALEN, 0) < 0)
@@ -184,6 +197,7 @@ static __always_inline int lb_snat_reply(struct __sk_buff *skb, const struct lb_
 	__be32 node = lb_snat_addr(cfg), client, fe_addr;
 	__be16 client_port, fe_port;
 	__u16 min, max, dport = bpf_ntohs(p->dport), rev_nat;
+	int rc;
 
 	lb_snat_range(cfg, &min, &max);
 	if (!node || p->daddr != node || dport < min || dport > max)
@@ -219,7 +233,10 @@ static __always_inline int lb_snat_reply(struct __sk_buff *skb, const struct lb_
 		       client_port) < 0 ||
 	    lb_rewrite(skb, p, LB_IP_SADDR_OFF, p->saddr, fe_addr, p->l4_off, p->sport, fe_port) < 0)
 		return TC_ACT_SHOT;
-	return lb_fib_redirect(skb, fe_addr, client, p->proto);
+	/* Too big for the client's route: the stack's forwarding has the
+	 * last word (as before the MTU was checked here). */
+	rc = lb_fib_redirect(skb, fe_addr, client, p->proto);
+	return rc == LB_FIB_TOO_BIG ? TC_ACT_OK : rc;
 }
 
 #endif /* LB_SNAT_H */

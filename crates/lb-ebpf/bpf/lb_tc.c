@@ -245,7 +245,8 @@ int lb_tc_ingress(struct __sk_buff *skb)
 	if (dsr) {
 		if (lb_dsr_encap(skb, node, be_addr, be_port) < 0)
 			return lb_drop(LB_DROP_REWRITE);
-		return lb_fib_redirect(skb, node, be_addr, IPPROTO_IPIP);
+		rc = lb_fib_redirect(skb, node, be_addr, IPPROTO_IPIP);
+		return rc == LB_FIB_TOO_BIG ? lb_drop(LB_DROP_FRAG_NEEDED) : rc;
 	}
 	if (lb_rewrite(skb, &p, LB_IP_DADDR_OFF, p.daddr, be_addr, p.l4_off + 2, p.dport,
 		       be_port) < 0)
@@ -257,7 +258,8 @@ int lb_tc_ingress(struct __sk_buff *skb)
 		return lb_drop(LB_DROP_REWRITE);
 	if (!snat)
 		return TC_ACT_OK;
-	return lb_fib_redirect(skb, node, be_addr, p.proto);
+	rc = lb_fib_redirect(skb, node, be_addr, p.proto);
+	return rc == LB_FIB_TOO_BIG ? lb_drop(LB_DROP_FRAG_NEEDED) : rc;
 }
 
 SEC("classifier")

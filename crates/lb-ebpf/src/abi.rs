@@ -133,16 +133,21 @@ pub enum DropReason {
     Rewrite = 3,
     /// No free SNAT source port for a new flow.
     SnatPorts = 4,
+    /// A packet SNATed or encapsulated for DSR (20 bytes more) that is over
+    /// the MTU of the route to its backend (and not a GSO packet, which
+    /// leaves as segments that fit).
+    FragNeeded = 5,
 }
 
 impl DropReason {
     /// Every reason, in index order.
-    pub const ALL: [DropReason; 5] = [
+    pub const ALL: [DropReason; 6] = [
         DropReason::Malformed,
         DropReason::NoBackend,
         DropReason::SourceRange,
         DropReason::Rewrite,
         DropReason::SnatPorts,
+        DropReason::FragNeeded,
     ];
 }
 
