@@ -1,22 +1,23 @@
 //! The conformance suite against lb-core's in-memory dataplane and
-//! `flow::decide` (the reference): every scenario runs but one — lb-core's
-//! model keeps the client's source port when it SNATs, so it cannot give two
-//! clients with one port to one remote backend reply tuples of their own.
+//! `flow::decide` (the reference): every scenario runs but those where
+//! lb-core's model keeping the client's source port (SNATed or not) gives
+//! two flows one reply tuple: two clients with one port to one remote
+//! backend, and one client port to two frontends of one backend.
 
 use lb_testkit::conformance::{run_suite, OracleDataplane, Scenario};
 
 #[test]
 fn oracle_passes_every_scenario() {
     let report = run_suite(OracleDataplane::new);
-    report.assert_unsupported(&[Scenario::SnatPortCollision, Scenario::SnatPortCollisionV6]);
+    let unsupported = [
+        Scenario::SnatPortCollision,
+        Scenario::ReplyTupleClash,
+        Scenario::SnatPortCollisionV6,
+    ];
+    report.assert_unsupported(&unsupported);
     let expected: Vec<Scenario> = Scenario::ALL
         .into_iter()
-        .filter(|s| {
-            !matches!(
-                s,
-                Scenario::SnatPortCollision | Scenario::SnatPortCollisionV6
-            )
-        })
+        .filter(|s| !unsupported.contains(s))
         .collect();
     assert_eq!(report.passed, expected);
 }
@@ -38,4 +39,21 @@ fn snat_port_collision_catches_a_dataplane_that_keeps_the_client_port() {
         let msg = msg.downcast_ref::<String>().cloned().unwrap_or_default();
         assert!(msg.contains("SNAT tuple"), "{scenario}: {msg}");
     }
+}
+
+/// The reply-tuple clash scenario catches a dataplane that keeps the
+/// client's port of a DNATed flow whose reply tuple another flow holds.
+#[test]
+fn reply_tuple_clash_catches_a_dataplane_that_keeps_the_client_port() {
+    use lb_testkit::conformance::{scenarios, Session};
+    let scenario = Scenario::ReplyTupleClash;
+    let setup = scenarios::setup(scenario);
+    let mut dut = OracleDataplane::new(&setup);
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut s = Session::new(&mut dut, setup.node.clone());
+        scenario.run(&mut s);
+    }));
+    let msg = result.expect_err("the scenario must fail");
+    let msg = msg.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(msg.contains("reply tuples shared"), "{msg}");
 }

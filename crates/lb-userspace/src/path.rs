@@ -287,6 +287,9 @@ impl PacketPath {
         packet::set_port(frame, info, End::Src, fe.port);
         if entry.snat.is_some() {
             packet::set_addr(frame, info, End::Dst, client);
+        }
+        if entry.port != orig.sport {
+            // SNATed, or remapped on a reply-tuple clash: the client's port.
             packet::set_port(frame, info, End::Dst, orig.sport);
         }
         Outcome::ReverseNated {
@@ -301,15 +304,17 @@ pub enum Decision {
     /// lb-core's `Pass` or `Drop` verdict (never `Forward`).
     Verdict(Verdict),
     /// lb-core's `Forward`, and the flow's source port towards the backend
-    /// (its SNAT port, or the client's port without SNAT).
+    /// (its SNAT port; without SNAT the client's port, or another port of
+    /// the client's address when its reply tuple was taken,
+    /// [`FlowTable::alloc_remap_port`]).
     Forward(Forward, u16),
-    /// A new SNATed flow found no free source port
-    /// ([`crate::ct::SnatPorts::tries`]): drop it.
+    /// A new flow found no free source port ([`crate::ct::SnatPorts::tries`],
+    /// [`crate::ct::RemapPorts::tries`]): drop it.
     NoSnatPort(ServiceId),
 }
 
 /// [`lb_core::flow::decide`] over a snapshot and a worker's flows, plus
-/// what lb-core's model leaves to a dataplane: the SNAT source port of a
+/// what lb-core's model leaves to a dataplane: the source port of a
 /// new flow, and the flow's last-seen time and closing state
 /// (`fin_or_rst`: the packet has a TCP FIN or RST).
 pub fn decide(
@@ -351,7 +356,7 @@ pub fn decide(
             if ct.rev_nat == rev_nat {
                 if let Some(f) = forward(ct.backend_id, Selection::Established) {
                     flows.touch(key, meta.now, fin_or_rst);
-                    let sport = if f.snat.is_some() { ct.port } else { key.sport };
+                    let sport = established_port(&ct, &f, key);
                     return Decision::Forward(f, sport);
                 }
             }
@@ -382,15 +387,9 @@ pub fn decide(
                 reason: DropReason::NoBackend,
             });
         };
-        let port = match f.snat {
-            None => key.sport,
-            Some(snat) => {
-                let seed = u64::from(meta.entropy) << 32 | u64::from(key.sport) << 16 | meta.now;
-                match flows.alloc_snat_port(key, f.backend, snat, seed) {
-                    Some(p) => p,
-                    None => return Decision::NoSnatPort(fe.id),
-                }
-            }
+        let seed = u64::from(meta.entropy) << 32 | u64::from(key.sport) << 16 | meta.now;
+        let Some(port) = flows.alloc_port(key, f.backend, f.snat, seed) else {
+            return Decision::NoSnatPort(fe.id);
         };
         flows.insert(
             *key,
@@ -415,6 +414,18 @@ pub fn decide(
             );
         }
         Decision::Forward(f, port)
+    }
+}
+
+/// The source port towards the backend of the established flow `key` with
+/// entry `ct`, forwarded as `f`: the port the flow was given (SNAT, or a
+/// remap on a reply-tuple clash), the client's own when the flow's SNAT
+/// changed since.
+fn established_port(ct: &CtEntry, f: &Forward, key: &FlowKey) -> u16 {
+    if f.snat.is_some() || ct.snat.is_none() {
+        ct.port
+    } else {
+        key.sport
     }
 }
 

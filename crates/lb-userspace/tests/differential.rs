@@ -9,11 +9,12 @@ use lb_testkit::conformance::trace::{self, Recording};
 use lb_testkit::conformance::{OracleDataplane, PacketResult};
 use proptest::prelude::*;
 
-/// Traces without packets that would give a new SNATed flow the reply tuple
-/// (backend, node IP, client port) of another tracked flow: lb-core's model
-/// keeps the client's port and lets the newer flow take the replies, while
+/// Traces without packets that would give a new flow the reply tuple of
+/// another tracked flow (a SNATed one: backend, node IP, client port; or
+/// one client port to two frontends of one backend): lb-core's model keeps
+/// the client's port and lets the newer flow take the replies, while
 /// lb-userspace gives the new flow another source port (the conformance
-/// scenario `SnatPortCollision` checks that).
+/// scenarios `SnatPortCollision` and `ReplyTupleClash` check that).
 const RECORDING: Recording = Recording {
     snat_collisions: false,
     ..Recording::DEFAULT
@@ -37,7 +38,14 @@ fn recorded_traces_give_identical_verdicts_and_frames() {
 #[test]
 fn traces_without_snat_agree_too() {
     for seed in 100..104 {
-        let t = trace::record_with(seed, 400, false);
+        let t = trace::record_opts(
+            seed,
+            400,
+            Recording {
+                snat: false,
+                ..RECORDING
+            },
+        );
         let setup = trace::setup(&t);
         let oracle = trace::replay(&mut OracleDataplane::new(&setup), &t);
         let userspace = trace::replay(&mut common::Userspace::new(&setup), &t);

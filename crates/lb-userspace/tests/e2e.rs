@@ -145,3 +145,170 @@ fn tcp_and_udp_clients_reach_backends_through_the_io_loop() {
         "{services:?}"
     );
 }
+
+/// A TCP connection from client port `port` (SO_REUSEADDR, so another
+/// connection to another destination may use the same port) to `dst`, in
+/// the client namespace, with 5 s timeouts.
+fn connect_from_port(topo: &Topology, port: u16, dst: SocketAddr) -> std::net::TcpStream {
+    use std::os::fd::FromRawFd;
+    let SocketAddr::V4(dst) = dst else {
+        panic!("IPv4 only")
+    };
+    topo.client
+        .run_in(move || {
+            // SAFETY: plain socket calls on a descriptor this closure owns;
+            // it is handed to TcpStream, which closes it.
+            unsafe {
+                let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+                assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+                let s = std::net::TcpStream::from_raw_fd(fd);
+                let one: libc::c_int = 1;
+                let sa = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
+                    sin_family: libc::AF_INET as libc::sa_family_t,
+                    sin_port: port.to_be(),
+                    sin_addr: libc::in_addr {
+                        s_addr: u32::from(ip).to_be(),
+                    },
+                    sin_zero: [0; 8],
+                };
+                let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+                let rc = libc::setsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_REUSEADDR,
+                    (&one as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                );
+                assert_eq!(rc, 0, "SO_REUSEADDR");
+                let local = sa(std::net::Ipv4Addr::UNSPECIFIED, port);
+                let rc = libc::bind(fd, (&local as *const libc::sockaddr_in).cast(), len);
+                assert_eq!(rc, 0, "bind: {}", std::io::Error::last_os_error());
+                let remote = sa(*dst.ip(), dst.port());
+                let rc = libc::connect(fd, (&remote as *const libc::sockaddr_in).cast(), len);
+                assert_eq!(rc, 0, "connect: {}", std::io::Error::last_os_error());
+                s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+                s
+            }
+        })
+        .unwrap()
+}
+
+/// Reads the echo server's greeting `tag[PEER]` and returns the peer
+/// (the client address the backend saw).
+fn greeting(conn: &mut std::net::TcpStream) -> SocketAddr {
+    use std::io::Read;
+    let mut got = Vec::new();
+    let mut b = [0u8; 1];
+    while !got.ends_with(b"]") {
+        conn.read_exact(&mut b).expect("greeting");
+        got.push(b[0]);
+    }
+    let s = String::from_utf8(got).unwrap();
+    let peer = &s[s.find('[').unwrap() + 1..s.len() - 1];
+    peer.parse().unwrap()
+}
+
+fn exchange(conn: &mut std::net::TcpStream, msg: &[u8]) {
+    use std::io::{Read, Write};
+    conn.write_all(msg).expect("send");
+    let mut back = vec![0u8; msg.len()];
+    conn.read_exact(&mut back).expect("echo");
+    assert_eq!(back, msg);
+}
+
+/// lb-ebpf's `one_client_port_to_two_frontends_of_one_backend` through
+/// lb-userspace's I/O loop: one client port to the ClusterIP and the
+/// NodePort of a one-backend service. The second connection's reply tuple
+/// (backend -> client:port) is the first one's, so the backend sees it from
+/// another port; both keep echoing, interleaved, and either closing first
+/// leaves the other whole (before the fix the newer flow took the older
+/// one's replies: its echo timed out). Privileged; a few seconds.
+#[test]
+fn one_client_port_to_two_frontends_of_one_backend() {
+    lb_testkit::require_privileges();
+    let topo = Topology::new(1).expect("topology");
+    let node = NodeConfig::new("node-1", vec![IpAddr::V4(topo.node_v4)]);
+    let ip = backend_v4(1);
+    let _server = EchoServer::tcp_with_peer(
+        &topo.backends[0].ns,
+        SocketAddr::from((ip, 8080)),
+        b"backend-1:",
+    )
+    .unwrap();
+    let mut svc = Service::new("default/web".parse().unwrap());
+    svc.frontends.push(FrontendParams::new(
+        format!("{VIP_V4}:80").parse().unwrap(),
+        FrontendType::ClusterIp,
+    ));
+    svc.frontends.push(FrontendParams::new(
+        "0.0.0.0:30080".parse().unwrap(),
+        FrontendType::NodePort,
+    ));
+    svc.backends
+        .push(BackendParams::new(format!("{ip}:8080").parse().unwrap()).on_node("node-1"));
+    let desired = DesiredState::build(&node, &[svc]).unwrap();
+    let mut dp = UserspaceDataplane::new(node, Config::default());
+    Reconciler::new().apply(&mut dp, &desired).unwrap();
+    let devices = vec![
+        Device {
+            name: topo.node_client_dev.clone(),
+            role: Role::Client,
+        },
+        Device {
+            name: topo.backends[0].node_link.name.clone(),
+            role: Role::Backend,
+        },
+    ];
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let worker = dp.worker();
+    let stop2 = stop.clone();
+    let io = topo
+        .node
+        .spawn_thread(move || {
+            let mut io = match IoLoop::new(&devices, worker, true) {
+                Ok(io) => io,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e.to_string()));
+                    return Default::default();
+                }
+            };
+            let _ = ready_tx.send(Ok(()));
+            io.run(&stop2)
+        })
+        .unwrap();
+    ready_rx.recv().unwrap().expect("io loop");
+
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let vip = SocketAddr::from((VIP_V4, 80));
+        let node_port = SocketAddr::from((topo.node_v4, 30080));
+        for port in [40001u16, 40002] {
+            let mut a = connect_from_port(&topo, port, vip);
+            let seen_a = greeting(&mut a);
+            exchange(&mut a, b"first");
+            let mut b = connect_from_port(&topo, port, node_port);
+            let seen_b = greeting(&mut b);
+            assert_eq!(seen_a.port(), port, "the first keeps its port");
+            assert_ne!(seen_b.port(), port, "the second gets another: {seen_b}");
+            assert_eq!(seen_a.ip(), seen_b.ip(), "neither is SNATed");
+            for i in 0..5 {
+                exchange(&mut a, format!("a{i}").as_bytes());
+                exchange(&mut b, format!("b{i}").as_bytes());
+            }
+            if port % 2 == 1 {
+                drop(a);
+                exchange(&mut b, b"b after a closed");
+            } else {
+                drop(b);
+                exchange(&mut a, b"a after b closed");
+            }
+        }
+    }));
+    stop.store(true, Ordering::Relaxed);
+    let stats = io.join().unwrap();
+    println!("io loop: {stats:?}");
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}

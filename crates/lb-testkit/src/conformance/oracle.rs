@@ -123,16 +123,21 @@ impl DataplaneUnderTest for OracleDataplane {
     }
 
     fn unsupported(&self, scenario: Scenario) -> Option<String> {
-        matches!(
-            scenario,
-            Scenario::SnatPortCollision | Scenario::SnatPortCollisionV6
-        )
-        .then(|| {
-            "lb-core's model keeps the client's source port when it SNATs (the port is \
-             the dataplane's to allocate), so two clients with one port to one remote \
-             backend share a reply tuple"
-                .into()
-        })
+        match scenario {
+            Scenario::SnatPortCollision | Scenario::SnatPortCollisionV6 => Some(
+                "lb-core's model keeps the client's source port when it SNATs (the port is \
+                 the dataplane's to allocate), so two clients with one port to one remote \
+                 backend share a reply tuple"
+                    .into(),
+            ),
+            Scenario::ReplyTupleClash => Some(
+                "lb-core's model keeps the client's source port of a DNATed flow, so one \
+                 client port to two frontends of one backend shares a reply tuple (the \
+                 newer flow owns it)"
+                    .into(),
+            ),
+            _ => None,
+        }
     }
 
     fn apply(&mut self, ops: &[Op]) -> Result<(), DataplaneError> {

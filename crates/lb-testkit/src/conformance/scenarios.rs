@@ -823,6 +823,101 @@ pub fn snat_port_collision(s: &mut Session) {
     }
 }
 
+/// One client port to two frontends (ClusterIP and NodePort) of one
+/// node-local backend, TCP and UDP: both flows' reply tuples would be
+/// backend → client:port, so the second flow must get another source port
+/// towards the backend (lb-ebpf's `lb_ctport.h`, netfilter's clash
+/// resolution); each flow's replies, in any order, come back from its own
+/// frontend to the client's own port, and established packets keep their
+/// tuples. Found by lb-agent's graceful-termination test: with a shared
+/// reply tuple the newer flow took the live one's replies (a stall).
+pub fn reply_tuple_clash(s: &mut Session) {
+    let mut svc = service(
+        "default/web",
+        &[
+            ("10.96.0.10:80", FrontendType::ClusterIp),
+            ("0.0.0.0:30080", FrontendType::NodePort),
+            ("10.96.0.10:53/UDP", FrontendType::ClusterIp),
+            ("0.0.0.0:30053/UDP", FrontendType::NodePort),
+        ],
+        &["10.0.1.1:8080"],
+    );
+    svc.backends
+        .push(BackendParams::new("10.0.1.1:5353/UDP".parse().expect("addr")).on_node(NODE));
+    s.program(&[svc]);
+    let node_port = |port: u16| format!("{NODE_IP}:{port}");
+    let flows = [
+        (
+            "TCP",
+            vec![
+                tcp("192.168.5.2:40000", "10.96.0.10:80"),
+                tcp("192.168.5.2:40000", &node_port(30080)),
+                // Another client with that port: its own tuple, its port.
+                tcp("192.168.5.3:40000", &node_port(30080)),
+            ],
+        ),
+        (
+            "UDP",
+            vec![
+                udp("192.168.5.2:40000", &node_port(30053)),
+                udp("192.168.5.2:40000", "10.96.0.10:53"),
+                udp("192.168.5.3:40000", "10.96.0.10:53"),
+            ],
+        ),
+    ];
+    for (proto, flows) in flows {
+        let outs: Vec<Vec<u8>> = flows
+            .iter()
+            .map(|f| {
+                let sent = s.send(f);
+                let Verdict::Forward(fw) = sent.verdict else {
+                    panic!("{sent:?}")
+                };
+                assert_eq!(fw.snat, None, "{proto}: a local backend is not SNATed");
+                sent.out.expect("forwarded")
+            })
+            .collect();
+        let tuple = |o: &[u8]| match super::reference::classify(o) {
+            super::reference::Class::Flow(k) => (k.src, k.sport, k.dst, k.dport),
+            c => panic!("{c:?}"),
+        };
+        let tuples: BTreeSet<_> = outs.iter().map(|o| tuple(o)).collect();
+        assert_eq!(
+            tuples.len(),
+            flows.len(),
+            "{proto}: reply tuples shared: {tuples:?}"
+        );
+        // The first flow and the other client keep their ports.
+        for i in [0, 2] {
+            let (Some(orig), out) = (session_key(&flows[i]), tuple(&outs[i])) else {
+                unreachable!()
+            };
+            assert_eq!(out.1, orig.sport, "{proto}: flow {i} needed no other port");
+        }
+        // Replies, newest flow first, then oldest first, then interleaved.
+        for i in [2, 1, 0, 0, 1, 2, 1, 0] {
+            s.reply(&flows[i], &outs[i]);
+        }
+        // The flows again: established, same tuples, replies still theirs.
+        for i in [0, 1, 2, 1, 0] {
+            let again = s.send(&flows[i]);
+            assert_eq!(
+                again.out.as_ref(),
+                Some(&outs[i]),
+                "{proto}: flow {i} moved"
+            );
+            s.reply(&flows[i], &outs[i]);
+        }
+    }
+}
+
+fn session_key(f: &[u8]) -> Option<lb_core::FlowKey> {
+    match super::reference::classify(f) {
+        super::reference::Class::Flow(k) => Some(k),
+        _ => None,
+    }
+}
+
 /// Traffic that is not for a frontend passes untouched.
 pub fn unknown_traffic(s: &mut Session) {
     s.program(&[service(

@@ -29,13 +29,14 @@ pub struct Session<'a> {
     /// The current time (seconds).
     pub now: u64,
     entropy: u64,
-    /// SNAT reply tuples the dataplane gave flows: by tuple and by flow.
+    /// Reply tuples the dataplane gave flows (SNATed, and DNATed ones:
+    /// client port kept or remapped): by tuple and by flow.
     snat_owner: HashMap<SnatTuple, FlowKey>,
     snat_of: HashMap<FlowKey, SnatTuple>,
 }
 
-/// (protocol, backend, SNAT address, SNAT source port): a SNATed flow's
-/// reply tuple.
+/// (protocol, backend, source address and port the backend sees): a
+/// flow's reply tuple.
 type SnatTuple = (L4Proto, SocketAddr, IpAddr, u16);
 
 /// What happened to one frame sent to a frontend.
@@ -124,6 +125,62 @@ impl<'a> Session<'a> {
                 !live,
                 "{name}: {key:?} got the SNAT tuple {tuple:?} of the live flow {owner:?}: \
                  replies cannot tell them apart"
+            );
+        }
+        if let Some(old) = self.snat_of.insert(*key, tuple) {
+            if self.snat_owner.get(&old) == Some(key) {
+                self.snat_owner.remove(&old);
+            }
+        }
+        self.snat_owner.insert(tuple, *key);
+    }
+
+    /// Records that the DNATed flow `key` kept the client's port: it holds
+    /// that reply tuple (the newest such flow does, in lb-core's model).
+    fn record_dnat_tuple(&mut self, key: &FlowKey, f: &lb_core::Forward) {
+        let backend = SocketAddr::new(f.backend.addr, f.backend.port);
+        let tuple = (key.proto, backend, key.src, key.sport);
+        if let Some(old) = self.snat_of.insert(*key, tuple) {
+            if old != tuple && self.snat_owner.get(&old) == Some(key) {
+                self.snat_owner.remove(&old);
+            }
+        }
+        self.snat_owner.insert(tuple, *key);
+    }
+
+    /// Checks the other source port a dataplane gave a DNATed flow
+    /// (lb-ebpf's `lb_ctport.h`, lb-userspace's `alloc_remap_port`):
+    /// allowed only when the flow's own reply tuple (backend → client:port)
+    /// is another flow's, as with one client port to two frontends of one
+    /// backend; an established flow keeps its port, and no two flows the
+    /// oracle tracks share a reply tuple.
+    fn check_remap(&mut self, key: &FlowKey, f: &lb_core::Forward, port: u16) {
+        let name = self.dut.name();
+        let backend = SocketAddr::new(f.backend.addr, f.backend.port);
+        let tuple = (key.proto, backend, key.src, port);
+        if f.selection == Selection::Established {
+            if let Some(prev) = self.snat_of.get(key) {
+                assert_eq!(
+                    *prev, tuple,
+                    "{name}: established flow {key:?} changed its source port"
+                );
+                return;
+            }
+        }
+        let own = (key.proto, backend, key.src, key.sport);
+        assert!(
+            self.snat_owner.get(&own).is_some_and(|o| o != key),
+            "{name}: {key:?} got source port {port} towards {backend} though no other \
+             flow holds its reply tuple {own:?}"
+        );
+        if let Some(owner) = self.snat_owner.get(&tuple) {
+            let live = owner != key
+                && self.flows.ct.contains_key(owner)
+                && self.snat_of.get(owner) == Some(&tuple);
+            assert!(
+                !live,
+                "{name}: {key:?} was remapped to the reply tuple {tuple:?} of the live flow \
+                 {owner:?}"
             );
         }
         if let Some(old) = self.snat_of.insert(*key, tuple) {
@@ -243,11 +300,21 @@ impl<'a> Session<'a> {
                         out: Some(out),
                     };
                 }
-                // The source port of a SNATed flow is the dataplane's choice.
+                // The source port of a SNATed flow is the dataplane's
+                // choice; a DNATed one keeps the client's unless its reply
+                // tuple is another flow's (`check_remap`).
                 let sport = match (f.snat, classify(&out)) {
                     (Some(_), Class::Flow(k)) => {
                         self.check_snat_port(&key, &f, k.sport);
                         k.sport
+                    }
+                    (None, Class::Flow(k)) if k.sport != key.sport && k.src == key.src => {
+                        self.check_remap(&key, &f, k.sport);
+                        k.sport
+                    }
+                    (None, _) => {
+                        self.record_dnat_tuple(&key, &f);
+                        key.sport
                     }
                     _ => key.sport,
                 };
