@@ -9,6 +9,10 @@
  * stays zero), the ICMP one (no pseudo-header: every rewritten inner word
  * counts) and the outer IP one.
  *
+ * A flow whose client port was remapped towards the backend (a reply-tuple
+ * clash, LB_CT_F_PORTMAP, lb_ctport.h) is quoted with the remapped port as
+ * its source: that goes back to the client's own port too.
+ *
  * lb_icmp_error_snat does the same for an error about a SNATed flow, which
  * arrives on ingress addressed to the node: the quote goes back from
  * (node:port -> backend) to (client -> frontend) and the error is sent on
@@ -73,7 +77,7 @@ static __always_inline int lb_icmp_error_rev(struct __sk_buff *skb)
 	struct lb4_reverse_nat *rn;
 	__u32 icmp_off, in_off, in_l4_off, l4_csum_off = 0;
 	__be32 out_saddr, be_addr, fe_addr;
-	__be16 be_port, fe_port, *ports;
+	__be16 be_port, fe_port, q_port, cport, *ports;
 	__u16 ip_csum, icmp_csum, in_csum, l4_csum = 0, rev_nat;
 	__u8 proto;
 
@@ -105,6 +109,10 @@ static __always_inline int lb_icmp_error_rev(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	be_addr = in->daddr;
 	be_port = ports[1];
+	/* The quoted source port: the client's own, or the one it was
+	 * remapped to (the reply entry then holds the client's). */
+	q_port = ports[0];
+	cport = ct->flags & LB_CT_F_PORTMAP ? ct->snat_port : q_port;
 	fe_addr = ct->frontend_addr;
 	fe_port = ct->frontend_port;
 	rev_nat = ct->rev_nat_index;
@@ -146,12 +154,15 @@ static __always_inline int lb_icmp_error_rev(struct __sk_buff *skb)
 		icmp_csum = lb_csum_upd16(icmp_csum, in_csum, new_in_csum);
 		in_csum = new_in_csum;
 	}
-	/* Inner destination port, and the inner L4 checksum (pseudo-header
-	 * address and port). */
+	/* Inner ports (destination; source when remapped), and the inner L4
+	 * checksum (pseudo-header address and ports). */
 	icmp_csum = lb_csum_upd16(icmp_csum, be_port, fe_port);
+	icmp_csum = lb_csum_upd16(icmp_csum, q_port, cport);
 	if (l4_csum_off) {
 		__u16 new_l4 = lb_csum_upd16(lb_csum_upd32(l4_csum, be_addr, fe_addr), be_port,
 					     fe_port);
+
+		new_l4 = lb_csum_upd16(new_l4, q_port, cport);
 
 		/* A computed UDP checksum of 0 is sent as 0xffff (0: none). */
 		if (proto == IPPROTO_UDP && new_l4 == 0)
@@ -163,6 +174,8 @@ static __always_inline int lb_icmp_error_rev(struct __sk_buff *skb)
 	if (bpf_skb_store_bytes(skb, in_off + offsetof(struct iphdr, daddr), &fe_addr, 4, 0) < 0 ||
 	    bpf_skb_store_bytes(skb, in_off + offsetof(struct iphdr, check), &in_csum, 2, 0) < 0 ||
 	    bpf_skb_store_bytes(skb, in_l4_off + 2, &fe_port, 2, 0) < 0)
+		return TC_ACT_SHOT;
+	if (cport != q_port && bpf_skb_store_bytes(skb, in_l4_off, &cport, 2, 0) < 0)
 		return TC_ACT_SHOT;
 	if (l4_csum_off && bpf_skb_store_bytes(skb, l4_csum_off, &l4_csum, 2, 0) < 0)
 		return TC_ACT_SHOT;

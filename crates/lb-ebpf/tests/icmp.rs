@@ -179,3 +179,109 @@ fn a_quoted_udp_checksum_that_computes_to_zero_is_sent_as_ffff() {
     assert_eq!((inner.src, inner.dst), (sa(CLIENT), sa(VIP_UDP)));
     assert_eq!(inner.udp.unwrap().checksum, 0xffff);
 }
+
+/// One client port to the ClusterIP and the NodePort of one backend: the
+/// second flow is remapped to another port towards the backend
+/// (`LB_CT_F_PORTMAP`, `lb_ctport.h`), so the backend and routers quote
+/// that port. Errors about it (TCP frag-needed and port unreachable, UDP
+/// port unreachable with and without a checksum, from the backend or a
+/// router, quote whole or cut to 8 bytes) reach the client about its own
+/// port and the NodePort; errors about the first flow still name the
+/// ClusterIP. Every checksum is checked.
+#[test]
+fn errors_about_a_remapped_flow_name_the_clients_own_port() {
+    let mut fx = Fixture::new(MaglevConfig::default());
+    let node_tcp = format!("{NODE_IP}:30080");
+    let node_udp = format!("{NODE_IP}:30053");
+    fx.apply(&[service(
+        "default/web",
+        &[
+            (VIP_TCP, FrontendType::ClusterIp),
+            ("0.0.0.0:30080", FrontendType::NodePort),
+            (&format!("{VIP_UDP}/UDP"), FrontendType::ClusterIp),
+            ("0.0.0.0:30053/UDP", FrontendType::NodePort),
+        ],
+        &[BE_TCP, &format!("{BE_TCP}/UDP")],
+    )]);
+    let be_udp = BE_TCP; // the same address and port, over UDP
+    let router: IpAddr = "10.0.1.1".parse().unwrap();
+    for (udp_flow, first_fe, second_fe) in [
+        (false, VIP_TCP, node_tcp.as_str()),
+        (true, VIP_UDP, node_udp.as_str()),
+    ] {
+        let frame = |dst: &str| {
+            if udp_flow {
+                udp(CLIENT, dst)
+            } else {
+                tcp(CLIENT, dst)
+            }
+        };
+        let (_, a) = fx.ingress(&frame(first_fe));
+        let (_, b) = fx.ingress(&frame(second_fe));
+        let (a_src, a_dst) = endpoints(&a);
+        let (b_src, b_dst) = endpoints(&b);
+        assert_eq!((a_src, a_dst, b_dst), (sa(CLIENT), sa(BE_TCP), sa(BE_TCP)));
+        assert_eq!(b_src.ip(), ip_of(CLIENT));
+        assert_ne!(
+            b_src.port(),
+            sa(CLIENT).port(),
+            "the second flow is remapped"
+        );
+        for (seen_src, fe) in [(b_src, second_fe), (a_src, first_fe)] {
+            let quoted = if udp_flow {
+                PacketBuilder::udp(seen_src, sa(be_udp))
+                    .payload(b"query")
+                    .build_ip()
+                    .unwrap()
+            } else {
+                PacketBuilder::tcp(seen_src, sa(BE_TCP))
+                    .syn()
+                    .payload(b"hello")
+                    .build_ip()
+                    .unwrap()
+            };
+            let mut zero = quoted.clone();
+            if udp_flow {
+                zero[20 + 6..20 + 8].copy_from_slice(&[0, 0]);
+            }
+            let errs = [
+                IcmpBuilder::dest_unreachable(
+                    ip_of(BE_TCP),
+                    ip_of(CLIENT),
+                    ICMP_PORT_UNREACH,
+                    &quoted,
+                ),
+                IcmpBuilder::packet_too_big(ip_of(BE_TCP), ip_of(CLIENT), 1400, &quoted),
+                IcmpBuilder::dest_unreachable(
+                    ip_of(BE_TCP),
+                    ip_of(CLIENT),
+                    ICMP_PORT_UNREACH,
+                    &zero,
+                ),
+                IcmpBuilder::time_exceeded(router, ip_of(CLIENT), &quoted).truncate_inner(20 + 8),
+            ];
+            for (i, e) in errs.into_iter().enumerate() {
+                let err = e.build().unwrap();
+                let (rv, out) = fx.egress(&err);
+                assert_eq!(rv, TC_ACT_OK);
+                if i == 3 {
+                    verify_checksums(&out).expect("checksums after translation");
+                } else {
+                    verify_checksums_strict(&out).expect("all checksums after translation");
+                }
+                let p = parse(&out).unwrap();
+                let from = if i == 3 { router } else { ip_of(fe) };
+                assert_eq!((p.src.ip(), p.dst.ip()), (from, ip_of(CLIENT)), "error {i}");
+                let inner = p.icmp_inner().unwrap().unwrap();
+                assert_eq!(
+                    (inner.src, inner.dst),
+                    (sa(CLIENT), sa(fe)),
+                    "error {i} about {seen_src} -> {fe}"
+                );
+                if i == 1 {
+                    assert_eq!(p.icmp.unwrap().mtu(false), 1400, "the MTU is kept");
+                }
+            }
+        }
+    }
+}
