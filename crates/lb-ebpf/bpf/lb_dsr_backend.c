@@ -14,6 +14,12 @@
  *
  * Every packet of a flow refreshes its entries, whichever node it came
  * through: a flow that moves to another node keeps its translation.
+ *
+ * Only the load-balancing nodes may send DSR traffic: an IPIP packet whose
+ * outer source is not in lb_dsr_nodes is dropped and counted
+ * (LB_DSR_UNKNOWN_NODE) before anything is decapsulated or remembered, so
+ * no other host can inject packets with a forged client source or plant
+ * reply translations.
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -31,6 +37,7 @@
 #endif
 
 #define LB_DSR_FLOWS_MAX 262144
+#define LB_DSR_NODES_MAX 1024
 
 /* lb_dsr_key.dir */
 #define LB_DSR_FORWARD 0 /* client -> frontend, as the client sent it */
@@ -60,8 +67,18 @@ enum lb_dsr_stat {
 	LB_DSR_DECAP = 0,    /* IPIP packets decapsulated and translated */
 	LB_DSR_REVERSE = 1,  /* replies translated back to the frontend */
 	LB_DSR_DROPPED = 2,  /* IPIP packets that could not be handled */
+	LB_DSR_UNKNOWN_NODE = 3, /* IPIP packets from a source not in lb_dsr_nodes */
 	LB_DSR_STATS_MAX = 4,
 };
+
+/* The load-balancing nodes' addresses (outer sources) allowed to send
+ * DSR traffic; the value is unused (1). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __be32);
+	__type(value, __u32);
+	__uint(max_entries, LB_DSR_NODES_MAX);
+} lb_dsr_nodes SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -100,7 +117,7 @@ int lb_dsr_ingress(struct __sk_buff *skb)
 	void *data, *data_end;
 	struct ethhdr *eth;
 	struct iphdr *outer;
-	__be32 be_addr;
+	__be32 be_addr, node;
 	__be16 be_port;
 
 	lb_pull(skb);
@@ -112,6 +129,11 @@ int lb_dsr_ingress(struct __sk_buff *skb)
 	outer = (void *)(eth + 1);
 	if ((void *)(outer + 1) > data_end || outer->protocol != IPPROTO_IPIP)
 		return TC_ACT_OK;
+	node = outer->saddr;
+	if (!bpf_map_lookup_elem(&lb_dsr_nodes, &node)) {
+		lb_dsr_count(LB_DSR_UNKNOWN_NODE);
+		return TC_ACT_SHOT;
+	}
 	if (outer->version != 4 || outer->ihl != 5 ||
 	    (outer->frag_off & bpf_htons(LB_IP_MF | LB_IP_OFFSET)))
 		return lb_dsr_drop();

@@ -12,10 +12,20 @@
 //! by the backend's own route, straight to the client. The backend needs no
 //! tunnel device and no VIP on an interface.
 //!
+//! Only the load-balancing nodes may send DSR traffic: the ingress program
+//! drops (and counts, [`BackendStats::unknown_node`]) IPIP packets whose
+//! outer source is not one of the node addresses the side was given
+//! ([`BackendSide::attach`], [`BackendSide::set_nodes`]), so no other host
+//! can have a packet with a forged client source delivered or plant a reply
+//! translation.
+//!
 //! Nothing is pinned: the programs stay attached while the [`BackendSide`]
 //! lives (an agent keeps it for its lifetime) and detach when it is dropped.
 
-use aya::maps::{MapData, PerCpuArray};
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+
+use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray};
 use aya::programs::tc::TcAttachOptions;
 use aya::programs::{LinkOrder, SchedClassifier, TcAttachType};
 use aya::{Ebpf, EbpfLoader};
@@ -34,6 +44,10 @@ pub const PROG_DSR_EGRESS: &str = "lb_dsr_egress";
 pub const MAP_DSR_STATS: &str = "lb_dsr_stats";
 /// Its flow map (`struct lb_dsr_key` -> `struct lb_dsr_val`, LRU).
 pub const MAP_DSR_FLOWS: &str = "lb_dsr_flows";
+/// The allowed outer sources (node address, network order -> 1).
+pub const MAP_DSR_NODES: &str = "lb_dsr_nodes";
+/// `LB_DSR_NODES_MAX`: node addresses the allowlist holds.
+pub const DSR_NODES_MAX: usize = 1024;
 
 /// Counters of a [`BackendSide`], summed over CPUs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -44,10 +58,14 @@ pub struct BackendStats {
     pub reversed: u64,
     /// IPIP packets dropped (not IPv4 TCP/UDP inside, or a helper failed).
     pub dropped: u64,
+    /// IPIP packets dropped because their outer source is not an allowed
+    /// node.
+    pub unknown_node: u64,
 }
 
 /// The backend-side programs attached to one device (in the calling
-/// thread's network namespace). Dropping it detaches them.
+/// thread's network namespace), or only loaded ([`BackendSide::load`]).
+/// Dropping it detaches them.
 pub struct BackendSide {
     ebpf: Ebpf,
     device: String,
@@ -62,47 +80,134 @@ impl std::fmt::Debug for BackendSide {
 }
 
 impl BackendSide {
-    /// Loads `bpf/lb_dsr_backend.c` and attaches its ingress and egress
-    /// programs (TCX) to `device`. Run it in the device's network namespace.
+    /// Loads `bpf/lb_dsr_backend.c`, allows DSR traffic from `nodes` (the
+    /// load-balancing nodes' addresses, the outer sources of their IPIP
+    /// packets) and attaches the ingress and egress programs (TCX) to
+    /// `device`. Run it in the device's network namespace.
     ///
     /// ```no_run
-    /// let side = lb_ebpf::dsr::BackendSide::attach("eth0")?;
+    /// use std::net::Ipv4Addr;
+    /// let nodes = [Ipv4Addr::new(10, 0, 1, 2), Ipv4Addr::new(10, 0, 2, 2)];
+    /// let side = lb_ebpf::dsr::BackendSide::attach("eth0", &nodes)?;
     /// println!("{:?}", side.stats()?);
     /// # Ok::<(), lb_ebpf::LoadError>(())
     /// ```
-    pub fn attach(device: &str) -> Result<Self, LoadError> {
+    pub fn attach(device: &str, nodes: &[Ipv4Addr]) -> Result<Self, LoadError> {
         if !interface_exists(device) {
             return Err(LoadError::NoInterface(device.to_owned()));
         }
-        let mut ebpf = EbpfLoader::new()
-            .load(DSR_BACKEND_OBJECT)
-            .map_err(|e| LoadError::Object(Box::new(e)))?;
+        let mut side = Self::load(nodes)?;
         for (name, attach) in [
             (PROG_DSR_INGRESS, TcAttachType::Ingress),
             (PROG_DSR_EGRESS, TcAttachType::Egress),
         ] {
+            side.program_mut(name)?
+                .attach_with_options(
+                    device,
+                    attach,
+                    TcAttachOptions::TcxOrder(LinkOrder::default()),
+                )
+                .map_err(prog_err(format!("attaching {name} to {device}")))?;
+        }
+        side.device = device.to_owned();
+        Ok(side)
+    }
+
+    /// Loads the programs (verified, not attached) and allows `nodes`: for
+    /// packet tests with `BPF_PROG_TEST_RUN` ([`BackendSide::program_mut`]).
+    pub fn load(nodes: &[Ipv4Addr]) -> Result<Self, LoadError> {
+        let mut ebpf = EbpfLoader::new()
+            .load(DSR_BACKEND_OBJECT)
+            .map_err(|e| LoadError::Object(Box::new(e)))?;
+        for name in [PROG_DSR_INGRESS, PROG_DSR_EGRESS] {
             let prog: &mut SchedClassifier = ebpf
                 .program_mut(name)
                 .ok_or(LoadError::Missing(name))?
                 .try_into()
                 .map_err(prog_err(format!("{name} is not a classifier")))?;
             prog.load().map_err(verifier_err(name))?;
-            prog.attach_with_options(
-                device,
-                attach,
-                TcAttachOptions::TcxOrder(LinkOrder::default()),
-            )
-            .map_err(prog_err(format!("attaching {name} to {device}")))?;
         }
-        Ok(BackendSide {
+        let mut side = BackendSide {
             ebpf,
-            device: device.to_owned(),
-        })
+            device: String::new(),
+        };
+        side.set_nodes(nodes)?;
+        Ok(side)
     }
 
-    /// The device the programs are attached to.
+    /// The device the programs are attached to (empty when only loaded).
     pub fn device(&self) -> &str {
         &self.device
+    }
+
+    /// One of the programs ([`PROG_DSR_INGRESS`], [`PROG_DSR_EGRESS`]).
+    pub fn program_mut(&mut self, name: &'static str) -> Result<&mut SchedClassifier, LoadError> {
+        self.ebpf
+            .program_mut(name)
+            .ok_or(LoadError::Missing(name))?
+            .try_into()
+            .map_err(prog_err(format!("{name} is not a classifier")))
+    }
+
+    /// Replaces the allowed node addresses with `nodes` (added first, then
+    /// the ones no longer listed removed, so a node in both lists is never
+    /// refused). More than [`DSR_NODES_MAX`] addresses are refused and the
+    /// allowlist is left as it was.
+    pub fn set_nodes(&mut self, nodes: &[Ipv4Addr]) -> Result<(), LoadError> {
+        let want: BTreeSet<Ipv4Addr> = nodes.iter().copied().collect();
+        if want.len() > DSR_NODES_MAX {
+            return Err(LoadError::Program {
+                context: format!("allowing {} DSR nodes", want.len()),
+                source: format!("{MAP_DSR_NODES} holds at most {DSR_NODES_MAX}").into(),
+            });
+        }
+        let have = self.nodes()?;
+        let mut map = self.nodes_map()?;
+        let err = |e: aya::maps::MapError| LoadError::Program {
+            context: format!("writing {MAP_DSR_NODES}"),
+            source: Box::new(e),
+        };
+        for a in want.difference(&have) {
+            map.insert(u32::from_ne_bytes(a.octets()), 1, 0)
+                .map_err(err)?;
+        }
+        for a in have.difference(&want) {
+            map.remove(&u32::from_ne_bytes(a.octets())).map_err(err)?;
+        }
+        Ok(())
+    }
+
+    /// The allowed node addresses.
+    pub fn nodes(&self) -> Result<BTreeSet<Ipv4Addr>, LoadError> {
+        let map = self
+            .ebpf
+            .map(MAP_DSR_NODES)
+            .ok_or(LoadError::Missing(MAP_DSR_NODES))?;
+        let map: BpfHashMap<&MapData, u32, u32> =
+            BpfHashMap::try_from(map).map_err(|e| LoadError::Program {
+                context: format!("opening {MAP_DSR_NODES}"),
+                source: Box::new(e),
+            })?;
+        map.keys()
+            .map(|k| {
+                k.map(|k| Ipv4Addr::from(k.to_ne_bytes()))
+                    .map_err(|e| LoadError::Program {
+                        context: format!("reading {MAP_DSR_NODES}"),
+                        source: Box::new(e),
+                    })
+            })
+            .collect()
+    }
+
+    fn nodes_map(&mut self) -> Result<BpfHashMap<&mut MapData, u32, u32>, LoadError> {
+        let map = self
+            .ebpf
+            .map_mut(MAP_DSR_NODES)
+            .ok_or(LoadError::Missing(MAP_DSR_NODES))?;
+        BpfHashMap::try_from(map).map_err(|e| LoadError::Program {
+            context: format!("opening {MAP_DSR_NODES}"),
+            source: Box::new(e),
+        })
     }
 
     /// Reads the counters.
@@ -122,6 +227,7 @@ impl BackendSide {
             decapsulated: sum(0)?,
             reversed: sum(1)?,
             dropped: sum(2)?,
+            unknown_node: sum(3)?,
         })
     }
 }

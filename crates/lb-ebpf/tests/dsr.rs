@@ -8,7 +8,7 @@
 //! each on a loaded 2-core machine).
 
 use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::time::Duration;
 
 mod common;
@@ -83,8 +83,18 @@ fn start_lb(node: &Host, cfg: &NodeConfig, services: &[Service]) -> Lb {
 }
 
 /// Echo servers (TCP 8080, UDP 5353) and the DSR backend side on every
-/// backend.
+/// backend, taking DSR traffic from every node.
 fn start_backends(topo: &DsrTopology) -> (Vec<EchoServer>, Vec<BackendSide>) {
+    let nodes: Vec<Ipv4Addr> = topo.nodes.iter().map(|n| n.v4).collect();
+    start_backends_for(topo, &nodes)
+}
+
+/// Like [`start_backends`], the backend side taking DSR traffic from
+/// `nodes` only.
+fn start_backends_for(
+    topo: &DsrTopology,
+    nodes: &[Ipv4Addr],
+) -> (Vec<EchoServer>, Vec<BackendSide>) {
     let mut servers = Vec::new();
     let mut sides = Vec::new();
     for (i, b) in topo.backends.iter().enumerate() {
@@ -92,7 +102,7 @@ fn start_backends(topo: &DsrTopology) -> (Vec<EchoServer>, Vec<BackendSide>) {
         servers.push(EchoServer::udp(&b.ns, SocketAddr::from((b.v4, 5353)), &tag(i + 1)).unwrap());
         let dev = b.link.name.clone();
         sides.push(
-            b.ns.run_in(|| BackendSide::attach(&dev))
+            b.ns.run_in(|| BackendSide::attach(&dev, nodes))
                 .unwrap()
                 .expect("attach the DSR backend side"),
         );
@@ -441,4 +451,54 @@ fn dsr_packets_over_the_mtu_after_encapsulation_are_dropped_and_counted() {
     );
     assert_eq!(too_big(), 1, "counted once as FragNeeded");
     assert!(udp_from(&topo, 0, dst, &fits).ends_with(&fits));
+}
+
+/// The backend side takes DSR traffic only from the nodes it was given:
+/// with node 2 left out, requests through node 2 are dropped on the
+/// backend and counted as from an unknown node, requests through node 1
+/// are served. Bounded: five UDP requests, 2 s read timeout for the dropped
+/// ones.
+#[test]
+fn backends_take_dsr_traffic_only_from_their_load_balancing_nodes() {
+    lb_testkit::require_privileges();
+    let topo = DsrTopology::new(2, 1).expect("topology");
+    let (_servers, mut sides) = start_backends_for(&topo, &[topo.nodes[0].v4]);
+    let services = services(&topo);
+    let _lbs: Vec<Lb> = topo
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| start_lb(n, &node_config(i + 1, n, LbMode::Dsr), &services))
+        .collect();
+    let dst = SocketAddr::from((VIP, 53));
+
+    assert!(udp_from(&topo, 0, dst, b"via 1").ends_with(b"via 1"));
+    assert_eq!(sides[0].stats().unwrap().unknown_node, 0);
+
+    topo.route_vip_via(1).unwrap();
+    let sock = topo
+        .client
+        .ns
+        .run_in(|| UdpSocket::bind(("0.0.0.0", 0)))
+        .unwrap()
+        .unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut buf = [0u8; 256];
+    for _ in 0..2 {
+        sock.send_to(b"via 2", dst).unwrap();
+        assert!(sock.recv_from(&mut buf).is_err(), "served through node 2");
+    }
+    assert_eq!(
+        sides[0].stats().unwrap().unknown_node,
+        2,
+        "both dropped as from an unknown node"
+    );
+    assert_eq!(sides[0].stats().unwrap().decapsulated, 1);
+
+    // Allowing node 2 at run time lets it in.
+    sides[0]
+        .set_nodes(&[topo.nodes[0].v4, topo.nodes[1].v4])
+        .unwrap();
+    assert!(udp_from(&topo, 0, dst, b"via 2 now").ends_with(b"via 2 now"));
+    assert_eq!(sides[0].stats().unwrap().unknown_node, 2);
 }

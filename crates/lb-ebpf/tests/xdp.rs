@@ -445,7 +445,7 @@ fn e2e(mode: LbMode, xdp_mode: XdpMode) {
         if mode != LbMode::Snat {
             let dev = b.link.name.clone();
             sides.push(
-                b.ns.run_in(|| lb_ebpf::dsr::BackendSide::attach(&dev))
+                b.ns.run_in(|| lb_ebpf::dsr::BackendSide::attach(&dev, &[topo.nodes[0].v4]))
                     .unwrap()
                     .expect("DSR backend side"),
             );

@@ -429,8 +429,19 @@ mod tests {
             lb_core::LbMode::Hybrid
         );
         assert!(parse(&["--mode", "ipip"]).is_err());
-        let cli = Cli::try_parse_from(["lb-agent", "dsr-backend", "--device", "eth0"]).unwrap();
-        assert!(matches!(cli.command, Command::DsrBackend(a) if a.device == "eth0"));
+        let cli = Cli::try_parse_from([
+            "lb-agent",
+            "dsr-backend",
+            "--device",
+            "eth0",
+            "--lb-nodes",
+            "10.0.1.2,10.0.2.2",
+        ])
+        .unwrap();
+        assert!(
+            matches!(cli.command, Command::DsrBackend(a) if a.device == "eth0" && a.lb_nodes.len() == 2)
+        );
+        assert!(Cli::try_parse_from(["lb-agent", "dsr-backend", "--device", "eth0"]).is_err());
     }
 
     #[test]
@@ -471,4 +482,9 @@ pub struct DsrBackendArgs {
     /// The device the backend receives DSR traffic on.
     #[arg(long)]
     pub device: String,
+    /// The load-balancing nodes' addresses (the outer source of their IPIP
+    /// packets: each node's first --node-ip), comma-separated or repeated.
+    /// IPIP packets from any other source are dropped and counted.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub lb_nodes: Vec<std::net::Ipv4Addr>,
 }

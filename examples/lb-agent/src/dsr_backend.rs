@@ -1,6 +1,7 @@
-//! `lb-agent dsr-backend --device X`: the backend side of DSR
-//! ([`lb_ebpf::dsr::BackendSide`]) on a backend's device, attached until
-//! SIGINT or SIGTERM, with its counters logged every 10 s and at exit.
+//! `lb-agent dsr-backend --device X --lb-nodes A,B`: the backend side of
+//! DSR ([`lb_ebpf::dsr::BackendSide`]) on a backend's device, taking IPIP
+//! only from the listed load-balancing nodes, attached until SIGINT or
+//! SIGTERM, with its counters logged every 10 s and at exit.
 
 use std::time::Duration;
 
@@ -13,9 +14,9 @@ pub fn run(args: &DsrBackendArgs) -> Result<(), String> {
     if !crate::state::is_root() {
         return Err("lb-agent dsr-backend needs root (CAP_BPF, CAP_NET_ADMIN)".into());
     }
-    let side = lb_ebpf::dsr::BackendSide::attach(&args.device)
+    let side = lb_ebpf::dsr::BackendSide::attach(&args.device, &args.lb_nodes)
         .map_err(|e| format!("--device {}: {e}", args.device))?;
-    tracing::info!(device = %args.device, "DSR backend side attached");
+    tracing::info!(device = %args.device, lb_nodes = ?args.lb_nodes, "DSR backend side attached");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -45,6 +46,7 @@ fn log(side: &lb_ebpf::dsr::BackendSide) {
             decapsulated = s.decapsulated,
             reversed = s.reversed,
             dropped = s.dropped,
+            unknown_node = s.unknown_node,
             "DSR backend counters"
         ),
         Err(e) => tracing::warn!("reading DSR counters: {e}"),

@@ -41,6 +41,7 @@ fn agent_in_dsr_mode_serves_remote_backends_directly() {
         let child =
             b.ns.command(BIN)
                 .args(["dsr-backend", "--device", &b.link.name])
+                .args(["--lb-nodes", &topo.nodes[0].v4.to_string()])
                 .stdin(Stdio::null())
                 .spawn()
                 .expect("spawn lb-agent dsr-backend");
