@@ -30,6 +30,7 @@
 #include <bpf/bpf_endian.h>
 
 #include "lb_abi.h"
+#include "lb_csum.h"
 #include "lb_snat.h"
 
 /* From linux/icmp.h, which drags in libc headers. */
@@ -42,26 +43,6 @@ struct lb_icmphdr {
 	__sum16 checksum;
 	__be32 rest;
 };
-
-static __always_inline __u16 lb_csum_fold(__u32 s)
-{
-	s = (s & 0xffff) + (s >> 16);
-	s = (s & 0xffff) + (s >> 16);
-	return (__u16)s;
-}
-
-/* RFC 1624 eqn. 3 for one 16-bit word: HC' = ~(~HC + ~m + m'). Values as
- * they sit in memory; one's-complement sums do not care about byte order. */
-static __always_inline __u16 lb_csum_upd16(__u16 csum, __u16 old, __u16 new)
-{
-	return ~lb_csum_fold((__u32)(__u16)~csum + (__u16)~old + new);
-}
-
-static __always_inline __u16 lb_csum_upd32(__u16 csum, __u32 old, __u32 new)
-{
-	csum = lb_csum_upd16(csum, (__u16)old, (__u16)new);
-	return lb_csum_upd16(csum, (__u16)(old >> 16), (__u16)(new >> 16));
-}
 
 /* Translates an ICMP error leaving towards a client. Returns TC_ACT_OK
  * (translated or not ours) or TC_ACT_SHOT when a store failed. */

@@ -12,6 +12,12 @@
 //! by the backend's own route, straight to the client. The backend needs no
 //! tunnel device and no VIP on an interface.
 //!
+//! ICMP errors the backend sends about a DSR flow (port unreachable,
+//! fragmentation needed, ...) get the same reverse translation on the way
+//! out: their quote names the frontend again and they come from it
+//! ([`BackendStats::icmp_reversed`]). Errors from routers about the
+//! backend's replies are addressed to the frontend and reach the node.
+//!
 //! Only the load-balancing nodes may send DSR traffic: the ingress program
 //! drops (and counts, [`BackendStats::unknown_node`]) IPIP packets whose
 //! outer source is not one of the node addresses the side was given
@@ -61,6 +67,9 @@ pub struct BackendStats {
     /// IPIP packets dropped because their outer source is not an allowed
     /// node.
     pub unknown_node: u64,
+    /// ICMP errors the backend sent about a DSR flow, translated back to
+    /// the frontend.
+    pub icmp_reversed: u64,
 }
 
 /// The backend-side programs attached to one device (in the calling
@@ -228,6 +237,7 @@ impl BackendSide {
             reversed: sum(1)?,
             dropped: sum(2)?,
             unknown_node: sum(3)?,
+            icmp_reversed: sum(4)?,
         })
     }
 }

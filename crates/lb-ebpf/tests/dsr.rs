@@ -502,3 +502,39 @@ fn backends_take_dsr_traffic_only_from_their_load_balancing_nodes() {
     assert!(udp_from(&topo, 0, dst, b"via 2 now").ends_with(b"via 2 now"));
     assert_eq!(sides[0].stats().unwrap().unknown_node, 2);
 }
+
+/// A UDP request through DSR to a backend port nobody listens on: the
+/// backend's port unreachable is translated back to the frontend on its way
+/// out, so the client's connected socket sees the refusal (without the
+/// translation the error names the backend and the socket just times out).
+/// Bounded: one request, 5 s read timeout.
+#[test]
+fn a_backends_port_unreachable_reaches_the_clients_socket_through_dsr() {
+    lb_testkit::require_privileges();
+    let topo = DsrTopology::new(1, 1).expect("topology");
+    let (_servers, sides) = start_backends(&topo);
+    let node = &topo.nodes[0];
+    let mut void = svc(
+        "default/void",
+        &[(format!("{VIP}:54/UDP"), FrontendType::LoadBalancer)],
+        vec![format!("{}:5454/UDP", topo.backends[0].v4)],
+    );
+    void.algorithm = Some(LbAlgorithm::Maglev);
+    let mut all = services(&topo);
+    all.push(void);
+    let _lb = start_lb(node, &node_config(1, node, LbMode::Dsr), &all);
+
+    let sock = topo
+        .client
+        .ns
+        .run_in(|| UdpSocket::bind(("0.0.0.0", 0)))
+        .unwrap()
+        .unwrap();
+    sock.connect(SocketAddr::from((VIP, 54))).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    sock.send(b"anyone?").unwrap();
+    let mut buf = [0u8; 64];
+    let err = sock.recv(&mut buf).expect_err("no server behind VIP:54");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
+    assert_eq!(sides[0].stats().unwrap().icmp_reversed, 1);
+}

@@ -119,3 +119,87 @@ fn the_allowlist_can_be_replaced_at_run_time() {
     let st = s.stats().unwrap();
     assert_eq!((st.decapsulated, st.unknown_node), (1, 2));
 }
+
+/// The packet as the backend received it (decapsulated, translated),
+/// without Ethernet.
+fn delivered_udp(client: &str, backend: &str) -> Vec<u8> {
+    lb_testkit::PacketBuilder::udp(sa(client), sa(backend))
+        .payload(b"hello")
+        .build_ip()
+        .unwrap()
+}
+
+#[test]
+fn icmp_errors_the_backend_sends_about_a_dsr_flow_name_the_frontend() {
+    use lb_testkit::{parse, verify_checksums, verify_checksums_strict, IcmpBuilder};
+    let mut s = side(&[NODE1]);
+    let (client, vip, be) = ("192.168.10.2:40003", "198.51.100.10:53", "10.201.1.2:5353");
+    let (rv, _) = ingress(&mut s, &ipip(NODE1, 5353, &udp(client, vip)));
+    assert_eq!(rv, TC_ACT_OK);
+
+    // Port unreachable from the backend itself, with the quoted UDP
+    // checksum and without (zero: stays zero).
+    let quoted = delivered_udp(client, be);
+    let mut zero = quoted.clone();
+    zero[26..28].copy_from_slice(&[0, 0]);
+    for (q, has_csum) in [(quoted.clone(), true), (zero, false)] {
+        let err = IcmpBuilder::dest_unreachable(
+            sa(be).ip(),
+            sa(client).ip(),
+            lb_testkit::packets::ICMP_PORT_UNREACH,
+            &q,
+        )
+        .build()
+        .unwrap();
+        let (rv, out) = egress(&mut s, &err);
+        assert_eq!(rv, TC_ACT_OK);
+        verify_checksums_strict(&out).expect("all checksums after translation");
+        let p = parse(&out).unwrap();
+        assert_eq!((p.src.ip(), p.dst.ip()), (sa(vip).ip(), sa(client).ip()));
+        let inner = p.icmp_inner().unwrap().unwrap();
+        assert_eq!((inner.src, inner.dst), (sa(client), sa(vip)));
+        assert_eq!(out[14 + 20 + 8 + 20 + 6..][..2] != [0, 0], has_csum);
+    }
+
+    // Fragmentation needed quoting a TCP packet of a DSR flow, and a
+    // truncated quote (8 bytes of TCP, no checksum to fix).
+    let (tclient, tvip, tbe) = ("192.168.10.2:40004", "198.51.100.10:80", "10.201.1.2:8080");
+    ingress(&mut s, &ipip(NODE1, 8080, &tcp(tclient, tvip)));
+    let tq = lb_testkit::PacketBuilder::tcp(sa(tclient), sa(tbe))
+        .ack()
+        .payload(b"data")
+        .build_ip()
+        .unwrap();
+    let err = IcmpBuilder::packet_too_big(sa(tbe).ip(), sa(tclient).ip(), 1400, &tq)
+        .build()
+        .unwrap();
+    let (_, out) = egress(&mut s, &err);
+    verify_checksums_strict(&out).expect("all checksums after translation");
+    let p = parse(&out).unwrap();
+    assert_eq!(p.src.ip(), sa(tvip).ip());
+    assert_eq!(p.icmp.unwrap().mtu(false), 1400, "the MTU is kept");
+    let inner = p.icmp_inner().unwrap().unwrap();
+    assert_eq!((inner.src, inner.dst), (sa(tclient), sa(tvip)));
+
+    let short = IcmpBuilder::packet_too_big(sa(tbe).ip(), sa(tclient).ip(), 1400, &tq)
+        .truncate_inner(20 + 8)
+        .build()
+        .unwrap();
+    let (_, out) = egress(&mut s, &short);
+    verify_checksums(&out).expect("checksums after translation");
+    let inner = parse(&out).unwrap().icmp_inner().unwrap().unwrap();
+    assert_eq!(inner.dst, sa(tvip));
+    assert_eq!(s.stats().unwrap().icmp_reversed, 4);
+
+    // An error about a flow the backend side does not know passes as is.
+    let other = IcmpBuilder::dest_unreachable(
+        sa(be).ip(),
+        sa(client).ip(),
+        lb_testkit::packets::ICMP_PORT_UNREACH,
+        &delivered_udp("192.168.10.2:49999", be),
+    )
+    .build()
+    .unwrap();
+    assert_eq!(egress(&mut s, &other), (TC_ACT_OK, other.clone()));
+    assert_eq!(s.stats().unwrap().icmp_reversed, 4);
+}
