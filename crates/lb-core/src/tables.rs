@@ -59,6 +59,19 @@ impl Tables {
         Tables::default()
     }
 
+    /// Whether `fe`'s flows cross IP families ([`crate::nat46x64`]): its
+    /// backends are all of one family (never a mix), so the first one
+    /// decides. [`crate::Translation::None`] for a frontend without
+    /// backends.
+    pub fn translation(&self, fe: &Frontend) -> crate::Translation {
+        fe.backends
+            .iter()
+            .find_map(|slot| self.backends.get(&slot.id))
+            .map_or(crate::Translation::None, |b| {
+                crate::Translation::between(fe.key.addr.addr, b.addr.addr)
+            })
+    }
+
     /// The frontend entry for `key`.
     pub fn frontend_by_key(&self, key: &FrontendKey) -> Option<&Frontend> {
         self.by_key.get(key).and_then(|id| self.frontends.get(id))

@@ -144,6 +144,14 @@ pub struct NodeArgs {
     /// for TCP, SNAT for UDP). DSR needs --dataplane ebpf.
     #[arg(long, default_value = "snat", value_parser = parse_mode)]
     pub mode: lb_core::LbMode,
+    /// NAT46/64 for services, like Cilium's NAT46/64 support: a frontend
+    /// whose service has no backend of its own IP family is served by the
+    /// backends of the other family, translated (an IPv4 ClusterIP in front
+    /// of IPv6-only pods, or the reverse), SNATed to the node's address of
+    /// the backend's family. Needs a --node-ip of each family and
+    /// --dataplane userspace. Off by default.
+    #[arg(long)]
+    pub enable_nat46x64: bool,
 }
 
 /// `lb-agent run`.
@@ -303,6 +311,7 @@ impl NodeArgs {
         .map_err(|e| format!("--maglev-table-size: {e}"))?;
         node.zone = self.zone.clone().filter(|z| !z.is_empty());
         node.mode = self.mode;
+        node.nat46x64 = self.enable_nat46x64;
         Ok(node)
     }
 }
@@ -429,6 +438,23 @@ mod tests {
             lb_core::LbMode::Hybrid
         );
         assert!(parse(&["--mode", "ipip"]).is_err());
+        let Command::Run(r) = Cli::try_parse_from([
+            "lb-agent",
+            "run",
+            "--manifests",
+            "/m",
+            "--node-ip",
+            "10.0.0.1,fd00::1",
+            "--device",
+            "eth0",
+            "--enable-nat46x64",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!("not run")
+        };
+        assert!(r.node.node_config().unwrap().nat46x64);
         let cli = Cli::try_parse_from([
             "lb-agent",
             "dsr-backend",

@@ -140,6 +140,19 @@ impl Agent {
             check_cgroup(cg)?;
         }
         let node = args.node.node_config()?;
+        if !userspace && node.nat46x64 {
+            return Err("--enable-nat46x64: NAT46/64 needs --dataplane userspace \
+                        (lb-ebpf's maps and programs are IPv4 only and do not \
+                        translate between IP families yet)"
+                .into());
+        }
+        let has = |v4: bool| node.node_ips.iter().any(|ip| ip.is_ipv4() == v4);
+        if node.nat46x64 && !(has(true) && has(false)) {
+            return Err("--enable-nat46x64 needs a --node-ip of each family \
+                        (IPv4 and IPv6): translated flows are SNATed to the \
+                        node address of the backend's family"
+                .into());
+        }
         if userspace && node.mode != lb_core::LbMode::Snat {
             return Err(format!(
                 "--mode {}: the userspace dataplane implements SNAT only \
@@ -596,6 +609,7 @@ impl Agent {
             },
             policies: policy_summary(self.rec.current()),
             xdp_acceleration: self.xdp_acceleration(),
+            nat46x64: nat46x64_summary(node, self.rec.current()),
             sync: self.sync.clone(),
         }
     }
@@ -699,6 +713,25 @@ fn apply_in_steps(
 }
 
 /// How many frontend entries use each policy, for `status --verbose`.
+/// The `NAT46/64 Support` line: `Disabled`, or how many frontends are
+/// served across families.
+fn nat46x64_summary(node: &lb_core::NodeConfig, t: &lb_core::Tables) -> String {
+    if !node.nat46x64 {
+        return "Disabled".into();
+    }
+    let count = |want: lb_core::Translation| {
+        t.frontends
+            .values()
+            .filter(|f| t.translation(f) == want)
+            .count()
+    };
+    format!(
+        "Enabled ({} NAT46 frontends, {} NAT64; SNAT to the node address of the backend family)",
+        count(lb_core::Translation::Nat46),
+        count(lb_core::Translation::Nat64)
+    )
+}
+
 fn policy_summary(t: &lb_core::Tables) -> String {
     let fes = t.frontends.values();
     let local = fes.clone().filter(|f| f.local_only).count();

@@ -24,7 +24,8 @@ pub struct ServiceRow {
     /// backend that takes no new flows although weighted is marked
     /// `other zone` (left out by topology-aware routing).
     pub backends: Vec<String>,
-    /// The frontend's policies, comma-separated: `Local` (traffic policy
+    /// The frontend's policies, comma-separated: `NAT46` or `NAT64` (its
+    /// backends are of the other IP family), `Local` (traffic policy
     /// Local), `N source ranges`, the selection algorithm when Maglev.
     #[serde(default)]
     pub policy: String,
@@ -67,13 +68,16 @@ pub fn rows(tables: &Tables) -> Vec<ServiceRow> {
                     Some(format!("{} => {} ({notes})", i + 1, b.addr.host_port()))
                 })
                 .collect(),
-            policy: policy(fe),
+            policy: policy(fe, tables.translation(fe)),
         })
         .collect()
 }
 
-fn policy(fe: &lb_core::Frontend) -> String {
+fn policy(fe: &lb_core::Frontend, translation: lb_core::Translation) -> String {
     let mut p = Vec::new();
+    if translation.is_translated() {
+        p.push(translation.to_string());
+    }
     if fe.local_only {
         p.push("Local".to_string());
     }

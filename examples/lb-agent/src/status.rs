@@ -87,6 +87,10 @@ pub struct Status {
     /// XDP acceleration: `Native`/`Generic` and the devices, or `Disabled`.
     #[serde(default)]
     pub xdp_acceleration: String,
+    /// NAT46/64 for services: `Disabled`, or `Enabled (...)` with how many
+    /// frontends are translated each way.
+    #[serde(default)]
+    pub nat46x64: String,
     /// Last sync.
     pub sync: SyncInfo,
 }
@@ -150,6 +154,15 @@ pub fn render(s: &Status, verbose: bool) -> String {
     d(&mut o, "Policies", &s.policies);
     d(&mut o, "Session Affinity", &s.session_affinity);
     d(&mut o, "Graceful Termination", &s.graceful_termination);
+    if s.nat46x64.is_empty() || s.nat46x64 == "Disabled" {
+        d(&mut o, "NAT46/64 Support", "Disabled");
+    } else {
+        // Cilium's shape: the services part, then the (stateless) gateway,
+        // which this agent does not have.
+        let _ = writeln!(o, "  NAT46/64 Support:");
+        let _ = writeln!(o, "  - {:<22}{}", "Services:", s.nat46x64);
+        let _ = writeln!(o, "  - {:<22}Disabled", "Gateway:");
+    }
     d(&mut o, "NodePort Range", &s.nodeport_range);
     d(
         &mut o,
@@ -224,6 +237,7 @@ mod tests {
             topology: "zone zone-a".into(),
             policies: "1 Local".into(),
             xdp_acceleration: "Native (eth0)".into(),
+            nat46x64: String::new(),
             sync: SyncInfo::default(),
         };
         let short = render(&s, false);
@@ -240,6 +254,19 @@ mod tests {
             "    no_backend                   2",
             "  Maglev Hash Seed:       305419896 (--maglev-hash-seed)",
             "  Topology:               zone zone-a",
+            "  NAT46/64 Support:       Disabled",
+        ] {
+            assert!(long.contains(want), "{want:?} in\n{long}");
+        }
+        let on = Status {
+            nat46x64: "Enabled (1 NAT46 frontends, 0 NAT64)".into(),
+            ..s
+        };
+        let long = render(&on, true);
+        for want in [
+            "  NAT46/64 Support:\n",
+            "  - Services:             Enabled (1 NAT46 frontends, 0 NAT64)",
+            "  - Gateway:              Disabled",
         ] {
             assert!(long.contains(want), "{want:?} in\n{long}");
         }
