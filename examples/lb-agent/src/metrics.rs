@@ -202,6 +202,7 @@ mod tests {
             topology: String::new(),
             policies: String::new(),
             xdp_acceleration: String::new(),
+            nat46x64: String::new(),
             sync: SyncInfo {
                 count: 4,
                 duration_us: 1500,
