@@ -17,12 +17,12 @@ use crate::ConfigError;
 /// Identifies one programmed frontend (Cilium's service ID). Never 0.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-pub struct ServiceId(pub u16);
+pub struct ServiceId(pub u32);
 
 /// Identifies the reverse-NAT entry of a frontend; equal to its [`ServiceId`]. Never 0.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-pub struct RevNatId(pub u16);
+pub struct RevNatId(pub u32);
 
 /// Identifies one backend address across all services. Never 0.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -243,5 +243,15 @@ mod tests {
             Err(ConfigError::IdsExhausted { max: 3, .. })
         ));
         assert_eq!(ids.get(&"b"), Some(2));
+    }
+
+    /// Service ids are 32 bits: the allocator goes past 65535.
+    #[test]
+    fn service_ids_go_past_16_bits() {
+        let mut ids = IdAllocator::new("service", crate::MAX_SERVICE_ID);
+        ids.restore(&"a", u32::from(u16::MAX)).unwrap();
+        assert_eq!(ids.acquire(&"b").unwrap(), 65_536);
+        ids.restore(&"c", 1 << 24).unwrap();
+        assert_eq!(ids.acquire(&"d").unwrap(), (1 << 24) + 1);
     }
 }

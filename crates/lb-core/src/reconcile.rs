@@ -367,7 +367,7 @@ impl Reconciler {
                     (key, d)
                 }
             };
-            let id = ServiceId(fe_ids.acquire(key)? as u16);
+            let id = ServiceId(fe_ids.acquire(key)?);
             let prev = cur.frontend_by_key(key).filter(|o| o.id == id);
             let fe = build_frontend(
                 id,

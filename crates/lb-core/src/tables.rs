@@ -11,8 +11,8 @@ use crate::{
     FrontendKey, IdAllocator, L3n4Addr, LbAlgorithm, MaglevConfig, RevNatId, ServiceId,
 };
 
-/// The most service IDs (16-bit, 0 reserved).
-pub const MAX_SERVICE_ID: u32 = u16::MAX as u32;
+/// The most service IDs (0 reserved; the dataplanes key by a 32-bit id).
+pub const MAX_SERVICE_ID: u32 = u32::MAX - 1;
 /// The most backend IDs (0 reserved).
 pub const MAX_BACKEND_ID: u32 = u32::MAX - 1;
 
@@ -155,7 +155,7 @@ impl Tables {
 
         let mut memo = MaglevMemo::default();
         for (key, d) in &desired.frontends {
-            let id = ServiceId(next.frontend_ids.acquire(key)? as u16);
+            let id = ServiceId(next.frontend_ids.acquire(key)?);
             let old = self.frontend_by_key(key).filter(|o| o.id == id);
             let fe = build_frontend(
                 id,

@@ -89,13 +89,13 @@ struct lb4_service {
 	__u32 backend_id;       /* slot > 0: backend */
 	__u32 affinity_timeout; /* slot 0: seconds */
 	__u32 total_weight;     /* slot 0: sum of the selectable slots' weights */
+	__u32 rev_nat_index;    /* slot 0: reverse-NAT id (= service id) */
 	__u16 count;            /* slot 0: selectable slots (1..count) */
 	__u16 total;            /* slot 0: all slots incl. non-selectable */
-	__u16 rev_nat_index;    /* slot 0: reverse-NAT id (= service id) */
 	__u16 weight;           /* slot > 0: backend weight */
 	__u16 flags;            /* slot 0: LB_SVC_F_*; slot > 0: enum lb_backend_state */
 	__u8 fe_type;           /* slot 0: enum lb_fe_type */
-	__u8 pad;
+	__u8 pad[3];
 };
 
 /* Backends map value, keyed by backend id (__u32). */
@@ -106,7 +106,7 @@ struct lb4_backend {
 	__u8 flags; /* LB_BE_F_* */
 };
 
-/* Reverse-NAT map value, keyed by rev_nat_index (__u16). */
+/* Reverse-NAT map value, keyed by rev_nat_index (__u32). */
 struct lb4_reverse_nat {
 	__be32 address;
 	__be16 port;
@@ -140,11 +140,12 @@ struct ct4_key {
 /* Connection-tracking value (same for both directions). */
 struct ct4_entry {
 	__u32 backend_id;
-	__u16 rev_nat_index;
-	__u16 flags;          /* LB_CT_F_* */
+	__u32 rev_nat_index;
 	__be32 frontend_addr; /* the address the client used */
 	__be16 frontend_port;
 	__be16 snat_port;     /* LB_CT_F_SNAT: the node's source port; LB_CT_F_PORTMAP: see there */
+	__u16 flags;          /* LB_CT_F_* */
+	__u16 pad[3];
 	__u64 last_seen;      /* seconds of CLOCK_MONOTONIC_COARSE (userspace gc) */
 };
 
@@ -155,16 +156,14 @@ struct lb4_snat_entry {
 	__be32 frontend_addr;
 	__be16 client_port;
 	__be16 frontend_port;
-	__u16 rev_nat_index;
-	__u16 pad;
+	__u32 rev_nat_index;
 	__u64 last_seen; /* seconds of CLOCK_MONOTONIC_COARSE (userspace gc) */
 };
 
 /* Session-affinity key: client address per frontend. */
 struct lb4_affinity_key {
 	__be32 client;
-	__u16 rev_nat_index;
-	__u8 pad[2];
+	__u32 rev_nat_index;
 };
 
 /* Session-affinity value. */
@@ -174,11 +173,10 @@ struct lb_affinity_val {
 	__u32 pad;
 };
 
-/* Source-range LPM key: prefixlen counts 32 bits of (rev_nat_index, pad) + the prefix. */
+/* Source-range LPM key: prefixlen counts the 32 bits of rev_nat_index + the prefix. */
 struct lb4_src_range_key {
 	__u32 prefixlen;
-	__u16 rev_nat_index;
-	__u16 pad;
+	__u32 rev_nat_index;
 	__be32 addr;
 };
 
@@ -213,10 +211,11 @@ struct lb4_sock_key {
 struct lb4_sock_val {
 	__be32 address;  /* the frontend address the application used */
 	__be16 port;     /* the frontend port */
-	__u16 rev_nat_index;
+	__u16 pad;
+	__u32 rev_nat_index;
 };
 
-/* Per-service counters, keyed by rev_nat_index (__u16), and per-backend
+/* Per-service counters, keyed by rev_nat_index (__u32), and per-backend
  * counters, keyed by backend id (__u32): client -> backend packets that
  * matched, their bytes, and new flows (the socket LB counts its translated
  * connections as new flows, with no packets: it sees none). */
@@ -226,7 +225,7 @@ struct lb_svc_stats {
 	__u64 new_flows;
 };
 
-/* Userspace-only metadata of a frontend, keyed by rev_nat_index (__u16):
+/* Userspace-only metadata of a frontend, keyed by rev_nat_index (__u32):
  * what a restarted agent needs that the datapath does not. */
 struct lb_svc_meta {
 	char name[LB_SVC_NAME_MAX]; /* "namespace/name", NUL-padded */
@@ -267,7 +266,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__type(key, __u16);
+	__type(key, __u32);
 	__type(value, struct lb4_reverse_nat);
 	__uint(max_entries, LB_REV_NAT_MAX);
 } lb4_reverse_nat SEC(".maps");
@@ -298,7 +297,7 @@ struct lb_maglev_inner {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH_OF_MAPS);
-	__type(key, __u16); /* service id */
+	__type(key, __u32); /* service id */
 	__uint(max_entries, LB_MAGLEV_MAX);
 	__array(values, struct lb_maglev_inner);
 } lb4_maglev SEC(".maps");
@@ -327,7 +326,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
-	__type(key, __u16);
+	__type(key, __u32);
 	__type(value, struct lb_svc_stats);
 	__uint(max_entries, LB_SERVICES_MAX);
 } lb_svc_stats SEC(".maps");
@@ -366,7 +365,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__type(key, __u16);
+	__type(key, __u32);
 	__type(value, struct lb_svc_meta);
 	__uint(max_entries, LB_SERVICES_MAX);
 } lb_svc_meta SEC(".maps");

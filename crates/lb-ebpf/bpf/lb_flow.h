@@ -40,7 +40,7 @@ static __always_inline void lb_count(void *map, __u32 id, __u32 bytes, bool new_
 		st->new_flows += 1;
 }
 
-static __always_inline void lb_count_service(__u16 rev_nat, __u32 bytes, bool new_flow)
+static __always_inline void lb_count_service(__u32 rev_nat, __u32 bytes, bool new_flow)
 {
 	lb_count(&lb_svc_stats, rev_nat, bytes, new_flow);
 }
@@ -87,7 +87,7 @@ static __always_inline void lb_ct_close(const struct ct4_key *k, __u64 now)
 static __always_inline __u32 lb_choose_backend(const struct lb_config *cfg,
 					       const struct lb4_key *key,
 					       const struct lb4_affinity_key *ak,
-					       const struct lb_pkt *p, __u16 rev_nat, __u16 flags,
+					       const struct lb_pkt *p, __u32 rev_nat, __u16 flags,
 					       __u16 count, __u32 timeout, __u32 total_weight,
 					       __u64 now, __u32 hint)
 {
@@ -117,15 +117,14 @@ static __always_inline __u32 lb_choose_backend(const struct lb_config *cfg,
  * distribution. */
 struct lb_xdp_meta {
 	__u32 magic;      /* LB_XDP_META_MAGIC */
-	__u16 rev_nat_index;
-	__u16 pad;
+	__u32 rev_nat_index;
 	__u32 backend_id;
 };
 
 #define LB_XDP_META_MAGIC 0x6c627864 /* "lbxd" */
 
 /* The XDP program's backend choice for this frame and frontend, 0 if none. */
-static __always_inline __u32 lb_xdp_hint(struct __sk_buff *skb, __u16 rev_nat)
+static __always_inline __u32 lb_xdp_hint(struct __sk_buff *skb, __u32 rev_nat)
 {
 	void *meta = (void *)(long)skb->data_meta;
 	void *data = (void *)(long)skb->data;

@@ -59,7 +59,8 @@ static __always_inline int lb_icmp_error_rev(struct __sk_buff *skb)
 	__u32 icmp_off, in_off, in_l4_off, l4_csum_off = 0;
 	__be32 out_saddr, be_addr, fe_addr;
 	__be16 be_port, fe_port, q_port, cport, *ports;
-	__u16 ip_csum, icmp_csum, in_csum, l4_csum = 0, rev_nat;
+	__u16 ip_csum, icmp_csum, in_csum, l4_csum = 0;
+	__u32 rev_nat;
 	__u8 proto;
 
 	if ((void *)(eth + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
@@ -192,7 +193,8 @@ static __always_inline int lb_icmp_error_snat(struct __sk_buff *skb, const struc
 	__u32 icmp_off, in_off, in_l4_off, l4_csum_off = 0;
 	__be32 node = lb_snat_addr(cfg), out_saddr, out_new_saddr, be_addr, fe_addr, client;
 	__be16 be_port, fe_port, snat_port, client_port, *ports;
-	__u16 ip_csum, icmp_csum, in_csum, new_in_csum, l4_csum = 0, rev_nat;
+	__u16 ip_csum, icmp_csum, in_csum, new_in_csum, l4_csum = 0;
+	__u32 rev_nat;
 	__u8 proto;
 
 	if (!node || (void *)(eth + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))

@@ -71,7 +71,7 @@ static __always_inline struct lb4_service *lb_lookup_frontend(struct lb4_key *ke
 
 /* Copies what the programs use of a frontend's slot 0 (userspace may
  * rewrite the entry meanwhile, so it is read once). */
-static __always_inline void lb_svc_load(const struct lb4_service *svc, __u16 *rev_nat,
+static __always_inline void lb_svc_load(const struct lb4_service *svc, __u32 *rev_nat,
 					__u16 *flags, __u16 *count, __u32 *timeout,
 					__u32 *total_weight)
 {
@@ -133,7 +133,7 @@ static __always_inline bool lb_is_selectable(const struct lb4_key *key, __u16 co
 }
 
 /* The Maglev table entry for `hash` (0 when there is none). */
-static __always_inline __u32 lb_select_maglev(const struct lb_config *cfg, __u16 rev_nat,
+static __always_inline __u32 lb_select_maglev(const struct lb_config *cfg, __u32 rev_nat,
 					      __u32 hash)
 {
 	void *table;

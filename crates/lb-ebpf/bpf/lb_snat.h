@@ -117,7 +117,7 @@ static __always_inline void lb_snat_key(struct ct4_key *k, __be32 be_addr, __be1
  * recreates it when the LRU evicted it. Shared by tc and XDP. */
 static __always_inline void lb_snat_refresh(const struct lb_pkt *p, __be32 be_addr,
 					    __be16 be_port, __be32 node, __be16 snat_port,
-					    __u16 rev_nat, __u64 now)
+					    __u32 rev_nat, __u64 now)
 {
 	struct ct4_key rk = {};
 	struct lb4_snat_entry *e;
@@ -196,7 +196,8 @@ static __always_inline int lb_snat_reply(struct __sk_buff *skb, const struct lb_
 	struct lb4_reverse_nat *rn;
 	__be32 node = lb_snat_addr(cfg), client, fe_addr;
 	__be16 client_port, fe_port;
-	__u16 min, max, dport = bpf_ntohs(p->dport), rev_nat;
+	__u16 min, max, dport = bpf_ntohs(p->dport);
+	__u32 rev_nat;
 	int rc;
 
 	lb_snat_range(cfg, &min, &max);

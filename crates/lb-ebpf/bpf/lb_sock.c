@@ -37,7 +37,7 @@
 
 /* True when `src` may use the frontend `rev_nat` (its source ranges); a
  * refusal is counted. */
-static __always_inline bool lb_sock4_src_ok(const struct lb_config *cfg, __u16 rev_nat,
+static __always_inline bool lb_sock4_src_ok(const struct lb_config *cfg, __u32 rev_nat,
 					    __be32 src)
 {
 	struct lb4_src_range_key rk = { .prefixlen = 64, .rev_nat_index = rev_nat };
@@ -71,7 +71,8 @@ static __always_inline int lb_sock4_xlate(struct bpf_sock_addr *ctx, bool connec
 	__u32 zero = 0, backend_id = 0, timeout, total_weight, selector;
 	__be32 daddr = ctx->user_ip4;
 	__be16 dport = (__be16)ctx->user_port;
-	__u16 rev_nat, flags, count;
+	__u32 rev_nat;
+	__u16 flags, count;
 	__u64 cookie, now = 0;
 	__u8 proto = (__u8)ctx->protocol;
 
@@ -151,7 +152,7 @@ static __always_inline void lb_sock4_rev(struct bpf_sock_addr *ctx)
 {
 	struct lb4_sock_key sk = {};
 	struct lb4_sock_val *sv;
-	__u16 rev_nat;
+	__u32 rev_nat;
 
 	sk.cookie = bpf_get_socket_cookie(ctx);
 	sk.address = ctx->user_ip4;

@@ -56,7 +56,8 @@ int lb_tc_ingress(struct __sk_buff *skb)
 	__u32 zero = 0, backend_id = 0, timeout, total_weight;
 	__be32 be_addr, node = 0;
 	__be16 be_port, snat_port = 0;
-	__u16 rev_nat, flags, count;
+	__u32 rev_nat;
+	__u16 flags, count;
 	__u64 now = 0;
 	bool new_flow = false, snat = false, dsr = false, portmap = false;
 	__u8 be_flags, fe_type;
@@ -271,7 +272,7 @@ int lb_tc_egress(struct __sk_buff *skb)
 	struct lb4_reverse_nat *rn;
 	__be32 fe_addr;
 	__be16 fe_port, cport;
-	__u16 rev_nat;
+	__u32 rev_nat;
 	__u64 now;
 	bool closing;
 

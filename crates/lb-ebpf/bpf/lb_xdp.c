@@ -75,7 +75,7 @@ static __always_inline int lb_xdp_drop(__u32 reason)
 
 /* Passes a frontend's packet to tc, with the backend chosen for a new flow
  * (0: none) in the metadata. */
-static __always_inline int lb_xdp_pass(struct xdp_md *ctx, __u16 rev_nat, __u32 backend_id)
+static __always_inline int lb_xdp_pass(struct xdp_md *ctx, __u32 rev_nat, __u32 backend_id)
 {
 	struct lb_xdp_meta *m;
 	void *data;
@@ -89,7 +89,6 @@ static __always_inline int lb_xdp_pass(struct xdp_md *ctx, __u16 rev_nat, __u32 
 		return XDP_PASS;
 	m->magic = LB_XDP_META_MAGIC;
 	m->rev_nat_index = rev_nat;
-	m->pad = 0;
 	m->backend_id = backend_id;
 	return XDP_PASS;
 }
@@ -323,7 +322,8 @@ int lb_xdp(struct xdp_md *ctx)
 	__u32 zero = 0, backend_id = 0, timeout, total_weight, len, tot_len;
 	__be32 be_addr, node;
 	__be16 be_port, snat_port = 0;
-	__u16 rev_nat, flags, count, min, max;
+	__u32 rev_nat;
+	__u16 flags, count, min, max;
 	__u64 now;
 	bool new_flow = false, snat = false, dsr = false;
 	__u8 be_flags, fe_type;

@@ -179,12 +179,12 @@ pub struct Lb4Service {
     pub affinity_timeout: u32,
     /// Slot 0: sum of the selectable slots' weights.
     pub total_weight: u32,
+    /// Slot 0: reverse-NAT id.
+    pub rev_nat_index: u32,
     /// Slot 0: number of selectable slots.
     pub count: u16,
     /// Slot 0: number of slots.
     pub total: u16,
-    /// Slot 0: reverse-NAT id.
-    pub rev_nat_index: u16,
     /// Slot > 0: the backend's weight.
     pub weight: u16,
     /// Slot 0: `SVC_F_*`; slot > 0: the slot's `BE_STATE_*`.
@@ -192,7 +192,7 @@ pub struct Lb4Service {
     /// Slot 0: frontend type (lb-core `FrontendType` order).
     pub fe_type: u8,
     /// Zero.
-    pub pad: u8,
+    pub pad: [u8; 3],
 }
 
 /// `struct lb4_backend`: backends map value.
@@ -248,15 +248,17 @@ pub struct Ct4Entry {
     /// The flow's backend.
     pub backend_id: u32,
     /// The frontend's reverse-NAT id.
-    pub rev_nat_index: u16,
-    /// `CT_F_*`.
-    pub flags: u16,
+    pub rev_nat_index: u32,
     /// Address the client used, network order.
     pub frontend_addr: u32,
     /// Port the client used, network order.
     pub frontend_port: u16,
     /// With [`CT_F_SNAT`]: the node's source port, network order.
     pub snat_port: u16,
+    /// `CT_F_*`.
+    pub flags: u16,
+    /// Zero.
+    pub pad: [u16; 3],
     /// Last packet, seconds of `CLOCK_MONOTONIC_COARSE` ([`crate::now_secs`]).
     pub last_seen: u64,
 }
@@ -275,9 +277,7 @@ pub struct Lb4SnatEntry {
     /// Frontend port, network order.
     pub frontend_port: u16,
     /// The frontend's reverse-NAT id.
-    pub rev_nat_index: u16,
-    /// Zero.
-    pub pad: u16,
+    pub rev_nat_index: u32,
     /// Last packet, seconds of `CLOCK_MONOTONIC_COARSE` ([`crate::now_secs`]).
     pub last_seen: u64,
 }
@@ -289,9 +289,7 @@ pub struct Lb4AffinityKey {
     /// Client address, network order.
     pub client: u32,
     /// Frontend's reverse-NAT id.
-    pub rev_nat_index: u16,
-    /// Zero.
-    pub pad: [u8; 2],
+    pub rev_nat_index: u32,
 }
 
 /// `struct lb_affinity_val`: the client's last backend.
@@ -307,16 +305,14 @@ pub struct LbAffinityVal {
 }
 
 /// `struct lb4_src_range_key`: source-range LPM key (prefixlen counts the
-/// 32 bits of `rev_nat_index` + `pad` plus the address prefix).
+/// 32 bits of `rev_nat_index` plus the address prefix).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Lb4SrcRangeKey {
     /// 32 + prefix length.
     pub prefixlen: u32,
     /// Frontend's reverse-NAT id.
-    pub rev_nat_index: u16,
-    /// Zero.
-    pub pad: u16,
+    pub rev_nat_index: u32,
     /// Prefix address, network order.
     pub addr: u32,
 }
@@ -383,8 +379,10 @@ pub struct Lb4SockVal {
     pub address: u32,
     /// Frontend port, network order.
     pub port: u16,
+    /// Zero.
+    pub pad: u16,
     /// The frontend's reverse-NAT id.
-    pub rev_nat_index: u16,
+    pub rev_nat_index: u32,
 }
 
 /// `struct lb_svc_meta`: a frontend's service name (userspace only).
@@ -455,11 +453,11 @@ macro_rules! pod {
 
 pod!(
     Lb4Key = 12,
-    Lb4Service = 24,
+    Lb4Service = 28,
     Lb4Backend = 8,
     Lb4ReverseNat = 8,
     Ct4Key = 16,
-    Ct4Entry = 24,
+    Ct4Entry = 32,
     Lb4AffinityKey = 8,
     LbAffinityVal = 16,
     Lb4SrcRangeKey = 12,
@@ -467,7 +465,7 @@ pod!(
     LbSvcStats = 24,
     LbSvcMeta = 128,
     Lb4SockKey = 16,
-    Lb4SockVal = 8,
+    Lb4SockVal = 12,
     Lb4SnatEntry = 24,
     LbBeMeta = 64,
 );

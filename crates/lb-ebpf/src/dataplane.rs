@@ -356,7 +356,7 @@ impl EbpfDataplane {
     }
 
     /// The services-map key of frontend `id`, if programmed.
-    pub(crate) fn shadow_frontend_key(&self, id: u16) -> Option<Lb4Key> {
+    pub(crate) fn shadow_frontend_key(&self, id: u32) -> Option<Lb4Key> {
         self.shadow.frontends.get(&id).map(|fe| fe.key)
     }
 
@@ -396,7 +396,7 @@ impl EbpfDataplane {
         let mut rev_nat = Overlay::new(s.rev_nat.len());
         let mut maglev = Overlay::new(s.maglev.len());
         // Frontends the batch touched: (key, total, range count), or gone.
-        let mut fes: HashMap<u16, Option<(Lb4Key, usize, usize)>> = HashMap::new();
+        let mut fes: HashMap<u32, Option<(Lb4Key, usize, usize)>> = HashMap::new();
         let mut service_entries = s.services.len();
         let mut range_entries = s.ranges.len();
         let (mut peak_services, mut peak_ranges) = (service_entries, range_entries);

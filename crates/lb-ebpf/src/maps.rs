@@ -28,9 +28,7 @@ pub struct MapsError {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SrcRangeData {
     /// Frontend's reverse-NAT id.
-    pub rev_nat_index: u16,
-    /// Zero.
-    pub pad: u16,
+    pub rev_nat_index: u32,
     /// Prefix address, network order.
     pub addr: u32,
 }
@@ -48,13 +46,13 @@ pub struct Maps {
     /// Backends by id.
     pub backends: HashMap<MapData, u32, Lb4Backend>,
     /// Reverse-NAT entries by id.
-    pub rev_nat: HashMap<MapData, u16, Lb4ReverseNat>,
+    pub rev_nat: HashMap<MapData, u32, Lb4ReverseNat>,
     /// Connection tracking (LRU).
     pub ct: HashMap<MapData, Ct4Key, Ct4Entry>,
     /// Session affinity (LRU).
     pub affinity: HashMap<MapData, Lb4AffinityKey, LbAffinityVal>,
     /// Maglev tables by service id.
-    pub maglev: HashOfMaps<MapData, u16, Array<MapData, u32>>,
+    pub maglev: HashOfMaps<MapData, u32, Array<MapData, u32>>,
     /// Source ranges.
     pub src_range: LpmTrie<MapData, SrcRangeData, u8>,
     /// Configuration (index 0).
@@ -62,11 +60,11 @@ pub struct Maps {
     /// Per-CPU drop counters by [`DropReason`].
     pub drops: PerCpuArray<MapData, u64>,
     /// Per-CPU service counters by service id.
-    pub svc_stats: PerCpuHashMap<MapData, u16, LbSvcStats>,
+    pub svc_stats: PerCpuHashMap<MapData, u32, LbSvcStats>,
     /// Per-CPU backend counters by backend id.
     pub be_stats: PerCpuHashMap<MapData, u32, LbSvcStats>,
     /// Service names by service id (userspace only).
-    pub svc_meta: HashMap<MapData, u16, LbSvcMeta>,
+    pub svc_meta: HashMap<MapData, u32, LbSvcMeta>,
     /// Backend zones by backend id (userspace only).
     pub be_meta: HashMap<MapData, u32, LbBeMeta>,
     /// Socket-LB reverse translation (LRU).

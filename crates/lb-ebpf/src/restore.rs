@@ -98,7 +98,7 @@ impl EbpfDataplane {
             });
         }
 
-        let mut ranges: HashMap<u16, Vec<(u8, IpNet)>> = HashMap::new();
+        let mut ranges: HashMap<u32, Vec<(u8, IpNet)>> = HashMap::new();
         for k in maps.src_range.keys() {
             let k = k.map_err(sys("listing source ranges"))?;
             let pos = maps

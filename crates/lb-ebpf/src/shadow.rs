@@ -34,12 +34,11 @@ pub(crate) struct FeState {
 }
 
 /// The source-range trie key of frontend `id`'s prefix.
-pub(crate) fn range_key(id: u16, (addr, len): (u32, u8)) -> SrcRangeKey {
+pub(crate) fn range_key(id: u32, (addr, len): (u32, u8)) -> SrcRangeKey {
     SrcRangeKey::new(
         32 + u32::from(len),
         SrcRangeData {
             rev_nat_index: id,
-            pad: 0,
             addr,
         },
     )
@@ -49,7 +48,7 @@ pub(crate) fn range_key(id: u16, (addr, len): (u32, u8)) -> SrcRangeKey {
 #[derive(Debug, Default)]
 pub(crate) struct Shadow {
     /// Frontends by service id.
-    pub frontends: HashMap<u16, FeState>,
+    pub frontends: HashMap<u32, FeState>,
     /// `lb4_services`: slot 0 and backend slots of every frontend.
     pub services: HashMap<Lb4Key, Lb4Service>,
     /// `lb4_backends`.
@@ -59,29 +58,29 @@ pub(crate) struct Shadow {
     /// Keys of `lb_be_stats`.
     pub be_stats: HashSet<u32>,
     /// `lb4_reverse_nat`.
-    pub rev_nat: HashMap<u16, Lb4ReverseNat>,
+    pub rev_nat: HashMap<u32, Lb4ReverseNat>,
     /// `lb_svc_meta`.
-    pub svc_meta: HashMap<u16, LbSvcMeta>,
+    pub svc_meta: HashMap<u32, LbSvcMeta>,
     /// Keys of `lb_svc_stats`.
-    pub svc_stats: HashSet<u16>,
+    pub svc_stats: HashSet<u32>,
     /// Keys of `lb4_maglev`.
-    pub maglev: HashSet<u16>,
+    pub maglev: HashSet<u32>,
     /// `lb4_src_range`, keyed `(service id, address, prefix length)`.
-    pub ranges: HashMap<(u16, u32, u8), u8>,
+    pub ranges: HashMap<(u32, u32, u8), u8>,
 }
 
 /// One entry's previous state, to put back on rollback (`None`: absent).
 pub(crate) enum Undo {
-    Fe(u16, Option<FeState>),
+    Fe(u32, Option<FeState>),
     Service(Lb4Key, Option<Lb4Service>),
     Backend(u32, Option<Lb4Backend>),
     BeMeta(u32, Option<LbBeMeta>),
     BeStats(u32, Option<PerCpuValues<LbSvcStats>>),
-    RevNat(u16, Option<Lb4ReverseNat>),
-    SvcMeta(u16, Option<LbSvcMeta>),
-    SvcStats(u16, Option<PerCpuValues<LbSvcStats>>),
-    Maglev(u16, Option<Array<MapData, u32>>),
-    Range((u16, u32, u8), Option<u8>),
+    RevNat(u32, Option<Lb4ReverseNat>),
+    SvcMeta(u32, Option<LbSvcMeta>),
+    SvcStats(u32, Option<PerCpuValues<LbSvcStats>>),
+    Maglev(u32, Option<Array<MapData, u32>>),
+    Range((u32, u32, u8), Option<u8>),
 }
 
 /// The previous state of every entry a batch wrote, oldest first.
@@ -158,9 +157,9 @@ pub(crate) struct Pending {
     pub backends: Vec<(u32, Lb4Backend)>,
     pub be_meta: Vec<(u32, LbBeMeta)>,
     pub be_stats: Vec<u32>,
-    pub rev_nat: Vec<(u16, Lb4ReverseNat)>,
-    pub svc_meta: Vec<(u16, LbSvcMeta)>,
-    pub svc_stats: Vec<u16>,
+    pub rev_nat: Vec<(u32, Lb4ReverseNat)>,
+    pub svc_meta: Vec<(u32, LbSvcMeta)>,
+    pub svc_stats: Vec<u32>,
 }
 
 /// Writes `items` into `map` in one batch; whatever the batch did not apply
@@ -310,7 +309,7 @@ pub(crate) fn read(maps: &Maps) -> Result<Shadow, (&'static str, MapError)> {
         }
     }
     // Source ranges in their list order (the trie's value is the position).
-    let mut ranges: Vec<(u16, u8, (u32, u8))> = Vec::new();
+    let mut ranges: Vec<(u32, u8, (u32, u8))> = Vec::new();
     for k in maps.src_range.keys() {
         let k = k.map_err(|e| (MAP_SRC_RANGE, e))?;
         let d = k.data();

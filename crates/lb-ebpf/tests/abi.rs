@@ -103,9 +103,9 @@ fn rust_mirrors_match_the_btf_of_lb_tc() {
             backend_id,
             affinity_timeout,
             total_weight,
+            rev_nat_index,
             count,
             total,
-            rev_nat_index,
             weight,
             flags,
             fe_type,
@@ -127,10 +127,11 @@ fn rust_mirrors_match_the_btf_of_lb_tc() {
         [
             backend_id,
             rev_nat_index,
-            flags,
             frontend_addr,
             frontend_port,
             snat_port,
+            flags,
+            pad,
             last_seen
         ]
     );
@@ -138,7 +139,7 @@ fn rust_mirrors_match_the_btf_of_lb_tc() {
         l,
         "lb4_affinity_key",
         Lb4AffinityKey,
-        [client, rev_nat_index, pad]
+        [client, rev_nat_index]
     );
     check!(
         l,
@@ -150,7 +151,7 @@ fn rust_mirrors_match_the_btf_of_lb_tc() {
         l,
         "lb4_src_range_key",
         Lb4SrcRangeKey,
-        [prefixlen, rev_nat_index, pad, addr]
+        [prefixlen, rev_nat_index, addr]
     );
     check!(
         l,
@@ -174,7 +175,7 @@ fn rust_mirrors_match_the_btf_of_lb_tc() {
         l,
         "lb4_sock_val",
         Lb4SockVal,
-        [address, port, rev_nat_index]
+        [address, port, pad, rev_nat_index]
     );
     check!(
         l,
@@ -186,7 +187,6 @@ fn rust_mirrors_match_the_btf_of_lb_tc() {
             client_port,
             frontend_port,
             rev_nat_index,
-            pad,
             last_seen
         ]
     );

@@ -362,7 +362,6 @@ fn affinity_pins_a_client_until_timeout_or_not_selectable() {
     let key = lb_ebpf::abi::Lb4AffinityKey {
         client: lb_ebpf::dataplane::be32("192.168.5.2".parse().unwrap()),
         rev_nat_index: fx.rec.current().frontends.keys().next().unwrap().0,
-        pad: [0; 2],
     };
     let mut entry = fx.dp.maps().affinity.get(&key, 0).unwrap();
     let now = lb_ebpf::now_secs();
@@ -689,4 +688,63 @@ fn a_maglev_size_change_over_programmed_tables_is_refused_on_open() {
     assert_eq!(rv, TC_ACT_OK);
     assert_eq!(endpoints(&out).1, sa("10.0.1.5:8080"));
     EbpfDataplane::open(&pin_dir, &n251).expect("same size");
+}
+
+/// Service ids above 16 bits (issue 8): a Maglev LoadBalancer frontend with
+/// source ranges and ClientIP affinity, numbered 70000 and up, is balanced,
+/// reverse-NATed, filtered, pinned and counted under its id, and a restore
+/// gives the ids back. Bounded: a handful of test runs.
+#[test]
+fn service_ids_above_16_bits_are_programmed_and_balanced() {
+    let mut fx = Fixture::new(MaglevConfig::default());
+    let mut svc = web(
+        &[("203.0.113.7:80", FrontendType::LoadBalancer)],
+        &["10.0.1.5:8080", "10.0.1.6:8080"],
+    );
+    svc.source_ranges = vec!["192.168.5.0/24".parse().unwrap()];
+    svc.session_affinity = SessionAffinity::ClientIp { timeout_secs: 30 };
+    let desired = DesiredState::build(&fx.node, &[svc]).unwrap();
+    let built = Tables::new().realize(&desired).unwrap();
+    let mut fes: Vec<Frontend> = built.frontends.values().cloned().collect();
+    for (i, fe) in fes.iter_mut().enumerate() {
+        fe.id = ServiceId(70_000 + i as u32);
+    }
+    let tables =
+        Tables::restore(fes, built.backends.values().cloned(), built.maglev.clone()).unwrap();
+    fx.dp.apply(&diff(&Tables::new(), &tables)).unwrap();
+    fx.rec = Reconciler::with_tables(tables);
+    let ids: Vec<u32> = fx.rec.current().frontends.keys().map(|id| id.0).collect();
+    assert!(ids.iter().all(|&id| id >= 70_000), "{ids:?}");
+
+    // Balanced as lb-core decides (Maglev), reverse-NATed back.
+    let frame = tcp("192.168.5.2:40000", "203.0.113.7:80");
+    let want = forwarded_to(&fx.decide(&flow_key(&frame), 0)).unwrap();
+    let be = bpf_backend(&mut fx, &frame);
+    assert_eq!(be, want);
+    let (rv, back) = fx.egress(&tcp(&be.to_string(), "192.168.5.2:40000"));
+    assert_eq!(rv, TC_ACT_OK);
+    assert_eq!(
+        endpoints(&back),
+        (sa("203.0.113.7:80"), sa("192.168.5.2:40000"))
+    );
+    // Affinity pins the client's other flows.
+    for port in 40001..40005 {
+        let src = format!("192.168.5.2:{port}");
+        assert_eq!(bpf_backend(&mut fx, &tcp(&src, "203.0.113.7:80")), be);
+    }
+    // Source ranges keyed by the wide id.
+    let (rv, _) = fx.ingress(&tcp("192.168.6.2:40000", "203.0.113.7:80"));
+    assert_eq!(rv, TC_ACT_SHOT);
+    // Counted under the wide id.
+    let c = fx.dp.counters().unwrap();
+    let (id, st) = c.services.iter().next().unwrap();
+    assert!(id.0 >= 70_000, "{id}");
+    assert_eq!((st.packets, st.new_flows), (5, 5));
+    // A restarted agent gets the same ids back.
+    let restored = fx.dp.restore().unwrap();
+    assert_eq!(restored, *fx.rec.current());
+    assert_eq!(
+        restored.frontends.keys().map(|id| id.0).collect::<Vec<_>>(),
+        ids
+    );
 }

@@ -88,7 +88,7 @@ fn a_batch_the_kernel_refuses_midway_is_rolled_back() {
 
     // Fill the metadata map with entries of no frontend.
     let junk = LbSvcMeta::new("junk/junk").unwrap();
-    let mut id = 1000u16;
+    let mut id = 1000u32;
     while fx.dp.maps().svc_meta.insert(id, junk, 0).is_ok() {
         id += 1;
     }

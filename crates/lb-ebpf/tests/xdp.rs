@@ -296,7 +296,10 @@ fn what_xdp_does_not_handle_is_passed_untouched_with_no_state() {
     assert_eq!((rv, out.as_slice()), (XDP_PASS, &frame[..]));
     assert_eq!(meta.len(), 12, "struct lb_xdp_meta");
     assert_eq!(&meta[0..4], &0x6c62_7864u32.to_ne_bytes(), "magic");
-    assert_eq!(u16::from_ne_bytes([meta[4], meta[5]]), f.rev_nat.0);
+    assert_eq!(
+        u32::from_ne_bytes(meta[4..8].try_into().unwrap()),
+        f.rev_nat.0
+    );
     assert_eq!(
         u32::from_ne_bytes(meta[8..12].try_into().unwrap()),
         f.backend_id.0

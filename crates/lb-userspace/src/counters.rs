@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 
 use lb_core::{DropReason, ServiceId};
 
@@ -80,20 +81,25 @@ pub struct ServiceStats {
     pub new_flows: u64,
 }
 
+/// Service counters per chunk: service ids are 32 bits, so the counters
+/// are a two-level table of 2^16 chunks of 2^16 counters, a chunk allocated
+/// on the first packet of one of its services (ids are handed out densely
+/// from 1, so one or two chunks are live in practice).
+const CHUNK_BITS: u32 = 16;
+const CHUNK: usize = 1 << CHUNK_BITS;
+
 /// The counters of a dataplane.
 #[derive(Debug)]
 pub struct Counters {
     drops: [AtomicU64; 7],
-    services: Box<[ServiceCounter]>,
+    services: Box<[OnceLock<Box<[ServiceCounter]>>]>,
 }
 
 impl Default for Counters {
     fn default() -> Self {
         Counters {
             drops: Default::default(),
-            services: (0..=usize::from(u16::MAX))
-                .map(|_| ServiceCounter::default())
-                .collect(),
+            services: (0..CHUNK).map(|_| OnceLock::new()).collect(),
         }
     }
 }
@@ -106,7 +112,9 @@ impl Counters {
 
     /// Counts a packet of service `id` of `bytes` bytes.
     pub fn service(&self, id: ServiceId, bytes: usize, new_flow: bool) {
-        let c = &self.services[usize::from(id.0)];
+        let chunk = self.services[(id.0 >> CHUNK_BITS) as usize]
+            .get_or_init(|| (0..CHUNK).map(|_| ServiceCounter::default()).collect());
+        let c = &chunk[id.0 as usize & (CHUNK - 1)];
         c.packets.fetch_add(1, Ordering::Relaxed);
         c.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
         if new_flow {
@@ -124,14 +132,40 @@ impl Counters {
         self.services
             .iter()
             .enumerate()
-            .filter_map(|(i, c)| {
-                let s = ServiceStats {
-                    packets: c.packets.load(Ordering::Relaxed),
-                    bytes: c.bytes.load(Ordering::Relaxed),
-                    new_flows: c.new_flows.load(Ordering::Relaxed),
-                };
-                (s.packets > 0).then_some((ServiceId(i as u16), s))
+            .filter_map(|(hi, chunk)| Some((hi, chunk.get()?)))
+            .flat_map(|(hi, chunk)| {
+                chunk.iter().enumerate().filter_map(move |(lo, c)| {
+                    let s = ServiceStats {
+                        packets: c.packets.load(Ordering::Relaxed),
+                        bytes: c.bytes.load(Ordering::Relaxed),
+                        new_flows: c.new_flows.load(Ordering::Relaxed),
+                    };
+                    let id = ((hi as u32) << CHUNK_BITS) | lo as u32;
+                    (s.packets > 0).then_some((ServiceId(id), s))
+                })
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Service ids are 32 bits: ids past 65535 are counted on their own.
+    #[test]
+    fn wide_service_ids_are_counted_apart() {
+        let c = Counters::default();
+        for id in [1, 65_535, 65_536, 70_000, u32::MAX - 1] {
+            c.service(ServiceId(id), 100, true);
+        }
+        c.service(ServiceId(70_000), 50, false);
+        let s = c.services();
+        assert_eq!(
+            s.keys().map(|k| k.0).collect::<Vec<_>>(),
+            [1, 65_535, 65_536, 70_000, u32::MAX - 1]
+        );
+        let w = s[&ServiceId(70_000)];
+        assert_eq!((w.packets, w.bytes, w.new_flows), (2, 150, 1));
     }
 }

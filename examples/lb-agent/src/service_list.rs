@@ -8,7 +8,7 @@ use lb_core::Tables;
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ServiceRow {
     /// The frontend's service ID.
-    pub id: u16,
+    pub id: u32,
     /// `ADDR:PORT` (IPv6 as `[ADDR]:PORT`).
     pub frontend: String,
     /// `ClusterIP`, `NodePort`, `LoadBalancer`, `ExternalIPs` or `HostPort`.
