@@ -119,7 +119,7 @@ impl Tables {
             t.backends.insert(b.id, b);
         }
         for fe in frontends {
-            t.frontend_ids.restore(&fe.key, u32::from(fe.id.0))?;
+            t.frontend_ids.restore(&fe.key, fe.id.0)?;
             t.insert_frontend(fe);
         }
         Ok(t)

@@ -709,8 +709,7 @@ fn service_ids_above_16_bits_are_programmed_and_balanced() {
     for (i, fe) in fes.iter_mut().enumerate() {
         fe.id = ServiceId(70_000 + i as u32);
     }
-    let tables =
-        Tables::restore(fes, built.backends.values().cloned(), built.maglev.clone()).unwrap();
+    let tables = Tables::restore(fes, built.backends.values().cloned(), built.maglev).unwrap();
     fx.dp.apply(&diff(&Tables::new(), &tables)).unwrap();
     fx.rec = Reconciler::with_tables(tables);
     let ids: Vec<u32> = fx.rec.current().frontends.keys().map(|id| id.0).collect();
