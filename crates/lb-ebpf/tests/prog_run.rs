@@ -703,6 +703,7 @@ fn service_ids_above_16_bits_are_programmed_and_balanced() {
     );
     svc.source_ranges = vec!["192.168.5.0/24".parse().unwrap()];
     svc.session_affinity = SessionAffinity::ClientIp { timeout_secs: 30 };
+    svc.algorithm = Some(LbAlgorithm::Maglev);
     let desired = DesiredState::build(&fx.node, &[svc]).unwrap();
     let built = Tables::new().realize(&desired).unwrap();
     let mut fes: Vec<Frontend> = built.frontends.values().cloned().collect();
