@@ -97,18 +97,35 @@ fn push_addr(words: &mut [u32; 10], at: usize, addr: IpAddr) -> usize {
 /// Why a packet was dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DropReason {
-    /// The frontend has no backend that takes new flows (none at all, or
-    /// none local under traffic policy Local).
+    /// The frontend has no backend that takes new flows.
     NoBackend,
+    /// The frontend is under traffic policy Local (external or internal,
+    /// [`crate::Frontend::local_only`]) and this node has no
+    /// backend of it that takes new flows: the service may well have
+    /// backends on other nodes. Cilium counts both as "Service backend not
+    /// found"; kube-proxy drops both alike.
+    NoLocalBackend,
     /// The client is outside the frontend's `loadBalancerSourceRanges`.
     SourceRangeDenied,
 }
 
 impl DropReason {
+    /// The reason for a frontend without a selectable backend:
+    /// [`DropReason::NoLocalBackend`] under traffic policy Local, else
+    /// [`DropReason::NoBackend`].
+    pub const fn no_backend(local_only: bool) -> Self {
+        if local_only {
+            DropReason::NoLocalBackend
+        } else {
+            DropReason::NoBackend
+        }
+    }
+
     /// A short name for counters and logs.
     pub const fn as_str(self) -> &'static str {
         match self {
             DropReason::NoBackend => "no_backend",
+            DropReason::NoLocalBackend => "no_local_backend",
             DropReason::SourceRangeDenied => "source_range_denied",
         }
     }
@@ -394,7 +411,7 @@ pub fn decide(
     let Some((backend_id, selection)) = chosen else {
         return Verdict::Drop {
             service: fe.id,
-            reason: DropReason::NoBackend,
+            reason: DropReason::no_backend(fe.local_only),
         };
     };
     let Some(verdict) = forward(backend_id, selection) else {

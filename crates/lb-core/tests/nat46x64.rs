@@ -226,7 +226,7 @@ proptest! {
                 prop_assert_eq!(back, k.reversed());
             }
             Verdict::Drop { reason, .. } => {
-                prop_assert_eq!(reason, DropReason::NoBackend);
+                prop_assert_eq!(reason, DropReason::no_backend(local_policy));
                 // Nothing of the frontend's family, and the setting is off
                 // or policy Local left no local backend.
                 prop_assert!(!same_family || local_policy);

@@ -83,7 +83,7 @@ fn internal_traffic_policy_local_keeps_clusterip_on_the_node() {
         assert_eq!(f.backend.host_port().to_string(), "10.0.0.1:80");
         assert_eq!(f.snat, None, "the client address is kept");
     }
-    // No local backend: dropped, reason no_backend.
+    // No local backend: dropped, reason no_local_backend.
     svc.backends = vec![be(2).on_node("node-b")];
     let dp = program(&n, &[svc]);
     assert!(matches!(
@@ -99,7 +99,7 @@ fn internal_traffic_policy_local_keeps_clusterip_on_the_node() {
             }
         ),
         Verdict::Drop {
-            reason: DropReason::NoBackend,
+            reason: DropReason::NoLocalBackend,
             ..
         }
     ));

@@ -130,7 +130,8 @@ int lb_tc_ingress(struct __sk_buff *skb)
 			be = bpf_map_lookup_elem(&lb4_backends, &backend_id);
 		if (!be) {
 			lb_count_service(rev_nat, skb->len, false);
-			return lb_drop(LB_DROP_NO_BACKEND);
+			return lb_drop(flags & LB_SVC_F_LOCAL_ONLY ? LB_DROP_NO_LOCAL_BACKEND :
+								   LB_DROP_NO_BACKEND);
 		}
 		new_flow = true;
 	}

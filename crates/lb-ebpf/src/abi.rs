@@ -137,17 +137,21 @@ pub enum DropReason {
     /// the MTU of the route to its backend (and not a GSO packet, which
     /// leaves as segments that fit).
     FragNeeded = 5,
+    /// A frontend under traffic policy Local without a selectable backend
+    /// on this node (lb-core's `DropReason::NoLocalBackend`).
+    NoLocalBackend = 6,
 }
 
 impl DropReason {
     /// Every reason, in index order.
-    pub const ALL: [DropReason; 6] = [
+    pub const ALL: [DropReason; 7] = [
         DropReason::Malformed,
         DropReason::NoBackend,
         DropReason::SourceRange,
         DropReason::Rewrite,
         DropReason::SnatPorts,
         DropReason::FragNeeded,
+        DropReason::NoLocalBackend,
     ];
 }
 

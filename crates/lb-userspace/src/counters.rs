@@ -27,17 +27,21 @@ pub enum DropKind {
     /// bigger header in the caller's buffer, or no node address of the
     /// backend's family (userspace only, [`crate::nat46x64`]).
     Nat46x64 = 6,
+    /// A frontend under traffic policy Local without a backend on this
+    /// node (`LB_DROP_NO_LOCAL_BACKEND`).
+    NoLocalBackend = 7,
 }
 
 impl DropKind {
     /// Every reason.
-    pub const ALL: [DropKind; 6] = [
+    pub const ALL: [DropKind; 7] = [
         DropKind::Malformed,
         DropKind::NoBackend,
         DropKind::SourceRange,
         DropKind::SnatPorts,
         DropKind::Unsupported,
         DropKind::Nat46x64,
+        DropKind::NoLocalBackend,
     ];
 
     /// A short name for counters and logs.
@@ -49,6 +53,7 @@ impl DropKind {
             DropKind::SnatPorts => "snat_ports",
             DropKind::Unsupported => "dsr_unsupported",
             DropKind::Nat46x64 => "nat46x64_untranslatable",
+            DropKind::NoLocalBackend => "no_local_backend",
         }
     }
 }
@@ -57,6 +62,7 @@ impl From<DropReason> for DropKind {
     fn from(r: DropReason) -> Self {
         match r {
             DropReason::NoBackend => DropKind::NoBackend,
+            DropReason::NoLocalBackend => DropKind::NoLocalBackend,
             DropReason::SourceRangeDenied => DropKind::SourceRange,
         }
     }
@@ -91,7 +97,7 @@ const CHUNK: usize = 1 << CHUNK_BITS;
 /// The counters of a dataplane.
 #[derive(Debug)]
 pub struct Counters {
-    drops: [AtomicU64; 7],
+    drops: [AtomicU64; 8],
     services: Box<[OnceLock<Box<[ServiceCounter]>>]>,
 }
 

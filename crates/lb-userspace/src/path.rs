@@ -211,7 +211,7 @@ impl PacketPath {
         let snap = self.tables.load();
         match decide(&mut self.flows, &snap, key, meta, info.fin_or_rst()) {
             Decision::Verdict(Verdict::Drop { service, reason }) => {
-                if reason == DropReason::NoBackend {
+                if matches!(reason, DropReason::NoBackend | DropReason::NoLocalBackend) {
                     self.counters.service(service, frame.len(), false);
                 }
                 self.counters.count_drop(reason.into());
@@ -384,7 +384,7 @@ pub fn decide(
         let Some(f) = chosen.and_then(|(id, sel)| forward(id, sel)) else {
             return Decision::Verdict(Verdict::Drop {
                 service: fe.id,
-                reason: DropReason::NoBackend,
+                reason: DropReason::no_backend(fe.local_only),
             });
         };
         let seed = u64::from(meta.entropy) << 32 | u64::from(key.sport) << 16 | meta.now;

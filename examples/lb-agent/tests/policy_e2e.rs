@@ -6,7 +6,7 @@
 //!
 //! - externalTrafficPolicy Local: only the node's backend answers and sees
 //!   the client's own address; a service with no backend on this node drops
-//!   (counted as `NoBackend`); traffic policy Cluster uses every backend.
+//!   (counted as `NoLocalBackend`); traffic policy Cluster uses every backend.
 //! - loadBalancerSourceRanges: a client address inside the range gets
 //!   through, a second client address outside it is dropped (counted as
 //!   `SourceRange`).
@@ -305,7 +305,7 @@ fn policies(dataplane: &str) {
     }
     // No local backend: dropped.
     let st0 = String::from_utf8(cli(&["status", "--verbose"], &dirs.state).stdout).unwrap();
-    let nb0 = drops(&st0, "NoBackend");
+    let nb0 = drops(&st0, "NoLocalBackend");
     for i in 0..3 {
         let msg = format!("x{i}");
         assert!(tcp_request(
@@ -405,7 +405,7 @@ fn policies(dataplane: &str) {
     let st = String::from_utf8(cli(&["status", "--verbose"], &dirs.state).stdout).unwrap();
     eprintln!("{st}");
     assert!(
-        drops(&st, "NoBackend") >= nb0 + 6,
+        drops(&st, "NoLocalBackend") >= nb0 + 6,
         "no-local-backend drops counted:\n{st}"
     );
     assert!(

@@ -233,6 +233,7 @@ impl DataplaneUnderTest for Ebpf {
         Some(Drops {
             malformed: c.drops_for(DropReason::Malformed),
             no_backend: c.drops_for(DropReason::NoBackend),
+            no_local_backend: c.drops_for(DropReason::NoLocalBackend),
             source_range: c.drops_for(DropReason::SourceRange),
         })
     }

@@ -39,6 +39,8 @@ pub struct Drops {
     pub malformed: u64,
     /// Frontends without a backend for the flow.
     pub no_backend: u64,
+    /// Frontends under traffic policy Local without a backend on the node.
+    pub no_local_backend: u64,
     /// Clients outside the source ranges.
     pub source_range: u64,
 }

@@ -59,6 +59,7 @@ impl OracleDataplane {
             Verdict::Drop { reason, .. } => {
                 match reason {
                     DropReason::NoBackend => self.drops.no_backend += 1,
+                    DropReason::NoLocalBackend => self.drops.no_local_backend += 1,
                     DropReason::SourceRangeDenied => self.drops.source_range += 1,
                 }
                 PacketResult::Drop

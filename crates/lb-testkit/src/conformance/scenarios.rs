@@ -533,7 +533,7 @@ pub fn traffic_policy_local(s: &mut Session) {
         matches!(
             sent.verdict,
             Verdict::Drop {
-                reason: DropReason::NoBackend,
+                reason: DropReason::NoLocalBackend,
                 ..
             }
         ),
@@ -542,7 +542,7 @@ pub fn traffic_policy_local(s: &mut Session) {
 }
 
 /// internalTrafficPolicy Local on a ClusterIP: only the node's backend, the
-/// client address kept; no local backend drops (counted as no_backend).
+/// client address kept; no local backend drops (counted as no_local_backend).
 /// Traffic policy Cluster on the same backends reaches the remote one too.
 pub fn internal_traffic_policy_local(s: &mut Session) {
     let remote = |a: &str| BackendParams::new(a.parse().expect("addr")).on_node("node-2");
@@ -575,14 +575,14 @@ pub fn internal_traffic_policy_local(s: &mut Session) {
         assert_eq!(f.backend.host_port().to_string(), "10.0.1.5:8080");
         assert_eq!(f.snat, None, "client address kept");
     }
-    let before = s.dut.drops().map(|d| d.no_backend);
+    let before = s.dut.drops().map(|d| d.no_local_backend);
     for port in 41000..41003 {
         let sent = s.send(&udp(&format!("192.168.5.2:{port}"), "10.96.0.11:53"));
         assert!(
             matches!(
                 sent.verdict,
                 Verdict::Drop {
-                    reason: DropReason::NoBackend,
+                    reason: DropReason::NoLocalBackend,
                     ..
                 }
             ),
@@ -590,7 +590,7 @@ pub fn internal_traffic_policy_local(s: &mut Session) {
         );
     }
     if let (Some(b), Some(d)) = (before, s.dut.drops()) {
-        assert!(d.no_backend >= b + 3, "{d:?}");
+        assert!(d.no_local_backend >= b + 3, "{d:?}");
     }
     let mut seen = BTreeSet::new();
     for port in 42000..42060 {

@@ -75,6 +75,7 @@ impl DataplaneUnderTest for Userspace {
         Some(Drops {
             malformed: c.drops(DropKind::Malformed),
             no_backend: c.drops(DropKind::NoBackend),
+            no_local_backend: c.drops(DropKind::NoLocalBackend),
             source_range: c.drops(DropKind::SourceRange),
         })
     }
