@@ -24,13 +24,20 @@
 #include "lb_abi.h"
 #include "lb_jhash.h"
 
-/* The ports a remapped flow may get: the client's address keeps its own
- * ephemeral ports, so any unprivileged port will do, and a wide range
- * matters: a closed flow's reply entry reserves its tuple through the
+/* The ports a remapped flow may get, on the client's address. Below the
+ * ephemeral ports clients pick themselves (Linux 32768-60999, the IANA
+ * range 49152-65535 of Windows and macOS): the load balancer does not track
+ * a client's direct connections to a pod, so a remapped port the client
+ * also used for a direct connection to the same pod and port would mix
+ * the two (the backend sees one 4-tuple; its replies to the direct one are
+ * reverse-NATed). Outside the client's range, the client's own flows (LB or
+ * direct) never take a remapped tuple and remaps never take theirs. Still
+ * wide: a closed flow's reply entry reserves its tuple through the
  * backend's TIME_WAIT (gc.rs, CtTimeouts::time_wait), so one client and
- * one backend can only remap this many flows per TIME_WAIT. */
+ * one backend can remap at most this many flows per TIME_WAIT.
+ * RELIABILITY.md lists the clients this does not cover. */
 #define LB_PORTMAP_MIN 1024
-#define LB_PORTMAP_MAX 65535
+#define LB_PORTMAP_MAX 32767
 #define LB_PORTMAP_TRIES 32
 /* Seed of the probe sequence's hash (any constant: the sequence only has
  * to be the same for every connection of one client flow). */

@@ -99,6 +99,10 @@ pub const CT_F_DSR: u16 = 1 << 2;
 /// holds the backend-side port in the service entry and the client's own
 /// port in the reply entry.
 pub const CT_F_PORTMAP: u16 = 1 << 3;
+/// `LB_PORTMAP_MIN`..=`LB_PORTMAP_MAX` (`lb_ctport.h`): the client ports a
+/// remapped flow ([`CT_F_PORTMAP`]) may get, below the ephemeral ranges
+/// clients pick from (Linux 32768-60999, IANA 49152-65535).
+pub const PORTMAP_PORTS: std::ops::RangeInclusive<u16> = 1024..=32767;
 /// `LB_SNAT_PORT_MIN`: default lowest SNAT source port, above Linux's
 /// default `net.ipv4.ip_local_port_range` (32768-60999).
 pub const SNAT_PORT_MIN: u16 = 61000;

@@ -227,6 +227,10 @@ fn errors_about_a_remapped_flow_name_the_clients_own_port() {
             sa(CLIENT).port(),
             "the second flow is remapped"
         );
+        assert!(
+            lb_ebpf::abi::PORTMAP_PORTS.contains(&b_src.port()),
+            "{b_src}: below the clients' ephemeral ports"
+        );
         for (seen_src, fe) in [(b_src, second_fe), (a_src, first_fe)] {
             let quoted = if udp_flow {
                 PacketBuilder::udp(seen_src, sa(be_udp))

@@ -291,6 +291,11 @@ fn one_client_port_to_two_frontends_of_one_backend() {
             let seen_b = greeting(&mut b);
             assert_eq!(seen_a.port(), port, "the first keeps its port");
             assert_ne!(seen_b.port(), port, "the second gets another: {seen_b}");
+            let r = lb_userspace::ct::RemapPorts::default();
+            assert!(
+                (r.min..=r.max).contains(&seen_b.port()),
+                "{seen_b}: below the client's ephemeral ports"
+            );
             assert_eq!(seen_a.ip(), seen_b.ip(), "neither is SNATed");
             for i in 0..5 {
                 exchange(&mut a, format!("a{i}").as_bytes());
