@@ -18,7 +18,12 @@
 #define LB_SERVICES_MAX   65536
 #define LB_BACKENDS_MAX   65536
 #define LB_REV_NAT_MAX    65536
-#define LB_CT_MAX         262144
+/* Connection tracking (and the SNAT reverse map): Cilium's
+ * bpf-ct-global-tcp-max default. A short DNATed TCP connection holds two
+ * entries for about 105 s in all (closing grace, TIME_WAIT reservation, gc
+ * period: RELIABILITY.md, CT sizing), so this sustains about 5 000 new
+ * connections/s from distinct client tuples before the LRU evicts. */
+#define LB_CT_MAX         524288
 #define LB_AFFINITY_MAX   65536
 #define LB_MAGLEV_MAX     1024
 #define LB_SRC_RANGE_MAX  16384

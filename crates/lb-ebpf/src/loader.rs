@@ -137,7 +137,7 @@ impl Default for MapCapacity {
             services: 65_536,
             backends: 65_536,
             rev_nat: 65_536,
-            ct: 262_144,
+            ct: 524_288,
             affinity: 65_536,
             maglev: 1024,
             src_range: 16_384,

@@ -25,7 +25,9 @@ pub struct Config {
 }
 
 impl Default for Config {
-    /// lb-core's default capacities, 262144 flows (the BPF CT map size),
+    /// lb-core's default capacities, 262144 flows per worker (each a
+    /// forward and a reply entry, plus as many TIME_WAIT reservations: the
+    /// counterpart of lb-ebpf's 524288-entry CT map),
     /// SNAT ports 61000–65535 and lb-ebpf's gc lifetimes.
     fn default() -> Self {
         Config {

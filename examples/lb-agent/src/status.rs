@@ -14,6 +14,28 @@ pub struct MapFill {
     pub capacity: u64,
 }
 
+/// Fill (percent of `max_entries`) from which `status` warns about a
+/// connection-tracking map: LRU maps start evicting before they are
+/// strictly full (per-CPU free lists).
+pub const FLOW_MAP_WARN_PCT: f64 = 80.0;
+
+impl MapFill {
+    /// Entries in percent of the capacity.
+    pub fn fill_pct(&self) -> f64 {
+        if self.capacity == 0 {
+            0.0
+        } else {
+            self.entries as f64 * 100.0 / self.capacity as f64
+        }
+    }
+
+    /// True for a connection-tracking map (`lb4_ct`, `lb4_snat`) filled to
+    /// [`FLOW_MAP_WARN_PCT`] or more.
+    pub fn flow_map_under_pressure(&self) -> bool {
+        matches!(self.name.as_str(), "lb4_ct" | "lb4_snat") && self.fill_pct() >= FLOW_MAP_WARN_PCT
+    }
+}
+
 /// The last reconciliation.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SyncInfo {
@@ -180,15 +202,29 @@ pub fn render(s: &Status, verbose: bool) -> String {
         );
     }
     for m in &s.maps {
-        let pct = if m.capacity == 0 {
-            0.0
-        } else {
-            m.entries as f64 * 100.0 / m.capacity as f64
-        };
         let _ = writeln!(
             o,
-            "    {:<20}{:>10}{:>10}{:>7.1}%",
-            m.name, m.entries, m.capacity, pct
+            "    {:<20}{:>10}{:>10}{:>7.1}%{}",
+            m.name,
+            m.entries,
+            m.capacity,
+            m.fill_pct(),
+            if m.flow_map_under_pressure() {
+                "  !"
+            } else {
+                ""
+            }
+        );
+    }
+    for m in s.maps.iter().filter(|m| m.flow_map_under_pressure()) {
+        let _ = writeln!(
+            o,
+            "    Warning: {} is {:.0}% full: the LRU evicts closed flows' TIME_WAIT \
+             reservations, then idle flows (their packets lose their NAT); each short \
+             connection holds entries for about 105 s (RELIABILITY.md, CT sizing): \
+             raise --bpf-ct-global-max",
+            m.name,
+            m.fill_pct()
         );
     }
     let _ = writeln!(o, "  Drops:");
@@ -270,5 +306,58 @@ mod tests {
         ] {
             assert!(long.contains(want), "{want:?} in\n{long}");
         }
+        assert!(!long.contains("Warning"), "{long}");
+    }
+
+    #[test]
+    fn a_nearly_full_connection_tracking_map_is_flagged() {
+        let fill = |name: &str, entries| MapFill {
+            name: name.into(),
+            entries,
+            capacity: 1000,
+        };
+        let mut s = Status {
+            version: "0.1.0".into(),
+            node_name: "node-1".into(),
+            node_ips: vec![],
+            dataplane: "eBPF (tc)".into(),
+            devices: vec![],
+            socket_lb: String::new(),
+            mode: String::new(),
+            backend_selection: String::new(),
+            session_affinity: String::new(),
+            graceful_termination: String::new(),
+            nodeport_range: String::new(),
+            source: String::new(),
+            bpffs: String::new(),
+            services: 0,
+            frontends: 0,
+            backends: 0,
+            maps: vec![
+                fill("lb4_services", 990),
+                fill("lb4_ct", 790),
+                fill("lb4_snat", 10),
+            ],
+            drops: vec![],
+            maglev_hash_seed: String::new(),
+            topology: String::new(),
+            policies: String::new(),
+            xdp_acceleration: String::new(),
+            nat46x64: String::new(),
+            sync: SyncInfo::default(),
+        };
+        // A full services map is a capacity matter (admission), not LRU.
+        assert!(!render(&s, true).contains("Warning"));
+        s.maps[1].entries = 850;
+        s.maps[2].entries = 1000;
+        let long = render(&s, true);
+        assert!(
+            long.contains("    lb4_ct                     850      1000   85.0%  !"),
+            "{long}"
+        );
+        assert!(long.contains("Warning: lb4_ct is 85% full"), "{long}");
+        assert!(long.contains("Warning: lb4_snat is 100% full"), "{long}");
+        assert!(long.contains("raise --bpf-ct-global-max"), "{long}");
+        assert!(!long.contains("Warning: lb4_services"), "{long}");
     }
 }
