@@ -20,8 +20,10 @@ pub enum DropKind {
     SourceRange = 2,
     /// A new SNATed flow found no free source port (`LB_DROP_SNAT_PORTS`).
     SnatPorts = 4,
-    /// A flow lb-core sends with DSR encapsulation ([`lb_core::LbMode`]),
-    /// which this dataplane does not implement (userspace only).
+    /// A flow lb-core sends with DSR encapsulation ([`lb_core::LbMode`])
+    /// whose frame could not be wrapped: no room past it in the caller's
+    /// buffer, or an IPv6 flow (IPIP here is over IPv4 only; userspace
+    /// only, [`crate::dsr`]).
     Unsupported = 5,
     /// A NAT46/64 packet that could not be translated: no room for the
     /// bigger header in the caller's buffer, or no node address of the

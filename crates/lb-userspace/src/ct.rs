@@ -196,6 +196,11 @@ pub struct CtEntry {
     pub last_seen: u64,
     /// A TCP FIN or RST was seen (either direction).
     pub closing: bool,
+    /// The flow goes to its backend inside IPIP (DSR, [`lb_core::Encap`]):
+    /// the backend answers the client directly, so the flow has no reply
+    /// tuple on this node (none is tracked or reserved) and its packets keep
+    /// the client's port.
+    pub dsr: bool,
 }
 
 impl CtEntry {
@@ -575,9 +580,11 @@ impl FlowTable {
             self.full += 1;
             return false;
         }
-        let reply = entry.reply_key(&key);
-        self.reserved.remove(&reply);
-        self.reply.insert(reply, key);
+        if !entry.dsr {
+            let reply = entry.reply_key(&key);
+            self.reserved.remove(&reply);
+            self.reply.insert(reply, key);
+        }
         self.forward.insert(key, entry)
     }
 
@@ -593,6 +600,9 @@ impl FlowTable {
         let Some(e) = self.forward.remove(key) else {
             return;
         };
+        if e.dsr {
+            return;
+        }
         let reply = e.reply_key(key);
         if self.reply.get(&reply) == Some(key) {
             self.reply.remove(&reply);
@@ -715,7 +725,31 @@ mod tests {
             port,
             last_seen: 0,
             closing: false,
+            dsr: false,
         }
+    }
+
+    #[test]
+    fn dsr_flows_hold_no_reply_tuple() {
+        let mut t = FlowTable::new(16);
+        let dsr = CtEntry {
+            dsr: true,
+            closing: true,
+            ..entry(None, 40_000)
+        };
+        assert!(t.insert(key(40_000), dsr));
+        let reply = dsr.reply_key(&key(40_000));
+        assert!(t.reply_seen(&reply, 0, false).is_none());
+        // Another flow of the client's tuple to the backend keeps its port.
+        let other = FlowKey {
+            dport: 443,
+            ..key(40_000)
+        };
+        assert_eq!(t.alloc_port(&other, backend(), None, 0), Some(40_000));
+        // Closed and removed: nothing stays reserved.
+        t.remove(&key(40_000));
+        assert_eq!(t.reserved_len(), 0);
+        assert!(t.get(&key(40_000)).is_none());
     }
 
     #[test]

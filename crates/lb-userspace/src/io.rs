@@ -78,6 +78,14 @@ use pnet_transport::{transport_channel, TransportChannelType, TransportProtocol,
 
 use crate::packet::{self, ETH_HLEN, IPV6_HLEN};
 use crate::path::{Direction, Outcome, PacketPath};
+
+/// Room past a frame in the loop's buffer: a NAT46/64 translation or a DSR
+/// outer header may grow the frame by this much.
+const ROOM: usize = if crate::nat46x64::HEADROOM > crate::dsr::OVERHEAD {
+    crate::nat46x64::HEADROOM
+} else {
+    crate::dsr::OVERHEAD
+};
 use crate::tcx::TcxDrop;
 
 /// How often the loop expires connection tracking.
@@ -92,6 +100,11 @@ pub enum Role {
     Client,
     /// Backends reply through it.
     Backend,
+    /// Both (a one-armed node, as in a DSR setup where clients and
+    /// backends sit behind one router): a frame that is a reply of a
+    /// tracked flow is reverse-NATed, any other goes through the frontend
+    /// path.
+    OneArmed,
 }
 
 /// A device the loop serves.
@@ -291,7 +304,7 @@ impl IoLoop {
                 // transmissions are seen by the tap too.
                 if !crate::tcx::takes(frame)
                     || packet::src_mac(frame) == Some(mac)
-                    || frame.len() + crate::nat46x64::HEADROOM > self.buf.len()
+                    || frame.len() + ROOM > self.buf.len()
                 {
                     return;
                 }
@@ -301,17 +314,31 @@ impl IoLoop {
             Err(_) => return,
         };
         self.stats.received += 1;
-        let dir = match role {
-            Role::Client => Direction::ToFrontend,
-            Role::Backend => Direction::Reply,
-        };
         let now = self.start.elapsed().as_secs();
         let frame = &mut self.buf[..len];
         if let packet::Parsed::Ok(info) = packet::parse(frame) {
             packet::complete_partial_checksum(frame, &info);
         }
-        // The buffer has room past the frame for a NAT46/64 translation.
-        let (outcome, len) = self.path.process_buf(&mut self.buf, len, dir, now);
+        // The buffer has room past the frame for a NAT46/64 translation
+        // or a DSR outer header.
+        let (outcome, len) = match role {
+            Role::Client => self
+                .path
+                .process_buf(&mut self.buf, len, Direction::ToFrontend, now),
+            Role::Backend => self
+                .path
+                .process_buf(&mut self.buf, len, Direction::Reply, now),
+            Role::OneArmed => match self
+                .path
+                .process_buf(&mut self.buf, len, Direction::Reply, now)
+            {
+                (Outcome::Pass, len) => {
+                    self.path
+                        .process_buf(&mut self.buf, len, Direction::ToFrontend, now)
+                }
+                done => done,
+            },
+        };
         if let Outcome::Dropped(_) = outcome {
             self.stats.dropped += 1;
             return;

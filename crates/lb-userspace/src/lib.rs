@@ -22,17 +22,20 @@
 //! gives the path a buffer with room for the bigger header
 //! ([`PacketPath::process_in`]). No ICMP error translation.
 //!
-//! Load-balancer modes ([`lb_core::LbMode`]): SNAT only. Frames are
-//! rewritten in place and DSR's IPIP encapsulation needs 20 more bytes than
-//! the frame has, so a flow lb-core sends with DSR is dropped and counted as
-//! [`DropKind::Unsupported`]; the conformance suite declares its DSR
-//! scenarios unsupported here.
+//! Load-balancer modes ([`lb_core::LbMode`]): SNAT, DSR and hybrid. A flow
+//! lb-core sends with DSR leaves unchanged inside IPIP ([`dsr`], the same
+//! bytes as lb-ebpf's), which needs [`dsr::OVERHEAD`] bytes of the caller's
+//! buffer past the frame ([`PacketPath::process_in`]; without them the
+//! frame is dropped and counted as [`DropKind::Unsupported`]). The backend's
+//! side of DSR (decapsulation and reply translation) is lb-ebpf's
+//! `lb_dsr_backend.c` (`lb-agent dsr-backend`).
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod counters;
 pub mod ct;
 pub mod dataplane;
+pub mod dsr;
 pub mod io;
 pub mod nat46x64;
 pub mod packet;

@@ -18,6 +18,7 @@ use crate::packet::{self, End, PacketInfo, Parsed};
 use crate::rng::FastRng;
 use crate::tables::Snapshot;
 
+mod dsr;
 mod xlate;
 
 /// Which way a frame travels.
@@ -223,11 +224,7 @@ impl PacketPath {
                 self.counters.count_drop(DropKind::SnatPorts);
                 Outcome::Dropped(DropKind::SnatPorts)
             }
-            Decision::Forward(f, _) if f.encap.is_some() => {
-                // DSR encapsulation is not implemented here (crate docs).
-                self.counters.count_drop(DropKind::Unsupported);
-                Outcome::Dropped(DropKind::Unsupported)
-            }
+            Decision::Forward(f, _) if f.encap.is_some() => self.forward_encapsulated(buf, len, f),
             Decision::Forward(f, sport) if f.translation().is_translated() => {
                 self.forward_translated(buf, len, info, f, sport)
             }
@@ -388,7 +385,15 @@ pub fn decide(
             });
         };
         let seed = u64::from(meta.entropy) << 32 | u64::from(key.sport) << 16 | meta.now;
-        let Some(port) = flows.alloc_port(key, f.backend, f.snat, seed) else {
+        // A DSR flow's packets keep the client's port: its replies do not
+        // come back through this node, so it holds no reply tuple here.
+        let dsr = f.encap.is_some();
+        let port = if dsr {
+            Some(key.sport)
+        } else {
+            flows.alloc_port(key, f.backend, f.snat, seed)
+        };
+        let Some(port) = port else {
             return Decision::NoSnatPort(fe.id);
         };
         flows.insert(
@@ -401,6 +406,7 @@ pub fn decide(
                 port,
                 last_seen: meta.now,
                 closing: fin_or_rst,
+                dsr,
             },
         );
         if fe.affinity_timeout.is_some() {

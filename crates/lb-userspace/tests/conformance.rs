@@ -8,7 +8,7 @@ use lb_testkit::conformance::{run_suite, Scenario};
 #[test]
 fn userspace_passes_every_scenario() {
     let report = run_suite(common::Userspace::new);
-    let unsupported = [Scenario::DsrRemoteBackend, Scenario::HybridMode];
+    let unsupported: [Scenario; 0] = [];
     report.assert_unsupported(&unsupported);
     let expected: Vec<Scenario> = Scenario::ALL
         .into_iter()

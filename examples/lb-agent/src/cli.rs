@@ -141,7 +141,7 @@ pub struct NodeArgs {
     /// Load-balancer mode, as Cilium's --bpf-lb-mode: `snat`, `dsr` (IPIP
     /// to remote backends, which answer clients directly; run
     /// `lb-agent dsr-backend` on each backend's device) or `hybrid` (DSR
-    /// for TCP, SNAT for UDP). DSR needs --dataplane ebpf.
+    /// for TCP, SNAT for UDP).
     #[arg(long, default_value = "snat", value_parser = parse_mode)]
     pub mode: lb_core::LbMode,
     /// NAT46/64 for services, like Cilium's NAT46/64 support: a frontend
@@ -182,7 +182,9 @@ pub struct RunArgs {
     pub device: Vec<String>,
     /// `--dataplane userspace` only: backend-facing devices, comma-separated,
     /// whose frames get reverse NAT (replies of backends). Default: every
-    /// other up, non-loopback Ethernet device of the namespace.
+    /// other up, non-loopback Ethernet device of the namespace. A device
+    /// also named in --device is one-armed (clients and backends behind
+    /// one link, as in DSR setups).
     #[arg(long, value_delimiter = ',')]
     pub backend_device: Vec<String>,
     /// cgroup v2 directory for socket LB; without it socket LB is off. The

@@ -153,13 +153,6 @@ impl Agent {
                         node address of the backend's family"
                 .into());
         }
-        if userspace && node.mode != lb_core::LbMode::Snat {
-            return Err(format!(
-                "--mode {}: the userspace dataplane implements SNAT only \
-                 (use --dataplane ebpf)",
-                node.mode
-            ));
-        }
         if let Some(m) = &args.manifests {
             if !m.is_dir() {
                 return Err(format!("--manifests {}: not a directory", m.display()));
@@ -531,6 +524,9 @@ impl Agent {
                     .map(|d| match d.role {
                         lb_userspace::io::Role::Client => d.name.clone(),
                         lb_userspace::io::Role::Backend => format!("{} (backend)", d.name),
+                        lb_userspace::io::Role::OneArmed => {
+                            format!("{} (clients and backends)", d.name)
+                        }
                     })
                     .collect(),
                 "none (userspace dataplane)".to_string(),

@@ -35,35 +35,42 @@ pub fn derive_backend_devices(client: &[String]) -> Vec<String> {
         .collect()
 }
 
+/// The loop's devices: client-facing, backend-facing, and one-armed for a
+/// device named in both lists (clients and backends behind one link).
+pub fn roles(client: &[String], backend: &[String]) -> Vec<Device> {
+    let role = |name: &String, listed_as: Role| {
+        let both = client.contains(name) && backend.contains(name);
+        Device {
+            name: name.clone(),
+            role: if both { Role::OneArmed } else { listed_as },
+        }
+    };
+    client
+        .iter()
+        .map(|n| role(n, Role::Client))
+        .chain(
+            backend
+                .iter()
+                .filter(|n| !client.contains(n))
+                .map(|n| role(n, Role::Backend)),
+        )
+        .collect()
+}
+
 impl Userspace {
     /// Builds an empty dataplane for `node` and starts the I/O loop on
     /// `client` and `backend` devices (TCX drop programs attached); returns
     /// once the loop has opened every device, or its error.
     pub fn start(node: NodeConfig, client: &[String], backend: &[String]) -> Result<Self, String> {
-        if let Some(d) = client.iter().find(|d| backend.contains(d)) {
-            return Err(format!(
-                "device {d} is both client-facing (--device) and backend-facing \
-                 (--backend-device); a device has one role"
-            ));
-        }
         if backend.is_empty() {
             return Err(
                 "the userspace dataplane needs backend-facing devices: none found \
-                        besides --device; pass --backend-device"
+                 besides --device; pass --backend-device (the same device as \
+                 --device for a one-armed node)"
                     .into(),
             );
         }
-        let devices: Vec<Device> = client
-            .iter()
-            .map(|n| Device {
-                name: n.clone(),
-                role: Role::Client,
-            })
-            .chain(backend.iter().map(|n| Device {
-                name: n.clone(),
-                role: Role::Backend,
-            }))
-            .collect();
+        let devices = roles(client, backend);
         let dp = UserspaceDataplane::new(node, Config::default());
         let stop = Arc::new(AtomicBool::new(false));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -112,5 +119,27 @@ impl Userspace {
 impl Drop for Userspace {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_device_in_both_lists_is_one_armed() {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let got: Vec<(String, Role)> = roles(&s(&["eth0", "eth1"]), &s(&["eth1", "eth2"]))
+            .into_iter()
+            .map(|d| (d.name, d.role))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("eth0".to_string(), Role::Client),
+                ("eth1".to_string(), Role::OneArmed),
+                ("eth2".to_string(), Role::Backend),
+            ]
+        );
     }
 }

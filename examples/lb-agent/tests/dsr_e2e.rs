@@ -2,8 +2,10 @@
 //! routed DSR topology and `lb-agent dsr-backend` on each backend's device;
 //! TCP requests from the client reach the remote backends through the
 //! LoadBalancer VIP and the NodePort, `status --verbose` shows the mode, and
-//! both processes exit cleanly on SIGTERM. Privileged; bounded by 20 s of
-//! waiting for the first answer and 3 s socket timeouts.
+//! both processes exit cleanly on SIGTERM; once with the eBPF dataplane,
+//! once with the userspace one (one-armed on the node's only link).
+//! Privileged; bounded by 20 s of waiting for the first answer and 3 s
+//! socket timeouts.
 
 mod common;
 
@@ -21,6 +23,21 @@ const TIMEOUT: Duration = Duration::from_secs(3);
 
 #[test]
 fn agent_in_dsr_mode_serves_remote_backends_directly() {
+    dsr_mode_serves_remote_backends(Dataplane::Ebpf);
+}
+
+#[test]
+fn userspace_agent_in_dsr_mode_serves_remote_backends_directly() {
+    dsr_mode_serves_remote_backends(Dataplane::Userspace);
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Dataplane {
+    Ebpf,
+    Userspace,
+}
+
+fn dsr_mode_serves_remote_backends(dataplane: Dataplane) {
     lb_testkit::require_privileges();
     let topo = DsrTopology::new(1, 2).expect("topology");
     let scratch = tempfile::tempdir().unwrap();
@@ -48,10 +65,8 @@ fn agent_in_dsr_mode_serves_remote_backends_directly() {
         procs.0.push(Some(child));
     }
     let node = &topo.nodes[0];
-    let agent = node
-        .ns
-        .command(BIN)
-        .args(["run", "--mode", "dsr", "--manifests"])
+    let mut run = node.ns.command(BIN);
+    run.args(["run", "--mode", "dsr", "--manifests"])
         .arg(&dir)
         .args(["--node-ip", &node.v4.to_string()])
         .args(["--device", &node.link.name])
@@ -59,9 +74,17 @@ fn agent_in_dsr_mode_serves_remote_backends_directly() {
         .arg(&state)
         .arg("--bpffs")
         .arg(&pins)
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("spawn lb-agent run");
+        .stdin(Stdio::null());
+    if dataplane == Dataplane::Userspace {
+        // One link to the router carries clients and backends.
+        run.args([
+            "--dataplane",
+            "userspace",
+            "--backend-device",
+            &node.link.name,
+        ]);
+    }
+    let agent = run.spawn().expect("spawn lb-agent run");
     procs.0.push(Some(agent));
 
     let vip = SocketAddr::from((VIP, 80));

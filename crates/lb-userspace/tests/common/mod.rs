@@ -31,12 +31,8 @@ impl DataplaneUnderTest for Userspace {
         "lb-userspace".into()
     }
 
-    fn unsupported(&self, scenario: Scenario) -> Option<String> {
-        matches!(scenario, Scenario::DsrRemoteBackend | Scenario::HybridMode).then(|| {
-            "DSR's IPIP encapsulation is not implemented: frames are rewritten in place \
-             (lb_userspace::DropKind::Unsupported)"
-                .into()
-        })
+    fn unsupported(&self, _scenario: Scenario) -> Option<String> {
+        None
     }
 
     fn apply(&mut self, ops: &[Op]) -> Result<(), DataplaneError> {
@@ -54,9 +50,10 @@ impl DataplaneUnderTest for Userspace {
             entropy: ctx.entropy,
             scope: Scope::External,
         };
-        // Room past the frame for a NAT46/64 translation.
+        // Room past the frame for a NAT46/64 translation or a DSR header.
         let len = buf.len();
-        buf.resize(len + lb_userspace::nat46x64::HEADROOM, 0);
+        let room = lb_userspace::nat46x64::HEADROOM.max(lb_userspace::dsr::OVERHEAD);
+        buf.resize(len + room, 0);
         let (outcome, len) = self.worker.process_in(&mut buf, len, dir, meta);
         buf.truncate(len);
         if outcome.keeps() {
