@@ -194,7 +194,7 @@ pub struct RunArgs {
     /// Dataplane: `ebpf` (tc programs, pinned maps), or `userspace`
     /// (lb-userspace: AF_PACKET capture on --device and --backend-device, a
     /// TCX program dropping the originals, rewritten packets re-injected
-    /// through a raw socket; IPv4 only, no socket LB, no pins: its state
+    /// through a raw socket; IPv4, IPv6 and NAT46/64, no socket LB, no pins: its state
     /// goes with the process).
     #[arg(long, value_enum, default_value = "ebpf")]
     pub dataplane: DataplaneKind,
