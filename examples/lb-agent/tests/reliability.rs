@@ -476,6 +476,7 @@ fn web_weighted(backends: &[(u8, u16)]) -> String {
 /// (`LB_CHURN_SECS` overrides it; `examples/lb-agent/churn.sh` runs 60 s).
 #[test]
 fn backend_churn_under_load() {
+    const WRITE_EVERY: Duration = Duration::from_millis(10);
     lb_testkit::require_privileges();
     let secs: u64 = std::env::var("LB_CHURN_SECS")
         .ok()
@@ -517,7 +518,9 @@ fn backend_churn_under_load() {
         }
         dirs.write("web.yaml", &web_weighted(&set));
         writes += 1;
-        std::thread::sleep(Duration::from_millis(10));
+        // A fixed schedule (100 writes a second), whatever a write costs.
+        let next = started + WRITE_EVERY * u32::try_from(writes).unwrap_or(u32::MAX);
+        std::thread::sleep(next.saturating_duration_since(std::time::Instant::now()));
     }
     let churned = started.elapsed();
     // Backends 3 and 4 leave for good.
