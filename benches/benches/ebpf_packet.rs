@@ -1,17 +1,16 @@
 //! Per-packet cost of the eBPF dataplane's ingress tc program
 //! (`lb_tc_ingress`), timed by the kernel with `BPF_PROG_TEST_RUN`, at 10,
-//! 1k, 10k and 65k ClusterIP services × 10 backends (random selection).
+//! 1k, 10k and 100k ClusterIP services × 10 backends (random selection).
 //! **Privileged** (root): fails loudly without; never attaches anything.
 //!
 //! Run: `cargo bench -p lb-benches --bench ebpf_packet` (about 6 minutes;
-//! programming 65k services takes about a minute). `LB_BENCH_SERVICES=10,1000`
-//! restricts the service counts (e.g. to profile one case).
+//! programming 100k services, 1.1M services-map entries and 1M backends,
+//! takes about a minute). `LB_BENCH_SERVICES=10,1000` restricts the service
+//! counts (e.g. to profile one case).
 //!
 //! The maps are sized for the service count and filled by lb-core's
-//! `Reconciler` through `lb_ebpf::EbpfDataplane` (the real layout). 65k is
-//! the largest count the layout holds: a frontend's reverse-NAT index
-//! (lb-core's `ServiceId`) is 16 bits, so 100k services cannot be
-//! programmed.
+//! `Reconciler` through `lb_ebpf::EbpfDataplane` (the real layout; the
+//! reverse-NAT index is 32 bits, so any count the maps hold works).
 //!
 //! Every figure is the kernel's own per-run time (`duration` of the test
 //! run), so the user/kernel crossing of the syscall is excluded. Two ways:
@@ -23,8 +22,10 @@
 //!   measured services use a **self backend**: their only backend is the
 //!   frontend's own address and port, and the DNATed packet is again a
 //!   packet to the frontend with the same tuple.
-//!   - `established/repeat`: a tracked flow (CT hit, backend lookup, reply
-//!     CT touch, counters, DNAT rewrite with checksum updates).
+//!   - `established/repeat`: a tracked flow (frontend lookup, CT hit,
+//!     backend lookup, counters, DNAT rewrite with checksum updates; the
+//!     reply CT entry only when the coarse second changed, see
+//!     `lb_ct_fresh`).
 //!   - `first_packet_{random,maglev}/repeat`: a SYN|FIN packet. Its first
 //!     run creates the flow already closing; every following run is a new
 //!     SYN on the tuple of a closing flow, which the program treats as a
@@ -43,7 +44,7 @@
 //!     (untimed) before it fills.
 //!
 //! The bulk services are random; the Maglev service (M = 16381) is one
-//! extra frontend (Maglev tables for 65k services would need 4 GB).
+//! extra frontend (Maglev tables for 100k services would need 6.5 GB).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -60,7 +61,7 @@ use lb_testkit::PacketBuilder;
 #[path = "common/ebpf.rs"]
 mod ebpf;
 
-const SCALES: [usize; 4] = [10, 1_000, 10_000, 65_000];
+const SCALES: [usize; 4] = [10, 1_000, 10_000, 100_000];
 const BACKENDS: usize = 10;
 /// CT capacity; flushed at [`CT_FLUSH_FLOWS`] flows (two entries each).
 const CT_CAPACITY: u32 = 1 << 20;

@@ -59,7 +59,7 @@ int lb_tc_ingress(struct __sk_buff *skb)
 	__u32 rev_nat;
 	__u16 flags, count;
 	__u64 now = 0;
-	bool new_flow = false, snat = false, dsr = false, portmap = false;
+	bool new_flow = false, snat = false, dsr = false, portmap = false, fresh = false;
 	__u8 be_flags, fe_type;
 	int rc;
 
@@ -207,9 +207,11 @@ int lb_tc_ingress(struct __sk_buff *skb)
 	} else {
 		bool closing = lb_closing(&p);
 
-		if (ct)
+		if (ct) {
+			fresh = lb_ct_fresh(ct, now, closing);
 			lb_ct_touch(ct, now, closing);
-		if (!snat && !dsr) {
+		}
+		if (!snat && !dsr && !fresh) {
 			/* Keep the reply entry fresh; recreate it if the LRU
 			 * evicted it (its lifetime is the flow's). */
 			struct ct4_entry *rct;
@@ -239,7 +241,7 @@ int lb_tc_ingress(struct __sk_buff *skb)
 			}
 		}
 	}
-	if (!new_flow && snat)
+	if (!new_flow && snat && !fresh)
 		lb_snat_refresh(&p, be_addr, be_port, node, snat_port, rev_nat, now);
 	lb_count_service(rev_nat, skb->len, new_flow);
 	lb_count_backend(backend_id, skb->len, new_flow);

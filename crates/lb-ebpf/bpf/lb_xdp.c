@@ -457,9 +457,13 @@ int lb_xdp(struct xdp_md *ctx)
 		if (flags & LB_SVC_F_AFFINITY)
 			bpf_map_update_elem(&lb4_affinity, &ak, &av, BPF_ANY);
 	} else {
-		if (ct)
-			lb_ct_touch(ct, now, lb_closing(&p));
-		if (snat)
+		bool closing = lb_closing(&p), fresh = false;
+
+		if (ct) {
+			fresh = lb_ct_fresh(ct, now, closing);
+			lb_ct_touch(ct, now, closing);
+		}
+		if (snat && !fresh)
 			lb_snat_refresh(&p, be_addr, be_port, node, snat_port, rev_nat, now);
 	}
 	lb_count_service(rev_nat, len, new_flow);

@@ -609,6 +609,20 @@ fn an_evicted_reply_entry_is_recreated_by_the_next_client_packet() {
         .find(|k| k.dir == CT_REPLY)
         .unwrap();
     fx.dp.maps().ct.remove(&reply_key).unwrap();
+    // A packet in the same coarse second as the flow's last one skips the
+    // reply entry (lb_ct_fresh): it is refreshed, or recreated, by the
+    // first packet of a later second. Age the client's entry instead of
+    // waiting for the clock.
+    let (svc_key, mut svc_ct) = fx
+        .dp
+        .maps()
+        .ct
+        .iter()
+        .map(Result::unwrap)
+        .find(|(k, _)| k.dir != CT_REPLY)
+        .unwrap();
+    svc_ct.last_seen -= 2;
+    fx.dp.maps().ct.insert(svc_key, svc_ct, 0).unwrap();
     // The next client packet of the established flow recreates it ...
     let ack = lb_testkit::PacketBuilder::tcp(sa(client), sa(vip))
         .ack()
