@@ -15,10 +15,13 @@
  * the backend side reads it for the first packet of a flow and remembers
  * the flow after that.
  *
- * MTU: encapsulation adds 20 bytes. A full-sized packet from a client whose
- * path MTU equals the node->backend link MTU no longer fits and is dropped
- * by the device; give the node->backend path 20 bytes more MTU than the
- * client side (or lower the clients' MSS/MTU), as with any IPIP DSR.
+ * MTU: encapsulation adds 20 bytes. A GSO packet (GRO on the way in) is
+ * re-cut by bpf_skb_adjust_room into segments 20 bytes smaller, which fit;
+ * a single full-sized packet from a client whose path MTU equals the
+ * node->backend link MTU no longer fits: the FIB lookup says so and tc
+ * drops it as LB_DROP_FRAG_NEEDED. Give the node->backend path 20 bytes
+ * more MTU than the client side (or lower the clients' MSS/MTU), as with
+ * any IPIP DSR.
  */
 #ifndef LB_DSR_H
 #define LB_DSR_H
