@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 
-use lb_core::select::maglev::{build_table, MaglevBackend};
+use lb_core::select::maglev::{build_table, shares_a_skip, MaglevBackend};
 use lb_core::{BackendId, L3n4Addr, L4Proto, MaglevConfig, MAGLEV_TABLE_SIZES};
 use proptest::prelude::*;
 
@@ -57,7 +57,9 @@ proptest! {
     /// backends it is usually far smaller, but rare sets move much more (seen:
     /// 7.6% extra for 3 backends at M = 131071), and at the default 16381
     /// with ~100 backends it averages 1.35% (see BENCHMARKS.md), so neither
-    /// case is asserted here.
+    /// case is asserted here. Nor are sets where two backends share a skip
+    /// (`shares_a_skip`, about N^2 / 2M of them): see
+    /// `a_shared_skip_is_the_rare_worst_case` below.
     #[test]
     fn removing_one_backend_moves_few_entries(
         addrs in addr_set(10, 100),
@@ -69,6 +71,7 @@ proptest! {
         let m = if big { 131071 } else { 65521 };
         let cfg = MaglevConfig::new(m, seed).unwrap();
         let all = backends(&addrs);
+        prop_assume!(!shares_a_skip(&all, &cfg));
         let before = build_table(&all, &cfg);
         let gone = all[victim.index(n)].id;
         let rest: Vec<_> = all.iter().copied().filter(|b| b.id != gone).collect();
@@ -98,4 +101,32 @@ fn only_cilium_table_sizes_are_accepted() {
         let err = MaglevConfig::new(bad, 0).unwrap_err();
         assert!(err.to_string().contains(&bad.to_string()), "{err}");
     }
+}
+
+/// The case proptest found (CI, 2026-11-26): two of ten backends share a
+/// skip at M = 131071, and removing a third moves about 10% of the table
+/// beyond its own share. The bound of 1/N + 1% does not hold for such sets;
+/// this records the case and its size so a change in it shows.
+#[test]
+fn a_shared_skip_is_the_rare_worst_case() {
+    let addrs = [
+        167772160, 167772205, 169905816, 173507864, 174031693, 178470870, 181531345, 181600956,
+        181831718, 182671121,
+    ];
+    let cfg = MaglevConfig::new(131071, 299676803).unwrap();
+    let all = backends(&addrs);
+    assert!(shares_a_skip(&all, &cfg));
+    let before = build_table(&all, &cfg);
+    let worst = (0..all.len())
+        .map(|v| {
+            let gone = all[v].id;
+            let rest: Vec<_> = all.iter().copied().filter(|b| b.id != gone).collect();
+            let after = build_table(&rest, &cfg);
+            let own = before.iter().filter(|id| **id == gone).count();
+            before.iter().zip(&after).filter(|(b, a)| b != a).count() - own
+        })
+        .max()
+        .unwrap();
+    // 13 179 extra entries (10.05% of M) when this was written.
+    assert!((13_000..=13_400).contains(&worst), "{worst}");
 }

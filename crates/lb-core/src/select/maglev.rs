@@ -137,6 +137,34 @@ fn permutation(addr: &L3n4Addr, m: u32, seed: u32) -> (u32, u32) {
     (offset, skip)
 }
 
+/// True when two of `backends` (with a non-zero weight) get the same skip
+/// in their permutations. They then walk the same cycle of the table, one
+/// a fixed number of steps behind the other, and contend for the same
+/// slots in lock-step: Maglev's rare worst case for disruption, where
+/// removing a third backend moves far more than its own entries (seen: 10%
+/// of M = 131071 beyond the removed backend's share, with 10 backends).
+/// The chance is about N² / 2M for N backends.
+///
+/// ```
+/// use lb_core::{BackendId, L3n4Addr, MaglevConfig};
+/// use lb_core::select::maglev::{shares_a_skip, MaglevBackend};
+/// let b = |i: u8| MaglevBackend {
+///     addr: format!("10.0.0.{i}:80").parse::<L3n4Addr>().unwrap(),
+///     id: BackendId(i.into()),
+///     weight: 1,
+/// };
+/// assert!(!shares_a_skip(&[b(1)], &MaglevConfig::new(251, 0).unwrap()));
+/// ```
+pub fn shares_a_skip(backends: &[MaglevBackend], cfg: &MaglevConfig) -> bool {
+    let mut skips: Vec<u32> = backends
+        .iter()
+        .filter(|b| b.weight > 0)
+        .map(|b| permutation(&b.addr, cfg.table_size, cfg.seed).1)
+        .collect();
+    skips.sort_unstable();
+    skips.windows(2).any(|w| w[0] == w[1])
+}
+
 /// Builds the Maglev lookup table: `cfg.table_size()` backend IDs.
 ///
 /// The result depends only on the set of (address, weight) pairs and the
