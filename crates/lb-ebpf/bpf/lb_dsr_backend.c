@@ -42,10 +42,7 @@
 
 #include "lb_pkt.h"
 #include "lb_csum.h"
-
-/* From linux/icmp.h, which drags in libc headers. */
-#define ICMP_DEST_UNREACH  3
-#define ICMP_TIME_EXCEEDED 11
+#include "lb_icmp_quote.h"
 
 #ifndef BPF_F_ADJ_ROOM_DECAP_L3_IPV4
 #define BPF_F_ADJ_ROOM_DECAP_L3_IPV4 (1ULL << 7)
@@ -194,13 +191,6 @@ int lb_dsr_ingress(struct __sk_buff *skb)
 	return TC_ACT_OK;
 }
 
-struct lb_dsr_icmphdr {
-	__u8 type;
-	__u8 code;
-	__sum16 checksum;
-	__be32 rest;
-};
-
 /* An ICMP error leaving the backend about a DSR flow: the quote (client ->
  * backend:port, as delivered) gets the frontend back as its destination,
  * with the quoted IP and TCP/UDP checksums, the ICMP checksum and, for an
@@ -209,111 +199,27 @@ struct lb_dsr_icmphdr {
  * failed). */
 static __always_inline int lb_dsr_icmp_error_rev(struct __sk_buff *skb)
 {
-	void *data = (void *)(long)skb->data;
-	void *data_end = (void *)(long)skb->data_end;
-	struct ethhdr *eth = data;
-	struct iphdr *ip, *in;
-	struct lb_dsr_icmphdr *icmp;
+	struct lb_icmp_quote q = {};
 	struct lb_dsr_key k = {};
 	struct lb_dsr_val *v;
-	__u32 icmp_off, in_off, in_l4_off, l4_csum_off = 0;
-	__be32 out_saddr, be_addr, fe_addr;
-	__be16 be_port, fe_port, *ports;
-	__u16 ip_csum, icmp_csum, in_csum, new_in_csum, l4_csum = 0;
-	__u8 proto;
+	int rc;
 
-	if ((void *)(eth + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
+	if (!lb_icmp_quote(skb, &q))
 		return TC_ACT_OK;
-	ip = (void *)(eth + 1);
-	if ((void *)(ip + 1) > data_end || ip->protocol != IPPROTO_ICMP || ip->ihl != 5)
-		return TC_ACT_OK;
-	icmp = (void *)(ip + 1);
-	in = (void *)(icmp + 1);
-	/* The quoted IPv4 header (no options) and the first 8 bytes of L4. */
-	if ((void *)(in + 1) + 8 > data_end)
-		return TC_ACT_OK;
-	if (icmp->type != ICMP_DEST_UNREACH && icmp->type != ICMP_TIME_EXCEEDED)
-		return TC_ACT_OK;
-	if (in->ihl != 5 || (in->protocol != IPPROTO_TCP && in->protocol != IPPROTO_UDP))
-		return TC_ACT_OK;
-	proto = in->protocol;
-	ports = (void *)(in + 1);
 	/* The flow as the backend answers it: backend:port -> client. */
-	k.saddr = in->daddr;
-	k.daddr = in->saddr;
-	k.sport = ports[1];
-	k.dport = ports[0];
-	k.proto = proto;
+	k.saddr = q.be_addr;
+	k.daddr = q.client;
+	k.sport = q.be_port;
+	k.dport = q.q_port;
+	k.proto = q.proto;
 	k.dir = LB_DSR_REPLY;
 	v = bpf_map_lookup_elem(&lb_dsr_flows, &k);
 	if (!v)
 		return TC_ACT_OK;
-	be_addr = in->daddr;
-	be_port = ports[1];
-	fe_addr = v->addr;
-	fe_port = v->port;
-
-	icmp_off = ETH_HLEN + sizeof(*ip);
-	in_off = icmp_off + sizeof(*icmp);
-	in_l4_off = in_off + sizeof(*in);
-	out_saddr = ip->saddr;
-	ip_csum = ip->check;
-	icmp_csum = icmp->checksum;
-	in_csum = in->check;
-	if (proto == IPPROTO_UDP) {
-		__u16 *c = (void *)ports + 6;
-
-		if ((void *)(c + 1) <= data_end && *c != 0) {
-			l4_csum = *c;
-			l4_csum_off = in_l4_off + 6;
-		}
-	} else {
-		__u16 *c = (void *)ports + 16;
-
-		if ((void *)(c + 1) <= data_end) {
-			l4_csum = *c;
-			l4_csum_off = in_l4_off + 16;
-		}
-	}
-	/* The quoted destination, its IP checksum (both counted in the ICMP
-	 * checksum), the quoted port and L4 checksum. */
-	new_in_csum = lb_csum_upd32(in_csum, be_addr, fe_addr);
-	icmp_csum = lb_csum_upd32(icmp_csum, be_addr, fe_addr);
-	icmp_csum = lb_csum_upd16(icmp_csum, in_csum, new_in_csum);
-	icmp_csum = lb_csum_upd16(icmp_csum, be_port, fe_port);
-	if (l4_csum_off) {
-		__u16 new_l4 = lb_csum_upd16(lb_csum_upd32(l4_csum, be_addr, fe_addr), be_port,
-					     fe_port);
-
-		/* A computed UDP checksum of 0 is sent as 0xffff (0: none). */
-		if (proto == IPPROTO_UDP && new_l4 == 0)
-			new_l4 = 0xffff;
-		icmp_csum = lb_csum_upd16(icmp_csum, l4_csum, new_l4);
-		l4_csum = new_l4;
-	}
-	/* Stores (they invalidate the packet pointers above). */
-	if (bpf_skb_store_bytes(skb, in_off + offsetof(struct iphdr, daddr), &fe_addr, 4, 0) < 0 ||
-	    bpf_skb_store_bytes(skb, in_off + offsetof(struct iphdr, check), &new_in_csum, 2, 0) <
-		    0 ||
-	    bpf_skb_store_bytes(skb, in_l4_off + 2, &fe_port, 2, 0) < 0)
-		return TC_ACT_SHOT;
-	if (l4_csum_off && bpf_skb_store_bytes(skb, l4_csum_off, &l4_csum, 2, 0) < 0)
-		return TC_ACT_SHOT;
-	/* An error from the backend itself comes from the frontend, as the
-	 * flow's replies do. */
-	if (out_saddr == be_addr) {
-		ip_csum = lb_csum_upd32(ip_csum, be_addr, fe_addr);
-		if (bpf_skb_store_bytes(skb, ETH_HLEN + offsetof(struct iphdr, saddr), &fe_addr, 4,
-					0) < 0 ||
-		    bpf_skb_store_bytes(skb, ETH_HLEN + offsetof(struct iphdr, check), &ip_csum, 2,
-					0) < 0)
-			return TC_ACT_SHOT;
-	}
-	if (bpf_skb_store_bytes(skb, icmp_off + offsetof(struct lb_dsr_icmphdr, checksum),
-				&icmp_csum, 2, 0) < 0)
-		return TC_ACT_SHOT;
-	lb_dsr_count(LB_DSR_ICMP);
-	return TC_ACT_OK;
+	rc = lb_icmp_quote_rewrite(skb, &q, v->addr, v->port, q.q_port);
+	if (rc == TC_ACT_OK)
+		lb_dsr_count(LB_DSR_ICMP);
+	return rc;
 }
 
 SEC("classifier")

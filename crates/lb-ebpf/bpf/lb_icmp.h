@@ -31,70 +31,37 @@
 
 #include "lb_abi.h"
 #include "lb_csum.h"
+#include "lb_icmp_quote.h"
 #include "lb_snat.h"
 
-/* From linux/icmp.h, which drags in libc headers. */
-#define ICMP_DEST_UNREACH  3
-#define ICMP_TIME_EXCEEDED 11
-
-struct lb_icmphdr {
-	__u8 type;
-	__u8 code;
-	__sum16 checksum;
-	__be32 rest;
-};
-
-/* Translates an ICMP error leaving towards a client. Returns TC_ACT_OK
- * (translated or not ours) or TC_ACT_SHOT when a store failed. */
+/* Translates an ICMP error leaving towards a client (lb_icmp_quote.h).
+ * Returns TC_ACT_OK (translated or not ours) or TC_ACT_SHOT when a store
+ * failed. */
 static __always_inline int lb_icmp_error_rev(struct __sk_buff *skb)
 {
-	void *data = (void *)(long)skb->data;
-	void *data_end = (void *)(long)skb->data_end;
-	struct ethhdr *eth = data;
-	struct iphdr *ip, *in;
-	struct lb_icmphdr *icmp;
+	struct lb_icmp_quote q = {};
 	struct ct4_key ck = {};
 	struct ct4_entry *ct;
 	struct lb4_reverse_nat *rn;
-	__u32 icmp_off, in_off, in_l4_off, l4_csum_off = 0;
-	__be32 out_saddr, be_addr, fe_addr;
-	__be16 be_port, fe_port, q_port, cport, *ports;
-	__u16 ip_csum, icmp_csum, in_csum, l4_csum = 0;
+	__be32 fe_addr;
+	__be16 fe_port, cport;
 	__u32 rev_nat;
-	__u8 proto;
 
-	if ((void *)(eth + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
+	if (!lb_icmp_quote(skb, &q))
 		return TC_ACT_OK;
-	ip = (void *)(eth + 1);
-	if ((void *)(ip + 1) > data_end || ip->protocol != IPPROTO_ICMP || ip->ihl != 5)
-		return TC_ACT_OK;
-	icmp = (void *)(ip + 1);
-	in = (void *)(icmp + 1);
-	/* The quoted IPv4 header (no options) and the first 8 bytes of L4. */
-	if ((void *)(in + 1) + 8 > data_end)
-		return TC_ACT_OK;
-	if (icmp->type != ICMP_DEST_UNREACH && icmp->type != ICMP_TIME_EXCEEDED)
-		return TC_ACT_OK;
-	if (in->ihl != 5 || (in->protocol != IPPROTO_TCP && in->protocol != IPPROTO_UDP))
-		return TC_ACT_OK;
-	proto = in->protocol;
-	ports = (void *)(in + 1);
 	/* The flow as the backend would answer it: backend -> client. */
-	ck.saddr = in->daddr;
-	ck.daddr = in->saddr;
-	ck.sport = ports[1];
-	ck.dport = ports[0];
-	ck.proto = proto;
+	ck.saddr = q.be_addr;
+	ck.daddr = q.client;
+	ck.sport = q.be_port;
+	ck.dport = q.q_port;
+	ck.proto = q.proto;
 	ck.dir = LB_CT_REPLY;
 	ct = bpf_map_lookup_elem(&lb4_ct, &ck);
 	if (!ct)
 		return TC_ACT_OK;
-	be_addr = in->daddr;
-	be_port = ports[1];
 	/* The quoted source port: the client's own, or the one it was
 	 * remapped to (the reply entry then holds the client's). */
-	q_port = ports[0];
-	cport = ct->flags & LB_CT_F_PORTMAP ? ct->snat_port : q_port;
+	cport = ct->flags & LB_CT_F_PORTMAP ? ct->snat_port : q.q_port;
 	fe_addr = ct->frontend_addr;
 	fe_port = ct->frontend_port;
 	rev_nat = ct->rev_nat_index;
@@ -103,77 +70,7 @@ static __always_inline int lb_icmp_error_rev(struct __sk_buff *skb)
 		fe_addr = rn->address;
 		fe_port = rn->port;
 	}
-
-	icmp_off = ETH_HLEN + sizeof(*ip);
-	in_off = icmp_off + sizeof(*icmp);
-	in_l4_off = in_off + sizeof(*in);
-	out_saddr = ip->saddr;
-	ip_csum = ip->check;
-	icmp_csum = icmp->checksum;
-	in_csum = in->check;
-	if (proto == IPPROTO_UDP) {
-		__u16 *c = (void *)ports + 6;
-
-		if ((void *)(c + 1) <= data_end && *c != 0) {
-			l4_csum = *c;
-			l4_csum_off = in_l4_off + 6;
-		}
-	} else {
-		__u16 *c = (void *)ports + 16;
-
-		if ((void *)(c + 1) <= data_end) {
-			l4_csum = *c;
-			l4_csum_off = in_l4_off + 16;
-		}
-	}
-
-	/* Inner IP header: destination and its checksum (their changes cancel
-	 * in the ICMP checksum). */
-	{
-		__u16 new_in_csum = lb_csum_upd32(in_csum, be_addr, fe_addr);
-
-		icmp_csum = lb_csum_upd32(icmp_csum, be_addr, fe_addr);
-		icmp_csum = lb_csum_upd16(icmp_csum, in_csum, new_in_csum);
-		in_csum = new_in_csum;
-	}
-	/* Inner ports (destination; source when remapped), and the inner L4
-	 * checksum (pseudo-header address and ports). */
-	icmp_csum = lb_csum_upd16(icmp_csum, be_port, fe_port);
-	icmp_csum = lb_csum_upd16(icmp_csum, q_port, cport);
-	if (l4_csum_off) {
-		__u16 new_l4 = lb_csum_upd16(lb_csum_upd32(l4_csum, be_addr, fe_addr), be_port,
-					     fe_port);
-
-		new_l4 = lb_csum_upd16(new_l4, q_port, cport);
-
-		/* A computed UDP checksum of 0 is sent as 0xffff (0: none). */
-		if (proto == IPPROTO_UDP && new_l4 == 0)
-			new_l4 = 0xffff;
-		icmp_csum = lb_csum_upd16(icmp_csum, l4_csum, new_l4);
-		l4_csum = new_l4;
-	}
-	/* Stores (they invalidate the packet pointers above). */
-	if (bpf_skb_store_bytes(skb, in_off + offsetof(struct iphdr, daddr), &fe_addr, 4, 0) < 0 ||
-	    bpf_skb_store_bytes(skb, in_off + offsetof(struct iphdr, check), &in_csum, 2, 0) < 0 ||
-	    bpf_skb_store_bytes(skb, in_l4_off + 2, &fe_port, 2, 0) < 0)
-		return TC_ACT_SHOT;
-	if (cport != q_port && bpf_skb_store_bytes(skb, in_l4_off, &cport, 2, 0) < 0)
-		return TC_ACT_SHOT;
-	if (l4_csum_off && bpf_skb_store_bytes(skb, l4_csum_off, &l4_csum, 2, 0) < 0)
-		return TC_ACT_SHOT;
-	/* An error from the backend itself comes from the frontend. */
-	if (out_saddr == be_addr) {
-		ip_csum = lb_csum_upd32(ip_csum, be_addr, fe_addr);
-		if (bpf_skb_store_bytes(skb, ETH_HLEN + offsetof(struct iphdr, saddr), &fe_addr, 4,
-					0) < 0 ||
-		    bpf_skb_store_bytes(skb, ETH_HLEN + offsetof(struct iphdr, check), &ip_csum, 2,
-					0) < 0)
-			return TC_ACT_SHOT;
-	}
-	if (bpf_skb_store_bytes(skb, icmp_off + offsetof(struct lb_icmphdr, checksum), &icmp_csum, 2,
-				0) < 0)
-		return TC_ACT_SHOT;
-	return TC_ACT_OK;
+	return lb_icmp_quote_rewrite(skb, &q, fe_addr, fe_port, cport);
 }
 
 /* Translates an ICMP error about a SNATed flow (it quotes node:port ->
