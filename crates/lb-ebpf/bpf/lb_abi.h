@@ -12,6 +12,7 @@
 
 #include <linux/types.h>
 #include <linux/bpf.h>
+#include <linux/in6.h>
 #include <bpf/bpf_helpers.h>
 
 /* Default capacities; the loader overrides them (EbpfLoader::map_max_entries). */
@@ -202,6 +203,8 @@ struct lb_config {
 	__u16 snat_port_max;     /* (0: LB_SNAT_PORT_MAX) */
 	__be32 node_ips[LB_MAX_NODE_IPS]; /* addresses wildcard frontends answer on */
 	__u32 lb_mode;           /* enum lb_mode */
+	__u32 node_ip6_count;    /* valid entries of node_ips6 */
+	struct in6_addr node_ips6[LB_MAX_NODE_IPS]; /* IPv6 node addresses, as node_ips */
 };
 
 /* Socket-LB reverse translation key: a socket and the backend it was
@@ -382,5 +385,159 @@ struct {
 	__type(value, struct lb_be_meta);
 	__uint(max_entries, LB_BACKENDS_MAX);
 } lb_be_meta SEC(".maps");
+
+/* ---- IPv6 (after Cilium's lb6_* maps) ----
+ *
+ * IPv6 frontends, backends and flows live in maps of their own with the
+ * same semantics as the IPv4 ones above; only the addresses are wider. The
+ * services map value (struct lb4_service), the affinity value, the counters,
+ * the metadata and the Maglev tables are family-independent and shared:
+ * service and backend ids are unique across both families (lb-core
+ * allocates them from one space), so a backend id is in lb4_backends or in
+ * lb6_backends, never both. */
+
+/* IPv6 services map key (value: struct lb4_service). */
+struct lb6_key {
+	struct in6_addr address; /* frontend address (:: = wildcard NodePort/HostPort) */
+	__be16 dport;
+	__u16 backend_slot;      /* 0 = frontend entry */
+	__u8 proto;
+	__u8 scope;              /* 0 external, 1 internal */
+	__u8 pad[2];
+};
+
+/* IPv6 backends map value, keyed by backend id (__u32). */
+struct lb6_backend {
+	struct in6_addr address;
+	__be16 port;
+	__u8 proto;
+	__u8 flags; /* LB_BE_F_* */
+};
+
+/* IPv6 reverse-NAT map value, keyed by rev_nat_index (__u32). */
+struct lb6_reverse_nat {
+	struct in6_addr address;
+	__be16 port;
+	__u16 pad;
+};
+
+/* IPv6 connection-tracking key (dir: LB_CT_*). */
+struct ct6_key {
+	struct in6_addr saddr;
+	struct in6_addr daddr;
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 dir;
+	__u8 pad[2];
+};
+
+/* IPv6 connection-tracking value (flags: LB_CT_F_*, as struct ct4_entry). */
+struct ct6_entry {
+	__u32 backend_id;
+	__u32 rev_nat_index;
+	struct in6_addr frontend_addr; /* the address the client used */
+	__be16 frontend_port;
+	__be16 snat_port;
+	__u16 flags;
+	__u16 pad[5];
+	__u64 last_seen;
+};
+
+/* IPv6 SNAT reverse entry, keyed by the reply's struct ct6_key. */
+struct lb6_snat_entry {
+	struct in6_addr client_addr;
+	struct in6_addr frontend_addr;
+	__be16 client_port;
+	__be16 frontend_port;
+	__u32 rev_nat_index;
+	__u64 last_seen;
+};
+
+/* IPv6 session-affinity key (value: struct lb_affinity_val). */
+struct lb6_affinity_key {
+	struct in6_addr client;
+	__u32 rev_nat_index;
+};
+
+/* IPv6 source-range LPM key: prefixlen counts the 32 bits of rev_nat_index + the prefix. */
+struct lb6_src_range_key {
+	__u32 prefixlen;
+	__u32 rev_nat_index;
+	struct in6_addr addr;
+};
+
+/* IPv6 socket-LB reverse translation key. */
+struct lb6_sock_key {
+	__u64 cookie;            /* bpf_get_socket_cookie() */
+	struct in6_addr address; /* backend address */
+	__be16 port;             /* backend port */
+	__u16 pad[3];
+};
+
+/* IPv6 socket-LB reverse translation value. */
+struct lb6_sock_val {
+	struct in6_addr address; /* the frontend address the application used */
+	__be16 port;
+	__u16 pad;
+	__u32 rev_nat_index;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct lb6_key);
+	__type(value, struct lb4_service);
+	__uint(max_entries, LB_SERVICES_MAX);
+} lb6_services SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u32);
+	__type(value, struct lb6_backend);
+	__uint(max_entries, LB_BACKENDS_MAX);
+} lb6_backends SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u32);
+	__type(value, struct lb6_reverse_nat);
+	__uint(max_entries, LB_REV_NAT_MAX);
+} lb6_reverse_nat SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct ct6_key);
+	__type(value, struct ct6_entry);
+	__uint(max_entries, LB_CT_MAX);
+} lb6_ct SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct lb6_affinity_key);
+	__type(value, struct lb_affinity_val);
+	__uint(max_entries, LB_AFFINITY_MAX);
+} lb6_affinity SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct lb6_src_range_key);
+	__type(value, __u8);
+	__uint(max_entries, LB_SRC_RANGE_MAX);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} lb6_src_range SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct ct6_key);
+	__type(value, struct lb6_snat_entry);
+	__uint(max_entries, LB_CT_MAX);
+} lb6_snat SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct lb6_sock_key);
+	__type(value, struct lb6_sock_val);
+	__uint(max_entries, LB_SOCK_REV_MAX);
+} lb6_sock_rev SEC(".maps");
 
 #endif /* LB_ABI_H */

@@ -36,8 +36,24 @@ pub const MAP_SOCK_REV: &str = "lb4_sock_rev";
 pub const MAP_SNAT: &str = "lb4_snat";
 /// Name of the attached-devices map (ifindex -> 1).
 pub const MAP_DEVICES: &str = "lb_devices";
+/// Name of the IPv6 services map (value: [`Lb4Service`], shared layout).
+pub const MAP_SERVICES6: &str = "lb6_services";
+/// Name of the IPv6 backends map.
+pub const MAP_BACKENDS6: &str = "lb6_backends";
+/// Name of the IPv6 reverse-NAT map.
+pub const MAP_REV_NAT6: &str = "lb6_reverse_nat";
+/// Name of the IPv6 connection-tracking map.
+pub const MAP_CT6: &str = "lb6_ct";
+/// Name of the IPv6 session-affinity map.
+pub const MAP_AFFINITY6: &str = "lb6_affinity";
+/// Name of the IPv6 source-range LPM trie.
+pub const MAP_SRC_RANGE6: &str = "lb6_src_range";
+/// Name of the IPv6 SNAT reverse-entry map.
+pub const MAP_SNAT6: &str = "lb6_snat";
+/// Name of the IPv6 socket-LB reverse translation map.
+pub const MAP_SOCK_REV6: &str = "lb6_sock_rev";
 /// Every map of the objects, in pinning order.
-pub const ALL_MAPS: [&str; 16] = [
+pub const ALL_MAPS: [&str; 24] = [
     MAP_SERVICES,
     MAP_BACKENDS,
     MAP_REV_NAT,
@@ -54,6 +70,14 @@ pub const ALL_MAPS: [&str; 16] = [
     MAP_SNAT,
     MAP_DEVICES,
     MAP_BE_STATS,
+    MAP_SERVICES6,
+    MAP_BACKENDS6,
+    MAP_REV_NAT6,
+    MAP_CT6,
+    MAP_AFFINITY6,
+    MAP_SRC_RANGE6,
+    MAP_SNAT6,
+    MAP_SOCK_REV6,
 ];
 
 /// `LB_SVC_F_AFFINITY`: ClientIP session affinity.
@@ -343,6 +367,10 @@ pub struct LbConfig {
     pub node_ips: [u32; MAX_NODE_IPS],
     /// `enum lb_mode`: [`LB_MODE_SNAT`], [`LB_MODE_DSR`] or [`LB_MODE_HYBRID`].
     pub lb_mode: u32,
+    /// Valid entries of `node_ips6`.
+    pub node_ip6_count: u32,
+    /// IPv6 node addresses (network order) wildcard frontends answer on.
+    pub node_ips6: [[u8; 16]; MAX_NODE_IPS],
 }
 
 /// `LB_MODE_SNAT`: lb_core::LbMode::Snat.
@@ -409,6 +437,165 @@ pub struct LbBeMeta {
     pub zone: [u8; ZONE_MAX],
 }
 
+/// `struct lb6_key`: IPv6 services map key; slot 0 is the frontend entry.
+/// The value is an [`Lb4Service`] (the layout is family-independent).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Lb6Key {
+    /// Frontend address, network order (`::` = wildcard).
+    pub address: [u8; 16],
+    /// Frontend port, network order.
+    pub dport: u16,
+    /// 0 for the frontend entry, 1..=total for backend slots.
+    pub backend_slot: u16,
+    /// IP protocol number.
+    pub proto: u8,
+    /// 0 external, 1 internal.
+    pub scope: u8,
+    /// Zero.
+    pub pad: [u8; 2],
+}
+
+/// `struct lb6_backend`: IPv6 backends map value.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Lb6Backend {
+    /// Address, network order.
+    pub address: [u8; 16],
+    /// Port, network order.
+    pub port: u16,
+    /// IP protocol number.
+    pub proto: u8,
+    /// `BE_F_*`.
+    pub flags: u8,
+}
+
+/// `struct lb6_reverse_nat`: IPv6 reverse-NAT map value.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Lb6ReverseNat {
+    /// Frontend address, network order.
+    pub address: [u8; 16],
+    /// Frontend port, network order.
+    pub port: u16,
+    /// Zero.
+    pub pad: u16,
+}
+
+/// `struct ct6_key`: an IPv6 flow's 5-tuple in one direction.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Ct6Key {
+    /// Source address, network order.
+    pub saddr: [u8; 16],
+    /// Destination address, network order.
+    pub daddr: [u8; 16],
+    /// Source port, network order.
+    pub sport: u16,
+    /// Destination port, network order.
+    pub dport: u16,
+    /// IP protocol number.
+    pub proto: u8,
+    /// [`CT_SERVICE`] or [`CT_REPLY`].
+    pub dir: u8,
+    /// Zero.
+    pub pad: [u8; 2],
+}
+
+/// `struct ct6_entry`: IPv6 connection-tracking value (fields as [`Ct4Entry`]).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Ct6Entry {
+    /// The flow's backend.
+    pub backend_id: u32,
+    /// The frontend's reverse-NAT id.
+    pub rev_nat_index: u32,
+    /// Address the client used, network order.
+    pub frontend_addr: [u8; 16],
+    /// Port the client used, network order.
+    pub frontend_port: u16,
+    /// With [`CT_F_SNAT`]: the node's source port; with [`CT_F_PORTMAP`]:
+    /// as in [`Ct4Entry::snat_port`].
+    pub snat_port: u16,
+    /// `CT_F_*`.
+    pub flags: u16,
+    /// Zero.
+    pub pad: [u16; 5],
+    /// Last packet, seconds of `CLOCK_MONOTONIC_COARSE` ([`crate::now_secs`]).
+    pub last_seen: u64,
+}
+
+/// `struct lb6_snat_entry`: where the reply of an IPv6 SNATed flow goes
+/// back to, keyed by the reply's [`Ct6Key`].
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Lb6SnatEntry {
+    /// Client address, network order.
+    pub client_addr: [u8; 16],
+    /// Frontend address the client used, network order.
+    pub frontend_addr: [u8; 16],
+    /// Client port, network order.
+    pub client_port: u16,
+    /// Frontend port, network order.
+    pub frontend_port: u16,
+    /// The frontend's reverse-NAT id.
+    pub rev_nat_index: u32,
+    /// Last packet, seconds of `CLOCK_MONOTONIC_COARSE` ([`crate::now_secs`]).
+    pub last_seen: u64,
+}
+
+/// `struct lb6_affinity_key`: IPv6 client address per frontend (value:
+/// [`LbAffinityVal`]).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Lb6AffinityKey {
+    /// Client address, network order.
+    pub client: [u8; 16],
+    /// Frontend's reverse-NAT id.
+    pub rev_nat_index: u32,
+}
+
+/// `struct lb6_src_range_key`: IPv6 source-range LPM key (prefixlen counts
+/// the 32 bits of `rev_nat_index` plus the address prefix).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Lb6SrcRangeKey {
+    /// 32 + prefix length.
+    pub prefixlen: u32,
+    /// Frontend's reverse-NAT id.
+    pub rev_nat_index: u32,
+    /// Prefix address, network order.
+    pub addr: [u8; 16],
+}
+
+/// `struct lb6_sock_key`: a socket and the IPv6 backend it was translated to.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Lb6SockKey {
+    /// `bpf_get_socket_cookie()`.
+    pub cookie: u64,
+    /// Backend address, network order.
+    pub address: [u8; 16],
+    /// Backend port, network order.
+    pub port: u16,
+    /// Zero.
+    pub pad: [u16; 3],
+}
+
+/// `struct lb6_sock_val`: the IPv6 frontend the application asked for.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Lb6SockVal {
+    /// Frontend address the application used, network order.
+    pub address: [u8; 16],
+    /// Frontend port, network order.
+    pub port: u16,
+    /// Zero.
+    pub pad: u16,
+    /// The frontend's reverse-NAT id.
+    pub rev_nat_index: u32,
+}
+
 /// Fills a NUL-padded byte field; `None` when `s` does not fit (or holds NUL).
 fn padded<const N: usize>(s: &str) -> Option<[u8; N]> {
     let b = s.as_bytes();
@@ -469,11 +656,21 @@ pod!(
     Lb4AffinityKey = 8,
     LbAffinityVal = 16,
     Lb4SrcRangeKey = 12,
-    LbConfig = 52,
+    LbConfig = 184,
     LbSvcStats = 24,
     LbSvcMeta = 128,
     Lb4SockKey = 16,
     Lb4SockVal = 12,
     Lb4SnatEntry = 24,
     LbBeMeta = 64,
+    Lb6Key = 24,
+    Lb6Backend = 20,
+    Lb6ReverseNat = 20,
+    Ct6Key = 40,
+    Ct6Entry = 48,
+    Lb6SnatEntry = 48,
+    Lb6AffinityKey = 20,
+    Lb6SrcRangeKey = 24,
+    Lb6SockKey = 32,
+    Lb6SockVal = 24,
 );

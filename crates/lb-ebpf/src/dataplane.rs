@@ -284,11 +284,20 @@ impl EbpfDataplane {
                 IpAddr::V6(_) => None,
             })
             .collect();
-        if ips.len() > MAX_NODE_IPS {
-            return Err(unsupported(format!(
-                "{} node IPv4 addresses (at most {MAX_NODE_IPS})",
-                ips.len()
-            )));
+        let ips6: Vec<[u8; 16]> = node
+            .node_ips
+            .iter()
+            .filter_map(|ip| match ip {
+                IpAddr::V4(_) => None,
+                IpAddr::V6(a) => Some(a.octets()),
+            })
+            .collect();
+        for (n, family) in [(ips.len(), "IPv4"), (ips6.len(), "IPv6")] {
+            if n > MAX_NODE_IPS {
+                return Err(unsupported(format!(
+                    "{n} node {family} addresses (at most {MAX_NODE_IPS})"
+                )));
+            }
         }
         // Keep a SNAT port range set earlier (set_snat_ports).
         let old = self.maps.config.get(&0, 0).unwrap_or_default();
@@ -296,6 +305,7 @@ impl EbpfDataplane {
             maglev_seed: node.maglev.seed(),
             maglev_table_size: node.maglev.table_size(),
             node_ip_count: ips.len() as u32,
+            node_ip6_count: ips6.len() as u32,
             lb_mode: match node.mode {
                 lb_core::LbMode::Snat => crate::abi::LB_MODE_SNAT,
                 lb_core::LbMode::Dsr => crate::abi::LB_MODE_DSR,
@@ -314,6 +324,7 @@ impl EbpfDataplane {
             ..LbConfig::default()
         };
         cfg.node_ips[..ips.len()].copy_from_slice(&ips);
+        cfg.node_ips6[..ips6.len()].copy_from_slice(&ips6);
         self.maps
             .config
             .set(0, cfg, 0)

@@ -147,7 +147,8 @@ impl Default for MapCapacity {
 
 impl MapCapacity {
     /// `(map, max_entries, key size, value size)` of every pinned map.
-    pub(crate) fn layout(&self) -> [(&'static str, u32, usize, usize); 16] {
+    /// The IPv6 maps take the same capacities as their IPv4 counterparts.
+    pub(crate) fn layout(&self) -> [(&'static str, u32, usize, usize); 24] {
         use std::mem::size_of as s;
         [
             (
@@ -178,6 +179,24 @@ impl MapCapacity {
             (MAP_SNAT, self.ct, s::<Ct4Key>(), s::<Lb4SnatEntry>()),
             (MAP_DEVICES, abi::DEVICES_MAX, 4, 1),
             (MAP_BE_STATS, self.backends, 4, s::<LbSvcStats>()),
+            (
+                MAP_SERVICES6,
+                self.services,
+                s::<Lb6Key>(),
+                s::<Lb4Service>(),
+            ),
+            (MAP_BACKENDS6, self.backends, 4, s::<Lb6Backend>()),
+            (MAP_REV_NAT6, self.rev_nat, 4, s::<Lb6ReverseNat>()),
+            (MAP_CT6, self.ct, s::<Ct6Key>(), s::<Ct6Entry>()),
+            (
+                MAP_AFFINITY6,
+                self.affinity,
+                s::<Lb6AffinityKey>(),
+                s::<LbAffinityVal>(),
+            ),
+            (MAP_SRC_RANGE6, self.src_range, s::<Lb6SrcRangeKey>(), 1),
+            (MAP_SNAT6, self.ct, s::<Ct6Key>(), s::<Lb6SnatEntry>()),
+            (MAP_SOCK_REV6, self.ct, s::<Lb6SockKey>(), s::<Lb6SockVal>()),
         ]
     }
 }

@@ -39,6 +39,23 @@ const _: () = assert!(std::mem::size_of::<Key<SrcRangeData>>() == 12);
 /// The source-range trie key type.
 pub type SrcRangeKey = Key<SrcRangeData>;
 
+/// Data part of the IPv6 source-range LPM key (`struct lb6_src_range_key`
+/// without `prefixlen`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SrcRangeData6 {
+    /// Frontend's reverse-NAT id.
+    pub rev_nat_index: u32,
+    /// Prefix address, network order.
+    pub addr: [u8; 16],
+}
+// SAFETY: repr(C), integers only, no implicit padding.
+unsafe impl aya::Pod for SrcRangeData6 {}
+const _: () = assert!(std::mem::size_of::<Key<SrcRangeData6>>() == 24);
+
+/// The IPv6 source-range trie key type.
+pub type SrcRangeKey6 = Key<SrcRangeData6>;
+
 /// Every map of the tc object.
 pub struct Maps {
     /// Frontend entries (slot 0) and backend slots.
@@ -73,6 +90,22 @@ pub struct Maps {
     pub snat: HashMap<MapData, Ct4Key, Lb4SnatEntry>,
     /// Attached devices (ifindex -> 1).
     pub devices: HashMap<MapData, u32, u8>,
+    /// IPv6 frontend entries (slot 0) and backend slots.
+    pub services6: HashMap<MapData, Lb6Key, Lb4Service>,
+    /// IPv6 backends by id.
+    pub backends6: HashMap<MapData, u32, Lb6Backend>,
+    /// IPv6 reverse-NAT entries by id.
+    pub rev_nat6: HashMap<MapData, u32, Lb6ReverseNat>,
+    /// IPv6 connection tracking (LRU).
+    pub ct6: HashMap<MapData, Ct6Key, Ct6Entry>,
+    /// IPv6 session affinity (LRU).
+    pub affinity6: HashMap<MapData, Lb6AffinityKey, LbAffinityVal>,
+    /// IPv6 source ranges.
+    pub src_range6: LpmTrie<MapData, SrcRangeData6, u8>,
+    /// IPv6 SNAT reverse entries (LRU).
+    pub snat6: HashMap<MapData, Ct6Key, Lb6SnatEntry>,
+    /// IPv6 socket-LB reverse translation (LRU).
+    pub sock_rev6: HashMap<MapData, Lb6SockKey, Lb6SockVal>,
     capacities: Vec<(&'static str, u32)>,
 }
 
@@ -123,6 +156,14 @@ impl Maps {
             sock_rev: typed!(dir, caps, MAP_SOCK_REV),
             snat: typed!(dir, caps, MAP_SNAT),
             devices: typed!(dir, caps, MAP_DEVICES),
+            services6: typed!(dir, caps, MAP_SERVICES6),
+            backends6: typed!(dir, caps, MAP_BACKENDS6),
+            rev_nat6: typed!(dir, caps, MAP_REV_NAT6),
+            ct6: typed!(dir, caps, MAP_CT6),
+            affinity6: typed!(dir, caps, MAP_AFFINITY6),
+            src_range6: typed!(dir, caps, MAP_SRC_RANGE6),
+            snat6: typed!(dir, caps, MAP_SNAT6),
+            sock_rev6: typed!(dir, caps, MAP_SOCK_REV6),
             capacities: std::mem::take(caps),
         })
     }

@@ -164,7 +164,9 @@ fn rust_mirrors_match_the_btf_of_lb_tc() {
             snat_port_min,
             snat_port_max,
             node_ips,
-            lb_mode
+            lb_mode,
+            node_ip6_count,
+            node_ips6
         ]
     );
     check!(l, "lb_svc_stats", LbSvcStats, [packets, bytes, new_flows]);
@@ -193,6 +195,72 @@ fn rust_mirrors_match_the_btf_of_lb_tc() {
 }
 
 #[test]
+fn ipv6_mirrors_match_the_btf_of_lb_tc() {
+    let l = btf_structs(lb_ebpf::loader::TC_OBJECT);
+    check!(
+        l,
+        "lb6_key",
+        Lb6Key,
+        [address, dport, backend_slot, proto, scope, pad]
+    );
+    check!(l, "lb6_backend", Lb6Backend, [address, port, proto, flags]);
+    check!(l, "lb6_reverse_nat", Lb6ReverseNat, [address, port, pad]);
+    check!(
+        l,
+        "ct6_key",
+        Ct6Key,
+        [saddr, daddr, sport, dport, proto, dir, pad]
+    );
+    check!(
+        l,
+        "ct6_entry",
+        Ct6Entry,
+        [
+            backend_id,
+            rev_nat_index,
+            frontend_addr,
+            frontend_port,
+            snat_port,
+            flags,
+            pad,
+            last_seen
+        ]
+    );
+    check!(
+        l,
+        "lb6_snat_entry",
+        Lb6SnatEntry,
+        [
+            client_addr,
+            frontend_addr,
+            client_port,
+            frontend_port,
+            rev_nat_index,
+            last_seen
+        ]
+    );
+    check!(
+        l,
+        "lb6_affinity_key",
+        Lb6AffinityKey,
+        [client, rev_nat_index]
+    );
+    check!(
+        l,
+        "lb6_src_range_key",
+        Lb6SrcRangeKey,
+        [prefixlen, rev_nat_index, addr]
+    );
+    check!(l, "lb6_sock_key", Lb6SockKey, [cookie, address, port, pad]);
+    check!(
+        l,
+        "lb6_sock_val",
+        Lb6SockVal,
+        [address, port, pad, rev_nat_index]
+    );
+}
+
+#[test]
 fn the_socket_object_has_the_same_layouts() {
     let tc = btf_structs(lb_ebpf::loader::TC_OBJECT);
     let sock = btf_structs(lb_ebpf::loader::SOCK_OBJECT);
@@ -202,6 +270,10 @@ fn the_socket_object_has_the_same_layouts() {
         "lb4_backend",
         "lb4_sock_key",
         "lb4_sock_val",
+        "lb6_key",
+        "lb6_backend",
+        "lb6_sock_key",
+        "lb6_sock_val",
     ] {
         let (a, b) = (&tc[name], &sock[name]);
         assert_eq!((a.size, &a.fields), (b.size, &b.fields), "{name}");
@@ -212,4 +284,10 @@ fn the_socket_object_has_the_same_layouts() {
 fn aya_lpm_key_matches_lb4_src_range_key() {
     use lb_ebpf::maps::SrcRangeKey;
     assert_eq!(size_of::<SrcRangeKey>(), size_of::<Lb4SrcRangeKey>());
+}
+
+#[test]
+fn aya_lpm_key_matches_lb6_src_range_key() {
+    use lb_ebpf::maps::SrcRangeKey6;
+    assert_eq!(size_of::<SrcRangeKey6>(), size_of::<Lb6SrcRangeKey>());
 }
