@@ -185,9 +185,10 @@ impl Lab {
             // The servers close first (`Connection: close`), so they hold
             // TIME_WAIT sockets; a load balancer that hands a tuple still
             // in TIME_WAIT to another flow costs the client a 1 s SYN
-            // retransmit. They are left on: the SYN retransmit column
-            // shows it (lb-ebpf reserves closed flows' tuples through
-            // TIME_WAIT, `CtTimeouts::time_wait`).
+            // retransmit. Within a run they are left on: the SYN
+            // retransmit column shows it (lb-ebpf reserves closed flows'
+            // tuples through TIME_WAIT, `CtTimeouts::time_wait`). Between
+            // runs they are removed (`forget_time_wait`).
             for port in HTTP_PORTS {
                 let addr = SocketAddrV4::new(b.v4, port);
                 let body = format!("pod {}:{port}\n", b.v4);
@@ -351,6 +352,27 @@ fn cells(
             ("node-local", "nftables", "clusterip", cip, false),
         ],
     }
+}
+
+/// Destroys every TIME_WAIT socket of the lab's namespaces (`ss -K`,
+/// SOCK_DESTROY), so that each wrk run starts as on fresh pods.
+///
+/// Every run programs a fresh dataplane (or a fresh cell of one) whose
+/// conntrack knows nothing of the previous run, while the pods still hold
+/// TIME_WAIT sockets for the tuples they saw in it. A client port reused
+/// towards another frontend, or NATed differently, then lands on such a
+/// socket and the SYN is answered with an ACK the client resets: a 1 s SYN
+/// retransmit that belongs to the harness, not to the dataplane under test
+/// (every load-balanced variant showed 300-1 800 of them per cell; the
+/// direct one, whose tuples the client's own TIME_WAIT guards, none).
+fn forget_time_wait(lab: &Lab) -> Res<()> {
+    let namespaces = [&lab.topo.client, &lab.topo.node]
+        .into_iter()
+        .chain(lab.topo.backends.iter().map(|b| &b.ns));
+    for ns in namespaces {
+        sh(ns, &["ss", "-K", "-t", "state", "time-wait"])?;
+    }
+    Ok(())
 }
 
 /// The client namespace's `TcpExt: TCPSynRetrans` counter: connects that
@@ -560,6 +582,7 @@ fn measure(
                 duration: a.duration,
                 close,
             };
+            forget_time_wait(lab)?;
             let syn_before = syn_retrans(ns);
             let r = load::wrk(ns, cg, &lab.script, addr, &opts)?;
             let syn = syn_retrans(ns).saturating_sub(syn_before);
