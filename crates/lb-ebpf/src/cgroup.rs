@@ -16,13 +16,31 @@ use aya::programs::{CgroupAttachMode, CgroupSockAddr};
 
 use crate::loader::LoadError;
 
-/// The socket programs, in attach order: (program name, pin suffix).
-pub const SOCK_PROGRAMS: [(&str, &str); 4] = [
+/// The socket programs, in attach order: (program name, pin suffix, which
+/// is also the hook's name). The IPv6 hooks also serve IPv4-mapped
+/// destinations of dual-stack sockets (through the IPv4 maps).
+pub const SOCK_PROGRAMS: [(&str, &str); 8] = [
     ("lb_sock_connect4", "connect4"),
     ("lb_sock_sendmsg4", "sendmsg4"),
     ("lb_sock_recvmsg4", "recvmsg4"),
     ("lb_sock_getpeername4", "getpeername4"),
+    ("lb_sock_connect6", "connect6"),
+    ("lb_sock_sendmsg6", "sendmsg6"),
+    ("lb_sock_recvmsg6", "recvmsg6"),
+    ("lb_sock_getpeername6", "getpeername6"),
 ];
+
+/// The cgroup hooks the socket LB attaches (`connect4`, ..., `getpeername6`),
+/// as `status --verbose` lists them.
+pub const SOCK_HOOKS: [&str; SOCK_PROGRAMS.len()] = {
+    let mut out = [""; SOCK_PROGRAMS.len()];
+    let mut i = 0;
+    while i < out.len() {
+        out[i] = SOCK_PROGRAMS[i].1;
+        i += 1;
+    }
+    out
+};
 
 const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
 const BPF_OBJ_GET: libc::c_long = 7;

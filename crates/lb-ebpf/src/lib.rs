@@ -6,8 +6,9 @@
 //!   node IP for remote backends, ICMP error translation), pins maps and TCX
 //!   links under a bpffs directory and re-opens them on a second load;
 //!   [`loader::cleanup`] detaches.
-//! * with [`LoadOptions::with_cgroup`], `bpf/lb_sock.c` (connect4, sendmsg4,
-//!   recvmsg4, getpeername4) balances the sockets of that cgroup's processes.
+//! * with [`LoadOptions::with_cgroup`], `bpf/lb_sock.c` (connect, sendmsg,
+//!   recvmsg, getpeername; IPv4 and IPv6, [`SOCK_HOOKS`]) balances the
+//!   sockets of that cgroup's processes.
 //! * [`maps`] opens the pinned maps with typed aya wrappers.
 //! * [`EbpfDataplane`] implements [`lb_core::Dataplane`] by writing those maps,
 //!   and [`EbpfDataplane::restore`] reads them back after an agent restart;
@@ -36,6 +37,7 @@ mod retry;
 mod shadow;
 pub mod xdp;
 
+pub use cgroup::SOCK_HOOKS;
 pub use clock::now_secs;
 pub use dataplane::EbpfDataplane;
 pub use gc::{CtTimeouts, GcStats};

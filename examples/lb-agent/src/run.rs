@@ -279,9 +279,11 @@ impl Agent {
             )
         })?;
         let socket_lb = match (&args.cgroup, loaded.has_socket_lb()) {
+            // Cilium's "Socket LB: Enabled", with what it covers.
             (Some(cg), true) => format!(
-                "Enabled (cgroup {}: connect4, sendmsg4, recvmsg4, getpeername4)",
-                cg.display()
+                "Enabled (cgroup {}; protocols TCP, UDP; IPv4, IPv6; hooks {})",
+                cg.display(),
+                lb_ebpf::SOCK_HOOKS.join(", ")
             ),
             _ => "Disabled (no --cgroup)".to_string(),
         };

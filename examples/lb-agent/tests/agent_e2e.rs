@@ -352,6 +352,8 @@ fn agent_follows_manifest_changes_restarts_and_cleans_up() {
     for want in [
         "KubeProxyReplacement:",
         "Socket LB:              Enabled (cgroup",
+        "protocols TCP, UDP; IPv4, IPv6; hooks connect4, sendmsg4, recvmsg4, getpeername4, \
+         connect6, sendmsg6, recvmsg6, getpeername6)",
         "lb4_services",
         "Backend Selection:      Random",
     ] {
