@@ -24,10 +24,14 @@
  * --node-ip of that family). A source outside the ranges is refused
  * (connect/sendmsg fail with EPERM) and counted as LB_DROP_SOURCE_RANGE.
  *
- * Dual-stack sockets: an AF_INET6 socket that talks to an IPv4-mapped
- * address (::ffff:a.b.c.d) goes through the IPv6 hooks; they translate it
- * with the IPv4 maps and keep the mapped form (as Cilium's
- * sock6_xlate_v4_in_v6 does).
+ * Dual-stack sockets: an AF_INET6 socket that connects to an IPv4-mapped
+ * address (::ffff:a.b.c.d) goes through connect6, which translates it with
+ * the IPv4 maps and keeps the mapped form (as Cilium's sock6_xlate_v4_in_v6
+ * does); recvmsg6 and getpeername6 reverse it from lb4_sock_rev. An
+ * unconnected datagram to a mapped address is handed to the IPv4 path by
+ * the kernel before sendmsg6 (udpv6_sendmsg), so sendmsg4 translates it
+ * (tests/sock.rs shows it); sendmsg6 treats a mapped address like connect6
+ * all the same.
  *
  * Both families share one translation (lb_sock_xlate: source check,
  * selection, affinity, reverse entry, counters); only the frontend lookup
