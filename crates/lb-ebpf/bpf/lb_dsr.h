@@ -18,10 +18,12 @@
  * MTU: encapsulation adds 20 bytes. A GSO packet (GRO on the way in) is
  * re-cut by bpf_skb_adjust_room into segments 20 bytes smaller, which fit;
  * a single full-sized packet from a client whose path MTU equals the
- * node->backend link MTU no longer fits: the FIB lookup says so and tc
- * drops it as LB_DROP_FRAG_NEEDED. Give the node->backend path 20 bytes
- * more MTU than the client side (or lower the clients' MSS/MTU), as with
- * any IPIP DSR.
+ * node->backend link MTU no longer fits: the FIB lookup says so, and tc
+ * counts it as LB_DROP_FRAG_NEEDED and answers the client with ICMP
+ * fragmentation needed for an MTU 20 bytes smaller (lb_dsr_icmp.h), so the
+ * client's TCP sends smaller segments from then on. Giving the
+ * node->backend path 20 bytes more MTU than the client side avoids that
+ * first round trip.
  */
 #ifndef LB_DSR_H
 #define LB_DSR_H

@@ -11,6 +11,8 @@
  * In DSR and hybrid modes (lb_dsr.h) a new external flow through a NodePort,
  * LoadBalancer or ExternalIP frontend to a remote backend is sent unchanged
  * inside IPIP to the backend instead of SNATed; its replies bypass the node.
+ * A DSR packet that no longer fits the route once encapsulated gets ICMP
+ * fragmentation needed back to the client (lb_dsr_icmp.h).
  * lb_tc_egress: reverse NAT of replies of tracked (non-SNAT) flows, and
  * of ICMP errors about them (lb_icmp.h).
  *
@@ -34,6 +36,7 @@
 #include "lb_icmp.h"
 #include "lb_dsr.h"
 #include "lb_flow.h"
+#include "lb_dsr_icmp.h"
 
 static __always_inline int lb_drop(__u32 reason)
 {
@@ -250,7 +253,7 @@ int lb_tc_ingress(struct __sk_buff *skb)
 		if (lb_dsr_encap(skb, node, be_addr, be_port) < 0)
 			return lb_drop(LB_DROP_REWRITE);
 		rc = lb_fib_redirect(skb, node, be_addr, IPPROTO_IPIP);
-		return rc == LB_FIB_TOO_BIG ? lb_drop(LB_DROP_FRAG_NEEDED) : rc;
+		return rc == LB_FIB_TOO_BIG ? lb_dsr_too_big(skb, node, be_addr) : rc;
 	}
 	if (lb_rewrite(skb, &p, LB_IP_DADDR_OFF, p.daddr, be_addr, p.l4_off + 2, p.dport,
 		       be_port) < 0)

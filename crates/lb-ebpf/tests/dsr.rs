@@ -399,11 +399,13 @@ fn service_packets(lb: &Lb) -> u64 {
 
 /// A packet that no longer fits once encapsulated (the client link's MTU
 /// raised to the node link's 1500, GSO off so the client's packets stay
-/// single) is dropped on the node and counted as `FragNeeded`, instead of
-/// dying uncounted in the node's stack; a smaller one still gets through.
-/// Bounded: three UDP requests, 2 s read timeout for the dropped one.
+/// single) is not forwarded: the node counts it as `FragNeeded` and
+/// answers the client with ICMP fragmentation needed from the frontend
+/// (`bpf/lb_dsr_icmp.h`), so the client learns a path MTU of 1480 to it;
+/// a smaller packet still gets through. Bounded: three UDP requests, 2 s
+/// read timeout for the unanswered one.
 #[test]
-fn dsr_packets_over_the_mtu_after_encapsulation_are_dropped_and_counted() {
+fn dsr_packets_over_the_mtu_after_encapsulation_get_frag_needed() {
     lb_testkit::require_privileges();
     let topo = DsrTopology::new(1, 1).expect("topology");
     let (_servers, _sides) = start_backends(&topo);
@@ -450,6 +452,20 @@ fn dsr_packets_over_the_mtu_after_encapsulation_are_dropped_and_counted() {
         "no reply to a dropped request"
     );
     assert_eq!(too_big(), 1, "counted once as FragNeeded");
+    let snmp = topo.client.ns.exec_ok(&["cat", "/proc/net/snmp"]).unwrap();
+    let icmp: Vec<Vec<&str>> = snmp
+        .lines()
+        .filter(|l| l.starts_with("Icmp:"))
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    let col = icmp[0].iter().position(|k| *k == "InDestUnreachs").unwrap();
+    assert_eq!(icmp[1][col], "1", "the client got fragmentation needed");
+    let route = topo
+        .client
+        .ns
+        .exec_ok(&["ip", "route", "get", &VIP.to_string()])
+        .unwrap();
+    assert!(route.contains("mtu 1480"), "path MTU to the VIP: {route}");
     assert!(udp_from(&topo, 0, dst, &fits).ends_with(&fits));
 }
 
