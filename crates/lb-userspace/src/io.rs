@@ -3,8 +3,9 @@
 //! # Design
 //!
 //! The loop runs in the node's network namespace, next to the kernel's
-//! forwarding. For every device it opens a `pnet` datalink channel
-//! (`AF_PACKET`) and, when asked, attaches a tiny BPF program to the
+//! forwarding. For every device it opens a packet socket with virtio-net
+//! headers ([`crate::afpacket`]; all of them waited on with one `poll(2)`)
+//! and, when asked, attaches a tiny BPF program to the
 //! device's tc ingress through a TCX link ([`crate::tcx::TcxDrop`]) that
 //! drops the IP frames the loop handles ([`crate::tcx::takes`]: every IPv4
 //! frame, and every IPv6 frame but ICMPv6 and hop-by-hop, which carry
@@ -29,8 +30,9 @@
 //! Devices have a role: frames from a [`Role::Client`] device go through the
 //! frontend path (BPF ingress program), frames from a [`Role::Backend`]
 //! device through the reply path (BPF egress program). Frames the node
-//! itself sends are seen by the tap as well; they are recognised by the
-//! device's own source MAC address and ignored.
+//! itself sends are seen by the tap as well; they are recognised by their
+//! packet type (`PACKET_OUTGOING`) or the device's own source MAC address
+//! and ignored.
 //!
 //! Connection tracking is expired from the loop: every
 //! [`EXPIRE_INTERVAL`] it calls [`PacketPath::expire`] with a budget of
@@ -57,25 +59,32 @@
 //!   not decremented, packets above the egress MTU with DF set fail with
 //!   `EMSGSIZE` (counted as send errors), and netfilter sees them in OUTPUT
 //!   rather than FORWARD.
+//! * GSO/GRO super-frames (a TSO sender over veth, a NIC's GRO: up to
+//!   64 KiB, far above the MTU) are cut into the segments their sender
+//!   meant ([`crate::gso::Segments`], by the `gso_size` the kernel
+//!   reports) before the packet path sees them, so each segment is
+//!   load-balanced and re-injected on its own; a raw socket would refuse
+//!   the whole frame. Frames that cannot be cut (IPv6 with extension
+//!   headers, UFO) are dropped and counted ([`IoStats::gso_unsupported`]).
 //! * Every IPv4 frame (and IPv6 frame the drop takes) of the devices takes
 //!   the userspace detour, also traffic for the node itself.
 //! * Frames captured from a peer that leaves the L4 checksum to offload
-//!   (veth) carry a partial checksum. pnet does not expose the kernel's
-//!   `TP_STATUS_CSUMNOTREADY`, so the loop completes a checksum only when
-//!   the frame does not verify and its checksum field holds exactly the
-//!   pseudo-header sum ([`packet::complete_partial_checksum`]); valid
-//!   frames are never changed.
+//!   (veth) carry a partial checksum; the kernel says so in the frame's
+//!   virtio-net header and the loop completes it at the offset given
+//!   there ([`crate::gso::complete_checksum`]) before the packet path.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use pnet_datalink::{Channel, DataLinkReceiver, NetworkInterface};
+use pnet_datalink::NetworkInterface;
 use pnet_packet::ip::IpNextHeaderProtocol;
 use pnet_packet::ipv4::Ipv4Packet;
 use pnet_packet::ipv6::Ipv6Packet;
 use pnet_transport::{transport_channel, TransportChannelType, TransportProtocol, TransportSender};
 
+use crate::afpacket::RxSocket;
+use crate::gso::{self, Segments, VNET_HDR_LEN};
 use crate::packet::{self, ETH_HLEN, IPV6_HLEN};
 use crate::path::{Direction, Outcome, PacketPath};
 
@@ -146,6 +155,14 @@ pub struct IoStats {
     pub dropped: u64,
     /// Re-injections the kernel refused.
     pub send_errors: u64,
+    /// GSO/GRO frames received (above the MTU; each counted once in
+    /// `received`).
+    pub gso_frames: u64,
+    /// Segments cut from them, each handled as a frame of its own.
+    pub segments: u64,
+    /// GSO frames that could not be segmented (dropped): IPv6 extension
+    /// headers, UFO.
+    pub gso_unsupported: u64,
     /// Flows removed by expiry.
     pub expired_flows: u64,
     /// Affinity entries removed by expiry.
@@ -155,15 +172,32 @@ pub struct IoStats {
 struct Port {
     role: Role,
     mac: [u8; 6],
-    rx: Box<dyn DataLinkReceiver>,
+    rx: RxSocket,
 }
+
+/// Receive buffer of each device's packet socket: room for bursts of
+/// 64 KiB GSO frames while the loop serves the other devices.
+const RCVBUF: usize = 8 << 20;
+/// Frames read from one device in a row before the others get a turn.
+const BATCH: usize = 64;
+/// How long the loop waits for a frame before it checks its stop flag
+/// and runs expiry.
+const POLL_MS: libc::c_int = 10;
+/// The largest frame read: a 64 KiB IP packet (GSO/GRO) and its Ethernet
+/// header.
+const MAX_FRAME: usize = ETH_HLEN + (1 << 16);
 
 /// The I/O loop: devices in, raw socket out, one packet path in between.
 pub struct IoLoop {
     ports: Vec<Port>,
+    /// One `pollfd` per port, in order.
+    pollfds: Vec<libc::pollfd>,
     tx: TransportSender,
     tx6: TransportSender,
     path: PacketPath,
+    /// Frames as received: virtio-net header, then the frame.
+    rx_buf: Vec<u8>,
+    /// The frame (or segment) the packet path works on, with room past it.
     buf: Vec<u8>,
     start: Instant,
     stats: IoStats,
@@ -194,32 +228,16 @@ impl IoLoop {
     /// from forwarding the originals (detached when the loop is dropped or
     /// the process exits).
     pub fn new(devices: &[Device], path: PacketPath, drop_rules: bool) -> Result<Self, IoError> {
-        let poll = Duration::from_millis(if devices.len() > 1 { 1 } else { 50 });
         let mut ports = Vec::new();
         let mut ifindexes = Vec::new();
         for d in devices {
             let iface = find(&d.name)?;
             ifindexes.push((iface.index, d.name.clone()));
             let mac = iface.mac.ok_or_else(|| IoError::NoMac(d.name.clone()))?;
-            let cfg = pnet_datalink::Config {
-                read_timeout: Some(poll),
-                ..Default::default()
-            };
-            let rx = match pnet_datalink::channel(&iface, cfg) {
-                Ok(Channel::Ethernet(_tx, rx)) => rx,
-                Ok(_) => {
-                    return Err(IoError::Socket {
-                        context: format!("datalink channel on {}", d.name),
-                        source: std::io::Error::other("not an Ethernet channel"),
-                    })
-                }
-                Err(source) => {
-                    return Err(IoError::Socket {
-                        context: format!("datalink channel on {}", d.name),
-                        source,
-                    })
-                }
-            };
+            let rx = RxSocket::open(iface.index, RCVBUF).map_err(|source| IoError::Socket {
+                context: format!("packet socket on {}", d.name),
+                source,
+            })?;
             ports.push(Port {
                 role: d.role,
                 mac: mac.octets(),
@@ -254,12 +272,22 @@ impl IoLoop {
                 drops.push(drop);
             }
         }
+        let pollfds = ports
+            .iter()
+            .map(|p| libc::pollfd {
+                fd: p.rx.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
         Ok(IoLoop {
+            pollfds,
             ports,
             tx,
             tx6,
             path,
-            buf: vec![0; 1 << 16],
+            rx_buf: vec![0; VNET_HDR_LEN + MAX_FRAME],
+            buf: vec![0; MAX_FRAME + ROOM],
             start: Instant::now(),
             stats: IoStats::default(),
             last_expiry: Instant::now(),
@@ -280,8 +308,24 @@ impl IoLoop {
     /// Serves the devices until `stop` is set.
     pub fn run(&mut self, stop: &AtomicBool) -> IoStats {
         while !stop.load(Ordering::Relaxed) {
-            for i in 0..self.ports.len() {
-                self.poll_one(i);
+            // SAFETY: `pollfds` is a live array of that many pollfds.
+            let ready = unsafe {
+                libc::poll(
+                    self.pollfds.as_mut_ptr(),
+                    self.pollfds.len() as libc::nfds_t,
+                    POLL_MS,
+                )
+            };
+            if ready > 0 {
+                for i in 0..self.ports.len() {
+                    if self.pollfds[i].revents & libc::POLLIN != 0 {
+                        for _ in 0..BATCH {
+                            if !self.poll_one(i) {
+                                break;
+                            }
+                        }
+                    }
+                }
             }
             if self.last_expiry.elapsed() >= EXPIRE_INTERVAL {
                 self.last_expiry = Instant::now();
@@ -294,31 +338,58 @@ impl IoLoop {
         self.stats
     }
 
-    /// Receives at most one frame from port `i` and handles it.
-    fn poll_one(&mut self, i: usize) {
-        let port = &mut self.ports[i];
+    /// Receives at most one frame from port `i` and handles it: a GSO
+    /// frame segment by segment ([`crate::gso`]). False when no frame was
+    /// queued.
+    fn poll_one(&mut self, i: usize) -> bool {
+        let port = &self.ports[i];
         let (role, mac) = (port.role, port.mac);
-        let len = match port.rx.next() {
-            Ok(frame) => {
-                // Only the frames the TCX program drops are ours; our own
-                // transmissions are seen by the tap too.
-                if !crate::tcx::takes(frame)
-                    || packet::src_mac(frame) == Some(mac)
-                    || frame.len() + ROOM > self.buf.len()
-                {
-                    return;
-                }
-                self.buf[..frame.len()].copy_from_slice(frame);
-                frame.len()
-            }
-            Err(_) => return,
+        let got = match port.rx.recv(&mut self.rx_buf) {
+            Ok(got) => got,
+            Err(e) => return e.kind() != std::io::ErrorKind::WouldBlock,
         };
-        self.stats.received += 1;
-        let now = self.start.elapsed().as_secs();
-        let frame = &mut self.buf[..len];
-        if let packet::Parsed::Ok(info) = packet::parse(frame) {
-            packet::complete_partial_checksum(frame, &info);
+        let frame = &self.rx_buf[VNET_HDR_LEN..VNET_HDR_LEN + got.len];
+        // Only the frames the TCX program drops are ours; our own
+        // transmissions are seen by the tap too.
+        if got.outgoing || !crate::tcx::takes(frame) || packet::src_mac(frame) == Some(mac) {
+            return true;
         }
+        self.stats.received += 1;
+        if let Some((kind, size)) = got.vnet.gso() {
+            self.stats.gso_frames += 1;
+            // Borrowed apart from `self` while its segments are handled
+            // (an empty Vec takes its place: no allocation).
+            let rx_buf = std::mem::take(&mut self.rx_buf);
+            let frame = &rx_buf[VNET_HDR_LEN..VNET_HDR_LEN + got.len];
+            match Segments::new(frame, kind, size) {
+                Ok(mut segs) => {
+                    while let Some(len) = segs.next_into(&mut self.buf[..MAX_FRAME]) {
+                        self.stats.segments += 1;
+                        self.handle(role, len);
+                    }
+                }
+                Err(_) => self.stats.gso_unsupported += 1,
+            }
+            self.rx_buf = rx_buf;
+            return true;
+        }
+        let len = got.len;
+        self.buf[..len].copy_from_slice(frame);
+        if got.vnet.needs_csum() {
+            gso::complete_checksum(
+                &mut self.buf[..len],
+                usize::from(got.vnet.csum_start),
+                usize::from(got.vnet.csum_offset),
+            );
+        }
+        self.handle(role, len);
+        true
+    }
+
+    /// Runs the frame `buf[..len]` from a device of `role` through the
+    /// packet path and re-injects what it keeps.
+    fn handle(&mut self, role: Role, len: usize) {
+        let now = self.start.elapsed().as_secs();
         // The buffer has room past the frame for a NAT46/64 translation
         // or a DSR outer header.
         let (outcome, len) = match role {

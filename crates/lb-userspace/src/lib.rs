@@ -32,10 +32,12 @@
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod afpacket;
 pub mod counters;
 pub mod ct;
 pub mod dataplane;
 pub mod dsr;
+pub mod gso;
 pub mod io;
 pub mod nat46x64;
 pub mod packet;

@@ -355,7 +355,10 @@ fn sum_words(data: &[u8]) -> u32 {
 /// from a veth peer carry it when captured with `AF_PACKET`). Returns true
 /// when it completed the checksum. Runs before the packet path, outside it.
 ///
-/// pnet's datalink channel does not expose the kernel's own answer
+/// For frames whose capture gives no offload metadata. (The I/O loop
+/// reads the kernel's own answer from the virtio-net header instead:
+/// [`crate::gso::complete_checksum`].) pnet's datalink channel does not
+/// expose the kernel's own answer
 /// (`PACKET_AUXDATA`'s `TP_STATUS_CSUMNOTREADY`), so the frame is judged
 /// by its bytes: a frame whose checksum already verifies is complete and
 /// left alone — also when its correct checksum happens to equal the
