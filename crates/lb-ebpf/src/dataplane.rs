@@ -1,8 +1,12 @@
 //! [`EbpfDataplane`]: lb-core's [`Op`]s as writes to the pinned BPF maps.
 //!
-//! Every batch is checked first (IPv4 only, Maglev table size, backends
-//! that slots name, and the peak occupancy of every map while the batch is
-//! applied); only then are maps written, in the op order the reconciler
+//! IPv4 frontends, backends and reverse-NAT entries go into the `lb4_*`
+//! maps, IPv6 ones into the `lb6_*` maps (one generic code path,
+//! [`crate::family`]); Maglev tables, counters and metadata are shared.
+//! Every batch is checked first (TCP/UDP only, one address family per
+//! frontend and its backends, Maglev table size, backends that slots name,
+//! and the peak occupancy of every map while the batch is applied); only
+//! then are maps written, in the op order the reconciler
 //! chose. Within one frontend: source ranges, backend slots, then slot 0
 //! (its counts last), then stale slots and ranges. A Maglev table is a new
 //! inner array, filled, then swapped into the outer map in one update.
@@ -18,9 +22,10 @@ use lb_core::{
 };
 
 use crate::abi::*;
+use crate::family::{Fam, Family, V4, V6};
 use crate::maps::Maps;
 use crate::retry::on_enomem;
-use crate::shadow::{self, del, put, range_key, FeState, Pending, Shadow, Undo, UndoLog};
+use crate::shadow::{self, del, put, FamUndo, FeState, Pending, Shadow, Undo, UndoLog};
 
 /// Counters read from the per-CPU maps (summed over CPUs).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -44,14 +49,21 @@ impl Counters {
     }
 }
 
-/// Capacities of the maps the dataplane fills.
+/// Capacities of one family's maps.
 #[derive(Debug, Clone, Copy)]
-struct Caps {
+struct FamCaps {
     services: usize,
     backends: usize,
     rev_nat: usize,
-    maglev: usize,
     src_range: usize,
+}
+
+/// Capacities of the maps the dataplane fills.
+#[derive(Debug, Clone, Copy)]
+struct Caps {
+    /// By [`Fam::idx`].
+    fam: [FamCaps; 2],
+    maglev: usize,
 }
 
 /// The eBPF dataplane: implements [`Dataplane`] on the maps a
@@ -84,13 +96,17 @@ fn unsupported(what: impl Into<String>) -> DataplaneError {
     DataplaneError::Unsupported(what.into())
 }
 
-fn v4(addr: IpAddr, what: &dyn std::fmt::Display) -> Result<Ipv4Addr, DataplaneError> {
-    match addr {
-        IpAddr::V4(a) => Ok(a),
-        IpAddr::V6(_) => Err(unsupported(format!(
-            "{what}: IPv6 (this dataplane is IPv4 only)"
-        ))),
-    }
+/// `addr` as family `F` stores it.
+fn fam_addr<F: Family>(
+    addr: IpAddr,
+    what: &dyn std::fmt::Display,
+) -> Result<F::Addr, DataplaneError> {
+    F::addr(addr).ok_or_else(|| {
+        unsupported(format!(
+            "{what}: not {} (an address of the other family)",
+            F::FAM.name()
+        ))
+    })
 }
 
 /// An IPv4 address as the datapath stores it (`__be32`).
@@ -119,17 +135,26 @@ fn fe_type(kind: FrontendType) -> u8 {
     }
 }
 
-/// The services-map key of a frontend (slot 0).
+/// The services-map key of an IPv4 frontend (slot 0).
 pub fn frontend_key(fe: &Frontend) -> Result<Lb4Key, DataplaneError> {
+    fam_key::<V4>(fe)
+}
+
+/// The services-map key of an IPv6 frontend (slot 0).
+pub fn frontend_key6(fe: &Frontend) -> Result<Lb6Key, DataplaneError> {
+    fam_key::<V6>(fe)
+}
+
+/// The family-`F` services-map key of a frontend (slot 0).
+fn fam_key<F: Family>(fe: &Frontend) -> Result<F::Key, DataplaneError> {
     let addr = fe.key.addr;
-    Ok(Lb4Key {
-        address: be32(v4(addr.addr, &addr)?),
-        dport: addr.port.to_be(),
-        backend_slot: 0,
-        proto: l4(addr.proto, &addr)?,
-        scope: fe.key.scope as u8,
-        pad: [0; 2],
-    })
+    Ok(F::key(
+        fam_addr::<F>(addr.addr, &addr)?,
+        addr.port.to_be(),
+        0,
+        l4(addr.proto, &addr)?,
+        fe.key.scope as u8,
+    ))
 }
 
 /// The slot-0 value of a frontend.
@@ -170,25 +195,43 @@ pub fn frontend_entry(fe: &Frontend) -> Lb4Service {
     }
 }
 
-fn v4_ranges(fe: &Frontend) -> Vec<(u32, u8)> {
+/// A frontend's source ranges of family `F`, in order. Those of the other
+/// family can never match its clients and are not programmed (the frontend
+/// still has `SVC_F_SOURCE_RANGES`, as lb-core's `decide` checks).
+fn fam_ranges<F: Family>(fe: &Frontend) -> Vec<(F::Addr, u8)> {
     fe.source_ranges
         .iter()
-        .filter_map(|n| match n {
-            ipnet::IpNet::V4(n) => Some((be32(n.network()), n.prefix_len())),
-            ipnet::IpNet::V6(_) => None,
-        })
+        .filter_map(|n| F::addr(n.network()).map(|a| (a, n.prefix_len())))
         .collect()
 }
 
-/// The backends-map value of a backend.
+/// The backends-map value of an IPv4 backend.
 pub fn backend_value(b: &Backend) -> Result<Lb4Backend, DataplaneError> {
+    fam_backend::<V4>(b)
+}
+
+/// The backends-map value of an IPv6 backend.
+pub fn backend_value6(b: &Backend) -> Result<Lb6Backend, DataplaneError> {
+    fam_backend::<V6>(b)
+}
+
+/// The family-`F` backends-map value of a backend.
+fn fam_backend<F: Family>(b: &Backend) -> Result<F::Backend, DataplaneError> {
     let addr = &b.addr;
-    Ok(Lb4Backend {
-        address: be32(v4(addr.addr, addr)?),
-        port: addr.port.to_be(),
-        proto: l4(addr.proto, addr)?,
-        flags: if b.local { BE_F_LOCAL } else { 0 },
-    })
+    Ok(F::backend(
+        fam_addr::<F>(addr.addr, addr)?,
+        addr.port.to_be(),
+        l4(addr.proto, addr)?,
+        if b.local { BE_F_LOCAL } else { 0 },
+    ))
+}
+
+/// A backend's family-checked value: [`fam_backend`] of its own family.
+fn check_backend(b: &Backend) -> Result<Fam, DataplaneError> {
+    match Fam::of(b.addr.addr) {
+        Fam::V4 => fam_backend::<V4>(b).map(|_| Fam::V4),
+        Fam::V6 => fam_backend::<V6>(b).map(|_| Fam::V6),
+    }
 }
 
 /// The sum of per-CPU counters.
@@ -213,8 +256,8 @@ fn state_code(s: BackendState) -> u16 {
 
 impl EbpfDataplane {
     /// Opens the maps pinned under `pin_dir` (by [`crate::load`]), learns
-    /// what is already programmed and writes the node's configuration
-    /// (Maglev seed and size, node IPv4 addresses).
+    /// what is already programmed (both families) and writes the node's
+    /// configuration (Maglev seed and size, node IPv4 and IPv6 addresses).
     ///
     /// A Maglev table size different from the one the programmed Maglev
     /// tables were built for is refused ([`DataplaneError::Unsupported`]):
@@ -230,12 +273,20 @@ impl EbpfDataplane {
                 .map(|c| c as usize)
                 .ok_or_else(|| unsupported(format!("map {m} has no capacity")))
         };
+        let fam = |services, backends, rev_nat, src_range| {
+            Ok::<_, DataplaneError>(FamCaps {
+                services: cap(services)?,
+                backends: cap(backends)?,
+                rev_nat: cap(rev_nat)?,
+                src_range: cap(src_range)?,
+            })
+        };
         let caps = Caps {
-            services: cap(MAP_SERVICES)?,
-            backends: cap(MAP_BACKENDS)?,
-            rev_nat: cap(MAP_REV_NAT)?,
+            fam: [
+                fam(V4::SERVICES, V4::BACKENDS, V4::REV_NAT, V4::SRC_RANGE)?,
+                fam(V6::SERVICES, V6::BACKENDS, V6::REV_NAT, V6::SRC_RANGE)?,
+            ],
             maglev: cap(MAP_MAGLEV)?,
-            src_range: cap(MAP_SRC_RANGE)?,
         };
         let mut dp = EbpfDataplane {
             maps,
@@ -366,9 +417,10 @@ impl EbpfDataplane {
         Ok(())
     }
 
-    /// The services-map key of frontend `id`, if programmed.
-    pub(crate) fn shadow_frontend_key(&self, id: u32) -> Option<Lb4Key> {
-        self.shadow.frontends.get(&id).map(|fe| fe.key)
+    /// The affinity timeout (seconds) of frontend `id`, if it is programmed
+    /// with session affinity.
+    pub(crate) fn affinity_timeout(&self, id: u32) -> Option<u32> {
+        self.shadow.affinity_timeout(id)
     }
 
     /// The typed maps (tests read CT and affinity entries through them).
@@ -403,31 +455,54 @@ impl EbpfDataplane {
     /// overlays, so a one-op batch costs O(op), not O(programmed state).
     fn check(&self, ops: &[Op]) -> Result<(), DataplaneError> {
         let s = &self.shadow;
-        let mut backends = Overlay::new(s.backends.len());
-        let mut rev_nat = Overlay::new(s.rev_nat.len());
+        let mut fams = [FamCount::new(&s.v4), FamCount::new(&s.v6)];
         let mut maglev = Overlay::new(s.maglev.len());
         // Frontends the batch touched: (key, total, range count), or gone.
-        let mut fes: HashMap<u32, Option<(Lb4Key, usize, usize)>> = HashMap::new();
-        let mut service_entries = s.services.len();
-        let mut range_entries = s.ranges.len();
-        let (mut peak_services, mut peak_ranges) = (service_entries, range_entries);
+        let mut fes: HashMap<u32, Option<(AnyKey, usize, usize)>> = HashMap::new();
         let m = self.maglev.table_size() as usize;
-        let has_backend = |o: &Overlay<u32>, id: u32| o.has(id, |id| s.backends.contains_key(id));
+        let in_backends = |f: Fam, id: &u32| match f {
+            Fam::V4 => s.v4.backends.contains_key(id),
+            Fam::V6 => s.v6.backends.contains_key(id),
+        };
+        let in_rev_nat = |f: Fam, id: &u32| match f {
+            Fam::V4 => s.v4.rev_nat.contains_key(id),
+            Fam::V6 => s.v6.rev_nat.contains_key(id),
+        };
+        let has_backend = |fams: &[FamCount; 2], f: Fam, id: u32| {
+            fams[f.idx()].backends.has(id, |id| in_backends(f, id))
+        };
         for op in ops {
             match op {
                 Op::UpsertBackend(b) => {
-                    backend_value(b)?;
-                    backends.set(b.id.0, true, |id| s.backends.contains_key(id));
+                    let f = check_backend(b)?;
+                    // An id moving to the other family leaves that one.
+                    for (g, present) in [(f, true), (f.other(), false)] {
+                        fams[g.idx()]
+                            .backends
+                            .set(b.id.0, present, |id| in_backends(g, id));
+                    }
                 }
                 Op::DeleteBackend { id, .. } => {
-                    backends.set(id.0, false, |id| s.backends.contains_key(id));
+                    for g in [Fam::V4, Fam::V6] {
+                        fams[g.idx()]
+                            .backends
+                            .set(id.0, false, |id| in_backends(g, id));
+                    }
                 }
                 Op::UpsertRevNat { id, addr } => {
-                    v4(addr.addr, addr)?;
-                    rev_nat.set(id.0, true, |id| s.rev_nat.contains_key(id));
+                    let f = Fam::of(addr.addr);
+                    for (g, present) in [(f, true), (f.other(), false)] {
+                        fams[g.idx()]
+                            .rev_nat
+                            .set(id.0, present, |id| in_rev_nat(g, id));
+                    }
                 }
                 Op::DeleteRevNat { id } => {
-                    rev_nat.set(id.0, false, |id| s.rev_nat.contains_key(id));
+                    for g in [Fam::V4, Fam::V6] {
+                        fams[g.idx()]
+                            .rev_nat
+                            .set(id.0, false, |id| in_rev_nat(g, id));
+                    }
                 }
                 Op::UpsertMaglev { id, table } => {
                     if !table.is_empty() && table.len() != m {
@@ -436,7 +511,9 @@ impl EbpfDataplane {
                             table.len()
                         )));
                     }
-                    if let Some(b) = table.iter().find(|b| !has_backend(&backends, b.0)) {
+                    if let Some(b) = table.iter().find(|b| {
+                        !has_backend(&fams, Fam::V4, b.0) && !has_backend(&fams, Fam::V6, b.0)
+                    }) {
                         return Err(DataplaneError::Dangling(format!(
                             "maglev table {id} names backend {b}"
                         )));
@@ -447,68 +524,102 @@ impl EbpfDataplane {
                     maglev.set(id.0, false, |id| s.maglev.contains(id));
                 }
                 Op::UpsertFrontend(fe) => {
-                    let key = frontend_key(fe)?;
+                    let f = Fam::of(fe.key.addr.addr);
+                    let (key, ranges) = match f {
+                        Fam::V4 => (AnyKey::V4(fam_key::<V4>(fe)?), fam_ranges::<V4>(fe).len()),
+                        Fam::V6 => (AnyKey::V6(fam_key::<V6>(fe)?), fam_ranges::<V6>(fe).len()),
+                    };
                     let total = u16::try_from(fe.backends.len()).map_err(|_| {
                         DataplaneError::CapacityExceeded {
-                            table: "backend slots of one frontend (lb4_services backend_slot)",
+                            table: "backend slots of one frontend (services map backend_slot)",
                             capacity: usize::from(u16::MAX),
                             needed: fe.backends.len(),
                         }
                     })?;
                     let total = usize::from(total);
-                    if let Some(b) = fe.backends.iter().find(|b| !has_backend(&backends, b.id.0)) {
+                    for b in &fe.backends {
+                        if has_backend(&fams, f, b.id.0) {
+                            continue;
+                        }
+                        if has_backend(&fams, f.other(), b.id.0) {
+                            return Err(unsupported(format!(
+                                "frontend {} ({}, {}) names backend {} of the other address \
+                                 family: NAT46/64 is not supported by the eBPF dataplane \
+                                 (lb-userspace supports it)",
+                                fe.id,
+                                fe.key.addr,
+                                f.name(),
+                                b.id
+                            )));
+                        }
                         return Err(DataplaneError::Dangling(format!(
                             "frontend {} names backend {}",
                             fe.id, b.id
                         )));
                     }
-                    let ranges = v4_ranges(fe).len();
                     let old = match fes.get(&fe.id.0) {
                         Some(o) => *o,
-                        None => s
-                            .frontends
-                            .get(&fe.id.0)
-                            .map(|o| (o.key, usize::from(o.total), o.ranges.len())),
+                        None => shadow_fe(s, fe.id.0),
                     };
                     let (old_entries, old_ranges, same_key, old_total) = match old {
-                        Some((k, t, r)) => (t + 1, r, k == key, t),
+                        Some((k, t, r)) if k.fam() == f => (t + 1, r, k == key, t),
+                        Some((k, t, r)) => {
+                            // Written anew in this family; the entries of
+                            // the other one go afterwards.
+                            let o = &mut fams[k.fam().idx()];
+                            o.services -= t + 1;
+                            o.ranges -= r;
+                            (0, 0, false, 0)
+                        }
                         None => (0, 0, false, 0),
                     };
+                    let c = &mut fams[f.idx()];
                     let new_entries = total + 1;
                     let during = if same_key {
-                        service_entries - old_entries + old_total.max(total) + 1
+                        c.services - old_entries + old_total.max(total) + 1
                     } else {
-                        service_entries + new_entries
+                        c.services + new_entries
                     };
-                    peak_services = peak_services.max(during);
-                    service_entries = service_entries - old_entries + new_entries;
-                    peak_ranges = peak_ranges.max(range_entries + ranges);
-                    range_entries = range_entries - old_ranges + ranges;
+                    c.peak_services = c.peak_services.max(during);
+                    c.services = c.services - old_entries + new_entries;
+                    c.peak_ranges = c.peak_ranges.max(c.ranges + ranges);
+                    c.ranges = c.ranges - old_ranges + ranges;
                     fes.insert(fe.id.0, Some((key, total, ranges)));
                 }
                 Op::DeleteFrontend { id, .. } => {
                     let old = match fes.get(&id.0) {
                         Some(o) => *o,
-                        None => s
-                            .frontends
-                            .get(&id.0)
-                            .map(|o| (o.key, usize::from(o.total), o.ranges.len())),
+                        None => shadow_fe(s, id.0),
                     };
-                    if let Some((_, t, r)) = old {
-                        service_entries -= t + 1;
-                        range_entries -= r;
+                    if let Some((k, t, r)) = old {
+                        let c = &mut fams[k.fam().idx()];
+                        c.services -= t + 1;
+                        c.ranges -= r;
                     }
                     fes.insert(id.0, None);
                 }
             }
         }
-        for (table, capacity, needed) in [
-            (MAP_SERVICES, self.caps.services, peak_services),
-            (MAP_BACKENDS, self.caps.backends, backends.peak),
-            (MAP_REV_NAT, self.caps.rev_nat, rev_nat.peak),
-            (MAP_MAGLEV, self.caps.maglev, maglev.peak),
-            (MAP_SRC_RANGE, self.caps.src_range, peak_ranges),
+        let mut needs = vec![(MAP_MAGLEV, self.caps.maglev, maglev.peak)];
+        for (f, (services, backends, rev_nat, src_range)) in [
+            (
+                Fam::V4,
+                (V4::SERVICES, V4::BACKENDS, V4::REV_NAT, V4::SRC_RANGE),
+            ),
+            (
+                Fam::V6,
+                (V6::SERVICES, V6::BACKENDS, V6::REV_NAT, V6::SRC_RANGE),
+            ),
         ] {
+            let (c, cap) = (&fams[f.idx()], &self.caps.fam[f.idx()]);
+            needs.extend([
+                (services, cap.services, c.peak_services),
+                (backends, cap.backends, c.backends.peak),
+                (rev_nat, cap.rev_nat, c.rev_nat.peak),
+                (src_range, cap.src_range, c.peak_ranges),
+            ]);
+        }
+        for (table, capacity, needed) in needs {
             if needed > capacity {
                 return Err(DataplaneError::CapacityExceeded {
                     table,
@@ -538,20 +649,15 @@ impl EbpfDataplane {
             // Queued writes go in before anything is removed or names them.
             flush(&mut self.maps, q)?;
         }
-        let (maps, sh) = (&mut self.maps, &mut self.shadow);
         match op {
             Op::UpsertBackend(b) => {
                 let ctx = || format!("writing backend {}", b.id);
+                match Fam::of(b.addr.addr) {
+                    Fam::V4 => self.write_backend::<V4>(b, undo, q)?,
+                    Fam::V6 => self.write_backend::<V6>(b, undo, q)?,
+                }
                 let id = b.id.0;
-                let value = backend_value(b)?;
-                put(
-                    &mut sh.backends,
-                    &mut q.backends,
-                    undo,
-                    Undo::Backend,
-                    id,
-                    value,
-                );
+                let (maps, sh) = (&mut self.maps, &mut self.shadow);
                 if sh.be_stats.insert(id) {
                     undo.push(Undo::BeStats(id, None));
                     q.be_stats.push(id);
@@ -574,14 +680,9 @@ impl EbpfDataplane {
             Op::DeleteBackend { id, .. } => {
                 let ctx = || format!("deleting backend {id}");
                 let id = id.0;
-                del(
-                    &mut maps.backends,
-                    &mut sh.backends,
-                    undo,
-                    Undo::Backend,
-                    id,
-                )
-                .map_err(sys(ctx()))?;
+                self.delete_backend::<V4>(id, undo).map_err(sys(ctx()))?;
+                self.delete_backend::<V6>(id, undo).map_err(sys(ctx()))?;
+                let (maps, sh) = (&mut self.maps, &mut self.shadow);
                 if sh.be_stats.remove(&id) {
                     // The counters are read to be put back on rollback.
                     undo.push(Undo::BeStats(id, maps.be_stats.get(&id, 0).ok()));
@@ -589,21 +690,18 @@ impl EbpfDataplane {
                 }
                 del(&mut maps.be_meta, &mut sh.be_meta, undo, Undo::BeMeta, id).map_err(sys(ctx()))
             }
-            Op::UpsertRevNat { id, addr } => {
-                let v = Lb4ReverseNat {
-                    address: be32(v4(addr.addr, addr)?),
-                    port: addr.port.to_be(),
-                    pad: 0,
-                };
-                put(&mut sh.rev_nat, &mut q.rev_nat, undo, Undo::RevNat, id.0, v);
-                Ok(())
-            }
+            Op::UpsertRevNat { id, addr } => match Fam::of(addr.addr) {
+                Fam::V4 => self.write_rev_nat::<V4>(id.0, addr, undo, q),
+                Fam::V6 => self.write_rev_nat::<V6>(id.0, addr, undo, q),
+            },
             Op::DeleteRevNat { id } => {
-                del(&mut maps.rev_nat, &mut sh.rev_nat, undo, Undo::RevNat, id.0)
-                    .map_err(sys(format!("deleting rev-nat {id}")))
+                let ctx = || format!("deleting rev-nat {id}");
+                self.delete_rev_nat::<V4>(id.0, undo).map_err(sys(ctx()))?;
+                self.delete_rev_nat::<V6>(id.0, undo).map_err(sys(ctx()))
             }
             Op::UpsertMaglev { id, table } => self.write_maglev(*id, table, undo),
             Op::DeleteMaglev { id } => {
+                let (maps, sh) = (&mut self.maps, &mut self.shadow);
                 if !sh.maglev.remove(&id.0) {
                     return Ok(());
                 }
@@ -611,9 +709,85 @@ impl EbpfDataplane {
                 ignore_missing(maps.maglev.remove(&id.0))
                     .map_err(sys(format!("deleting maglev {id}")))
             }
-            Op::UpsertFrontend(fe) => self.write_frontend(fe, undo, q),
+            Op::UpsertFrontend(fe) => match Fam::of(fe.key.addr.addr) {
+                Fam::V4 => self.write_frontend::<V4>(fe, undo, q),
+                Fam::V6 => self.write_frontend::<V6>(fe, undo, q),
+            },
             Op::DeleteFrontend { id, .. } => self.delete_frontend(*id, undo),
         }
+    }
+
+    /// Writes backend `b` into family `F`'s map (removing it from the other
+    /// family's when its id moved).
+    fn write_backend<F: Family>(
+        &mut self,
+        b: &Backend,
+        undo: &mut UndoLog,
+        q: &mut Pending,
+    ) -> Result<(), DataplaneError> {
+        let value = fam_backend::<F>(b)?;
+        put(
+            &mut F::sh_mut(&mut self.shadow).backends,
+            &mut F::pending(q).backends,
+            undo,
+            |k, p| F::undo(FamUndo::Backend(k, p)),
+            b.id.0,
+            value,
+        );
+        if F::Other::sh(&self.shadow).backends.contains_key(&b.id.0) {
+            flush(&mut self.maps, q)?;
+            self.delete_backend::<F::Other>(b.id.0, undo)
+                .map_err(sys(format!("writing backend {}", b.id)))?;
+        }
+        Ok(())
+    }
+
+    /// Removes backend `id` from family `F`'s map (if it is there).
+    fn delete_backend<F: Family>(&mut self, id: u32, undo: &mut UndoLog) -> Result<(), MapError> {
+        del(
+            F::backends_mut(&mut self.maps),
+            &mut F::sh_mut(&mut self.shadow).backends,
+            undo,
+            |k, p| F::undo(FamUndo::Backend(k, p)),
+            id,
+        )
+    }
+
+    /// Writes reverse-NAT entry `id` into family `F`'s map (removing it from
+    /// the other family's when its id moved).
+    fn write_rev_nat<F: Family>(
+        &mut self,
+        id: u32,
+        addr: &lb_core::L3n4Addr,
+        undo: &mut UndoLog,
+        q: &mut Pending,
+    ) -> Result<(), DataplaneError> {
+        let v = F::rev_nat(fam_addr::<F>(addr.addr, addr)?, addr.port.to_be());
+        put(
+            &mut F::sh_mut(&mut self.shadow).rev_nat,
+            &mut F::pending(q).rev_nat,
+            undo,
+            |k, p| F::undo(FamUndo::RevNat(k, p)),
+            id,
+            v,
+        );
+        if F::Other::sh(&self.shadow).rev_nat.contains_key(&id) {
+            flush(&mut self.maps, q)?;
+            self.delete_rev_nat::<F::Other>(id, undo)
+                .map_err(sys(format!("writing rev-nat {id}")))?;
+        }
+        Ok(())
+    }
+
+    /// Removes reverse-NAT entry `id` from family `F`'s map (if it is there).
+    fn delete_rev_nat<F: Family>(&mut self, id: u32, undo: &mut UndoLog) -> Result<(), MapError> {
+        del(
+            F::rev_nat_mut(&mut self.maps),
+            &mut F::sh_mut(&mut self.shadow).rev_nat,
+            undo,
+            |k, p| F::undo(FamUndo::RevNat(k, p)),
+            id,
+        )
     }
 
     fn write_maglev(
@@ -644,7 +818,11 @@ impl EbpfDataplane {
         on_enomem(|| self.maps.maglev.insert(id.0, &inner, 0)).map_err(sys(ctx()))
     }
 
-    fn write_frontend(
+    /// Writes frontend `fe` of family `F`: its source ranges, backend
+    /// slots, slot 0, counters and metadata, then removes what is stale
+    /// (slots and ranges it no longer has, its old key, or its entries in
+    /// the other family's maps).
+    fn write_frontend<F: Family>(
         &mut self,
         fe: &Frontend,
         undo: &mut UndoLog,
@@ -652,47 +830,41 @@ impl EbpfDataplane {
     ) -> Result<(), DataplaneError> {
         let ctx = || format!("writing frontend {}", fe.id);
         let id = fe.id.0;
-        let key = frontend_key(fe)?;
+        let key = fam_key::<F>(fe)?;
         let (maps, sh) = (&mut self.maps, &mut self.shadow);
-        let old = sh.frontends.get(&id).cloned();
-        let ranges = v4_ranges(fe);
+        let old = F::sh(sh).frontends.get(&id).cloned();
+        let ranges = fam_ranges::<F>(fe);
         for (pos, r) in ranges.iter().enumerate() {
             let pos = u8::try_from(pos).unwrap_or(u8::MAX);
             let k = (id, r.0, r.1);
-            let prev = sh.ranges.get(&k).copied();
+            let fs = F::sh_mut(sh);
+            let prev = fs.ranges.get(&k).copied();
             if prev != Some(pos) {
-                undo.push(Undo::Range(k, prev));
-                sh.ranges.insert(k, pos);
-                let rk = range_key(id, *r);
-                on_enomem(|| maps.src_range.insert(&rk, pos, 0)).map_err(sys(ctx()))?;
+                undo.push(F::undo(FamUndo::Range(k, prev)));
+                fs.ranges.insert(k, pos);
+                let rk = F::range_key(id, r.0, r.1);
+                on_enomem(|| F::src_range_mut(maps).insert(&rk, pos, 0)).map_err(sys(ctx()))?;
             }
         }
+        let fs = F::sh_mut(sh);
+        let fq = F::pending(q);
+        let service = |k, p| F::undo(FamUndo::Service(k, p));
         for (i, b) in fe.backends.iter().enumerate() {
-            let slot = Lb4Key {
-                backend_slot: (i + 1) as u16,
-                ..key
-            };
             let v = Lb4Service {
                 backend_id: b.id.0,
                 weight: b.weight,
                 flags: state_code(b.state),
                 ..Lb4Service::default()
             };
-            put(
-                &mut sh.services,
-                &mut q.services,
-                undo,
-                Undo::Service,
-                slot,
-                v,
-            );
+            let slot = F::with_slot(key, (i + 1) as u16);
+            put(&mut fs.services, &mut fq.services, undo, service, slot, v);
         }
         let entry = frontend_entry(fe);
         put(
-            &mut sh.services,
-            &mut q.services,
+            &mut fs.services,
+            &mut fq.services,
             undo,
-            Undo::Service,
+            service,
             key,
             entry,
         );
@@ -711,11 +883,13 @@ impl EbpfDataplane {
                 m,
             );
         }
-        let stale = old.as_ref().is_some_and(|o| {
-            o.key != key
-                || usize::from(o.total) > fe.backends.len()
-                || o.ranges.iter().any(|r| !ranges.contains(r))
-        });
+        let other = F::Other::sh(sh).frontends.contains_key(&id);
+        let stale = other
+            || old.as_ref().is_some_and(|o| {
+                o.key != key
+                    || usize::from(o.total) > fe.backends.len()
+                    || o.ranges.iter().any(|r| !ranges.contains(r))
+            });
         if stale || (meta.is_none() && sh.svc_meta.contains_key(&id)) {
             // The new entries go in before stale ones are removed.
             flush(maps, q)?;
@@ -731,38 +905,41 @@ impl EbpfDataplane {
             .map_err(sys(ctx()))?;
         }
         if let Some(old) = &old {
+            let fs = F::sh_mut(sh);
             let first_stale = if old.key == key {
                 fe.backends.len() as u16 + 1
             } else {
                 del(
-                    &mut maps.services,
-                    &mut sh.services,
+                    F::services_mut(maps),
+                    &mut fs.services,
                     undo,
-                    Undo::Service,
+                    service,
                     old.key,
                 )
                 .map_err(sys(ctx()))?;
                 1
             };
             for slot in first_stale..=old.total {
-                let k = Lb4Key {
-                    backend_slot: slot,
-                    ..old.key
-                };
-                del(&mut maps.services, &mut sh.services, undo, Undo::Service, k)
+                let k = F::with_slot(old.key, slot);
+                del(F::services_mut(maps), &mut fs.services, undo, service, k)
                     .map_err(sys(ctx()))?;
             }
             for r in old.ranges.iter().filter(|r| !ranges.contains(r)) {
                 let k = (id, r.0, r.1);
-                if let Some(prev) = sh.ranges.remove(&k) {
-                    undo.push(Undo::Range(k, Some(prev)));
-                    ignore_missing(maps.src_range.remove(&range_key(id, *r)))
+                if let Some(prev) = fs.ranges.remove(&k) {
+                    undo.push(F::undo(FamUndo::Range(k, Some(prev))));
+                    ignore_missing(F::src_range_mut(maps).remove(&F::range_key(id, r.0, r.1)))
                         .map_err(sys(ctx()))?;
                 }
             }
         }
-        undo.push(Undo::Fe(id, old));
-        sh.frontends.insert(
+        if other {
+            // The frontend moved from the other family (same id).
+            self.delete_entries::<F::Other>(id, undo)
+                .map_err(sys(ctx()))?;
+        }
+        undo.push(F::undo(FamUndo::Fe(id, old)));
+        F::sh_mut(&mut self.shadow).frontends.insert(
             id,
             FeState {
                 key,
@@ -773,29 +950,43 @@ impl EbpfDataplane {
         Ok(())
     }
 
-    fn delete_frontend(&mut self, id: ServiceId, undo: &mut UndoLog) -> Result<(), DataplaneError> {
-        let ctx = || format!("deleting frontend {id}");
-        let (maps, sh) = (&mut self.maps, &mut self.shadow);
-        let Some(old) = sh.frontends.remove(&id.0) else {
-            return Ok(());
+    /// Removes frontend `id`'s entries from family `F`'s maps: slot 0 first
+    /// (from then on no packet matches it), its backend slots, its source
+    /// ranges. False when the family has no such frontend.
+    fn delete_entries<F: Family>(&mut self, id: u32, undo: &mut UndoLog) -> Result<bool, MapError> {
+        let (maps, sh) = (&mut self.maps, F::sh_mut(&mut self.shadow));
+        let Some(old) = sh.frontends.remove(&id) else {
+            return Ok(false);
         };
-        undo.push(Undo::Fe(id.0, Some(old.clone())));
-        // Slot 0 first: from here on no packet matches the frontend.
+        undo.push(F::undo(FamUndo::Fe(id, Some(old.clone()))));
         for slot in 0..=old.total {
-            let k = Lb4Key {
-                backend_slot: slot,
-                ..old.key
-            };
-            del(&mut maps.services, &mut sh.services, undo, Undo::Service, k)
-                .map_err(sys(ctx()))?;
+            let k = F::with_slot(old.key, slot);
+            del(
+                F::services_mut(maps),
+                &mut sh.services,
+                undo,
+                |k, p| F::undo(FamUndo::Service(k, p)),
+                k,
+            )?;
         }
         for r in &old.ranges {
-            let k = (id.0, r.0, r.1);
+            let k = (id, r.0, r.1);
             if let Some(prev) = sh.ranges.remove(&k) {
-                undo.push(Undo::Range(k, Some(prev)));
-                ignore_missing(maps.src_range.remove(&range_key(id.0, *r))).map_err(sys(ctx()))?;
+                undo.push(F::undo(FamUndo::Range(k, Some(prev))));
+                ignore_missing(F::src_range_mut(maps).remove(&F::range_key(id, r.0, r.1)))?;
             }
         }
+        Ok(true)
+    }
+
+    fn delete_frontend(&mut self, id: ServiceId, undo: &mut UndoLog) -> Result<(), DataplaneError> {
+        let ctx = || format!("deleting frontend {id}");
+        let v4 = self.delete_entries::<V4>(id.0, undo).map_err(sys(ctx()))?;
+        let v6 = self.delete_entries::<V6>(id.0, undo).map_err(sys(ctx()))?;
+        if !v4 && !v6 {
+            return Ok(());
+        }
+        let (maps, sh) = (&mut self.maps, &mut self.shadow);
         del(
             &mut maps.svc_meta,
             &mut sh.svc_meta,
@@ -851,6 +1042,57 @@ fn flush(maps: &mut Maps, q: &mut Pending) -> Result<(), DataplaneError> {
         context: format!("writing {map}"),
         source: Box::new(e),
     })
+}
+
+/// A services key of either family (batch validation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AnyKey {
+    V4(Lb4Key),
+    V6(Lb6Key),
+}
+
+impl AnyKey {
+    fn fam(&self) -> Fam {
+        match self {
+            AnyKey::V4(_) => Fam::V4,
+            AnyKey::V6(_) => Fam::V6,
+        }
+    }
+}
+
+/// Frontend `id` as programmed: (key, backend slots, source ranges).
+fn shadow_fe(s: &Shadow, id: u32) -> Option<(AnyKey, usize, usize)> {
+    s.v4.frontends
+        .get(&id)
+        .map(|o| (AnyKey::V4(o.key), usize::from(o.total), o.ranges.len()))
+        .or_else(|| {
+            s.v6.frontends
+                .get(&id)
+                .map(|o| (AnyKey::V6(o.key), usize::from(o.total), o.ranges.len()))
+        })
+}
+
+/// One family's entry counts while a batch is validated.
+struct FamCount {
+    backends: Overlay<u32>,
+    rev_nat: Overlay<u32>,
+    services: usize,
+    peak_services: usize,
+    ranges: usize,
+    peak_ranges: usize,
+}
+
+impl FamCount {
+    fn new<F: Family>(s: &shadow::FamShadow<F>) -> Self {
+        FamCount {
+            backends: Overlay::new(s.backends.len()),
+            rev_nat: Overlay::new(s.rev_nat.len()),
+            services: s.services.len(),
+            peak_services: s.services.len(),
+            ranges: s.ranges.len(),
+            peak_ranges: s.ranges.len(),
+        }
+    }
 }
 
 /// Presence changes a batch makes to one keyed map, over the shadow's

@@ -4,14 +4,20 @@
 //! that saw a FIN or RST; the lifetimes live here, in userspace
 //! ([`CtTimeouts`]), so changing them needs no reload. The LRU maps also
 //! evict on their own when full; gc keeps them from filling with dead flows.
+//! The `lb4_*` and `lb6_*` maps are collected by one generic pass per
+//! family ([`CtFamily`]), with the same lifetimes and partner rules.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 
-use aya::maps::MapError;
+use aya::maps::{HashMap as BpfHashMap, MapData, MapError};
+use aya::Pod;
 use lb_core::DataplaneError;
 
 use crate::abi::*;
 use crate::dataplane::{ignore_missing, sys, EbpfDataplane};
+use crate::family::{Family, V4, V6};
+use crate::maps::Maps;
 
 /// Idle lifetimes of tracked flows, in seconds (defaults after Cilium's).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,42 +91,211 @@ pub struct GcStats {
 /// entry) is never cut; TCP ones for [`CtTimeouts::time_wait`].
 const SNAT_ORPHAN_GRACE: u64 = 2;
 
+/// A CT key's fields (addresses and ports in network order).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Tuple<A> {
+    saddr: A,
+    daddr: A,
+    sport: u16,
+    dport: u16,
+    proto: u8,
+    dir: u8,
+}
+
+/// The fields of a CT entry gc reads.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CtInfo<A> {
+    backend_id: u32,
+    frontend_addr: A,
+    frontend_port: u16,
+    snat_port: u16,
+    flags: u16,
+    last_seen: u64,
+}
+
+/// The fields of a SNAT entry gc reads.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SnatInfo<A> {
+    client_addr: A,
+    frontend_addr: A,
+    client_port: u16,
+    frontend_port: u16,
+    last_seen: u64,
+}
+
+/// One family's flow maps (connection tracking, SNAT, affinity, socket-LB
+/// reverse translation) and their layouts.
+pub(crate) trait CtFamily: Family {
+    /// `struct ct4_key` / `struct ct6_key`.
+    type CtKey: Pod + Copy + Eq + Hash;
+    /// `struct ct4_entry` / `struct ct6_entry`.
+    type CtEntry: Pod + Copy;
+    /// `struct lb4_snat_entry` / `struct lb6_snat_entry`.
+    type SnatEntry: Pod + Copy;
+    /// `struct lb4_affinity_key` / `struct lb6_affinity_key`.
+    type AffinityKey: Pod + Copy;
+    /// `struct lb4_sock_key` / `struct lb6_sock_key`.
+    type SockKey: Pod + Copy;
+    /// `struct lb4_sock_val` / `struct lb6_sock_val`.
+    type SockVal: Pod + Copy;
+
+    /// A CT key from its fields.
+    fn ct_key(t: Tuple<Self::Addr>) -> Self::CtKey;
+    /// A CT key's fields.
+    fn tuple(k: &Self::CtKey) -> Tuple<Self::Addr>;
+    /// A CT entry's fields.
+    fn ct_info(v: &Self::CtEntry) -> CtInfo<Self::Addr>;
+    /// A SNAT entry's fields.
+    fn snat_info(v: &Self::SnatEntry) -> SnatInfo<Self::Addr>;
+    /// The frontend an affinity entry belongs to.
+    fn affinity_rev_nat(k: &Self::AffinityKey) -> u32;
+    /// The frontend a socket-LB entry belongs to.
+    fn sock_rev_nat(v: &Self::SockVal) -> u32;
+
+    /// The CT map.
+    fn ct(m: &mut Maps) -> &mut BpfHashMap<MapData, Self::CtKey, Self::CtEntry>;
+    /// The SNAT map.
+    fn snat(m: &mut Maps) -> &mut BpfHashMap<MapData, Self::CtKey, Self::SnatEntry>;
+    /// The affinity map.
+    fn affinity(m: &mut Maps) -> &mut BpfHashMap<MapData, Self::AffinityKey, LbAffinityVal>;
+    /// The socket-LB reverse map.
+    fn sock_rev(m: &mut Maps) -> &mut BpfHashMap<MapData, Self::SockKey, Self::SockVal>;
+}
+
+macro_rules! ct_family {
+    ($fam:ty, $key:ident, $entry:ident, $snat_e:ident, $aff:ident, $sk:ident, $sv:ident,
+     $ct:ident, $snat:ident, $affinity:ident, $sock_rev:ident) => {
+        impl CtFamily for $fam {
+            type CtKey = $key;
+            type CtEntry = $entry;
+            type SnatEntry = $snat_e;
+            type AffinityKey = $aff;
+            type SockKey = $sk;
+            type SockVal = $sv;
+
+            fn ct_key(t: Tuple<Self::Addr>) -> $key {
+                $key {
+                    saddr: t.saddr,
+                    daddr: t.daddr,
+                    sport: t.sport,
+                    dport: t.dport,
+                    proto: t.proto,
+                    dir: t.dir,
+                    pad: [0; 2],
+                }
+            }
+            fn tuple(k: &$key) -> Tuple<Self::Addr> {
+                Tuple {
+                    saddr: k.saddr,
+                    daddr: k.daddr,
+                    sport: k.sport,
+                    dport: k.dport,
+                    proto: k.proto,
+                    dir: k.dir,
+                }
+            }
+            fn ct_info(v: &$entry) -> CtInfo<Self::Addr> {
+                CtInfo {
+                    backend_id: v.backend_id,
+                    frontend_addr: v.frontend_addr,
+                    frontend_port: v.frontend_port,
+                    snat_port: v.snat_port,
+                    flags: v.flags,
+                    last_seen: v.last_seen,
+                }
+            }
+            fn snat_info(v: &$snat_e) -> SnatInfo<Self::Addr> {
+                SnatInfo {
+                    client_addr: v.client_addr,
+                    frontend_addr: v.frontend_addr,
+                    client_port: v.client_port,
+                    frontend_port: v.frontend_port,
+                    last_seen: v.last_seen,
+                }
+            }
+            fn affinity_rev_nat(k: &$aff) -> u32 {
+                k.rev_nat_index
+            }
+            fn sock_rev_nat(v: &$sv) -> u32 {
+                v.rev_nat_index
+            }
+            fn ct(m: &mut Maps) -> &mut BpfHashMap<MapData, $key, $entry> {
+                &mut m.$ct
+            }
+            fn snat(m: &mut Maps) -> &mut BpfHashMap<MapData, $key, $snat_e> {
+                &mut m.$snat
+            }
+            fn affinity(m: &mut Maps) -> &mut BpfHashMap<MapData, $aff, LbAffinityVal> {
+                &mut m.$affinity
+            }
+            fn sock_rev(m: &mut Maps) -> &mut BpfHashMap<MapData, $sk, $sv> {
+                &mut m.$sock_rev
+            }
+        }
+    };
+}
+
+ct_family!(
+    V4,
+    Ct4Key,
+    Ct4Entry,
+    Lb4SnatEntry,
+    Lb4AffinityKey,
+    Lb4SockKey,
+    Lb4SockVal,
+    ct,
+    snat,
+    affinity,
+    sock_rev
+);
+ct_family!(
+    V6,
+    Ct6Key,
+    Ct6Entry,
+    Lb6SnatEntry,
+    Lb6AffinityKey,
+    Lb6SockKey,
+    Lb6SockVal,
+    ct6,
+    snat6,
+    affinity6,
+    sock_rev6
+);
+
 /// The key of the other direction of the flow of CT entry `(k, v)`: the
 /// reply entry (backend -> client) of a service entry, whose backend
-/// `backend` looks up, or the service entry (client -> frontend) of a
-/// reply entry. SNATed flows have no reply entry.
-fn partner(
-    k: &Ct4Key,
-    v: &Ct4Entry,
-    backend: impl FnOnce(u32) -> Option<Lb4Backend>,
-) -> Option<Ct4Key> {
+/// `backend` looks up (address and port), or the service entry (client ->
+/// frontend) of a reply entry. SNATed flows have no reply entry.
+fn partner<A: Copy>(
+    k: &Tuple<A>,
+    v: &CtInfo<A>,
+    backend: impl FnOnce(u32) -> Option<(A, u16)>,
+) -> Option<Tuple<A>> {
     // A flow whose client port was remapped (CT_F_PORTMAP) has the other
     // side's port in snat_port.
     let remapped = v.flags & CT_F_PORTMAP != 0;
     if k.dir == CT_REPLY {
-        return Some(Ct4Key {
+        return Some(Tuple {
             saddr: k.daddr,
             daddr: v.frontend_addr,
             sport: if remapped { v.snat_port } else { k.dport },
             dport: v.frontend_port,
             proto: k.proto,
             dir: CT_SERVICE,
-            pad: [0; 2],
         });
     }
     // SNAT flows have a reverse SNAT entry instead, DSR flows nothing.
     if v.flags & (CT_F_SNAT | CT_F_DSR) != 0 {
         return None;
     }
-    let be = backend(v.backend_id)?;
-    Some(Ct4Key {
-        saddr: be.address,
+    let (address, port) = backend(v.backend_id)?;
+    Some(Tuple {
+        saddr: address,
         daddr: k.saddr,
-        sport: be.port,
+        sport: port,
         dport: if remapped { v.snat_port } else { k.sport },
         proto: k.proto,
         dir: CT_REPLY,
-        pad: [0; 2],
     })
 }
 
@@ -148,82 +323,98 @@ impl EbpfDataplane {
     /// [`EbpfDataplane::gc`] with explicit lifetimes.
     pub fn gc_with(&mut self, now: u64, t: &CtTimeouts) -> Result<GcStats, DataplaneError> {
         let mut stats = GcStats::default();
+        self.gc_family::<V4>(now, t, &mut stats)?;
+        self.gc_family::<V6>(now, t, &mut stats)?;
+        Ok(stats)
+    }
+
+    /// One family's pass of [`EbpfDataplane::gc_with`].
+    fn gc_family<F: CtFamily>(
+        &mut self,
+        now: u64,
+        t: &CtTimeouts,
+        stats: &mut GcStats,
+    ) -> Result<(), DataplaneError> {
         let maps = &mut self.maps;
 
         // Connection tracking: a flow's two directions by the later of
         // their last packets (a flow whose packets all go one way stays
         // whole), and closing when either saw a FIN or RST.
-        let entries: Vec<(Ct4Key, Ct4Entry)> = collect(maps.ct.iter(), "listing CT")?;
-        let by_key: HashMap<Ct4Key, &Ct4Entry> = entries.iter().map(|(k, v)| (*k, v)).collect();
+        let entries: Vec<(F::CtKey, F::CtEntry)> = collect(F::ct(maps).iter(), "listing CT")?;
+        let by_key: HashMap<F::CtKey, CtInfo<F::Addr>> =
+            entries.iter().map(|(k, v)| (*k, F::ct_info(v))).collect();
         for (k, v) in &entries {
-            let (last_seen, flags) = match partner(k, v, |id| maps.backends.get(&id, 0).ok())
-                .and_then(|p| by_key.get(&p))
-            {
-                Some(p) => (v.last_seen.max(p.last_seen), v.flags | p.flags),
-                None => (v.last_seen, v.flags),
+            let (tuple, v) = (F::tuple(k), F::ct_info(v));
+            let backend = |id| {
+                let b = F::backends(maps).get(&id, 0).ok()?;
+                let (address, port, _, _) = F::backend_parts(&b);
+                Some((address, port))
             };
+            let (last_seen, flags) =
+                match partner(&tuple, &v, backend).and_then(|p| by_key.get(&F::ct_key(p))) {
+                    Some(p) => (v.last_seen.max(p.last_seen), v.flags | p.flags),
+                    None => (v.last_seen, v.flags),
+                };
             // A reply entry reserves its tuple past the flow's end.
-            let lifetime = if k.dir == CT_REPLY {
-                t.reserved(k.proto, Some(flags))
+            let lifetime = if tuple.dir == CT_REPLY {
+                t.reserved(tuple.proto, Some(flags))
             } else {
-                t.for_entry(k.proto, flags)
+                t.for_entry(tuple.proto, flags)
             };
             if age(now, last_seen) > lifetime {
-                ignore_missing(maps.ct.remove(k)).map_err(sys("deleting CT"))?;
+                ignore_missing(F::ct(maps).remove(k)).map_err(sys("deleting CT"))?;
                 stats.ct += 1;
             }
         }
 
         // SNAT: expired by its own replies, or orphaned (its flow is gone).
-        let entries: Vec<(Ct4Key, Lb4SnatEntry)> = collect(maps.snat.iter(), "listing SNAT")?;
+        let entries: Vec<(F::CtKey, F::SnatEntry)> = collect(F::snat(maps).iter(), "listing SNAT")?;
         for (k, v) in &entries {
-            let flow = Ct4Key {
+            let (proto, v) = (F::tuple(k).proto, F::snat_info(v));
+            let flow = F::ct_key(Tuple {
                 saddr: v.client_addr,
                 daddr: v.frontend_addr,
                 sport: v.client_port,
                 dport: v.frontend_port,
-                proto: k.proto,
+                proto,
                 dir: CT_SERVICE,
-                pad: [0; 2],
-            };
+            });
             let a = age(now, v.last_seen);
-            let flow_ct = maps.ct.get(&flow, 0).ok();
+            let flow_ct = F::ct(maps).get(&flow, 0).ok();
             let expired = match flow_ct {
-                Some(ct) => a > t.reserved(k.proto, Some(ct.flags)),
-                None => a >= t.reserved(k.proto, None),
+                Some(ct) => a > t.reserved(proto, Some(F::ct_info(&ct).flags)),
+                None => a >= t.reserved(proto, None),
             };
             if expired {
-                ignore_missing(maps.snat.remove(k)).map_err(sys("deleting SNAT"))?;
+                ignore_missing(F::snat(maps).remove(k)).map_err(sys("deleting SNAT"))?;
                 stats.snat += 1;
             }
         }
 
         // Affinity: by the frontend's timeout.
-        let entries: Vec<(Lb4AffinityKey, LbAffinityVal)> =
-            collect(maps.affinity.iter(), "listing affinity")?;
+        let entries: Vec<(F::AffinityKey, LbAffinityVal)> =
+            collect(F::affinity(&mut self.maps).iter(), "listing affinity")?;
         for (k, v) in &entries {
-            let timeout = self
-                .shadow_frontend_key(k.rev_nat_index)
-                .and_then(|key| self.maps.services.get(&key, 0).ok())
-                .filter(|fe| fe.flags & SVC_F_AFFINITY != 0)
-                .map(|fe| u64::from(fe.affinity_timeout));
+            let timeout = self.affinity_timeout(F::affinity_rev_nat(k)).map(u64::from);
             let keep = timeout.is_some_and(|to| age(now, v.last_used) <= to);
             if !keep {
-                ignore_missing(self.maps.affinity.remove(k)).map_err(sys("deleting affinity"))?;
+                ignore_missing(F::affinity(&mut self.maps).remove(k))
+                    .map_err(sys("deleting affinity"))?;
                 stats.affinity += 1;
             }
         }
 
         // Socket LB: entries of frontends that are gone (the rest is LRU).
-        let entries: Vec<(Lb4SockKey, Lb4SockVal)> =
-            collect(self.maps.sock_rev.iter(), "listing sock rev-NAT")?;
+        let entries: Vec<(F::SockKey, F::SockVal)> =
+            collect(F::sock_rev(&mut self.maps).iter(), "listing sock rev-NAT")?;
         for (k, v) in &entries {
-            if self.maps.rev_nat.get(&v.rev_nat_index, 0).is_err() {
-                ignore_missing(self.maps.sock_rev.remove(k))
+            let id = F::sock_rev_nat(v);
+            if F::rev_nat_map(&self.maps).get(&id, 0).is_err() {
+                ignore_missing(F::sock_rev(&mut self.maps).remove(k))
                     .map_err(sys("deleting sock rev-NAT"))?;
                 stats.sock_rev += 1;
             }
         }
-        Ok(stats)
+        Ok(())
     }
 }

@@ -10,7 +10,9 @@
 //!   recvmsg, getpeername; IPv4 and IPv6, [`SOCK_HOOKS`]) balances the
 //!   sockets of that cgroup's processes.
 //! * [`maps`] opens the pinned maps with typed aya wrappers.
-//! * [`EbpfDataplane`] implements [`lb_core::Dataplane`] by writing those maps,
+//! * [`EbpfDataplane`] implements [`lb_core::Dataplane`] by writing those maps
+//!   (IPv4 frontends into the `lb4_*` maps, IPv6 ones into the `lb6_*` maps;
+//!   a frontend with backends of the other family, NAT46/64, is refused),
 //!   and [`EbpfDataplane::restore`] reads them back after an agent restart;
 //!   [`EbpfDataplane::gc`] expires idle flows; [`EbpfDataplane::counters`]
 //!   reads drop, service and backend counters.
@@ -29,6 +31,7 @@ mod cgroup;
 mod clock;
 pub mod dataplane;
 pub mod dsr;
+mod family;
 mod gc;
 pub mod loader;
 pub mod maps;

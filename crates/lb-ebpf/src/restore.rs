@@ -2,6 +2,8 @@
 //! [`Tables`], so a restarted agent keeps every identifier and converges
 //! without flushing.
 //!
+//! IPv4 frontends and backends come from the `lb4_*` maps, IPv6 ones from
+//! the `lb6_*` maps, read by one generic pass per family.
 //! Everything a [`Frontend`] holds is in the maps: the key and type (slot 0),
 //! algorithm, affinity, traffic policy and scopes (slot-0 flags), backend
 //! slots with their weight and state (slots `1..=total`, the first `count`
@@ -14,15 +16,14 @@
 //! plan then rewrites just those entries in place (an `UpsertFrontend` or
 //! `UpsertBackend` with the same ID, which the datapath sees as an ordinary
 //! update, never a flush): a name or zone too long for its metadata field
-//! (restored as `""` / `None`), IPv6 source ranges of an IPv4 frontend
-//! (never programmed), duplicate source ranges (the trie holds one), and
+//! (restored as `""` / `None`), source ranges of the other address family
+//! than the frontend's (never programmed), duplicate source ranges (the trie holds one), and
 //! the leftovers of an apply that failed half-way.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::IpNet;
 use lb_core::{
     Backend, BackendId, BackendSlot, BackendState, DataplaneError, Frontend, FrontendKey,
     FrontendType, L3n4Addr, L4Proto, LbAlgorithm, Scope, ServiceId, ServiceName, Tables,
@@ -30,6 +31,7 @@ use lb_core::{
 
 use crate::abi::*;
 use crate::dataplane::{sys, EbpfDataplane};
+use crate::family::{Family, V4, V6};
 
 fn corrupt(what: String) -> DataplaneError {
     DataplaneError::System {
@@ -38,19 +40,11 @@ fn corrupt(what: String) -> DataplaneError {
     }
 }
 
-/// An address the datapath stores as `__be32`.
-fn from_be32(a: u32) -> Ipv4Addr {
-    Ipv4Addr::from(a.to_ne_bytes())
-}
-
-fn addr(address: u32, port: u16, proto: u8) -> Result<L3n4Addr, DataplaneError> {
+/// An address as family `F` stores it (`port` in network order).
+fn addr<F: Family>(address: F::Addr, port: u16, proto: u8) -> Result<L3n4Addr, DataplaneError> {
     let proto = L4Proto::try_from(proto)
         .map_err(|_| corrupt(format!("unknown protocol number {proto}")))?;
-    Ok(L3n4Addr::new(
-        IpAddr::V4(from_be32(address)),
-        u16::from_be(port),
-        proto,
-    ))
+    Ok(L3n4Addr::new(F::ip(address), u16::from_be(port), proto))
 }
 
 fn fe_kind(code: u8) -> Result<FrontendType, DataplaneError> {
@@ -86,51 +80,56 @@ impl EbpfDataplane {
     /// `Reconciler::with_tables`: planning the same desired state then
     /// yields no ops (see the module docs for what may be rewritten).
     pub fn restore(&self) -> Result<Tables, DataplaneError> {
+        let (mut frontends, mut backends) = (Vec::new(), Vec::new());
+        self.restore_family::<V4>(&mut frontends, &mut backends)?;
+        self.restore_family::<V6>(&mut frontends, &mut backends)?;
+        Tables::restore(frontends, backends, self.maglev).map_err(|e| DataplaneError::System {
+            context: "restoring identifiers".into(),
+            source: Box::new(e),
+        })
+    }
+
+    /// Reads family `F`'s frontends and backends.
+    fn restore_family<F: Family>(
+        &self,
+        frontends: &mut Vec<Frontend>,
+        backends: &mut Vec<Backend>,
+    ) -> Result<(), DataplaneError> {
         let maps = &self.maps;
-        let mut backends = Vec::new();
-        for item in maps.backends.iter() {
-            let (id, v) = item.map_err(sys("listing backends"))?;
+        for item in F::backends(maps).iter() {
+            let (id, v) = item.map_err(sys(format!("listing {}", F::BACKENDS)))?;
+            let (address, port, proto, flags) = F::backend_parts(&v);
             backends.push(Backend {
                 id: BackendId(id),
-                addr: addr(v.address, v.port, v.proto)?,
-                local: v.flags & BE_F_LOCAL != 0,
+                addr: addr::<F>(address, port, proto)?,
+                local: flags & BE_F_LOCAL != 0,
                 zone: maps.be_meta.get(&id, 0).ok().map(|m| m.zone()),
             });
         }
 
         let mut ranges: HashMap<u32, Vec<(u8, IpNet)>> = HashMap::new();
-        for k in maps.src_range.keys() {
-            let k = k.map_err(sys("listing source ranges"))?;
-            let pos = maps
-                .src_range
-                .get(&k, 0)
-                .map_err(sys("reading a source range"))?;
-            let d = k.data();
-            let len = k.prefix_len().saturating_sub(32) as u8;
-            let net = Ipv4Net::new(from_be32(d.addr), len)
+        let trie = F::src_range(maps);
+        for k in trie.keys() {
+            let k = k.map_err(sys(format!("listing {}", F::SRC_RANGE)))?;
+            let pos = trie.get(&k, 0).map_err(sys("reading a source range"))?;
+            let (id, address, len) = F::range_parts(&k);
+            let net = IpNet::new(F::ip(address), len)
                 .map_err(|e| corrupt(format!("source range: {e}")))?;
-            ranges
-                .entry(d.rev_nat_index)
-                .or_default()
-                .push((pos, IpNet::V4(net)));
+            ranges.entry(id).or_default().push((pos, net));
         }
 
-        let mut frontends = Vec::new();
-        for item in maps.services.iter() {
-            let (key, v) = item.map_err(sys("listing services"))?;
-            if key.backend_slot != 0 {
+        let services = F::services(maps);
+        for item in services.iter() {
+            let (key, v) = item.map_err(sys(format!("listing {}", F::SERVICES)))?;
+            if F::slot(&key) != 0 {
                 continue;
             }
             let id = ServiceId(v.rev_nat_index);
             let mut slots = Vec::with_capacity(usize::from(v.total));
             for slot in 1..=v.total {
-                let k = Lb4Key {
-                    backend_slot: slot,
-                    ..key
-                };
                 // A missing slot (an apply that failed half-way) shortens
                 // the list; the next plan rewrites the frontend.
-                let Ok(s) = maps.services.get(&k, 0) else {
+                let Ok(s) = services.get(&F::with_slot(key, slot), 0) else {
                     break;
                 };
                 slots.push(BackendSlot {
@@ -150,11 +149,12 @@ impl EbpfDataplane {
                 LbAlgorithm::Maglev => Some(self.read_maglev(id)?),
                 LbAlgorithm::Random => None,
             };
+            let (address, dport, proto, scope) = F::key_parts(&key);
             frontends.push(Frontend {
                 id,
                 key: FrontendKey {
-                    addr: addr(key.address, key.dport, key.proto)?,
-                    scope: if key.scope == Scope::Internal as u8 {
+                    addr: addr::<F>(address, dport, proto)?,
+                    scope: if scope == Scope::Internal as u8 {
                         Scope::Internal
                     } else {
                         Scope::External
@@ -172,10 +172,7 @@ impl EbpfDataplane {
                 maglev,
             });
         }
-        Tables::restore(frontends, backends, self.maglev).map_err(|e| DataplaneError::System {
-            context: "restoring identifiers".into(),
-            source: Box::new(e),
-        })
+        Ok(())
     }
 
     /// The Maglev table of `id` (empty when the frontend has none: no

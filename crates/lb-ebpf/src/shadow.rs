@@ -1,6 +1,8 @@
 //! The dataplane's userspace copy of what it wrote into the maps it alone
 //! writes (services, backends, reverse NAT, metadata, which counters exist,
-//! Maglev tables and source ranges), and the undo log of a batch.
+//! Maglev tables and source ranges), and the undo log of a batch. The
+//! per-family maps (`lb4_*`, `lb6_*`) have one [`FamShadow`] each; the
+//! shared ones (counters, metadata, Maglev) one copy.
 //!
 //! [`crate::EbpfDataplane`] is the only writer of these maps, so the copy
 //! is exact: a write is skipped when the entry already holds the value, and
@@ -21,66 +23,98 @@ use aya::Pod;
 use crate::abi::*;
 use crate::batch;
 use crate::dataplane::ignore_missing;
-use crate::maps::{Maps, SrcRangeData, SrcRangeKey};
+use crate::family::{Family, V4, V6};
+use crate::maps::Maps;
 use crate::retry::on_enomem;
 
-/// A frontend as programmed: its slot-0 key, backend slot count and IPv4
-/// source ranges `(network address, prefix length)` in order.
+/// A frontend as programmed: its slot-0 key, backend slot count and source
+/// ranges of its family `(network address, prefix length)` in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct FeState {
-    pub key: Lb4Key,
+pub(crate) struct FeState<F: Family> {
+    pub key: F::Key,
     pub total: u16,
-    pub ranges: Vec<(u32, u8)>,
+    pub ranges: Vec<(F::Addr, u8)>,
 }
 
-/// The source-range trie key of frontend `id`'s prefix.
-pub(crate) fn range_key(id: u32, (addr, len): (u32, u8)) -> SrcRangeKey {
-    SrcRangeKey::new(
-        32 + u32::from(len),
-        SrcRangeData {
-            rev_nat_index: id,
-            addr,
-        },
-    )
+/// What the dataplane wrote into one family's maps.
+#[derive(Debug)]
+pub(crate) struct FamShadow<F: Family> {
+    /// Frontends of this family by service id.
+    pub frontends: HashMap<u32, FeState<F>>,
+    /// `lb4_services` / `lb6_services`: slot 0 and backend slots of every
+    /// frontend.
+    pub services: HashMap<F::Key, Lb4Service>,
+    /// `lb4_backends` / `lb6_backends`.
+    pub backends: HashMap<u32, F::Backend>,
+    /// `lb4_reverse_nat` / `lb6_reverse_nat`.
+    pub rev_nat: HashMap<u32, F::RevNat>,
+    /// `lb4_src_range` / `lb6_src_range`, keyed `(service id, address,
+    /// prefix length)`.
+    pub ranges: HashMap<(u32, F::Addr, u8), u8>,
+}
+
+impl<F: Family> Default for FamShadow<F> {
+    fn default() -> Self {
+        FamShadow {
+            frontends: HashMap::new(),
+            services: HashMap::new(),
+            backends: HashMap::new(),
+            rev_nat: HashMap::new(),
+            ranges: HashMap::new(),
+        }
+    }
 }
 
 /// What the dataplane wrote.
 #[derive(Debug, Default)]
 pub(crate) struct Shadow {
-    /// Frontends by service id.
-    pub frontends: HashMap<u32, FeState>,
-    /// `lb4_services`: slot 0 and backend slots of every frontend.
-    pub services: HashMap<Lb4Key, Lb4Service>,
-    /// `lb4_backends`.
-    pub backends: HashMap<u32, Lb4Backend>,
+    /// The `lb4_*` maps.
+    pub v4: FamShadow<V4>,
+    /// The `lb6_*` maps.
+    pub v6: FamShadow<V6>,
     /// `lb_be_meta`.
     pub be_meta: HashMap<u32, LbBeMeta>,
     /// Keys of `lb_be_stats`.
     pub be_stats: HashSet<u32>,
-    /// `lb4_reverse_nat`.
-    pub rev_nat: HashMap<u32, Lb4ReverseNat>,
     /// `lb_svc_meta`.
     pub svc_meta: HashMap<u32, LbSvcMeta>,
     /// Keys of `lb_svc_stats`.
     pub svc_stats: HashSet<u32>,
-    /// Keys of `lb4_maglev`.
+    /// Keys of `lb4_maglev` (both families' tables).
     pub maglev: HashSet<u32>,
-    /// `lb4_src_range`, keyed `(service id, address, prefix length)`.
-    pub ranges: HashMap<(u32, u32, u8), u8>,
+}
+
+impl Shadow {
+    /// The affinity timeout (seconds) of frontend `id`, if it is programmed
+    /// (in either family) with session affinity.
+    pub fn affinity_timeout(&self, id: u32) -> Option<u32> {
+        fn of<F: Family>(s: &FamShadow<F>, id: u32) -> Option<u32> {
+            let fe = s.services.get(&s.frontends.get(&id)?.key)?;
+            (fe.flags & SVC_F_AFFINITY != 0).then_some(fe.affinity_timeout)
+        }
+        of(&self.v4, id).or_else(|| of(&self.v6, id))
+    }
+}
+
+/// One family's entry's previous state, to put back on rollback (`None`:
+/// absent).
+pub(crate) enum FamUndo<F: Family> {
+    Fe(u32, Option<FeState<F>>),
+    Service(F::Key, Option<Lb4Service>),
+    Backend(u32, Option<F::Backend>),
+    RevNat(u32, Option<F::RevNat>),
+    Range((u32, F::Addr, u8), Option<u8>),
 }
 
 /// One entry's previous state, to put back on rollback (`None`: absent).
 pub(crate) enum Undo {
-    Fe(u32, Option<FeState>),
-    Service(Lb4Key, Option<Lb4Service>),
-    Backend(u32, Option<Lb4Backend>),
+    V4(FamUndo<V4>),
+    V6(FamUndo<V6>),
     BeMeta(u32, Option<LbBeMeta>),
     BeStats(u32, Option<PerCpuValues<LbSvcStats>>),
-    RevNat(u32, Option<Lb4ReverseNat>),
     SvcMeta(u32, Option<LbSvcMeta>),
     SvcStats(u32, Option<PerCpuValues<LbSvcStats>>),
     Maglev(u32, Option<Array<MapData, u32>>),
-    Range((u32, u32, u8), Option<u8>),
 }
 
 /// The previous state of every entry a batch wrote, oldest first.
@@ -153,13 +187,29 @@ pub(crate) fn del<K: Pod + Eq + Hash, V: Pod>(
 /// slot 0).
 #[derive(Default)]
 pub(crate) struct Pending {
-    pub services: Vec<(Lb4Key, Lb4Service)>,
-    pub backends: Vec<(u32, Lb4Backend)>,
+    pub v4: FamPending<V4>,
+    pub v6: FamPending<V6>,
     pub be_meta: Vec<(u32, LbBeMeta)>,
     pub be_stats: Vec<u32>,
-    pub rev_nat: Vec<(u32, Lb4ReverseNat)>,
     pub svc_meta: Vec<(u32, LbSvcMeta)>,
     pub svc_stats: Vec<u32>,
+}
+
+/// One family's queued writes (see [`Pending`]).
+pub(crate) struct FamPending<F: Family> {
+    pub services: Vec<(F::Key, Lb4Service)>,
+    pub backends: Vec<(u32, F::Backend)>,
+    pub rev_nat: Vec<(u32, F::RevNat)>,
+}
+
+impl<F: Family> Default for FamPending<F> {
+    fn default() -> Self {
+        FamPending {
+            services: Vec::new(),
+            backends: Vec::new(),
+            rev_nat: Vec::new(),
+        }
+    }
 }
 
 /// Writes `items` into `map` in one batch; whatever the batch did not apply
@@ -211,11 +261,68 @@ impl Pending {
     pub(crate) fn flush(&mut self, maps: &mut Maps) -> Result<(), (&'static str, MapError)> {
         flush_stats(&mut maps.be_stats, &mut self.be_stats).map_err(|e| (MAP_BE_STATS, e))?;
         flush_map(&mut maps.be_meta, &mut self.be_meta).map_err(|e| (MAP_BE_META, e))?;
-        flush_map(&mut maps.backends, &mut self.backends).map_err(|e| (MAP_BACKENDS, e))?;
-        flush_map(&mut maps.rev_nat, &mut self.rev_nat).map_err(|e| (MAP_REV_NAT, e))?;
+        flush_fam(maps, &mut self.v4.backends, V4::backends_mut, V4::BACKENDS)?;
+        flush_fam(maps, &mut self.v6.backends, V6::backends_mut, V6::BACKENDS)?;
+        flush_fam(maps, &mut self.v4.rev_nat, V4::rev_nat_mut, V4::REV_NAT)?;
+        flush_fam(maps, &mut self.v6.rev_nat, V6::rev_nat_mut, V6::REV_NAT)?;
         flush_stats(&mut maps.svc_stats, &mut self.svc_stats).map_err(|e| (MAP_SVC_STATS, e))?;
         flush_map(&mut maps.svc_meta, &mut self.svc_meta).map_err(|e| (MAP_SVC_META, e))?;
-        flush_map(&mut maps.services, &mut self.services).map_err(|e| (MAP_SERVICES, e))
+        flush_fam(maps, &mut self.v4.services, V4::services_mut, V4::SERVICES)?;
+        flush_fam(maps, &mut self.v6.services, V6::services_mut, V6::SERVICES)
+    }
+}
+
+/// [`flush_map`] of the map `map` picks from `maps`, named `name`.
+fn flush_fam<K: Pod, V: Pod>(
+    maps: &mut Maps,
+    items: &mut Vec<(K, V)>,
+    map: fn(&mut Maps) -> &mut BpfHashMap<MapData, K, V>,
+    name: &'static str,
+) -> Result<(), (&'static str, MapError)> {
+    if items.is_empty() {
+        return Ok(());
+    }
+    flush_map(map(maps), items).map_err(|e| (name, e))
+}
+
+/// Restores one family's entry (see [`rollback`]).
+fn rollback_fam<F: Family>(
+    u: FamUndo<F>,
+    maps: &mut Maps,
+    shadow: &mut Shadow,
+) -> Result<(), MapError> {
+    match u {
+        FamUndo::Fe(id, prev) => {
+            let fes = &mut F::sh_mut(shadow).frontends;
+            match prev {
+                Some(f) => fes.insert(id, f),
+                None => fes.remove(&id),
+            };
+            Ok(())
+        }
+        FamUndo::Service(k, p) => {
+            restore(F::services_mut(maps), &mut F::sh_mut(shadow).services, k, p)
+        }
+        FamUndo::Backend(k, p) => {
+            restore(F::backends_mut(maps), &mut F::sh_mut(shadow).backends, k, p)
+        }
+        FamUndo::RevNat(k, p) => {
+            restore(F::rev_nat_mut(maps), &mut F::sh_mut(shadow).rev_nat, k, p)
+        }
+        FamUndo::Range(k, p) => {
+            let key = F::range_key(k.0, k.1, k.2);
+            let ranges = &mut F::sh_mut(shadow).ranges;
+            match p {
+                Some(v) => {
+                    ranges.insert(k, v);
+                    F::src_range_mut(maps).insert(&key, v, 0)
+                }
+                None => {
+                    ranges.remove(&k);
+                    ignore_missing(F::src_range_mut(maps).remove(&key))
+                }
+            }
+        }
     }
 }
 
@@ -226,17 +333,9 @@ pub(crate) fn rollback(undo: UndoLog, maps: &mut Maps, shadow: &mut Shadow) -> u
     let mut failed = 0;
     for u in undo.into_iter().rev() {
         let r = match u {
-            Undo::Fe(id, prev) => {
-                match prev {
-                    Some(f) => shadow.frontends.insert(id, f),
-                    None => shadow.frontends.remove(&id),
-                };
-                Ok(())
-            }
-            Undo::Service(k, p) => restore(&mut maps.services, &mut shadow.services, k, p),
-            Undo::Backend(k, p) => restore(&mut maps.backends, &mut shadow.backends, k, p),
+            Undo::V4(u) => rollback_fam(u, maps, shadow),
+            Undo::V6(u) => rollback_fam(u, maps, shadow),
             Undo::BeMeta(k, p) => restore(&mut maps.be_meta, &mut shadow.be_meta, k, p),
-            Undo::RevNat(k, p) => restore(&mut maps.rev_nat, &mut shadow.rev_nat, k, p),
             Undo::SvcMeta(k, p) => restore(&mut maps.svc_meta, &mut shadow.svc_meta, k, p),
             Undo::BeStats(k, p) => match p {
                 Some(v) => {
@@ -268,19 +367,6 @@ pub(crate) fn rollback(undo: UndoLog, maps: &mut Maps, shadow: &mut Shadow) -> u
                     ignore_missing(maps.maglev.remove(&id))
                 }
             },
-            Undo::Range(k, p) => {
-                let key = range_key(k.0, (k.1, k.2));
-                match p {
-                    Some(v) => {
-                        shadow.ranges.insert(k, v);
-                        maps.src_range.insert(&key, v, 0)
-                    }
-                    None => {
-                        shadow.ranges.remove(&k);
-                        ignore_missing(maps.src_range.remove(&key))
-                    }
-                }
-            }
         };
         if r.is_err() {
             failed += 1;
@@ -289,15 +375,15 @@ pub(crate) fn rollback(undo: UndoLog, maps: &mut Maps, shadow: &mut Shadow) -> u
     failed
 }
 
-/// Rebuilds the copy from the maps (one pass over each).
-pub(crate) fn read(maps: &Maps) -> Result<Shadow, (&'static str, MapError)> {
-    let mut s = Shadow::default();
-    for item in maps.services.iter() {
-        let (k, v) = item.map_err(|e| (MAP_SERVICES, e))?;
+/// Rebuilds one family's copy from its maps.
+fn read_fam<F: Family>(maps: &Maps) -> Result<FamShadow<F>, (&'static str, MapError)> {
+    let mut s = FamShadow::<F>::default();
+    for item in F::services(maps).iter() {
+        let (k, v) = item.map_err(|e| (F::SERVICES, e))?;
         s.services.insert(k, v);
     }
     for (k, v) in &s.services {
-        if k.backend_slot == 0 {
+        if F::slot(k) == 0 {
             s.frontends.insert(
                 v.rev_nat_index,
                 FeState {
@@ -309,14 +395,14 @@ pub(crate) fn read(maps: &Maps) -> Result<Shadow, (&'static str, MapError)> {
         }
     }
     // Source ranges in their list order (the trie's value is the position).
-    let mut ranges: Vec<(u32, u8, (u32, u8))> = Vec::new();
-    for k in maps.src_range.keys() {
-        let k = k.map_err(|e| (MAP_SRC_RANGE, e))?;
-        let d = k.data();
-        let len = (k.prefix_len() - 32) as u8;
-        let pos = maps.src_range.get(&k, 0).unwrap_or(u8::MAX);
-        s.ranges.insert((d.rev_nat_index, d.addr, len), pos);
-        ranges.push((d.rev_nat_index, pos, (d.addr, len)));
+    let trie = F::src_range(maps);
+    let mut ranges: Vec<(u32, u8, (F::Addr, u8))> = Vec::new();
+    for k in trie.keys() {
+        let k = k.map_err(|e| (F::SRC_RANGE, e))?;
+        let (id, addr, len) = F::range_parts(&k);
+        let pos = trie.get(&k, 0).unwrap_or(u8::MAX);
+        s.ranges.insert((id, addr, len), pos);
+        ranges.push((id, pos, (addr, len)));
     }
     ranges.sort();
     for (id, _, r) in ranges {
@@ -324,17 +410,27 @@ pub(crate) fn read(maps: &Maps) -> Result<Shadow, (&'static str, MapError)> {
             fe.ranges.push(r);
         }
     }
-    for item in maps.backends.iter() {
-        let (k, v) = item.map_err(|e| (MAP_BACKENDS, e))?;
+    for item in F::backends(maps).iter() {
+        let (k, v) = item.map_err(|e| (F::BACKENDS, e))?;
         s.backends.insert(k, v);
     }
+    for item in F::rev_nat_map(maps).iter() {
+        let (k, v) = item.map_err(|e| (F::REV_NAT, e))?;
+        s.rev_nat.insert(k, v);
+    }
+    Ok(s)
+}
+
+/// Rebuilds the copy from the maps (one pass over each).
+pub(crate) fn read(maps: &Maps) -> Result<Shadow, (&'static str, MapError)> {
+    let mut s = Shadow {
+        v4: read_fam(maps)?,
+        v6: read_fam(maps)?,
+        ..Shadow::default()
+    };
     for item in maps.be_meta.iter() {
         let (k, v) = item.map_err(|e| (MAP_BE_META, e))?;
         s.be_meta.insert(k, v);
-    }
-    for item in maps.rev_nat.iter() {
-        let (k, v) = item.map_err(|e| (MAP_REV_NAT, e))?;
-        s.rev_nat.insert(k, v);
     }
     for item in maps.svc_meta.iter() {
         let (k, v) = item.map_err(|e| (MAP_SVC_META, e))?;

@@ -151,3 +151,364 @@ fn both_directions_live_as_long_as_the_flow() {
     assert_eq!(fx.dp.gc(now + 61).unwrap().ct, 2);
     assert!(ct_entries(&mut fx).is_empty());
 }
+
+/// Synthetic flows for the family-parity test: the same flows, written as
+/// the datapath writes them, into the `lb4_*` maps and into the `lb6_*`
+/// maps.
+mod parity {
+    use super::*;
+    use lb_ebpf::abi::*;
+    use std::net::IpAddr;
+
+    /// One tracked direction: `(src, sport, dst, dport, proto, dir)`.
+    pub type Tuple = (IpAddr, u16, IpAddr, u16, u8, u8);
+
+    /// A CT entry's fields.
+    pub struct Entry {
+        pub backend_id: u32,
+        pub rev_nat: u32,
+        pub frontend: (IpAddr, u16),
+        pub snat_port: u16,
+        pub flags: u16,
+        pub last_seen: u64,
+    }
+
+    fn v4(a: IpAddr) -> u32 {
+        match a {
+            IpAddr::V4(a) => u32::from_ne_bytes(a.octets()),
+            IpAddr::V6(_) => panic!("{a}"),
+        }
+    }
+
+    fn v6(a: IpAddr) -> [u8; 16] {
+        match a {
+            IpAddr::V6(a) => a.octets(),
+            IpAddr::V4(_) => panic!("{a}"),
+        }
+    }
+
+    pub fn ct(fx: &mut Fixture, t: Tuple, e: &Entry) {
+        let maps = fx.dp.maps();
+        if t.0.is_ipv4() {
+            let k = Ct4Key {
+                saddr: v4(t.0),
+                daddr: v4(t.2),
+                sport: t.1.to_be(),
+                dport: t.3.to_be(),
+                proto: t.4,
+                dir: t.5,
+                pad: [0; 2],
+            };
+            let v = Ct4Entry {
+                backend_id: e.backend_id,
+                rev_nat_index: e.rev_nat,
+                frontend_addr: v4(e.frontend.0),
+                frontend_port: e.frontend.1.to_be(),
+                snat_port: e.snat_port.to_be(),
+                flags: e.flags,
+                last_seen: e.last_seen,
+                ..Ct4Entry::default()
+            };
+            maps.ct.insert(k, v, 0).unwrap();
+        } else {
+            let k = Ct6Key {
+                saddr: v6(t.0),
+                daddr: v6(t.2),
+                sport: t.1.to_be(),
+                dport: t.3.to_be(),
+                proto: t.4,
+                dir: t.5,
+                pad: [0; 2],
+            };
+            let v = Ct6Entry {
+                backend_id: e.backend_id,
+                rev_nat_index: e.rev_nat,
+                frontend_addr: v6(e.frontend.0),
+                frontend_port: e.frontend.1.to_be(),
+                snat_port: e.snat_port.to_be(),
+                flags: e.flags,
+                last_seen: e.last_seen,
+                ..Ct6Entry::default()
+            };
+            maps.ct6.insert(k, v, 0).unwrap();
+        }
+    }
+
+    /// A SNAT entry keyed by reply tuple `t`, for client `c` of frontend `f`.
+    pub fn snat(fx: &mut Fixture, t: Tuple, c: (IpAddr, u16), f: (IpAddr, u16), last_seen: u64) {
+        let maps = fx.dp.maps();
+        if t.0.is_ipv4() {
+            let k = Ct4Key {
+                saddr: v4(t.0),
+                daddr: v4(t.2),
+                sport: t.1.to_be(),
+                dport: t.3.to_be(),
+                proto: t.4,
+                dir: t.5,
+                pad: [0; 2],
+            };
+            let v = Lb4SnatEntry {
+                client_addr: v4(c.0),
+                frontend_addr: v4(f.0),
+                client_port: c.1.to_be(),
+                frontend_port: f.1.to_be(),
+                rev_nat_index: 0,
+                last_seen,
+            };
+            maps.snat.insert(k, v, 0).unwrap();
+        } else {
+            let k = Ct6Key {
+                saddr: v6(t.0),
+                daddr: v6(t.2),
+                sport: t.1.to_be(),
+                dport: t.3.to_be(),
+                proto: t.4,
+                dir: t.5,
+                pad: [0; 2],
+            };
+            let v = Lb6SnatEntry {
+                client_addr: v6(c.0),
+                frontend_addr: v6(f.0),
+                client_port: c.1.to_be(),
+                frontend_port: f.1.to_be(),
+                rev_nat_index: 0,
+                last_seen,
+            };
+            maps.snat6.insert(k, v, 0).unwrap();
+        }
+    }
+
+    pub fn affinity(fx: &mut Fixture, client: IpAddr, rev_nat: u32, backend_id: u32, now: u64) {
+        let maps = fx.dp.maps();
+        let v = LbAffinityVal {
+            last_used: now,
+            backend_id,
+            pad: 0,
+        };
+        if client.is_ipv4() {
+            let k = Lb4AffinityKey {
+                client: v4(client),
+                rev_nat_index: rev_nat,
+            };
+            maps.affinity.insert(k, v, 0).unwrap();
+        } else {
+            let k = Lb6AffinityKey {
+                client: v6(client),
+                rev_nat_index: rev_nat,
+            };
+            maps.affinity6.insert(k, v, 0).unwrap();
+        }
+    }
+
+    pub fn sock_rev(
+        fx: &mut Fixture,
+        cookie: u64,
+        be: (IpAddr, u16),
+        fe: (IpAddr, u16),
+        rev_nat: u32,
+    ) {
+        let maps = fx.dp.maps();
+        if be.0.is_ipv4() {
+            let k = Lb4SockKey {
+                cookie,
+                address: v4(be.0),
+                port: be.1.to_be(),
+                pad: 0,
+            };
+            let v = Lb4SockVal {
+                address: v4(fe.0),
+                port: fe.1.to_be(),
+                pad: 0,
+                rev_nat_index: rev_nat,
+            };
+            maps.sock_rev.insert(k, v, 0).unwrap();
+        } else {
+            let k = Lb6SockKey {
+                cookie,
+                address: v6(be.0),
+                port: be.1.to_be(),
+                pad: [0; 3],
+            };
+            let v = Lb6SockVal {
+                address: v6(fe.0),
+                port: fe.1.to_be(),
+                pad: 0,
+                rev_nat_index: rev_nat,
+            };
+            maps.sock_rev6.insert(k, v, 0).unwrap();
+        }
+    }
+
+    /// Entries left per family: (CT, SNAT, affinity, sock-rev) of the
+    /// `lb4_*` maps and of the `lb6_*` maps.
+    pub fn left(fx: &mut Fixture) -> [(usize, usize, usize, usize); 2] {
+        let m = fx.dp.maps();
+        [
+            (
+                m.ct.keys().count(),
+                m.snat.keys().count(),
+                m.affinity.keys().count(),
+                m.sock_rev.keys().count(),
+            ),
+            (
+                m.ct6.keys().count(),
+                m.snat6.keys().count(),
+                m.affinity6.keys().count(),
+                m.sock_rev6.keys().count(),
+            ),
+        ]
+    }
+}
+
+/// The IPv6 flow maps (`lb6_ct`, `lb6_snat`, `lb6_affinity`,
+/// `lb6_sock_rev`) expire exactly as the IPv4 ones: the same flows in both
+/// families (open and closing TCP with their reply entries, UDP, a SNATed
+/// flow and an orphan SNAT entry, affinity of a live and of a gone
+/// frontend, socket-LB entries of a live and of a gone frontend) leave the
+/// same entries at every step. Bounded: a dozen entries, seven gc runs.
+#[test]
+fn ipv6_entries_expire_as_ipv4_ones_do() {
+    use lb_ebpf::abi::{CT_F_CLOSING, CT_F_SNAT};
+    use std::net::IpAddr;
+    let node = NodeConfig::new("node-1", vec![ip(NODE_IP), ip("fd00:1::10")]);
+    let mut fx = Fixture::with_node(node);
+    let mut sticky = service(
+        "default/sticky",
+        &[
+            ("10.96.0.12:80", FrontendType::ClusterIp),
+            ("[fd00:96::12]:80", FrontendType::ClusterIp),
+        ],
+        &["10.0.1.7:8080", "[fd00:a::7]:8080"],
+    );
+    sticky.session_affinity = SessionAffinity::ClientIp { timeout_secs: 30 };
+    fx.apply(&[
+        service(
+            "default/web",
+            &[
+                ("10.96.0.10:80", FrontendType::ClusterIp),
+                ("[fd00:96::10]:80", FrontendType::ClusterIp),
+            ],
+            &["10.0.1.5:8080", "[fd00:a::5]:8080"],
+        ),
+        service(
+            "default/dns",
+            &[
+                ("10.96.0.11:53/UDP", FrontendType::ClusterIp),
+                ("[fd00:96::11]:53/UDP", FrontendType::ClusterIp),
+            ],
+            &["10.0.1.6:5353/UDP", "[fd00:a::6]:5353/UDP"],
+        ),
+        sticky,
+    ]);
+    let tables = fx.rec.current().clone();
+    let fe_id = |a: &str| {
+        let a: L3n4Addr = a.parse().unwrap();
+        tables
+            .frontends
+            .values()
+            .find(|f| f.key.addr == a)
+            .unwrap()
+            .id
+            .0
+    };
+    let be_id = |a: &str| {
+        let a: L3n4Addr = a.parse().unwrap();
+        tables.backends.values().find(|b| b.addr == a).unwrap().id.0
+    };
+    let now = now_secs();
+    let (tcp_p, udp_p) = (6u8, 17u8);
+    for (client, node_ip, web, dns, sticky, web_be, dns_be, remote) in [
+        (
+            "192.168.5.2",
+            NODE_IP,
+            "10.96.0.10:80",
+            "10.96.0.11:53/UDP",
+            "10.96.0.12:80",
+            "10.0.1.5:8080",
+            "10.0.1.6:5353/UDP",
+            "10.0.9.9",
+        ),
+        (
+            "fd00:5::2",
+            "fd00:1::10",
+            "[fd00:96::10]:80",
+            "[fd00:96::11]:53/UDP",
+            "[fd00:96::12]:80",
+            "[fd00:a::5]:8080",
+            "[fd00:a::6]:5353/UDP",
+            "fd00:9::9",
+        ),
+    ] {
+        let c: IpAddr = client.parse().unwrap();
+        let n: IpAddr = node_ip.parse().unwrap();
+        let r: IpAddr = remote.parse().unwrap();
+        let web_a: L3n4Addr = web.parse().unwrap();
+        let dns_a: L3n4Addr = dns.parse().unwrap();
+        let be_a: L3n4Addr = web_be.parse().unwrap();
+        let dbe_a: L3n4Addr = dns_be.parse().unwrap();
+        let entry = |be: &str, fe: &str, flags, snat_port| {
+            let a: L3n4Addr = fe.parse().unwrap();
+            parity::Entry {
+                backend_id: be_id(be),
+                rev_nat: fe_id(fe),
+                frontend: (a.addr, a.port),
+                snat_port,
+                flags,
+                last_seen: now,
+            }
+        };
+        // Open TCP flow (DNAT): service and reply entries.
+        let e = entry(web_be, web, 0, 0);
+        parity::ct(&mut fx, (c, 40000, web_a.addr, 80, tcp_p, CT_SERVICE), &e);
+        parity::ct(&mut fx, (be_a.addr, 8080, c, 40000, tcp_p, CT_REPLY), &e);
+        // UDP flow.
+        let e = entry(dns_be, dns, 0, 0);
+        parity::ct(&mut fx, (c, 40001, dns_a.addr, 53, udp_p, CT_SERVICE), &e);
+        parity::ct(&mut fx, (dbe_a.addr, 5353, c, 40001, udp_p, CT_REPLY), &e);
+        // Closing TCP flow.
+        let e = entry(web_be, web, CT_F_CLOSING, 0);
+        parity::ct(&mut fx, (c, 40002, web_a.addr, 80, tcp_p, CT_SERVICE), &e);
+        parity::ct(&mut fx, (be_a.addr, 8080, c, 40002, tcp_p, CT_REPLY), &e);
+        // SNATed TCP flow to a remote backend: service entry + SNAT entry.
+        let e = entry(web_be, web, CT_F_SNAT, 61000);
+        parity::ct(&mut fx, (c, 40003, web_a.addr, 80, tcp_p, CT_SERVICE), &e);
+        let reply = (r, 8080, n, 61000, tcp_p, CT_SERVICE);
+        parity::snat(&mut fx, reply, (c, 40003), (web_a.addr, 80), now);
+        // An orphan UDP SNAT entry (its flow is gone).
+        let reply = (r, 5353, n, 61001, udp_p, CT_SERVICE);
+        parity::snat(&mut fx, reply, (c, 40004), (dns_a.addr, 53), now);
+        // Affinity of the sticky frontend and of a frontend that is gone.
+        parity::affinity(&mut fx, c, fe_id(sticky), 1, now);
+        parity::affinity(&mut fx, c, 9999, 1, now);
+        // Socket LB: a live frontend and a gone one.
+        parity::sock_rev(&mut fx, 7, (be_a.addr, 8080), (web_a.addr, 80), fe_id(web));
+        parity::sock_rev(&mut fx, 8, (be_a.addr, 8080), (web_a.addr, 80), 9999);
+    }
+    let same = |fx: &mut Fixture, want: (usize, usize, usize, usize), when: &str| {
+        let [l4, l6] = parity::left(fx);
+        assert_eq!(l4, want, "IPv4 {when}");
+        assert_eq!(l6, want, "IPv6 {when}");
+    };
+    same(&mut fx, (7, 2, 2, 2), "before");
+    // (time, removed per family (ct, snat, affinity, sock_rev), left)
+    let steps = [
+        (0, (0, 0, 1, 1), (7, 2, 1, 1)),
+        (5, (0, 1, 0, 0), (7, 1, 1, 1)),
+        (12, (1, 0, 0, 0), (6, 1, 1, 1)),
+        (32, (0, 0, 1, 0), (6, 1, 0, 1)),
+        (61, (2, 0, 0, 0), (4, 1, 0, 1)),
+        (67, (1, 0, 0, 0), (3, 1, 0, 1)),
+        (6 * 3600 + 2, (3, 1, 0, 0), (0, 0, 0, 1)),
+    ];
+    for (dt, removed, left) in steps {
+        let st = fx.dp.gc(now + dt).unwrap();
+        let twice = GcStats {
+            ct: 2 * removed.0,
+            snat: 2 * removed.1,
+            affinity: 2 * removed.2,
+            sock_rev: 2 * removed.3,
+        };
+        assert_eq!(st, twice, "at +{dt}s");
+        same(&mut fx, left, &format!("at +{dt}s"));
+    }
+}

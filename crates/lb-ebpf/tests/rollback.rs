@@ -30,6 +30,9 @@ fn snapshot(maps: &Maps) -> Vec<String> {
     out.extend(lines("svc", maps.services.iter()));
     out.extend(lines("be", maps.backends.iter()));
     out.extend(lines("revnat", maps.rev_nat.iter()));
+    out.extend(lines("svc6", maps.services6.iter()));
+    out.extend(lines("be6", maps.backends6.iter()));
+    out.extend(lines("revnat6", maps.rev_nat6.iter()));
     out.extend(lines("svcmeta", maps.svc_meta.iter()));
     out.extend(lines("bemeta", maps.be_meta.iter()));
     let mut keys: Vec<String> = maps
@@ -39,6 +42,10 @@ fn snapshot(maps: &Maps) -> Vec<String> {
         .chain(maps.src_range.keys().map(|k| {
             let k = k.unwrap();
             format!("range {:?}/{}", k.data(), k.prefix_len())
+        }))
+        .chain(maps.src_range6.keys().map(|k| {
+            let k = k.unwrap();
+            format!("range6 {:?}/{}", k.data(), k.prefix_len())
         }))
         .chain(
             maps.svc_stats
@@ -140,6 +147,128 @@ fn a_batch_the_kernel_refuses_midway_is_rolled_back() {
     let (rv, out) = fx.ingress(&tcp("192.168.6.2:40000", "10.96.0.20:443"));
     assert_eq!(rv, TC_ACT_OK);
     assert_eq!(endpoints(&out).1, sa("10.0.2.5:8443"));
+}
+
+/// The number of entries of the IPv6 maps in a snapshot.
+fn lb6_lines(snap: &[String]) -> usize {
+    snap.iter()
+        .filter(|l| {
+            ["svc6 ", "be6 ", "revnat6 ", "range6 "]
+                .iter()
+                .any(|p| l.starts_with(p))
+        })
+        .count()
+}
+
+/// A batch that rewrites a dual-stack service's IPv6 frontends (backends,
+/// source ranges, Maglev) and adds IPv6 and IPv4 frontends, refused by the
+/// kernel midway, leaves every map (the `lb6_*` ones included) as it was.
+/// Bounded: a handful of map writes.
+#[test]
+fn a_batch_with_ipv6_entries_refused_midway_is_rolled_back() {
+    lb_testkit::require_privileges();
+    let node = NodeConfig::new("node-1", vec![ip(NODE_IP), ip("fd00:1::10")]);
+    let bpffs = BpffsGuard::new().expect("bpffs");
+    let mut opts = LoadOptions::new(bpffs.pin_path("lb"), &[]);
+    opts.capacity = MapCapacity {
+        services: 64,
+        ..MapCapacity::default()
+    };
+    let loaded = lb_ebpf::load(&opts).expect("load");
+    let dp = EbpfDataplane::open(loaded.pin_dir(), &node).expect("open dataplane");
+    let mut fx = Fixture {
+        loaded,
+        dp,
+        rec: Reconciler::new(),
+        node,
+        flows: FlowState::new(),
+        bpffs,
+    };
+    let mut web = service(
+        "default/web",
+        &[
+            ("10.96.0.10:80", FrontendType::ClusterIp),
+            ("[fd00:96::10]:80", FrontendType::ClusterIp),
+            ("[::]:30080", FrontendType::NodePort),
+            ("[2001:db8:1::7]:80", FrontendType::LoadBalancer),
+        ],
+        &[
+            "10.0.1.5:8080",
+            "[fd00:a::5]:8080",
+            "[fd00:a::6]:8080",
+            "[fd00:a::7]:8080",
+        ],
+    );
+    web.source_ranges = vec![
+        "fd00:c::/64".parse().unwrap(),
+        "2001:db8::/32".parse().unwrap(),
+    ];
+    fx.apply(&[web.clone()]);
+
+    let junk = LbSvcMeta::new("junk/junk").unwrap();
+    let mut id = 1000u32;
+    while fx.dp.maps().svc_meta.insert(id, junk, 0).is_ok() {
+        id += 1;
+    }
+    assert!(id > 1000);
+    let before = snapshot(fx.dp.maps());
+    assert!(lb6_lines(&before) > 10, "{before:#?}");
+
+    // Fewer IPv6 backends (stale slots), other ranges, Maglev, and a new
+    // service whose metadata write fails.
+    let mut web2 = service(
+        "default/web",
+        &[
+            ("10.96.0.10:80", FrontendType::ClusterIp),
+            ("[fd00:96::10]:80", FrontendType::ClusterIp),
+            ("[::]:30080", FrontendType::NodePort),
+            ("[2001:db8:1::7]:80", FrontendType::LoadBalancer),
+        ],
+        &["10.0.1.5:8080", "[fd00:a::6]:8080", "[fd00:a::8]:8080"],
+    );
+    web2.source_ranges = vec!["fd00:d::/48".parse().unwrap()];
+    web2.algorithm = Some(LbAlgorithm::Maglev);
+    let mut api = service(
+        "default/api",
+        &[
+            ("[fd00:96::20]:443", FrontendType::ClusterIp),
+            ("10.96.0.20:443", FrontendType::ClusterIp),
+        ],
+        &["[fd00:b::5]:8443", "10.0.2.5:8443"],
+    );
+    api.algorithm = Some(LbAlgorithm::Maglev);
+    let desired = DesiredState::build(&fx.node, &[web2.clone(), api.clone()]).unwrap();
+    let plan = fx.rec.plan(&desired).unwrap();
+    assert!(
+        plan.ops.iter().any(|op| matches!(op,
+            Op::UpsertFrontend(f) if f.service.name == "web" && f.key.addr.addr.is_ipv6())),
+        "the batch rewrites IPv6 frontends"
+    );
+    let err = fx.rec.apply(&mut fx.dp, &desired).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ReconcileError::Dataplane(DataplaneError::System { .. })
+        ),
+        "{err}"
+    );
+    assert_eq!(snapshot(fx.dp.maps()), before, "every write undone");
+
+    // With room again, the same batch applies and the IPv6 maps change.
+    for junk_id in 1000..id {
+        fx.dp.maps().svc_meta.remove(&junk_id).unwrap();
+    }
+    fx.rec
+        .apply(&mut fx.dp, &desired)
+        .expect("apply after the failure");
+    let after = snapshot(fx.dp.maps());
+    assert!(
+        after
+            .iter()
+            .any(|l| l.starts_with("range6 ") && l.contains("253, 0, 0, 13")),
+        "{after:#?}"
+    );
+    assert_ne!(after, before);
 }
 
 #[test]
