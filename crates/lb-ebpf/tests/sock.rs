@@ -362,122 +362,22 @@ fn socket_lb_checks_load_balancer_source_ranges() {
     assert!(sr(&after) >= sr(&before) + 4, "{before:?} -> {after:?}");
 }
 
-/// Direct writes of IPv6 frontends into the lb6 maps (what
-/// `EbpfDataplane::apply` does for IPv4 frontends), for the IPv6 socket-LB
-/// test: ids far above the ones the reconciler hands out in these tests.
-mod v6 {
-    use std::net::{Ipv6Addr, SocketAddrV6};
-
-    use aya::maps::lpm_trie::Key;
-    use aya::maps::PerCpuValues;
-    use lb_ebpf::abi::*;
-    use lb_ebpf::maps::SrcRangeData6;
-    use lb_ebpf::Maps;
-
-    /// One IPv6 frontend entry and its backend slots.
-    pub struct Frontend {
-        pub addr: Ipv6Addr,
-        pub port: u16,
-        pub proto: u8,
-        pub fe_type: u8,
-        pub rev_nat: u32,
-        /// `SVC_F_*` besides `SVC_F_UNIFORM` (always set: weights are 1).
-        pub flags: u16,
-        pub scope: u8,
-        pub backends: Vec<(u32, SocketAddrV6)>,
-    }
-
-    fn key(fe: &Frontend, slot: u16) -> Lb6Key {
-        Lb6Key {
-            address: fe.addr.octets(),
-            dport: fe.port.to_be(),
-            backend_slot: slot,
-            proto: fe.proto,
-            scope: fe.scope,
-            pad: [0; 2],
-        }
-    }
-
-    /// Writes the frontend, its reverse-NAT entry, its backends and their
-    /// (zeroed) counters.
-    pub fn program(maps: &mut Maps, fe: &Frontend) {
-        let n = fe.backends.len() as u16;
-        for (slot, (id, be)) in fe.backends.iter().enumerate() {
-            let backend = Lb6Backend {
-                address: be.ip().octets(),
-                port: be.port().to_be(),
-                proto: fe.proto,
-                flags: 0,
-            };
-            maps.backends6.insert(id, backend, 0).expect("backend");
-            let zeros = PerCpuValues::try_from(vec![
-                LbSvcStats::default();
-                aya::util::nr_cpus().expect("nr_cpus")
-            ])
-            .unwrap();
-            maps.be_stats
-                .insert(id, zeros, 0)
-                .expect("backend counters");
-            let value = Lb4Service {
-                backend_id: *id,
-                weight: 1,
-                flags: BE_STATE_ACTIVE,
-                ..Default::default()
-            };
-            maps.services6
-                .insert(key(fe, slot as u16 + 1), value, 0)
-                .expect("slot");
-        }
-        let rev = Lb6ReverseNat {
-            address: fe.addr.octets(),
-            port: fe.port.to_be(),
-            pad: 0,
-        };
-        maps.rev_nat6.insert(fe.rev_nat, rev, 0).expect("rev nat");
-        let value = Lb4Service {
-            affinity_timeout: 600,
-            total_weight: u32::from(n),
-            rev_nat_index: fe.rev_nat,
-            count: n,
-            total: n,
-            flags: fe.flags | SVC_F_UNIFORM,
-            fe_type: fe.fe_type,
-            ..Default::default()
-        };
-        maps.services6
-            .insert(key(fe, 0), value, 0)
-            .expect("frontend");
-    }
-
-    /// Allows `prefix/len` to use the frontend `rev_nat`.
-    pub fn allow(maps: &mut Maps, rev_nat: u32, prefix: Ipv6Addr, len: u32) {
-        let k = Key::new(
-            32 + len,
-            SrcRangeData6 {
-                rev_nat_index: rev_nat,
-                addr: prefix.octets(),
-            },
-        );
-        maps.src_range6.insert(&k, 0, 0).expect("source range");
-    }
-}
-
 /// IPv6 socket LB end to end, and IPv4-mapped destinations of AF_INET6
 /// sockets: python3 clients in the child cgroup reach backends over TCP,
 /// connected and unconnected UDP at an IPv6 ClusterIP, at a NodePort on
 /// `::1` and on the node's IPv6 address, and at an IPv4 ClusterIP written
-/// as `::ffff:a.b.c.d`; getpeername/recvfrom show the frontend; the internal
-/// scope of a two-scope frontend, session affinity (lb6_affinity, one entry
-/// for the node), source ranges (lb6_src_range) and the per-backend
-/// new-flow counters apply as for IPv4; no packet went through the tc NAT;
-/// processes outside the cgroup are not translated. The IPv6 frontends are
-/// written into the lb6 maps directly (`v6::program`). Privileged; bounded:
-/// about 20 requests with 5 s timeouts.
+/// as `::ffff:a.b.c.d`; getpeername/recvfrom show the frontend. As for
+/// IPv4: the internal scope of a two-scope frontend (internal traffic
+/// policy Local), session affinity (lb6_affinity, one entry for the node),
+/// Maglev, source ranges (lb6_src_range, an unbound socket counts as the
+/// node's first IPv6 address), per-backend new-flow counters; the verdicts
+/// equal lb-core's `decide` in the internal scope; no packet went through
+/// the tc NAT; processes outside the cgroup are not translated.
+/// Privileged; bounded: about 40 requests with 5 s timeouts.
 #[test]
 fn ipv6_and_ipv4_mapped_sockets_are_connected_straight_to_backends() {
-    use lb_ebpf::abi::{SVC_F_AFFINITY, SVC_F_SOURCE_RANGES, SVC_F_TWO_SCOPES};
     use lb_testkit::topology::VIP_V6;
-    use std::net::{Ipv6Addr, SocketAddrV6};
+    use std::net::{IpAddr, Ipv6Addr};
 
     lb_testkit::require_privileges();
     let topo = Topology::new(2).expect("topology");
@@ -497,82 +397,92 @@ fn ipv6_and_ipv4_mapped_sockets_are_connected_straight_to_backends() {
     for b in &topo.backends {
         let tag = format!("be{}:", b.index + 1);
         let tag = tag.as_bytes();
-        for ip in [std::net::IpAddr::from(b.v4), b.v6.into()] {
+        for ip in [IpAddr::from(b.v4), b.v6.into()] {
             servers.push(EchoServer::tcp(&b.ns, SocketAddr::from((ip, 8080)), tag).unwrap());
             servers.push(EchoServer::udp(&b.ns, SocketAddr::from((ip, 5353)), tag).unwrap());
         }
     }
-    // IPv4 services through the reconciler (for the IPv4-mapped requests).
-    let services = [svc(
-        "default/web4",
-        &[
-            (format!("{VIP_V4}:80"), FrontendType::ClusterIp),
-            (format!("{VIP_V4}:53/UDP"), FrontendType::ClusterIp),
-        ],
+    let be = |suffix: &str, v4: bool| -> Vec<String> {
         topo.backends
             .iter()
-            .flat_map(|b| [format!("{}:8080", b.v4), format!("{}:5353/UDP", b.v4)])
-            .collect(),
-    )];
-    let node = NodeConfig::new("node-1", vec![topo.node_v4.into(), topo.node_v6.into()]);
-    let desired = DesiredState::build(&node, &services).unwrap();
-    let mut dp = EbpfDataplane::open(&pin_dir, &node).expect("open dataplane");
-    Reconciler::new()
-        .apply(&mut dp, &desired)
-        .expect("reconcile");
-
-    // IPv6 frontends, written directly.
-    let be6 = |port: u16| -> Vec<(u32, SocketAddrV6)> {
-        topo.backends
-            .iter()
-            .map(|b| {
-                let id = 0xf000 + b.index as u32 * 16 + u32::from(port % 16);
-                (id, SocketAddrV6::new(b.v6, port, 0, 0))
+            .flat_map(|b| {
+                let mut v = vec![format!("[{}]:{suffix}", b.v6)];
+                if v4 {
+                    v.push(format!("{}:{suffix}", b.v4));
+                }
+                v
             })
             .collect()
     };
-    let (tcp, udp) = (6u8, 17u8);
-    let fe = |addr: Ipv6Addr, port: u16, proto: u8, fe_type: u8, rev_nat: u32| v6::Frontend {
-        addr,
-        port,
-        proto,
-        fe_type,
-        rev_nat,
-        flags: 0,
-        scope: 0,
-        backends: be6(if proto == tcp { 8080 } else { 5353 }),
-    };
-    let (cluster_ip, node_port, load_balancer) = (0u8, 1u8, 2u8);
-    let lb6_vip = |n: u16| Ipv6Addr::new(0xfd00, 0xffff, 0, 0, 0, 0, 0, 0x20 + n);
-    let maps = dp.maps();
-    v6::program(maps, &fe(VIP_V6, 80, tcp, cluster_ip, 0xf001));
-    v6::program(
-        maps,
-        &fe(Ipv6Addr::UNSPECIFIED, 30080, tcp, node_port, 0xf002),
+    let vip6 = |n: u16| Ipv6Addr::new(0xfd00, 0xffff, 0, 0, 0, 0, 0, 0x20 + n);
+    let (local_np, sticky, mine, theirs, maglev) = (
+        SocketAddr::from((topo.node_v6, 30081)),
+        SocketAddr::from((vip6(2), 80)),
+        SocketAddr::from((vip6(3), 80)),
+        SocketAddr::from((vip6(4), 80)),
+        SocketAddr::from((vip6(5), 80)),
     );
-    v6::program(maps, &fe(VIP_V6, 53, udp, cluster_ip, 0xf003));
-    // Two scopes: the internal entry (the node's view) holds backend 1 only.
-    let mut two = fe(lb6_vip(1), 80, tcp, cluster_ip, 0xf004);
-    two.flags = SVC_F_TWO_SCOPES;
-    v6::program(maps, &two);
-    two.scope = 1;
-    two.flags = 0;
-    two.backends.truncate(1);
-    v6::program(maps, &two);
-    // Affinity: every connection of the node reaches one backend.
-    let mut sticky = fe(lb6_vip(2), 80, tcp, cluster_ip, 0xf005);
-    sticky.flags = SVC_F_AFFINITY;
-    v6::program(maps, &sticky);
-    // Source ranges: the node's address (an unbound socket's source) is
-    // inside `mine`, outside `theirs`.
-    let mut mine = fe(lb6_vip(3), 80, tcp, load_balancer, 0xf006);
-    mine.flags = SVC_F_SOURCE_RANGES;
-    v6::program(maps, &mine);
-    v6::allow(maps, 0xf006, topo.node_v6, 128);
-    let mut theirs = fe(lb6_vip(4), 80, tcp, load_balancer, 0xf007);
-    theirs.flags = SVC_F_SOURCE_RANGES;
-    v6::program(maps, &theirs);
-    v6::allow(maps, 0xf007, "fd00:99::".parse().unwrap(), 64);
+    let mut local = svc(
+        "default/local",
+        &[("[::]:30081".into(), FrontendType::NodePort)],
+        vec![],
+    );
+    for (b, node) in topo.backends.iter().zip(["node-1", "node-2"]) {
+        local
+            .backends
+            .push(BackendParams::new(format!("[{}]:8080", b.v6).parse().unwrap()).on_node(node));
+    }
+    local.int_traffic_policy = TrafficPolicy::Local;
+    let mut sticky_svc = svc(
+        "default/sticky",
+        &[(sticky.to_string(), FrontendType::ClusterIp)],
+        be("8080", false),
+    );
+    sticky_svc.session_affinity = SessionAffinity::ClientIp { timeout_secs: 300 };
+    let lb = |name: &str, addr: SocketAddr, range: &str| {
+        let mut s = svc(
+            name,
+            &[(addr.to_string(), FrontendType::LoadBalancer)],
+            be("8080", false),
+        );
+        s.source_ranges = vec![range.parse().unwrap()];
+        s
+    };
+    let mut maglev_svc = svc(
+        "default/maglev",
+        &[(maglev.to_string(), FrontendType::ClusterIp)],
+        be("8080", false),
+    );
+    maglev_svc.algorithm = Some(LbAlgorithm::Maglev);
+    let services = [
+        svc(
+            "default/web",
+            &[
+                (format!("[{VIP_V6}]:80"), FrontendType::ClusterIp),
+                ("[::]:30080".into(), FrontendType::NodePort),
+                (format!("{VIP_V4}:80"), FrontendType::ClusterIp),
+            ],
+            be("8080", true),
+        ),
+        svc(
+            "default/dns",
+            &[
+                (format!("[{VIP_V6}]:53/UDP"), FrontendType::ClusterIp),
+                (format!("{VIP_V4}:53/UDP"), FrontendType::ClusterIp),
+            ],
+            be("5353/UDP", true),
+        ),
+        local,
+        sticky_svc,
+        lb("default/mine", mine, &format!("{}/128", topo.node_v6)),
+        lb("default/theirs", theirs, "fd00:99::/64"),
+        maglev_svc,
+    ];
+    let node = NodeConfig::new("node-1", vec![topo.node_v6.into(), topo.node_v4.into()]);
+    let desired = DesiredState::build(&node, &services).unwrap();
+    let mut dp = EbpfDataplane::open(&pin_dir, &node).expect("open dataplane");
+    let mut rec = Reconciler::new();
+    rec.apply(&mut dp, &desired).expect("reconcile");
     let drops_before = dp.counters().unwrap().drops;
 
     let mapped = |p: u16| SocketAddr::from((VIP_V4.to_ipv6_mapped(), p));
@@ -594,9 +504,9 @@ fn ipv6_and_ipv4_mapped_sockets_are_connected_straight_to_backends() {
         assert!(line.starts_with(&want), "{kind} {addr}: {line}");
         assert!(line.ends_with(msg), "{kind} {addr}: {line}");
     }
-    // Translated at the socket: no CT entry of either family, one reverse
-    // entry per IPv6 socket (and per IPv4-mapped one in lb4_sock_rev), one
-    // new flow per socket.
+    // Translated at the socket: no CT entry of either family; reverse
+    // entries for the IPv6 sockets in lb6_sock_rev and for the mapped ones
+    // in lb4_sock_rev; one new flow per socket.
     assert_eq!(dp.maps().ct.keys().count(), 0, "no IPv4 CT entries");
     assert_eq!(dp.maps().ct6.keys().count(), 0, "no IPv6 CT entries");
     assert!(dp.maps().sock_rev6.keys().count() >= 5);
@@ -605,50 +515,49 @@ fn ipv6_and_ipv4_mapped_sockets_are_connected_straight_to_backends() {
     let flows: u64 = counters.backends.values().map(|s| s.new_flows).sum();
     assert_eq!(flows, targets.len() as u64, "{counters:?}");
 
-    // The internal scope, affinity and source ranges.
-    let two_scopes = SocketAddr::from((lb6_vip(1), 80));
-    let sticky = SocketAddr::from((lb6_vip(2), 80));
+    // The internal scope, affinity, Maglev and source ranges.
+    let cases: Vec<(SocketAddr, usize)> = vec![(local_np, 6), (sticky, 6), (maglev, 16)];
     let mut requests = Vec::new();
-    for _ in 0..6 {
-        requests.extend(req("tcp", two_scopes));
+    for (addr, n) in &cases {
+        for _ in 0..*n {
+            requests.extend(req("tcp", *addr));
+        }
     }
-    for _ in 0..6 {
-        requests.extend(req("tcp", sticky));
+    for addr in [mine, theirs] {
+        requests.extend(req("tcp", addr));
     }
-    requests.extend(req("tcp", SocketAddr::from((lb6_vip(3), 80))));
-    requests.extend(req("tcp", SocketAddr::from((lb6_vip(4), 80))));
     let lines = client(&topo.node, Some(cg.path()), &requests);
-    assert_eq!(lines.len(), 14, "{lines:?}");
+    assert_eq!(lines.len(), 6 + 6 + 16 + 2, "{lines:?}");
+    let reply = |l: &str| l.split(" reply=").nth(1).unwrap_or_default().to_owned();
+    // Internal traffic policy Local: the node reaches its own backend only.
     for line in &lines[..6] {
-        assert!(
-            line.starts_with(&format!("peer={two_scopes} reply=be1:")),
-            "internal scope: {lines:?}"
-        );
+        assert_eq!(line, &format!("peer={local_np} reply=be1:hi"), "{lines:?}");
     }
-    let first = lines[6]
-        .split(" reply=")
-        .nth(1)
-        .unwrap_or_default()
-        .to_owned();
+    // Affinity: every connection of the node reaches the first one's backend.
+    let first = reply(&lines[6]);
     assert!(first.starts_with("be"), "{lines:?}");
     for line in &lines[6..12] {
-        assert_eq!(
-            line,
-            &format!("peer={sticky} reply={first}"),
-            "affinity: {lines:?}"
-        );
+        assert_eq!(line, &format!("peer={sticky} reply={first}"), "{lines:?}");
     }
     let aff: Vec<_> = dp.maps().affinity6.keys().map(|k| k.unwrap()).collect();
     assert_eq!(aff.len(), 1, "{aff:?}");
     assert_eq!(aff[0].client, [0; 16], "the node is one client: {aff:?}");
-    assert_eq!(aff[0].rev_nat_index, 0xf005);
-    assert!(
-        lines[12].starts_with("peer=[fd00:ffff::23]:80 reply=be"),
+    // Maglev: random TCP selectors spread over both backends.
+    let answered: std::collections::BTreeSet<String> =
+        lines[12..28].iter().map(|l| reply(l)).collect();
+    assert_eq!(
+        answered,
+        ["be1:hi".to_string(), "be2:hi".to_string()].into(),
         "{lines:?}"
     );
-    // Outside the ranges: refused at connect (EPERM), not sent anywhere.
+    // Source ranges: inside (the node's IPv6 address) reaches a backend,
+    // outside is refused at connect (EPERM) and counted.
     assert!(
-        lines[13].starts_with("error=") && lines[13].contains("not permitted"),
+        lines[28].starts_with(&format!("peer={mine} reply=be")),
+        "{lines:?}"
+    );
+    assert!(
+        lines[29].starts_with("error=") && lines[29].contains("not permitted"),
         "{lines:?}"
     );
     let drops_after = dp.counters().unwrap().drops;
@@ -662,6 +571,31 @@ fn ipv6_and_ipv4_mapped_sockets_are_connected_straight_to_backends() {
         sr(&drops_before) + 1,
         "{drops_before:?} -> {drops_after:?}"
     );
+    // lb-core agrees (the internal scope: the node is the client, its
+    // source the node's IPv6 address).
+    for (addr, allowed, only) in [
+        (local_np, true, Some(topo.backends[0].v6)),
+        (mine, true, None),
+        (theirs, false, None),
+    ] {
+        let key = FlowKey {
+            src: topo.node_v6.into(),
+            dst: addr.ip(),
+            sport: 40000,
+            dport: addr.port(),
+            proto: L4Proto::Tcp,
+        };
+        let ctx = FlowContext {
+            now: 0,
+            entropy: 0,
+            scope: Scope::Internal,
+        };
+        let v = decide(rec.current(), &node, &mut FlowState::new(), &key, ctx);
+        assert_eq!(matches!(v, Verdict::Forward(_)), allowed, "{addr}: {v:?}");
+        if let (Some(ip), Verdict::Forward(f)) = (only, &v) {
+            assert_eq!(f.backend.addr, IpAddr::from(ip), "{addr}: {v:?}");
+        }
+    }
 
     // Outside the cgroup nothing is translated: the VIPs are not routed.
     let outside = client(
