@@ -50,26 +50,48 @@ static __always_inline void lb_count_backend(__u32 backend_id, __u32 bytes, bool
 	lb_count(&lb_be_stats, backend_id, bytes, new_flow);
 }
 
-/* A FIN or RST: the flow is closing. */
-static __always_inline bool lb_closing(const struct lb_pkt *p)
+/* A FIN or RST (TCP flags byte `f`): the flow is closing. */
+static __always_inline bool lb_tcp_closing(__u8 f)
 {
-	return p->tcp_flags & (LB_TCP_FIN | LB_TCP_RST);
+	return f & (LB_TCP_FIN | LB_TCP_RST);
 }
 
 /* A SYN without ACK: a new connection (reusing the tuple of a closed one). */
+static __always_inline bool lb_tcp_new_syn(__u8 f)
+{
+	return (f & (LB_TCP_SYN | LB_TCP_ACK)) == LB_TCP_SYN;
+}
+
+static __always_inline bool lb_closing(const struct lb_pkt *p)
+{
+	return lb_tcp_closing(p->tcp_flags);
+}
+
 static __always_inline bool lb_new_syn(const struct lb_pkt *p)
 {
-	return (p->tcp_flags & (LB_TCP_SYN | LB_TCP_ACK)) == LB_TCP_SYN;
+	return lb_tcp_new_syn(p->tcp_flags);
 }
 
 /* Records activity on a CT entry (at most one write per second) and a
- * FIN/RST. */
+ * FIN/RST. A macro so that it serves struct ct4_entry and ct6_entry (same
+ * field names); lb_ct_touch and lb6_ct_touch are its typed forms. */
+#define LB_CT_TOUCH(ct, now, closing)                                                          \
+	do {                                                                                   \
+		if ((ct)->last_seen != (now))                                                  \
+			(ct)->last_seen = (now);                                               \
+		/* benign race: flags only gain bits */                                        \
+		if ((closing) && !((ct)->flags & LB_CT_F_CLOSING))                             \
+			(ct)->flags |= LB_CT_F_CLOSING;                                        \
+	} while (0)
+
 static __always_inline void lb_ct_touch(struct ct4_entry *ct, __u64 now, bool closing)
 {
-	if (ct->last_seen != now)
-		ct->last_seen = now;
-	if (closing && !(ct->flags & LB_CT_F_CLOSING))
-		ct->flags |= LB_CT_F_CLOSING; /* benign race: flags only gain bits */
+	LB_CT_TOUCH(ct, now, closing);
+}
+
+static __always_inline void lb6_ct_touch(struct ct6_entry *ct, __u64 now, bool closing)
+{
+	LB_CT_TOUCH(ct, now, closing);
 }
 
 /* True when an established packet that does not close may skip refreshing
@@ -79,9 +101,19 @@ static __always_inline void lb_ct_touch(struct ct4_entry *ct, __u64 now, bool cl
  * refreshes them when the coarse second changed, or when it closes). An
  * entry the LRU evicted meanwhile is recreated within a second. Saves
  * one hash lookup per packet of a busy flow. Read before lb_ct_touch. */
+static __always_inline bool lb_ct_fresh_at(__u64 last_seen, __u64 now, bool closing)
+{
+	return !closing && last_seen == now;
+}
+
 static __always_inline bool lb_ct_fresh(const struct ct4_entry *ct, __u64 now, bool closing)
 {
-	return !closing && ct->last_seen == now;
+	return lb_ct_fresh_at(ct->last_seen, now, closing);
+}
+
+static __always_inline bool lb6_ct_fresh(const struct ct6_entry *ct, __u64 now, bool closing)
+{
+	return lb_ct_fresh_at(ct->last_seen, now, closing);
 }
 
 /* Marks the CT entry under `k` closing, if any. */
@@ -91,6 +123,14 @@ static __always_inline void lb_ct_close(const struct ct4_key *k, __u64 now)
 
 	if (ct)
 		lb_ct_touch(ct, now, true);
+}
+
+static __always_inline void lb6_ct_close(const struct ct6_key *k, __u64 now)
+{
+	struct ct6_entry *ct = bpf_map_lookup_elem(&lb6_ct, k);
+
+	if (ct)
+		lb6_ct_touch(ct, now, true);
 }
 
 /* The backend of a new flow: a fresh, selectable affinity entry, else
@@ -118,6 +158,34 @@ static __always_inline __u32 lb_choose_backend(const struct lb_config *cfg,
 		else
 			backend_id = lb_select_random(key, count, total_weight, flags,
 						      bpf_get_prandom_u32());
+	}
+	return backend_id;
+}
+
+/* lb_choose_backend for an IPv6 flow (Maglev hashes the IPv6 5-tuple,
+ * lb_flow_hash6; the Maglev tables are shared, keyed by service id). */
+static __always_inline __u32 lb6_choose_backend(const struct lb_config *cfg,
+						const struct lb6_key *key,
+						const struct lb6_affinity_key *ak,
+						const struct lb_pkt6 *p, __u32 rev_nat, __u16 flags,
+						__u16 count, __u32 timeout, __u32 total_weight,
+						__u64 now, __u32 hint)
+{
+	__u32 backend_id = 0;
+
+	if (flags & LB_SVC_F_AFFINITY)
+		backend_id = lb_affinity_backend6(ak, key, count, timeout, now);
+	if (!backend_id)
+		backend_id = hint;
+	if (!backend_id) {
+		if (flags & LB_SVC_F_MAGLEV)
+			backend_id = lb_select_maglev(
+				cfg, rev_nat,
+				lb_flow_hash6(&p->saddr, &p->daddr, p->sport, p->dport, p->proto,
+					      cfg ? cfg->maglev_seed : 0));
+		else
+			backend_id = lb_select_random6(key, count, total_weight, flags,
+						       bpf_get_prandom_u32());
 	}
 	return backend_id;
 }

@@ -99,145 +99,179 @@ static __always_inline int lb_fib_redirect(struct __sk_buff *skb, __be32 saddr, 
 	return TC_ACT_OK;
 }
 
-/* The reply key of a SNATed flow: backend -> node IP:port. */
-static __always_inline void lb_snat_key(struct ct4_key *k, __be32 be_addr, __be16 be_port,
-					__be32 node, __be16 port, __u8 proto)
+#ifndef AF_INET6
+#define AF_INET6 10
+#endif
+
+/* The IPv6 SNAT address: the node's first IPv6 address (node_ip_like for an
+ * IPv6 backend). False (and `out` untouched) when the node has none. */
+static __always_inline bool lb6_snat_addr(const struct lb_config *cfg, struct in6_addr *out)
 {
-	k->saddr = be_addr;
-	k->daddr = node;
-	k->sport = be_port;
-	k->dport = port;
-	k->proto = proto;
-	k->dir = LB_CT_SERVICE;
-	k->pad[0] = 0;
-	k->pad[1] = 0;
+	if (!cfg || cfg->node_ip6_count == 0)
+		return false;
+	*out = cfg->node_ips6[0];
+	return true;
 }
 
-/* An established SNATed flow's packet: keeps its reverse entry fresh, and
- * recreates it when the LRU evicted it. Shared by tc and XDP. */
-static __always_inline void lb_snat_refresh(const struct lb_pkt *p, __be32 be_addr,
-					    __be16 be_port, __be32 node, __be16 snat_port,
-					    __u32 rev_nat, __u64 now)
+/* lb_fib for IPv6. */
+static __always_inline long lb6_fib(struct __sk_buff *skb, struct bpf_fib_lookup *fib,
+				    const struct in6_addr *saddr, const struct in6_addr *daddr,
+				    __u8 proto)
 {
-	struct ct4_key rk = {};
-	struct lb4_snat_entry *e;
-
-	lb_snat_key(&rk, be_addr, be_port, node, snat_port, p->proto);
-	e = bpf_map_lookup_elem(&lb4_snat, &rk);
-	if (e) {
-		if (e->last_seen != now)
-			e->last_seen = now;
-	} else {
-		struct lb4_snat_entry rev = {
-			.client_addr = p->saddr,
-			.frontend_addr = p->daddr,
-			.client_port = p->sport,
-			.frontend_port = p->dport,
-			.rev_nat_index = rev_nat,
-			.last_seen = now,
-		};
-
-		bpf_map_update_elem(&lb4_snat, &rk, &rev, BPF_ANY);
-	}
+	fib->family = AF_INET6;
+	fib->l4_protocol = proto;
+	fib->tot_len = skb->gso_size ? 0 : (__u16)(skb->len - ETH_HLEN);
+	__builtin_memcpy(fib->ipv6_src, saddr, sizeof(fib->ipv6_src));
+	__builtin_memcpy(fib->ipv6_dst, daddr, sizeof(fib->ipv6_dst));
+	fib->ifindex = skb->ingress_ifindex ? skb->ingress_ifindex : skb->ifindex;
+	return bpf_fib_lookup(skb, fib, sizeof(*fib), 0);
 }
 
-/* True when SNAT entry `e` was written for the same client flow as `rev`. */
-static __always_inline bool lb_snat_same_flow(const struct lb4_snat_entry *e,
-					      const struct lb4_snat_entry *rev)
+/* lb_route_is_ours for IPv6 (a function of its own: its own stack frame,
+ * as IPv6 flows' state is wider; so is lb6_fib_redirect). */
+static __noinline __attribute__((unused)) bool lb6_route_is_ours(struct __sk_buff *skb,
+					      const struct in6_addr *saddr,
+					      const struct in6_addr *daddr, __u8 proto)
 {
-	return e->client_addr == rev->client_addr && e->client_port == rev->client_port &&
-	       e->frontend_addr == rev->frontend_addr && e->frontend_port == rev->frontend_port;
+	struct bpf_fib_lookup fib = {};
+	long rc = lb6_fib(skb, &fib, saddr, daddr, proto);
+	__u32 ifindex;
+
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
+		return false;
+	ifindex = fib.ifindex;
+	return bpf_map_lookup_elem(&lb_devices, &ifindex) != NULL;
 }
 
-/* Allocates a node source port for a new flow to (be_addr, be_port) and
- * records the reverse entry. The client's port is tried first when it is in
- * range, then random ones (Cilium's scheme). An entry outlives its flow by
- * TIME_WAIT (gc.rs, CtTimeouts::time_wait), so no other flow gets the tuple
- * while the backend may hold it; the same client flow takes its own entry
- * over (its SYN is newer than what the backend saw). Returns 0 when every
- * try collided. */
-static __always_inline __be16 lb_snat_alloc(const struct lb_config *cfg, __be32 node,
-					    __be32 be_addr, __be16 be_port, __u8 proto,
-					    const struct lb4_snat_entry *rev, __be16 client_port)
+/* lb_fib_redirect for IPv6. */
+static __noinline __attribute__((unused)) int lb6_fib_redirect(struct __sk_buff *skb, const struct in6_addr *saddr,
+					    const struct in6_addr *daddr, __u8 proto)
 {
-	struct ct4_key k = {};
-	__u16 min, max, port = bpf_ntohs(client_port);
-	__u32 span;
+	struct bpf_fib_lookup fib = {};
+	long rc = lb6_fib(skb, &fib, saddr, daddr, proto);
 
-	lb_snat_range(cfg, &min, &max);
-	span = (__u32)max - min + 1;
-	if (port < min || port > max) {
-		port = min + bpf_get_prandom_u32() % span;
-	} else {
-		struct lb4_snat_entry *cur;
+	if (rc == BPF_FIB_LKUP_RET_FRAG_NEEDED)
+		return LB_FIB_TOO_BIG;
+	if (rc == BPF_FIB_LKUP_RET_SUCCESS) {
+		if (bpf_skb_store_bytes(skb, 0, fib.dmac, ETH_ALEN, 0) < 0 ||
+		    bpf_skb_store_bytes(skb, ETH_ALEN, fib.smac, ETH_ALEN, 0) < 0)
+			return TC_ACT_SHOT;
+		return bpf_redirect(fib.ifindex, 0);
+	}
+	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
+		struct bpf_redir_neigh nh = { .nh_family = AF_INET6 };
 
-		lb_snat_key(&k, be_addr, be_port, node, client_port, proto);
-		cur = bpf_map_lookup_elem(&lb4_snat, &k);
-		if (cur && lb_snat_same_flow(cur, rev) &&
-		    bpf_map_update_elem(&lb4_snat, &k, rev, BPF_ANY) == 0)
-			return client_port;
+		__builtin_memcpy(nh.ipv6_nh, fib.ipv6_dst, sizeof(nh.ipv6_nh));
+		return bpf_redirect_neigh(fib.ifindex, &nh, sizeof(nh), 0);
 	}
-	for (int i = 0; i < LB_SNAT_TRIES; i++) {
-		lb_snat_key(&k, be_addr, be_port, node, bpf_htons(port), proto);
-		if (bpf_map_update_elem(&lb4_snat, &k, rev, BPF_NOEXIST) == 0)
-			return bpf_htons(port);
-		port = min + bpf_get_prandom_u32() % span;
-	}
-	return 0;
+	return TC_ACT_OK;
 }
 
-/* Reverse SNAT + reverse DNAT of a reply from a remote backend, then a
- * redirect towards the client. Returns -1 when the packet is not one. */
-static __always_inline int lb_snat_reply(struct __sk_buff *skb, const struct lb_config *cfg,
-					 const struct lb_pkt *p, __u64 now)
-{
-	struct ct4_key k = {};
-	struct lb4_snat_entry *e;
-	struct lb4_reverse_nat *rn;
-	__be32 node = lb_snat_addr(cfg), client, fe_addr;
-	__be16 client_port, fe_port;
-	__u16 min, max, dport = bpf_ntohs(p->dport);
-	__u32 rev_nat;
-	int rc;
+/* Equality of two addresses of one family, by value. */
+#define LB_ADDR4_EQ(a, b) ((a) == (b))
+#define LB_ADDR6_EQ(a, b) lb6_addr_eq(&(a), &(b))
 
-	lb_snat_range(cfg, &min, &max);
-	if (!node || p->daddr != node || dport < min || dport > max)
-		return -1;
-	lb_snat_key(&k, p->saddr, p->sport, node, p->dport, p->proto);
-	e = bpf_map_lookup_elem(&lb4_snat, &k);
-	if (!e)
-		return -1;
-	if (e->last_seen != now)
-		e->last_seen = now;
-	client = e->client_addr;
-	client_port = e->client_port;
-	fe_addr = e->frontend_addr;
-	fe_port = e->frontend_port;
-	rev_nat = e->rev_nat_index;
-	if (p->tcp_flags & (LB_TCP_FIN | LB_TCP_RST)) {
-		/* The backend closes: so does the client's CT entry. */
-		struct ct4_key ck = {
-			.saddr = client, .daddr = fe_addr, .sport = client_port,
-			.dport = fe_port, .proto = p->proto, .dir = LB_CT_SERVICE,
-		};
-		struct ct4_entry *ct = bpf_map_lookup_elem(&lb4_ct, &ck);
+/* The SNAT state of a flow is the same for both families but for the
+ * address type and the maps; LB_DEFINE_SNAT defines for one family:
+ *   lb_snat_key<sfx>: the reply key of a SNATed flow (backend -> node
+ *     IP:port, dir LB_CT_SERVICE);
+ *   lb_snat_refresh<sfx>: an established SNATed flow's packet keeps its
+ *     reverse entry fresh, and recreates it when the LRU evicted it
+ *     (shared by tc and XDP);
+ *   lb_snat_same_flow<sfx>: true when SNAT entry `e` was written for the
+ *     same client flow as `rev`;
+ *   lb_snat_alloc<sfx>: allocates a node source port for a new flow to
+ *     (be_addr, be_port) and records the reverse entry. The client's port
+ *     is tried first when it is in range, then random ones (Cilium's
+ *     scheme). An entry outlives its flow by TIME_WAIT (gc.rs,
+ *     CtTimeouts::time_wait), so no other flow gets the tuple while the
+ *     backend may hold it; the same client flow takes its own entry over
+ *     (its SYN is newer than what the backend saw). Returns 0 when every
+ *     try collided. */
+#define LB_DEFINE_SNAT(sfx, addr_t, ct_key_t, snat_entry_t, pkt_t, snat_map, eq)               \
+	static __always_inline void lb_snat_key##sfx(ct_key_t *k, addr_t be_addr,             \
+						     __be16 be_port, addr_t node, __be16 port, \
+						     __u8 proto)                               \
+	{                                                                                      \
+		k->saddr = be_addr;                                                            \
+		k->daddr = node;                                                               \
+		k->sport = be_port;                                                            \
+		k->dport = port;                                                               \
+		k->proto = proto;                                                              \
+		k->dir = LB_CT_SERVICE;                                                        \
+		k->pad[0] = 0;                                                                 \
+		k->pad[1] = 0;                                                                 \
+	}                                                                                      \
+                                                                                               \
+	static __always_inline void lb_snat_refresh##sfx(const pkt_t *p, addr_t be_addr,      \
+							 __be16 be_port, addr_t node,          \
+							 __be16 snat_port, __u32 rev_nat,      \
+							 __u64 now)                            \
+	{                                                                                      \
+		ct_key_t rk = {};                                                              \
+		snat_entry_t *e;                                                               \
+                                                                                               \
+		lb_snat_key##sfx(&rk, be_addr, be_port, node, snat_port, p->proto);            \
+		e = bpf_map_lookup_elem(&snat_map, &rk);                                       \
+		if (e) {                                                                       \
+			if (e->last_seen != now)                                               \
+				e->last_seen = now;                                            \
+		} else {                                                                       \
+			snat_entry_t rev = {                                                   \
+				.client_addr = p->saddr,                                       \
+				.frontend_addr = p->daddr,                                     \
+				.client_port = p->sport,                                       \
+				.frontend_port = p->dport,                                     \
+				.rev_nat_index = rev_nat,                                      \
+				.last_seen = now,                                              \
+			};                                                                     \
+                                                                                               \
+			bpf_map_update_elem(&snat_map, &rk, &rev, BPF_ANY);                    \
+		}                                                                              \
+	}                                                                                      \
+                                                                                               \
+	static __always_inline bool lb_snat_same_flow##sfx(const snat_entry_t *e,             \
+							   const snat_entry_t *rev)            \
+	{                                                                                      \
+		return eq(e->client_addr, rev->client_addr) &&                                 \
+		       e->client_port == rev->client_port &&                                   \
+		       eq(e->frontend_addr, rev->frontend_addr) &&                             \
+		       e->frontend_port == rev->frontend_port;                                 \
+	}                                                                                      \
+                                                                                               \
+	static __always_inline __be16 lb_snat_alloc##sfx(                                      \
+		const struct lb_config *cfg, addr_t node, addr_t be_addr, __be16 be_port,      \
+		__u8 proto, const snat_entry_t *rev, __be16 client_port)                       \
+	{                                                                                      \
+		ct_key_t k = {};                                                               \
+		__u16 min, max, port = bpf_ntohs(client_port);                                 \
+		__u32 span;                                                                    \
+                                                                                               \
+		lb_snat_range(cfg, &min, &max);                                                \
+		span = (__u32)max - min + 1;                                                   \
+		if (port < min || port > max) {                                                \
+			port = min + bpf_get_prandom_u32() % span;                             \
+		} else {                                                                       \
+			snat_entry_t *cur;                                                     \
+                                                                                               \
+			lb_snat_key##sfx(&k, be_addr, be_port, node, client_port, proto);      \
+			cur = bpf_map_lookup_elem(&snat_map, &k);                              \
+			if (cur && lb_snat_same_flow##sfx(cur, rev) &&                         \
+			    bpf_map_update_elem(&snat_map, &k, rev, BPF_ANY) == 0)             \
+				return client_port;                                            \
+		}                                                                              \
+		for (int i = 0; i < LB_SNAT_TRIES; i++) {                                      \
+			lb_snat_key##sfx(&k, be_addr, be_port, node, bpf_htons(port), proto);  \
+			if (bpf_map_update_elem(&snat_map, &k, rev, BPF_NOEXIST) == 0)         \
+				return bpf_htons(port);                                        \
+			port = min + bpf_get_prandom_u32() % span;                             \
+		}                                                                              \
+		return 0;                                                                      \
+	}
 
-		if (ct && !(ct->flags & LB_CT_F_CLOSING))
-			ct->flags |= LB_CT_F_CLOSING; /* benign race: flags only gain bits */
-	}
-	rn = bpf_map_lookup_elem(&lb4_reverse_nat, &rev_nat);
-	if (rn && rn->address != 0) {
-		fe_addr = rn->address;
-		fe_port = rn->port;
-	}
-	if (lb_rewrite(skb, p, LB_IP_DADDR_OFF, p->daddr, client, p->l4_off + 2, p->dport,
-		       client_port) < 0 ||
-	    lb_rewrite(skb, p, LB_IP_SADDR_OFF, p->saddr, fe_addr, p->l4_off, p->sport, fe_port) < 0)
-		return TC_ACT_SHOT;
-	/* Too big for the client's route: the stack's forwarding has the
-	 * last word (as before the MTU was checked here). */
-	rc = lb_fib_redirect(skb, fe_addr, client, p->proto);
-	return rc == LB_FIB_TOO_BIG ? TC_ACT_OK : rc;
-}
+LB_DEFINE_SNAT(, __be32, struct ct4_key, struct lb4_snat_entry, struct lb_pkt, lb4_snat,
+	       LB_ADDR4_EQ)
+LB_DEFINE_SNAT(6, struct in6_addr, struct ct6_key, struct lb6_snat_entry, struct lb_pkt6,
+	       lb6_snat, LB_ADDR6_EQ)
 
 #endif /* LB_SNAT_H */

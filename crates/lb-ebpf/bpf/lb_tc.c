@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
 /*
- * lb_tc.c: tc programs for the client-facing devices (IPv4).
+ * lb_tc.c: tc programs for the client-facing devices (IPv4 and IPv6).
  *
  * lb_tc_ingress: reverse SNAT of replies from remote backends, and of ICMP
  * errors about SNATed flows (lb_icmp.h); frontend
@@ -16,13 +16,20 @@
  * lb_tc_egress: reverse NAT of replies of tracked (non-SNAT) flows, and
  * of ICMP errors about them (lb_icmp.h).
  *
- * The decision order is lb_core::flow::decide's; tests/prog_run.rs compares.
+ * IPv6 (lb6_* maps) has the same semantics, written once for both families
+ * in lb_tc_fam.h, with two exceptions for now: no DSR (IPv6 flows to remote
+ * backends are SNATed in every mode, as lb_core::flow::egress decides) and
+ * no ICMPv6 error translation (ICMPv6 passes untouched).
+ *
+ * The decision order is lb_core::flow::decide's; tests/prog_run.rs and
+ * tests/prog_run_v6.rs compare.
  * With XDP acceleration (lb_xdp.c) external flows to remote backends are
  * handled before tc; for a new flow lb_xdp passes up, tc takes the backend
  * it chose (lb_flow.h, struct lb_xdp_meta).
  */
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>
+#include <linux/if_ether.h>
 #include <stdbool.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
@@ -44,293 +51,229 @@ static __always_inline int lb_drop(__u32 reason)
 	return TC_ACT_SHOT;
 }
 
+/* ---- IPv4 ---- */
+#define LBF(name) name##4
+#define LBF_PKT struct lb_pkt
+#define LBF_ADDR __be32
+#define LBF_ADDR_NONE 0
+#define LBF_KEY struct lb4_key
+#define LBF_CT_KEY struct ct4_key
+#define LBF_CT_ENTRY struct ct4_entry
+#define LBF_AFF_KEY struct lb4_affinity_key
+#define LBF_SNAT_ENTRY struct lb4_snat_entry
+#define LBF_BACKEND struct lb4_backend
+#define LBF_REV_NAT struct lb4_reverse_nat
+#define LBF_CT_MAP lb4_ct
+#define LBF_BACKENDS_MAP lb4_backends
+#define LBF_AFFINITY_MAP lb4_affinity
+#define LBF_SNAT_MAP lb4_snat
+#define LBF_REV_NAT_MAP lb4_reverse_nat
+#define LBF_PARSE lb_parse4
+#define LBF_IS_SET(a) ((a) != 0)
+#define LBF_EQ LB_ADDR4_EQ
+#define LBF_SNAT_ADDR(cfg, out) (((out) = lb_snat_addr(cfg)) != 0)
+#define LBF_LOOKUP_FRONTEND(key, cfg, p)                                                          \
+	lb_lookup_frontend(key, cfg, (p)->daddr, (p)->dport, (p)->proto, 0)
+#define LBF_SRC_RANGE_OK(rev_nat, saddr) lb4_src_range_ok(rev_nat, saddr)
+#define LBF_CHOOSE_BACKEND lb_choose_backend
+#define LBF_DSR_APPLIES lb_dsr_applies
+#define LBF_ROUTE_IS_OURS lb_route_is_ours
+#define LBF_FIB_REDIRECT lb_fib_redirect
+#define LBF_SNAT_ALLOC lb_snat_alloc
+#define LBF_SNAT_REFRESH lb_snat_refresh
+#define LBF_SNAT_KEY lb_snat_key
+#define LBF_CT_REPLY_INSERT lb_ct_reply_insert
+#define LBF_CT_TOUCH lb_ct_touch
+#define LBF_CT_FRESH lb_ct_fresh
+#define LBF_CT_CLOSE lb_ct_close
+#define LBF_FLOW_HASH(p, seed)                                                                    \
+	lb_flow_hash4((p)->saddr, (p)->daddr, (p)->sport, (p)->dport, (p)->proto, seed)
+#define LBF_REWRITE_SRC(skb, p, old, new, old_port, new_port)                                     \
+	lb_rewrite(skb, p, LB_IP_SADDR_OFF, old, new, (p)->l4_off, old_port, new_port)
+#define LBF_REWRITE_DST(skb, p, old, new, old_port, new_port)                                     \
+	lb_rewrite(skb, p, LB_IP_DADDR_OFF, old, new, (p)->l4_off + 2, old_port, new_port)
+#define LBF_INGRESS_OTHER lb_ingress_other4
+#define LBF_EGRESS_OTHER lb_egress_other4
+#define LBF_HAS_DSR 1
+#define LBF_SUBFN __always_inline
+
+/* The ingress program's per-packet state: on the stack. */
+struct lb4_tc_state {
+	struct lb_pkt p;
+	struct lb4_key key;
+	struct ct4_key ck;
+	struct ct4_entry ct_val;
+	struct lb4_affinity_key ak;
+};
+#define LBF_STATE struct lb4_tc_state
+#define LBF_STATE_DECL(st) struct lb4_tc_state st##_local = {}, *st = &st##_local
+
+static __always_inline bool lb4_src_range_ok(__u32 rev_nat, __be32 saddr)
+{
+	struct lb4_src_range_key rk = {
+		.prefixlen = 64, .rev_nat_index = rev_nat, .addr = saddr,
+	};
+
+	return bpf_map_lookup_elem(&lb4_src_range, &rk) != NULL;
+}
+
+/* An IPv4 packet lb_parse4 ignores: ICMP errors about a SNATed flow, for
+ * the node. */
+static __always_inline int lb_ingress_other4(struct __sk_buff *skb, const struct lb_config *cfg)
+{
+	int rc = lb_icmp_error_snat(skb, cfg);
+
+	if (rc < 0)
+		return TC_ACT_OK;
+	return rc == TC_ACT_SHOT ? lb_drop(LB_DROP_REWRITE) : rc;
+}
+
+/* ICMP errors about a DNATed flow, from its backend. */
+static __always_inline int lb_egress_other4(struct __sk_buff *skb)
+{
+	if (lb_icmp_error_rev(skb) == TC_ACT_SHOT)
+		return lb_drop(LB_DROP_REWRITE);
+	return TC_ACT_OK;
+}
+
+#include "lb_tc_fam.h"
+#include "lb_tc_unfam.h"
+
+/* ---- IPv6 ---- */
+#define LBF(name) name##6
+#define LBF_PKT struct lb_pkt6
+#define LBF_ADDR struct in6_addr
+#define LBF_ADDR_NONE {}
+#define LBF_KEY struct lb6_key
+#define LBF_CT_KEY struct ct6_key
+#define LBF_CT_ENTRY struct ct6_entry
+#define LBF_AFF_KEY struct lb6_affinity_key
+#define LBF_SNAT_ENTRY struct lb6_snat_entry
+#define LBF_BACKEND struct lb6_backend
+#define LBF_REV_NAT struct lb6_reverse_nat
+#define LBF_CT_MAP lb6_ct
+#define LBF_BACKENDS_MAP lb6_backends
+#define LBF_AFFINITY_MAP lb6_affinity
+#define LBF_SNAT_MAP lb6_snat
+#define LBF_REV_NAT_MAP lb6_reverse_nat
+#define LBF_PARSE lb_parse6
+#define LBF_IS_SET(a) (!lb6_addr_is_zero(&(a)))
+#define LBF_EQ LB_ADDR6_EQ
+#define LBF_SNAT_ADDR(cfg, out) lb6_snat_addr(cfg, &(out))
+#define LBF_LOOKUP_FRONTEND(key, cfg, p)                                                          \
+	lb6_lookup_frontend(key, cfg, &(p)->daddr, (p)->dport, (p)->proto, 0)
+#define LBF_SRC_RANGE_OK(rev_nat, saddr) lb6_src_range_ok(rev_nat, &(saddr))
+#define LBF_CHOOSE_BACKEND lb6_choose_backend
+/* No IPv6 DSR (IPv6-in-IPv6) yet: lb_core::flow::egress SNATs IPv6 flows
+ * to remote backends in every mode, and so does this program. */
+#define LBF_DSR_APPLIES lb6_dsr_applies
+#define LBF_ROUTE_IS_OURS(skb, saddr, daddr, proto) lb6_route_is_ours(skb, &(saddr), &(daddr), proto)
+#define LBF_FIB_REDIRECT(skb, saddr, daddr, proto) lb6_fib_redirect(skb, &(saddr), &(daddr), proto)
+#define LBF_SNAT_ALLOC lb_snat_alloc6
+#define LBF_SNAT_REFRESH lb_snat_refresh6
+#define LBF_SNAT_KEY lb_snat_key6
+#define LBF_CT_REPLY_INSERT lb_ct_reply_insert6
+#define LBF_CT_TOUCH lb6_ct_touch
+#define LBF_CT_FRESH lb6_ct_fresh
+#define LBF_CT_CLOSE lb6_ct_close
+#define LBF_FLOW_HASH(p, seed)                                                                    \
+	lb_flow_hash6(&(p)->saddr, &(p)->daddr, (p)->sport, (p)->dport, (p)->proto, seed)
+#define LBF_REWRITE_SRC(skb, p, old, new, old_port, new_port)                                     \
+	lb_rewrite6(skb, p, LB_IP6_SADDR_OFF, &(old), &(new), (p)->l4_off, old_port, new_port)
+#define LBF_REWRITE_DST(skb, p, old, new, old_port, new_port)                                     \
+	lb_rewrite6(skb, p, LB_IP6_DADDR_OFF, &(old), &(new), (p)->l4_off + 2, old_port, new_port)
+/* ICMPv6 (errors included) passes untouched: no translation yet. */
+#define LBF_INGRESS_OTHER(skb, cfg) TC_ACT_OK
+#define LBF_EGRESS_OTHER(skb) TC_ACT_OK
+#define LBF_HAS_DSR 0
+#define LBF_SUBFN __noinline
+
+/* The IPv6 ingress program's per-packet state is too wide for the stack
+ * (the verifier's 512 bytes for a whole call chain): it lives in a per-CPU
+ * scratch entry, cleared for every packet. The map is this object's own
+ * (not pinned, not part of the ABI). */
+struct lb6_tc_state {
+	struct lb_pkt6 p;
+	struct lb6_key key;
+	struct ct6_key ck;
+	struct ct6_entry ct_val;
+	struct lb6_affinity_key ak;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct lb6_tc_state);
+	__uint(max_entries, 1);
+} lb6_tc_scratch SEC(".maps");
+
+static __always_inline struct lb6_tc_state *lb6_tc_state(void)
+{
+	__u32 zero = 0;
+	struct lb6_tc_state *st = bpf_map_lookup_elem(&lb6_tc_scratch, &zero);
+
+	if (st)
+		__builtin_memset(st, 0, sizeof(*st));
+	return st;
+}
+#define LBF_STATE struct lb6_tc_state
+#define LBF_STATE_DECL(st) struct lb6_tc_state *st = lb6_tc_state()
+
+static __always_inline bool lb6_dsr_applies(const struct lb_config *cfg, __u8 proto,
+					    __u8 fe_type)
+{
+	return false;
+}
+
+static __always_inline bool lb6_src_range_ok(__u32 rev_nat, const struct in6_addr *saddr)
+{
+	struct lb6_src_range_key rk = {
+		.prefixlen = 32 + 128, .rev_nat_index = rev_nat, .addr = *saddr,
+	};
+
+	return bpf_map_lookup_elem(&lb6_src_range, &rk) != NULL;
+}
+
+#include "lb_tc_fam.h"
+#include "lb_tc_unfam.h"
+
+/* Each family's program body is a function of its own with its own stack
+ * frame: the verifier bounds the frames of a call chain together (512
+ * bytes), and an IPv6 flow's state is wider. */
+static __noinline int lb_tc_ingress4_fn(struct __sk_buff *skb)
+{
+	return lb_tc_ingress4(skb);
+}
+
+static __noinline int lb_tc_ingress6_fn(struct __sk_buff *skb)
+{
+	return lb_tc_ingress6(skb);
+}
+
+static __noinline int lb_tc_egress4_fn(struct __sk_buff *skb)
+{
+	return lb_tc_egress4(skb);
+}
+
+static __noinline int lb_tc_egress6_fn(struct __sk_buff *skb)
+{
+	return lb_tc_egress6(skb);
+}
+
 SEC("classifier")
 int lb_tc_ingress(struct __sk_buff *skb)
 {
-	struct lb_pkt p = {};
-	struct lb4_key key = {};
-	struct ct4_key ck = {};
-	struct ct4_entry ct_val = {};
-	struct lb4_affinity_key ak = {};
-	struct lb4_service *svc;
-	struct lb4_backend *be = NULL;
-	struct ct4_entry *ct;
-	const struct lb_config *cfg;
-	__u32 zero = 0, backend_id = 0, timeout, total_weight;
-	__be32 be_addr, node = 0;
-	__be16 be_port, snat_port = 0;
-	__u32 rev_nat;
-	__u16 flags, count;
-	__u64 now = 0;
-	bool new_flow = false, snat = false, dsr = false, portmap = false, fresh = false;
-	__u8 be_flags, fe_type;
-	int rc;
-
-	cfg = bpf_map_lookup_elem(&lb_config, &zero);
-	switch (lb_parse4(skb, &p)) {
-	case LB_PARSE_OK:
-		break;
-	case LB_PARSE_MALFORMED:
-		return lb_drop(LB_DROP_MALFORMED);
-	default:
-		/* ICMP errors about a SNATed flow, for the node. */
-		rc = lb_icmp_error_snat(skb, cfg);
-		if (rc < 0)
-			return TC_ACT_OK;
-		return rc == TC_ACT_SHOT ? lb_drop(LB_DROP_REWRITE) : rc;
-	}
-	now = lb_now_secs();
-	/* Replies of SNATed flows come back to the node IP. */
-	rc = lb_snat_reply(skb, cfg, &p, now);
-	if (rc >= 0)
-		return rc == TC_ACT_SHOT ? lb_drop(LB_DROP_REWRITE) : rc;
-	/* The client-facing device carries external traffic. */
-	svc = lb_lookup_frontend(&key, cfg, p.daddr, p.dport, p.proto, 0);
-	if (!svc)
-		return TC_ACT_OK;
-	lb_svc_load(svc, &rev_nat, &flags, &count, &timeout, &total_weight);
-	fe_type = svc->fe_type;
-
-	if (flags & LB_SVC_F_SOURCE_RANGES) {
-		struct lb4_src_range_key rk = {
-			.prefixlen = 64, .rev_nat_index = rev_nat, .addr = p.saddr,
-		};
-
-		if (!bpf_map_lookup_elem(&lb4_src_range, &rk))
-			return lb_drop(LB_DROP_SOURCE_RANGE);
-	}
-
-	/* An established flow keeps its backend while the backend exists. */
-	ck.saddr = p.saddr;
-	ck.daddr = p.daddr;
-	ck.sport = p.sport;
-	ck.dport = p.dport;
-	ck.proto = p.proto;
-	ck.dir = LB_CT_SERVICE;
-	ct = bpf_map_lookup_elem(&lb4_ct, &ck);
-	/* A new SYN on the tuple of a closed connection starts over. */
-	if (ct && ct->rev_nat_index == rev_nat &&
-	    !((ct->flags & LB_CT_F_CLOSING) && lb_new_syn(&p))) {
-		backend_id = ct->backend_id;
-		snat = ct->flags & LB_CT_F_SNAT;
-		dsr = ct->flags & LB_CT_F_DSR;
-		portmap = ct->flags & LB_CT_F_PORTMAP;
-		snat_port = ct->snat_port;
-		be = bpf_map_lookup_elem(&lb4_backends, &backend_id);
-	}
-	if (!be) {
-		if (ct)
-			bpf_map_delete_elem(&lb4_ct, &ck);
-		backend_id = 0;
-		snat = false;
-		dsr = false;
-		portmap = false;
-		ak.client = p.saddr;
-		ak.rev_nat_index = rev_nat;
-		backend_id = lb_choose_backend(cfg, &key, &ak, &p, rev_nat, flags, count, timeout,
-					       total_weight, now, lb_xdp_hint(skb, rev_nat));
-		if (backend_id)
-			be = bpf_map_lookup_elem(&lb4_backends, &backend_id);
-		if (!be) {
-			lb_count_service(rev_nat, skb->len, false);
-			return lb_drop(flags & LB_SVC_F_LOCAL_ONLY ? LB_DROP_NO_LOCAL_BACKEND :
-								   LB_DROP_NO_BACKEND);
-		}
-		new_flow = true;
-	}
-	be_addr = be->address;
-	be_port = be->port;
-	be_flags = be->flags;
-	node = lb_snat_addr(cfg);
-
-	if (new_flow) {
-		struct lb_affinity_val av = { .last_used = now, .backend_id = backend_id };
-
-		/* A remote backend (lb-core's Backend::local is false) under
-		 * traffic policy Cluster, reached through one of our devices:
-		 * DSR when the mode says so for this flow, else SNAT. */
-		if (node && !(be_flags & LB_BE_F_LOCAL) && !(flags & LB_SVC_F_LOCAL_ONLY) &&
-		    lb_dsr_applies(cfg, p.proto, fe_type) &&
-		    lb_route_is_ours(skb, node, be_addr, IPPROTO_IPIP)) {
-			dsr = true;
-		} else if (node && !(be_flags & LB_BE_F_LOCAL) && !(flags & LB_SVC_F_LOCAL_ONLY) &&
-			   lb_route_is_ours(skb, p.saddr, be_addr, p.proto)) {
-			struct lb4_snat_entry rev = {
-				.client_addr = p.saddr,
-				.frontend_addr = p.daddr,
-				.client_port = p.sport,
-				.frontend_port = p.dport,
-				.rev_nat_index = rev_nat,
-				.last_seen = now,
-			};
-
-			snat_port = lb_snat_alloc(cfg, node, be_addr, be_port, p.proto, &rev,
-						  p.sport);
-			if (!snat_port)
-				return lb_drop(LB_DROP_SNAT_PORTS);
-			snat = true;
-		}
-		ct_val.backend_id = backend_id;
-		ct_val.rev_nat_index = rev_nat;
-		ct_val.frontend_addr = p.daddr;
-		ct_val.frontend_port = p.dport;
-		ct_val.last_seen = now;
-		if (lb_closing(&p))
-			ct_val.flags |= LB_CT_F_CLOSING;
-		if (snat) {
-			ct_val.flags |= LB_CT_F_SNAT;
-			ct_val.snat_port = snat_port;
-		}
-		if (dsr)
-			ct_val.flags |= LB_CT_F_DSR;
-		if (!snat && !dsr) {
-			/* The reply entry first: on a reply-tuple clash the
-			 * flow gets another port towards the backend. */
-			struct ct4_key rk = {
-				.saddr = be_addr, .daddr = p.saddr, .sport = be_port,
-				.proto = p.proto, .dir = LB_CT_REPLY,
-			};
-			struct ct4_entry rv = ct_val;
-
-			snat_port = lb_ct_reply_insert(
-				&rk, &rv, p.sport,
-				lb_flow_hash4(p.saddr, p.daddr, p.sport, p.dport, p.proto,
-					      LB_PORTMAP_SEED));
-			if (!snat_port)
-				return lb_drop(LB_DROP_SNAT_PORTS);
-			if (snat_port != p.sport) {
-				portmap = true;
-				ct_val.flags |= LB_CT_F_PORTMAP;
-				ct_val.snat_port = snat_port;
-			}
-		}
-		bpf_map_update_elem(&lb4_ct, &ck, &ct_val, BPF_ANY);
-		if (flags & LB_SVC_F_AFFINITY)
-			bpf_map_update_elem(&lb4_affinity, &ak, &av, BPF_ANY);
-	} else {
-		bool closing = lb_closing(&p);
-
-		if (ct) {
-			fresh = lb_ct_fresh(ct, now, closing);
-			lb_ct_touch(ct, now, closing);
-		}
-		if (!snat && !dsr && !fresh) {
-			/* Keep the reply entry fresh; recreate it if the LRU
-			 * evicted it (its lifetime is the flow's). */
-			struct ct4_entry *rct;
-
-			ck.saddr = be_addr;
-			ck.daddr = p.saddr;
-			ck.sport = be_port;
-			ck.dport = portmap ? snat_port : p.sport;
-			ck.dir = LB_CT_REPLY;
-			rct = bpf_map_lookup_elem(&lb4_ct, &ck);
-			if (rct) {
-				lb_ct_touch(rct, now, closing);
-			} else {
-				ct_val.backend_id = backend_id;
-				ct_val.rev_nat_index = rev_nat;
-				ct_val.frontend_addr = p.daddr;
-				ct_val.frontend_port = p.dport;
-				ct_val.last_seen = now;
-				ct_val.flags = closing || (ct && (ct->flags & LB_CT_F_CLOSING)) ?
-						       LB_CT_F_CLOSING :
-						       0;
-				if (portmap) {
-					ct_val.flags |= LB_CT_F_PORTMAP;
-					ct_val.snat_port = p.sport;
-				}
-				bpf_map_update_elem(&lb4_ct, &ck, &ct_val, BPF_ANY);
-			}
-		}
-	}
-	if (!new_flow && snat && !fresh)
-		lb_snat_refresh(&p, be_addr, be_port, node, snat_port, rev_nat, now);
-	lb_count_service(rev_nat, skb->len, new_flow);
-	lb_count_backend(backend_id, skb->len, new_flow);
-
-	if (dsr) {
-		if (lb_dsr_encap(skb, node, be_addr, be_port) < 0)
-			return lb_drop(LB_DROP_REWRITE);
-		rc = lb_fib_redirect(skb, node, be_addr, IPPROTO_IPIP);
-		return rc == LB_FIB_TOO_BIG ? lb_dsr_too_big(skb, node, be_addr) : rc;
-	}
-	if (lb_rewrite(skb, &p, LB_IP_DADDR_OFF, p.daddr, be_addr, p.l4_off + 2, p.dport,
-		       be_port) < 0)
-		return lb_drop(LB_DROP_REWRITE);
-	if (!snat && !portmap)
-		return TC_ACT_OK;
-	if (lb_rewrite(skb, &p, LB_IP_SADDR_OFF, p.saddr, snat ? node : p.saddr, p.l4_off, p.sport,
-		       snat_port) < 0)
-		return lb_drop(LB_DROP_REWRITE);
-	if (!snat)
-		return TC_ACT_OK;
-	rc = lb_fib_redirect(skb, node, be_addr, p.proto);
-	return rc == LB_FIB_TOO_BIG ? lb_drop(LB_DROP_FRAG_NEEDED) : rc;
+	if (skb->protocol == bpf_htons(ETH_P_IPV6))
+		return lb_tc_ingress6_fn(skb);
+	return lb_tc_ingress4_fn(skb);
 }
 
 SEC("classifier")
 int lb_tc_egress(struct __sk_buff *skb)
 {
-	struct lb_pkt p = {};
-	struct ct4_key ck = {};
-	struct ct4_entry *ct;
-	struct lb4_reverse_nat *rn;
-	__be32 fe_addr;
-	__be16 fe_port, cport;
-	__u32 rev_nat;
-	__u64 now;
-	bool closing;
-
-	switch (lb_parse4(skb, &p)) {
-	case LB_PARSE_OK:
-		break;
-	case LB_PARSE_MALFORMED:
-		return lb_drop(LB_DROP_MALFORMED);
-	default:
-		/* ICMP errors about a DNATed flow, from its backend. */
-		if (lb_icmp_error_rev(skb) == TC_ACT_SHOT)
-			return lb_drop(LB_DROP_REWRITE);
-		return TC_ACT_OK;
-	}
-	ck.saddr = p.saddr;
-	ck.daddr = p.daddr;
-	ck.sport = p.sport;
-	ck.dport = p.dport;
-	ck.proto = p.proto;
-	ck.dir = LB_CT_REPLY;
-	ct = bpf_map_lookup_elem(&lb4_ct, &ck);
-	if (!ct)
-		return TC_ACT_OK;
-	fe_addr = ct->frontend_addr;
-	fe_port = ct->frontend_port;
-	rev_nat = ct->rev_nat_index;
-	/* The client's own port (lb_ctport.h). */
-	cport = ct->flags & LB_CT_F_PORTMAP ? ct->snat_port : p.dport;
-	now = lb_now_secs();
-	closing = lb_closing(&p);
-	lb_ct_touch(ct, now, closing);
-	if (closing) {
-		/* The client's direction closes too. */
-		ck.saddr = p.daddr;
-		ck.daddr = fe_addr;
-		ck.sport = cport;
-		ck.dport = fe_port;
-		ck.dir = LB_CT_SERVICE;
-		lb_ct_close(&ck, now);
-	}
-	/* The reverse-NAT entry names the frontend; a wildcard entry (0.0.0.0)
-	 * keeps the node address the client used, stored in the CT entry. */
-	rn = bpf_map_lookup_elem(&lb4_reverse_nat, &rev_nat);
-	if (rn && rn->address != 0) {
-		fe_addr = rn->address;
-		fe_port = rn->port;
-	}
-	if (lb_rewrite(skb, &p, LB_IP_SADDR_OFF, p.saddr, fe_addr, p.l4_off, p.sport,
-		       fe_port) < 0 ||
-	    lb_rewrite(skb, &p, LB_IP_DADDR_OFF, p.daddr, p.daddr, p.l4_off + 2, p.dport, cport) < 0)
-		return lb_drop(LB_DROP_REWRITE);
-	return TC_ACT_OK;
+	if (skb->protocol == bpf_htons(ETH_P_IPV6))
+		return lb_tc_egress6_fn(skb);
+	return lb_tc_egress4_fn(skb);
 }
 
 char LICENSE[] SEC("license") = "GPL";
