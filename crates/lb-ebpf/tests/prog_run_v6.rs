@@ -400,3 +400,52 @@ fn c_flow_hash6_equals_lb_core_flow_key_hash() {
         })
         .unwrap();
 }
+
+/// Maglev over IPv6 through `EbpfDataplane::apply` (which writes the Maglev
+/// tables): the ingress program picks lb-core's backend for every flow.
+/// Bounded: 16 cases of at most 16 flows.
+mod maglev_v6_agrees_with_lb_core {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(16))]
+        #[test]
+        fn chosen_backend_equals_decide(
+            seed in any::<u32>(),
+            bes in prop::collection::btree_map(1u16..500, prop_oneof![Just(100u16), 1u16..500], 1..8),
+            flows in prop::collection::vec((any::<[u8; 16]>(), 1024u16.., any::<bool>()), 1..16),
+        ) {
+            let mut node = NodeConfig::new("node-1", vec![ip(NODE_IP), ip(NODE6)]);
+            node.maglev = MaglevConfig::new(251, seed).unwrap();
+            let mut fx = Fixture::with_node(node);
+            let mut tcp_svc = web(
+                &[("[fd00:96::10]:80", FrontendType::ClusterIp), ("[::]:30080", FrontendType::NodePort)],
+                &[],
+            );
+            tcp_svc.algorithm = Some(LbAlgorithm::Maglev);
+            let mut udp_svc = service("default/dns", &[("[fd00:96::53]:53/UDP", FrontendType::ClusterIp)], &[]);
+            udp_svc.algorithm = Some(LbAlgorithm::Maglev);
+            for (o, w) in &bes {
+                let b = |port: &str| BackendParams::new(format!("[fd00:2::{o:x}]:{port}").parse().unwrap())
+                    .with_weight(*w);
+                tcp_svc.backends.push(b("8080"));
+                udp_svc.backends.push(b("5353/UDP"));
+            }
+            fx.apply(&[tcp_svc, udp_svc]);
+            for (i, (src, sport, is_udp)) in flows.iter().enumerate() {
+                let src = SocketAddr::from((Ipv6Addr::from(*src), *sport)).to_string();
+                let dst = match (is_udp, i % 2) {
+                    (true, _) => "[fd00:96::53]:53",
+                    (false, 0) => "[fd00:96::10]:80",
+                    (false, _) => "[fd00:1::10]:30080",
+                };
+                let frame = if *is_udp { udp(&src, dst) } else { tcp(&src, dst) };
+                let verdict = fx.decide(&flow_key(&frame), 0);
+                let (rv, out) = fx.ingress(&frame);
+                prop_assert_eq!(rv, TC_ACT_OK);
+                prop_assert_eq!(Some(ends6(&out).1), forwarded_to(&verdict));
+            }
+        }
+    }
+}
