@@ -197,21 +197,33 @@ pub fn build_table(backends: &[MaglevBackend], cfg: &MaglevConfig) -> Vec<Backen
     live.dedup_by_key(|b| b.addr);
     let max_weight = u64::from(live.iter().map(|b| b.weight).max().unwrap_or(1));
 
+    // A backend's preference list is `offset + j * skip (mod m)` for
+    // j = 0, 1, ...; `pos` walks it by adding `skip` (both below m, so one
+    // conditional subtraction replaces a division per probe).
     struct Turn {
-        offset: u64,
-        skip: u64,
-        next: u64,
+        pos: u32,
+        skip: u32,
         weight: u64,
         taken: u64,
+    }
+    impl Turn {
+        fn advance(&mut self, m: u32) {
+            // pos < m and skip < m: the sum fits u64 and is below 2m.
+            let next = u64::from(self.pos) + u64::from(self.skip);
+            self.pos = if next >= u64::from(m) {
+                (next - u64::from(m)) as u32
+            } else {
+                next as u32
+            };
+        }
     }
     let mut turns: Vec<Turn> = live
         .iter()
         .map(|b| {
             let (offset, skip) = permutation(&b.addr, m, cfg.seed);
             Turn {
-                offset: offset.into(),
-                skip: skip.into(),
-                next: 0,
+                pos: offset,
+                skip,
                 weight: b.weight.into(),
                 taken: 0,
             }
@@ -231,13 +243,11 @@ pub fn build_table(backends: &[MaglevBackend], cfg: &MaglevConfig) -> Vec<Backen
                 continue;
             }
             t.taken += 1;
-            let mut c = (t.offset + t.next * t.skip) % u64::from(m);
-            while slots[c as usize] != EMPTY {
-                t.next += 1;
-                c = (t.offset + t.next * t.skip) % u64::from(m);
+            while slots[t.pos as usize] != EMPTY {
+                t.advance(m);
             }
-            slots[c as usize] = i as u32;
-            t.next += 1;
+            slots[t.pos as usize] = i as u32;
+            t.advance(m);
             filled += 1;
             if filled == m {
                 break;
@@ -278,6 +288,59 @@ mod tests {
         let a = build_table(&[backend(1, 1), backend(2, 1), backend(3, 1)], &cfg);
         let b = build_table(&[backend(3, 1), backend(1, 1), backend(2, 1)], &cfg);
         assert_eq!(a, b);
+    }
+
+    /// The table as the paper writes it: backend i's j-th preference is
+    /// `(offset + j * skip) mod M`, computed by division every time.
+    fn paper_table(backends: &[MaglevBackend], cfg: &MaglevConfig) -> Vec<BackendId> {
+        let m = u64::from(cfg.table_size);
+        let mut live: Vec<&MaglevBackend> = backends.iter().filter(|b| b.weight > 0).collect();
+        live.sort_by_key(|b| (b.addr, std::cmp::Reverse(b.weight)));
+        live.dedup_by_key(|b| b.addr);
+        let max_w = u64::from(live.iter().map(|b| b.weight).max().unwrap_or(1));
+        let perm: Vec<(u64, u64)> = live
+            .iter()
+            .map(|b| {
+                let (o, s) = permutation(&b.addr, cfg.table_size, cfg.seed);
+                (o.into(), s.into())
+            })
+            .collect();
+        let (mut next, mut taken) = (vec![0u64; live.len()], vec![0u64; live.len()]);
+        let mut slots: Vec<Option<usize>> = vec![None; m as usize];
+        let (mut filled, mut round) = (0, 0u64);
+        while filled < m && !live.is_empty() {
+            round += 1;
+            for i in 0..live.len() {
+                if filled == m || taken[i] * max_w >= round * u64::from(live[i].weight) {
+                    continue;
+                }
+                taken[i] += 1;
+                let mut c = (perm[i].0 + next[i] * perm[i].1) % m;
+                while slots[c as usize].is_some() {
+                    next[i] += 1;
+                    c = (perm[i].0 + next[i] * perm[i].1) % m;
+                }
+                slots[c as usize] = Some(i);
+                next[i] += 1;
+                filled += 1;
+            }
+        }
+        slots.into_iter().flatten().map(|i| live[i].id).collect()
+    }
+
+    proptest::proptest! {
+        /// The incremental walk of the preference lists builds exactly the
+        /// table of the paper's formula, weights included.
+        #[test]
+        fn the_build_is_the_papers_formula(
+            ids in proptest::collection::vec((1u32..5000, 0u16..4), 1..40),
+            m in proptest::sample::select(vec![251u32, 1021, 16381]),
+            seed in proptest::prelude::any::<u32>(),
+        ) {
+            let backends: Vec<MaglevBackend> = ids.iter().map(|&(i, w)| backend(i, w)).collect();
+            let cfg = MaglevConfig::new(m, seed).unwrap();
+            proptest::prop_assert_eq!(build_table(&backends, &cfg), paper_table(&backends, &cfg));
+        }
     }
 
     #[test]
