@@ -8,8 +8,9 @@
 //! and, when asked, attaches a tiny BPF program to the
 //! device's tc ingress through a TCX link ([`crate::tcx::TcxDrop`]) that
 //! drops the IP frames the loop handles ([`crate::tcx::takes`]: every IPv4
-//! frame, and every IPv6 frame but ICMPv6 and hop-by-hop, which carry
-//! neighbour discovery and MLD). Packet taps run before tc ingress, so the
+//! frame, and every IPv6 frame but hop-by-hop and ICMPv6 informational
+//! messages, which carry neighbour discovery and MLD; ICMPv6 errors are
+//! the loop's, as they may be about load-balanced flows). Packet taps run before tc ingress, so the
 //! loop still sees each frame, while the kernel never forwards the
 //! original. The loop rewrites the frame in place ([`PacketPath`]) and
 //! re-injects the IP packet through a raw socket of its family
@@ -41,8 +42,8 @@
 //!
 //! # Limits
 //!
-//! * Frames [`crate::tcx::takes`] leaves to the kernel (ARP, ICMPv6,
-//!   IPv6 with a hop-by-hop header, other EtherTypes) are neither dropped
+//! * Frames [`crate::tcx::takes`] leaves to the kernel (ARP, ICMPv6
+//!   informational messages, IPv6 with a hop-by-hop header, other EtherTypes) are neither dropped
 //!   nor touched. IPv6 packets with other extension headers are re-injected
 //!   unchanged ([`packet::parse`] ignores them).
 //! * IPv6 packets to link-local or multicast destinations are re-injected

@@ -20,7 +20,10 @@
 //! frontend served by backends of the other family gets its packets
 //! translated between IPv4 and IPv6 both ways ([`nat46x64`]); the caller
 //! gives the path a buffer with room for the bigger header
-//! ([`PacketPath::process_in`]). No ICMP error translation.
+//! ([`PacketPath::process_in`]). ICMP and ICMPv6 errors about a flow
+//! (destination unreachable, fragmentation needed / packet too big, time
+//! exceeded) reach its client translated back to what it sent, as
+//! lb-ebpf's `lb_icmp.h` does (not for NAT46/64 flows).
 //!
 //! Load-balancer modes ([`lb_core::LbMode`]): SNAT, DSR and hybrid. A flow
 //! lb-core sends with DSR leaves unchanged inside IPIP ([`dsr`], the same

@@ -19,6 +19,7 @@ use crate::rng::FastRng;
 use crate::tables::Snapshot;
 
 mod dsr;
+mod icmp;
 mod xlate;
 
 /// Which way a frame travels.
@@ -181,6 +182,8 @@ impl PacketPath {
     ) -> Outcome {
         let info = match packet::parse(&buf[..len]) {
             Parsed::Ok(info) => info,
+            // An ICMP error about a flow goes back to its client translated.
+            Parsed::Ignore if dir == Direction::Reply => return self.icmp_error(buf, len),
             Parsed::Ignore => return Outcome::Pass,
             Parsed::Malformed => {
                 self.counters.count_drop(DropKind::Malformed);

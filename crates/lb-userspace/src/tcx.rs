@@ -1,9 +1,10 @@
 //! A drop of the IP frames arriving on a device that the I/O loop handles
 //! instead of the kernel ([`takes`]: every IPv4 frame, and every IPv6 frame
-//! except ICMPv6 and hop-by-hop, so neighbour discovery and MLD stay with
-//! the kernel), owned by this process: a fifteen-instruction BPF program
-//! attached to the device's tc ingress hook through a TCX link
-//! (`BPF_LINK_CREATE`, Linux 6.6+).
+//! except hop-by-hop and ICMPv6 informational messages, so neighbour
+//! discovery and MLD stay with the kernel while ICMPv6 errors, which may
+//! be about load-balanced flows, go to the loop), owned by this process: a
+//! twenty-instruction BPF program attached to the device's tc ingress hook
+//! through a TCX link (`BPF_LINK_CREATE`, Linux 6.6+).
 //!
 //! The link is an fd of this process, not an object in the kernel's
 //! configuration: when [`TcxDrop`] is dropped, or the process exits for any
@@ -18,20 +19,25 @@
 //!
 //! ```text
 //!  0: r0 = *(u32 *)(r1 + offsetof(struct __sk_buff, protocol))
-//!  1: if r0 == htons(ETH_P_IP) goto 11
-//!  2: if r0 != htons(ETH_P_IPV6) goto 13
+//!  1: if r0 == htons(ETH_P_IP) goto 16
+//!  2: if r0 != htons(ETH_P_IPV6) goto 18
 //!  3: r2 = *(u32 *)(r1 + offsetof(struct __sk_buff, data))
 //!  4: r3 = *(u32 *)(r1 + offsetof(struct __sk_buff, data_end))
 //!  5: r4 = r2
 //!  6: r4 += 21                      // Ethernet + IPv6 up to next header
-//!  7: if r4 > r3 goto 13
+//!  7: if r4 > r3 goto 18
 //!  8: r0 = *(u8 *)(r2 + 20)         // the IPv6 next header
-//!  9: if r0 == IPPROTO_ICMPV6 goto 13
-//! 10: if r0 == IPPROTO_HOPOPTS goto 13
-//! 11: r0 = TCX_DROP
-//! 12: exit
-//! 13: r0 = TCX_NEXT
-//! 14: exit
+//!  9: if r0 == IPPROTO_HOPOPTS goto 18
+//! 10: if r0 != IPPROTO_ICMPV6 goto 16
+//! 11: r4 = r2
+//! 12: r4 += 55                      // Ethernet + IPv6 + ICMPv6 type
+//! 13: if r4 > r3 goto 18
+//! 14: r0 = *(u8 *)(r2 + 54)         // the ICMPv6 type
+//! 15: if r0 > 127 goto 18           // informational (ND, MLD, echo)
+//! 16: r0 = TCX_DROP
+//! 17: exit
+//! 18: r0 = TCX_NEXT
+//! 19: exit
 //! ```
 //!
 //! It is built and attached with raw `bpf(2)` calls (no ELF object, no
@@ -60,7 +66,8 @@ const IPPROTO_HOPOPTS: i32 = 0;
 
 /// True for an Ethernet frame the drop program drops, i.e. the frames the
 /// I/O loop must handle (and re-inject) itself: IPv4, and IPv6 whose next
-/// header is neither ICMPv6 nor hop-by-hop options. (The program reads the
+/// header is neither hop-by-hop options nor ICMPv6 other than an error
+/// (types below 128). (The program reads the
 /// EtherType from `skb->protocol`, which for an untagged frame is the
 /// frame's own.)
 ///
@@ -72,15 +79,20 @@ const IPPROTO_HOPOPTS: i32 = 0;
 /// f[12..14].copy_from_slice(&[0x86, 0xdd]); // IPv6
 /// f[20] = 6; // TCP
 /// assert!(takes(&f));
-/// f[20] = 58; // ICMPv6 (neighbour discovery)
+/// f[20] = 58; // ICMPv6
+/// f[54] = 135; // neighbour solicitation
 /// assert!(!takes(&f));
+/// f[54] = 1; // destination unreachable
+/// assert!(takes(&f));
 /// ```
 pub fn takes(frame: &[u8]) -> bool {
     match frame.get(12..14) {
         Some([0x08, 0x00]) => true,
-        Some([0x86, 0xdd]) => frame
-            .get(20)
-            .is_some_and(|&n| !matches!(i32::from(n), IPPROTO_ICMPV6 | IPPROTO_HOPOPTS)),
+        Some([0x86, 0xdd]) => match frame.get(20).map(|&n| i32::from(n)) {
+            None | Some(IPPROTO_HOPOPTS) => false,
+            Some(IPPROTO_ICMPV6) => frame.get(54).is_some_and(|&t| t < 128),
+            Some(_) => true,
+        },
         _ => false,
     }
 }
@@ -147,27 +159,32 @@ fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> [u8; 8] {
     b
 }
 
-fn program() -> [[u8; 8]; 15] {
+fn program() -> [[u8; 8]; 20] {
     // skb->protocol holds the big-endian EtherType, read as a host number.
     let eth_p_ip = i32::from(u16::from_ne_bytes([0x08, 0x00]));
     let eth_p_ipv6 = i32::from(u16::from_ne_bytes([0x86, 0xdd]));
     // Jump offsets count from the next instruction.
     [
-        insn(0x61, 0, 1, SKB_PROTOCOL, 0),   //  0: ldxw r0, [r1 + protocol]
-        insn(0x15, 0, 0, 9, eth_p_ip),       //  1: jeq r0, ETH_P_IP, 11
-        insn(0x55, 0, 0, 10, eth_p_ipv6),    //  2: jne r0, ETH_P_IPV6, 13
-        insn(0x61, 2, 1, SKB_DATA, 0),       //  3: ldxw r2, [r1 + data]
-        insn(0x61, 3, 1, SKB_DATA_END, 0),   //  4: ldxw r3, [r1 + data_end]
-        insn(0xbf, 4, 2, 0, 0),              //  5: mov64 r4, r2
-        insn(0x07, 4, 0, 0, 21),             //  6: add64 r4, 21
-        insn(0x2d, 4, 3, 5, 0),              //  7: jgt r4, r3, 13
-        insn(0x71, 0, 2, 20, 0),             //  8: ldxb r0, [r2 + 20]
-        insn(0x15, 0, 0, 3, IPPROTO_ICMPV6), //  9: jeq r0, 58, 13
-        insn(0x15, 0, 0, 2, IPPROTO_HOPOPTS), // 10: jeq r0, 0, 13
-        insn(0xb7, 0, 0, 0, TCX_DROP),       // 11: mov64 r0, TCX_DROP
-        insn(0x95, 0, 0, 0, 0),              // 12: exit
-        insn(0xb7, 0, 0, 0, TCX_NEXT),       // 13: mov64 r0, TCX_NEXT
-        insn(0x95, 0, 0, 0, 0),              // 14: exit
+        insn(0x61, 0, 1, SKB_PROTOCOL, 0), //  0: ldxw r0, [r1 + protocol]
+        insn(0x15, 0, 0, 14, eth_p_ip),    //  1: jeq r0, ETH_P_IP, 16
+        insn(0x55, 0, 0, 15, eth_p_ipv6),  //  2: jne r0, ETH_P_IPV6, 18
+        insn(0x61, 2, 1, SKB_DATA, 0),     //  3: ldxw r2, [r1 + data]
+        insn(0x61, 3, 1, SKB_DATA_END, 0), //  4: ldxw r3, [r1 + data_end]
+        insn(0xbf, 4, 2, 0, 0),            //  5: mov64 r4, r2
+        insn(0x07, 4, 0, 0, 21),           //  6: add64 r4, 21
+        insn(0x2d, 4, 3, 10, 0),           //  7: jgt r4, r3, 18
+        insn(0x71, 0, 2, 20, 0),           //  8: ldxb r0, [r2 + 20]
+        insn(0x15, 0, 0, 8, IPPROTO_HOPOPTS), //  9: jeq r0, 0, 18
+        insn(0x55, 0, 0, 5, IPPROTO_ICMPV6), // 10: jne r0, 58, 16
+        insn(0xbf, 4, 2, 0, 0),            // 11: mov64 r4, r2
+        insn(0x07, 4, 0, 0, 55),           // 12: add64 r4, 55
+        insn(0x2d, 4, 3, 4, 0),            // 13: jgt r4, r3, 18
+        insn(0x71, 0, 2, 54, 0),           // 14: ldxb r0, [r2 + 54]
+        insn(0x25, 0, 0, 2, 127),          // 15: jgt r0, 127, 18
+        insn(0xb7, 0, 0, 0, TCX_DROP),     // 16: mov64 r0, TCX_DROP
+        insn(0x95, 0, 0, 0, 0),            // 17: exit
+        insn(0xb7, 0, 0, 0, TCX_NEXT),     // 18: mov64 r0, TCX_NEXT
+        insn(0x95, 0, 0, 0, 0),            // 19: exit
     ]
 }
 
