@@ -13,12 +13,14 @@
 //! use lb_testkit::conformance::{run_suite, OracleDataplane, Scenario};
 //! let report = run_suite(|setup| OracleDataplane::new(setup));
 //! // lb-core's model keeps the client's port, SNATed or not.
+//! // It has no ICMP either.
 //! report.assert_unsupported(&[
 //!     Scenario::SnatPortCollision,
 //!     Scenario::ReplyTupleClash,
 //!     Scenario::SnatPortCollisionV6,
+//!     Scenario::IcmpErrors,
 //! ]);
-//! assert_eq!(report.passed.len(), Scenario::ALL.len() - 3);
+//! assert_eq!(report.passed.len(), Scenario::ALL.len() - 4);
 //! ```
 //!
 //! # Writing an adapter for a kernel dataplane
@@ -46,6 +48,7 @@ pub mod dut;
 pub mod oracle;
 pub mod reference;
 pub mod scenarios;
+pub mod scenarios_icmp;
 pub mod scenarios_nat46x64;
 pub mod scenarios_v6;
 pub mod session;
@@ -147,11 +150,14 @@ pub enum Scenario {
     Nat64,
     /// NAT46/64 off: an IPv4 frontend with only IPv6 backends has none.
     Nat46x64Off,
+    /// ICMP errors about DNATed and SNATed IPv4 flows reach the client
+    /// translated ([`scenarios_icmp`]).
+    IcmpErrors,
 }
 
 impl Scenario {
     /// All scenarios, in the order the suite runs them.
-    pub const ALL: [Scenario; 40] = [
+    pub const ALL: [Scenario; 41] = [
         Scenario::ClusterIp,
         Scenario::NodePortNodeIp,
         Scenario::NodePortWildcard,
@@ -192,6 +198,7 @@ impl Scenario {
         Scenario::Nat46,
         Scenario::Nat64,
         Scenario::Nat46x64Off,
+        Scenario::IcmpErrors,
     ];
 
     /// True for the scenarios with IPv6 traffic ([`scenarios_v6`]); their
@@ -269,6 +276,7 @@ impl Scenario {
             Scenario::Nat46 => scenarios_nat46x64::nat46(s),
             Scenario::Nat64 => scenarios_nat46x64::nat64(s),
             Scenario::Nat46x64Off => scenarios_nat46x64::nat46x64_off(s),
+            Scenario::IcmpErrors => scenarios_icmp::icmp_errors(s),
         }
     }
 }

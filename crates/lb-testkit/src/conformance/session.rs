@@ -433,6 +433,25 @@ impl<'a> Session<'a> {
         sent.backend()
     }
 
+    /// Sends `frame` from the backends' side at the session's time and
+    /// returns what the dataplane made of it, unchecked (for frames lb-core's
+    /// model has no answer for, such as ICMP errors).
+    pub fn process_reply(&mut self, frame: &[u8]) -> PacketResult {
+        self.dut.process(
+            Direction::Reply,
+            frame,
+            PacketCtx {
+                now: self.now,
+                entropy: 0,
+            },
+        )
+    }
+
+    /// The name of the dataplane under test.
+    pub fn dut_name(&self) -> String {
+        self.dut.name()
+    }
+
     /// Sends a reply no flow expects and checks it passes untouched.
     pub fn stray_reply(&mut self, frame: &[u8]) {
         let got = self.dut.process(
