@@ -34,8 +34,9 @@
  * all the same.
  *
  * Both families share one translation (lb_sock_xlate: source check,
- * selection, affinity, reverse entry, counters); only the frontend lookup
- * and the slot walks over lb6_services are IPv6-specific (lb_sock6_*).
+ * selection, affinity, reverse entry, counters) over lb_select.h's
+ * per-family lookup and selection (lb_lookup_frontend/lb6_lookup_frontend,
+ * lb_select_random/lb_select_random6, lb_affinity_backend/6).
  */
 #include <linux/bpf.h>
 #include <linux/in.h>
@@ -72,159 +73,7 @@ struct lb_sock_req {
 	bool connect; /* connect (a new flow), else sendmsg */
 };
 
-/* ---- IPv6 frontend lookup and slot walks over lb6_services ----
- * (lb_select.h's lb_lookup_frontend, lb_select_random, lb_is_selectable
- * and lb_affinity_backend for the IPv6 services map.) */
-
-static __always_inline bool lb_sock6_is_zero(const struct in6_addr *a)
-{
-	return !(a->in6_u.u6_addr32[0] | a->in6_u.u6_addr32[1] | a->in6_u.u6_addr32[2] |
-		 a->in6_u.u6_addr32[3]);
-}
-
-static __always_inline bool lb_sock6_eq(const struct in6_addr *a, const struct in6_addr *b)
-{
-	return a->in6_u.u6_addr32[0] == b->in6_u.u6_addr32[0] &&
-	       a->in6_u.u6_addr32[1] == b->in6_u.u6_addr32[1] &&
-	       a->in6_u.u6_addr32[2] == b->in6_u.u6_addr32[2] &&
-	       a->in6_u.u6_addr32[3] == b->in6_u.u6_addr32[3];
-}
-
-/* True for the addresses a wildcard frontend answers on: ::1, node IPs. */
-static __always_inline bool lb_sock6_is_node_local(const struct lb_config *cfg,
-						   const struct in6_addr *a)
-{
-	if (!(a->in6_u.u6_addr32[0] | a->in6_u.u6_addr32[1] | a->in6_u.u6_addr32[2]) &&
-	    a->in6_u.u6_addr32[3] == bpf_htonl(1))
-		return true;
-	if (!cfg)
-		return false;
-#pragma unroll
-	for (int i = 0; i < LB_MAX_NODE_IPS; i++) {
-		if (i < cfg->node_ip6_count && lb_sock6_eq(&cfg->node_ips6[i], a))
-			return true;
-	}
-	return false;
-}
-
-/* lb_lookup_frontend over lb6_services. */
-static __always_inline struct lb4_service *lb_sock6_lookup_frontend(struct lb6_key *key,
-								    const struct lb_config *cfg,
-								    const struct in6_addr *daddr,
-								    __be16 dport, __u8 proto)
-{
-	struct lb4_service *svc, *internal;
-
-	key->address = *daddr;
-	key->dport = dport;
-	key->proto = proto;
-	key->backend_slot = 0;
-	key->scope = 0;
-	svc = bpf_map_lookup_elem(&lb6_services, key);
-	if (!svc && !lb_sock6_is_zero(daddr) && lb_sock6_is_node_local(cfg, daddr)) {
-		__builtin_memset(&key->address, 0, sizeof(key->address));
-		svc = bpf_map_lookup_elem(&lb6_services, key);
-		if (svc && svc->fe_type != LB_FE_NODE_PORT && svc->fe_type != LB_FE_HOST_PORT)
-			svc = NULL;
-	}
-	/* The node is the client: the internal scope of a two-scope service. */
-	if (svc && (svc->flags & LB_SVC_F_TWO_SCOPES)) {
-		key->scope = 1;
-		internal = bpf_map_lookup_elem(&lb6_services, key);
-		if (internal)
-			return internal;
-		key->scope = 0;
-	}
-	return svc;
-}
-
-/* State of the bpf_loop walks over an IPv6 frontend's selectable slots. */
-struct lb_sock6_walk {
-	struct lb6_key key; /* frontend key; backend_slot is set per step */
-	__u32 point;        /* weighted: remaining weight; find: backend id */
-	__u32 found;        /* backend id found, 0 if none */
-};
-
-static long lb_sock6_weighted_step(__u32 i, void *ctx)
-{
-	struct lb_sock6_walk *w = ctx;
-	struct lb4_service *slot;
-
-	w->key.backend_slot = i + 1;
-	slot = bpf_map_lookup_elem(&lb6_services, &w->key);
-	if (!slot)
-		return 1;
-	if (w->point < slot->weight) {
-		w->found = slot->backend_id;
-		return 1;
-	}
-	w->point -= slot->weight;
-	return 0;
-}
-
-static long lb_sock6_find_step(__u32 i, void *ctx)
-{
-	struct lb_sock6_walk *w = ctx;
-	struct lb4_service *slot;
-
-	w->key.backend_slot = i + 1;
-	slot = bpf_map_lookup_elem(&lb6_services, &w->key);
-	if (!slot)
-		return 1;
-	if (slot->backend_id == w->point) {
-		w->found = slot->backend_id;
-		return 1;
-	}
-	return 0;
-}
-
-/* Slot `slot`'s backend (0 when missing). */
-static __always_inline __u32 lb_sock6_slot_backend(const struct lb6_key *fe, __u16 slot)
-{
-	struct lb6_key k = *fe;
-	struct lb4_service *s;
-
-	k.backend_slot = slot;
-	s = bpf_map_lookup_elem(&lb6_services, &k);
-	return s ? s->backend_id : 0;
-}
-
-/* lb_select_random over lb6_services. */
-static __always_inline __u32 lb_sock6_select_random(const struct lb6_key *key, __u16 count,
-						    __u32 total_weight, __u16 flags,
-						    __u32 entropy)
-{
-	struct lb_sock6_walk w = { .key = *key };
-
-	if (count == 0 || total_weight == 0)
-		return 0;
-	if (!(flags & LB_SVC_F_UNIFORM)) {
-		w.point = entropy % total_weight;
-		bpf_loop(count, lb_sock6_weighted_step, &w, 0);
-		if (w.found)
-			return w.found;
-		/* Slots and slot 0 disagree (a rewrite in progress): uniform. */
-	}
-	return lb_sock6_slot_backend(key, (entropy % count) + 1);
-}
-
 /* ---- shared by both families ---- */
-
-/* True when backend_id is among the frontend's selectable slots. */
-static __always_inline bool lb_sock_is_selectable(bool v6, const struct lb4_key *k4,
-						  const struct lb6_key *k6, __u16 count,
-						  __u32 backend_id)
-{
-	struct lb_sock6_walk w;
-
-	if (!v6)
-		return lb_is_selectable(k4, count, backend_id);
-	w.key = *k6;
-	w.point = backend_id;
-	w.found = 0;
-	bpf_loop(count, lb_sock6_find_step, &w, 0);
-	return w.found != 0;
-}
 
 /* Counts a refusal by source range. */
 static __always_inline void lb_sock_count_source_range(void)
@@ -247,9 +96,9 @@ static __always_inline bool lb_sock_src_ok(bool v6, const struct lb_config *cfg,
 		struct lb6_src_range_key rk = { .prefixlen = 32 + 128, .rev_nat_index = rev_nat };
 
 		rk.addr = req->src.ip6;
-		if (lb_sock6_is_zero(&rk.addr) && cfg && cfg->node_ip6_count > 0)
+		if (lb6_addr_is_zero(&rk.addr) && cfg && cfg->node_ip6_count > 0)
 			rk.addr = cfg->node_ips6[0];
-		ok = !lb_sock6_is_zero(&rk.addr) && bpf_map_lookup_elem(&lb6_src_range, &rk);
+		ok = !lb6_addr_is_zero(&rk.addr) && bpf_map_lookup_elem(&lb6_src_range, &rk);
 	} else {
 		struct lb4_src_range_key rk = { .prefixlen = 64, .rev_nat_index = rev_nat };
 
@@ -271,21 +120,10 @@ static __always_inline __u32 lb_sock_affinity_get(bool v6, const struct lb4_key 
 {
 	struct lb4_affinity_key ak4 = { .rev_nat_index = rev_nat };
 	struct lb6_affinity_key ak6 = { .rev_nat_index = rev_nat };
-	struct lb_affinity_val *a;
-	__u64 last, age;
-	__u32 id;
 
-	if (!v6)
-		return lb_affinity_backend(&ak4, k4, count, timeout, now);
-	a = bpf_map_lookup_elem(&lb6_affinity, &ak6);
-	if (!a)
-		return 0;
-	last = a->last_used;
-	id = a->backend_id;
-	age = now > last ? now - last : 0;
-	if (age <= timeout && lb_sock_is_selectable(true, k4, k6, count, id))
-		return id;
-	return 0;
+	if (v6)
+		return lb_affinity_backend6(&ak6, k6, count, timeout, now);
+	return lb_affinity_backend(&ak4, k4, count, timeout, now);
 }
 
 /* Records the affinity choice; writes only on change (sendmsg runs for
@@ -348,7 +186,7 @@ static __always_inline enum lb_sock_verdict lb_sock_xlate(void *ctx, bool v6,
 		return LB_SOCK_PASS;
 	cfg = bpf_map_lookup_elem(&lb_config, &zero);
 	if (v6)
-		svc = lb_sock6_lookup_frontend(&k6, cfg, &req->daddr.ip6, req->dport, req->proto);
+		svc = lb6_lookup_frontend(&k6, cfg, &req->daddr.ip6, req->dport, req->proto, 1);
 	else
 		svc = lb_lookup_frontend(&k4, cfg, req->daddr.ip4, req->dport, req->proto, 1);
 	if (!svc)
@@ -373,7 +211,7 @@ static __always_inline enum lb_sock_verdict lb_sock_xlate(void *ctx, bool v6,
 				lb_jhash2_4words(selector, a, bpf_ntohs(req->dport), req->proto,
 						 cfg ? cfg->maglev_seed : 0));
 		} else if (v6) {
-			backend_id = lb_sock6_select_random(&k6, count, total_weight, flags, selector);
+			backend_id = lb_select_random6(&k6, count, total_weight, flags, selector);
 		} else {
 			backend_id = lb_select_random(&k4, count, total_weight, flags, selector);
 		}
@@ -396,7 +234,7 @@ static __always_inline enum lb_sock_verdict lb_sock_xlate(void *ctx, bool v6,
 		sv.address = req->daddr.ip6;
 		sv.port = req->dport;
 		old = bpf_map_lookup_elem(&lb6_sock_rev, &sk);
-		fresh = !old || !lb_sock6_eq(&old->address, &sv.address) ||
+		fresh = !old || !lb6_addr_eq(&old->address, &sv.address) ||
 			old->port != sv.port || old->rev_nat_index != rev_nat;
 		if (fresh)
 			bpf_map_update_elem(&lb6_sock_rev, &sk, &sv, BPF_ANY);
@@ -661,7 +499,7 @@ int lb_sock_sendmsg6(struct bpf_sock_addr *ctx)
 	src.in6_u.u6_addr32[1] = ctx->msg_src_ip6[1];
 	src.in6_u.u6_addr32[2] = ctx->msg_src_ip6[2];
 	src.in6_u.u6_addr32[3] = ctx->msg_src_ip6[3];
-	if (lb_sock6_is_zero(&src))
+	if (lb6_addr_is_zero(&src))
 		lb_sock6_bound(ctx, &src);
 	return lb_sock6_fwd(ctx, false, &src);
 }
