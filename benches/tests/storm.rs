@@ -35,20 +35,22 @@ fn storm_through_the_lb_causes_no_syn_retransmits_or_resets() {
         assert!(p.wrk.requests > 100, "{}", p.summary());
     }
     // Slack for noise: the direct path itself once showed 3 client RSTs
-    // that were not wrk's aborts; the TIME_WAIT collisions this test
-    // guards against gave hundreds per phase.
-    const NOISE: u64 = 3;
+    // that were not wrk's aborts, and a NodePort phase under load 10 once
+    // 9 resets against direct's 0 (wrk's end-of-run aborts seen from the
+    // backends: at most one per connection in flight, `connections`); the
+    // TIME_WAIT collisions this test guards against gave hundreds per phase.
+    let noise = u64::from(opts.connections);
     for p in &phases[1..] {
         let dropped_by_servers = p.backends["TcpExtListenDrops"];
         assert!(
             p.total("TcpExtTCPSynRetrans")
-                <= direct.total("TcpExtTCPSynRetrans") + dropped_by_servers + NOISE,
+                <= direct.total("TcpExtTCPSynRetrans") + dropped_by_servers + noise,
             "SYN retransmits through the LB:\n{}\n{}",
             direct.summary(),
             p.summary()
         );
         assert!(
-            p.resets() <= direct.resets() + NOISE,
+            p.resets() <= direct.resets() + noise,
             "resets through the LB:\n{}\n{}",
             direct.summary(),
             p.summary()
