@@ -64,6 +64,11 @@ struct Caps {
     /// By [`Fam::idx`].
     fam: [FamCaps; 2],
     maglev: usize,
+    /// `lb_svc_stats` (and `lb_svc_meta`, the same size): frontends of
+    /// both families.
+    svc_stats: usize,
+    /// `lb_be_stats` (and `lb_be_meta`): backends of both families.
+    be_stats: usize,
 }
 
 /// The eBPF dataplane: implements [`Dataplane`] on the maps a
@@ -287,6 +292,8 @@ impl EbpfDataplane {
                 fam(V6::SERVICES, V6::BACKENDS, V6::REV_NAT, V6::SRC_RANGE)?,
             ],
             maglev: cap(MAP_MAGLEV)?,
+            svc_stats: cap(MAP_SVC_STATS)?.min(cap(MAP_SVC_META)?),
+            be_stats: cap(MAP_BE_STATS)?.min(cap(MAP_BE_META)?),
         };
         let mut dp = EbpfDataplane {
             maps,
@@ -457,6 +464,10 @@ impl EbpfDataplane {
         let s = &self.shadow;
         let mut fams = [FamCount::new(&s.v4), FamCount::new(&s.v6)];
         let mut maglev = Overlay::new(s.maglev.len());
+        // The shared counter maps hold the frontends and backends of both
+        // families.
+        let mut svc_stats = Overlay::new(s.svc_stats.len());
+        let mut be_stats = Overlay::new(s.be_stats.len());
         // Frontends the batch touched: (key, total, range count), or gone.
         let mut fes: HashMap<u32, Option<(AnyKey, usize, usize)>> = HashMap::new();
         let m = self.maglev.table_size() as usize;
@@ -475,6 +486,7 @@ impl EbpfDataplane {
             match op {
                 Op::UpsertBackend(b) => {
                     let f = check_backend(b)?;
+                    be_stats.set(b.id.0, true, |id| s.be_stats.contains(id));
                     // An id moving to the other family leaves that one.
                     for (g, present) in [(f, true), (f.other(), false)] {
                         fams[g.idx()]
@@ -483,6 +495,7 @@ impl EbpfDataplane {
                     }
                 }
                 Op::DeleteBackend { id, .. } => {
+                    be_stats.set(id.0, false, |id| s.be_stats.contains(id));
                     for g in [Fam::V4, Fam::V6] {
                         fams[g.idx()]
                             .backends
@@ -585,6 +598,7 @@ impl EbpfDataplane {
                     c.peak_ranges = c.peak_ranges.max(c.ranges + ranges);
                     c.ranges = c.ranges - old_ranges + ranges;
                     fes.insert(fe.id.0, Some((key, total, ranges)));
+                    svc_stats.set(fe.id.0, true, |id| s.svc_stats.contains(id));
                 }
                 Op::DeleteFrontend { id, .. } => {
                     let old = match fes.get(&id.0) {
@@ -597,10 +611,15 @@ impl EbpfDataplane {
                         c.ranges -= r;
                     }
                     fes.insert(id.0, None);
+                    svc_stats.set(id.0, false, |id| s.svc_stats.contains(id));
                 }
             }
         }
-        let mut needs = vec![(MAP_MAGLEV, self.caps.maglev, maglev.peak)];
+        let mut needs = vec![
+            (MAP_MAGLEV, self.caps.maglev, maglev.peak),
+            (MAP_SVC_STATS, self.caps.svc_stats, svc_stats.peak),
+            (MAP_BE_STATS, self.caps.be_stats, be_stats.peak),
+        ];
         for (f, (services, backends, rev_nat, src_range)) in [
             (
                 Fam::V4,

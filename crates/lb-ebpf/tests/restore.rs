@@ -159,7 +159,7 @@ fn a_name_too_long_for_the_metadata_is_rewritten_in_place() {
 }
 
 /// IPv6 and dual-stack services: every field of [`rich_services`] on IPv6
-/// addresses (wildcard `[::]` NodePort, IPv6 source ranges in a non-sorted
+/// addresses (every frontend type, wildcard `[::]` NodePort and HostPort, IPv6 source ranges in a non-sorted
 /// order, UDP Maglev), plus one service with frontends and backends of
 /// both families and source ranges of both.
 fn rich_services6() -> Vec<Service> {
@@ -170,6 +170,7 @@ fn rich_services6() -> Vec<Service> {
             ("[::]:30080", FrontendType::NodePort),
             ("[2001:db8:7::7]:80", FrontendType::LoadBalancer),
             ("[2001:db8:8::8]:8080", FrontendType::ExternalIp),
+            ("[::]:9090", FrontendType::HostPort),
         ],
         &[],
     );

@@ -12,6 +12,10 @@
 //! reconciler writes new entries before it removes stale ones, so a changed
 //! service is charged, per frontend, the larger of its old and new entries,
 //! and the union of its old and new backends.
+//!
+//! IPv4 frontends and backends take entries in the `lb4_*` maps, IPv6 ones
+//! in the `lb6_*` maps (each family's maps have the [`MapLimits`] sizes);
+//! the Maglev map is shared.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -28,17 +32,33 @@ pub struct MapLimits {
     pub rev_nat: usize,
     /// Maglev map: one table per frontend using Maglev.
     pub maglev: usize,
-    /// Source-range map: one entry per IPv4 `loadBalancerSourceRanges` prefix
-    /// and frontend.
+    /// Source-range map: one entry per `loadBalancerSourceRanges` prefix of
+    /// the frontend's family and frontend.
     pub src_range: usize,
 }
 
-/// The map names in reasons (those of lb-ebpf's `bpf/lb_abi.h`).
-const SERVICES: &str = "lb4_services";
-const BACKENDS: &str = "lb4_backends";
-const REV_NAT: &str = "lb4_reverse_nat";
+/// The map names in reasons (those of lb-ebpf's `bpf/lb_abi.h`), per
+/// family: services, backends, reverse NAT, source ranges.
+const MAPS: [[&str; 4]; 2] = [
+    [
+        "lb4_services",
+        "lb4_backends",
+        "lb4_reverse_nat",
+        "lb4_src_range",
+    ],
+    [
+        "lb6_services",
+        "lb6_backends",
+        "lb6_reverse_nat",
+        "lb6_src_range",
+    ],
+];
 const MAGLEV: &str = "lb4_maglev";
-const SRC_RANGE: &str = "lb4_src_range";
+
+/// 0 for IPv4, 1 for IPv6 (index of [`MAPS`]).
+fn fam(ip: std::net::IpAddr) -> usize {
+    usize::from(ip.is_ipv6())
+}
 
 /// The entries one service takes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -62,8 +82,12 @@ impl Footprint {
             if fe.algorithm == LbAlgorithm::Maglev {
                 f.maglev.insert(*key);
             }
-            let v4 = fe.source_ranges.iter().filter(|n| n.addr().is_ipv4());
-            f.ranges.insert(*key, v4.count());
+            // Only ranges of the frontend's family are programmed.
+            let own = fe
+                .source_ranges
+                .iter()
+                .filter(|n| n.addr().is_ipv4() == key.addr.addr.is_ipv4());
+            f.ranges.insert(*key, own.count());
         }
         f.backends = d.backends.keys().copied().collect();
         f
@@ -85,12 +109,26 @@ impl Footprint {
         self
     }
 
-    fn services(&self) -> usize {
-        self.service_entries.values().sum()
+    /// Services-map entries of family `i`.
+    fn services(&self, i: usize) -> usize {
+        let of = self.service_entries.iter();
+        of.filter(|(k, _)| fam(k.addr.addr) == i)
+            .map(|(_, n)| n)
+            .sum()
     }
 
-    fn ranges(&self) -> usize {
-        self.ranges.values().sum()
+    /// Frontends (reverse-NAT entries) of family `i`.
+    fn frontends(&self, i: usize) -> usize {
+        let of = self.service_entries.keys();
+        of.filter(|k| fam(k.addr.addr) == i).count()
+    }
+
+    /// Source-range entries of family `i`.
+    fn ranges(&self, i: usize) -> usize {
+        let of = self.ranges.iter();
+        of.filter(|(k, _)| fam(k.addr.addr) == i)
+            .map(|(_, n)| n)
+            .sum()
     }
 }
 
@@ -98,11 +136,14 @@ impl Footprint {
 #[derive(Debug, Clone)]
 pub struct Budget {
     limits: MapLimits,
-    services: usize,
-    rev_nat: usize,
+    /// Per family (see [`fam`]).
+    services: [usize; 2],
+    rev_nat: [usize; 2],
+    ranges: [usize; 2],
     maglev: usize,
-    ranges: usize,
     backends: BTreeSet<L3n4Addr>,
+    /// Entries of `backends` per family.
+    backend_count: [usize; 2],
 }
 
 impl Budget {
@@ -110,30 +151,34 @@ impl Budget {
     pub fn new(limits: MapLimits) -> Self {
         Budget {
             limits,
-            services: 0,
-            rev_nat: 0,
+            services: [0; 2],
+            rev_nat: [0; 2],
+            ranges: [0; 2],
             maglev: 0,
-            ranges: 0,
             backends: BTreeSet::new(),
+            backend_count: [0; 2],
         }
     }
 
     /// Admits `f` when every map still has room for it (and takes its
     /// entries); otherwise returns why not and takes nothing.
     pub fn admit(&mut self, f: &Footprint) -> Result<(), String> {
-        let new_backends = f
-            .backends
-            .iter()
-            .filter(|b| !self.backends.contains(b))
-            .count();
         let l = self.limits;
-        let checks = [
-            (SERVICES, l.services, self.services, f.services()),
-            (BACKENDS, l.backends, self.backends.len(), new_backends),
-            (REV_NAT, l.rev_nat, self.rev_nat, f.service_entries.len()),
-            (MAGLEV, l.maglev, self.maglev, f.maglev.len()),
-            (SRC_RANGE, l.src_range, self.ranges, f.ranges()),
-        ];
+        let mut checks = vec![(MAGLEV, l.maglev, self.maglev, f.maglev.len())];
+        for (i, [services, backends, rev_nat, src_range]) in MAPS.into_iter().enumerate() {
+            let used_backends = self.backend_count[i];
+            let new_backends = f
+                .backends
+                .iter()
+                .filter(|b| fam(b.addr) == i && !self.backends.contains(b))
+                .count();
+            checks.extend([
+                (services, l.services, self.services[i], f.services(i)),
+                (backends, l.backends, used_backends, new_backends),
+                (rev_nat, l.rev_nat, self.rev_nat[i], f.frontends(i)),
+                (src_range, l.src_range, self.ranges[i], f.ranges(i)),
+            ]);
+        }
         for (map, max, used, needed) in checks {
             if needed > max {
                 return Err(format!(
@@ -148,11 +193,17 @@ impl Budget {
                 ));
             }
         }
-        self.services += f.services();
-        self.rev_nat += f.service_entries.len();
+        for i in 0..2 {
+            self.services[i] += f.services(i);
+            self.rev_nat[i] += f.frontends(i);
+            self.ranges[i] += f.ranges(i);
+        }
         self.maglev += f.maglev.len();
-        self.ranges += f.ranges();
-        self.backends.extend(f.backends.iter().copied());
+        for b in &f.backends {
+            if self.backends.insert(*b) {
+                self.backend_count[fam(b.addr)] += 1;
+            }
+        }
         Ok(())
     }
 }
@@ -226,7 +277,51 @@ mod tests {
         let old = Footprint::of(&svc("default/a", "10.96.0.1", 8));
         let new = Footprint::of(&svc("default/a", "10.96.0.1", 2));
         let peak = new.during_change_from(&old);
-        assert_eq!(peak.services(), 9);
+        assert_eq!(peak.services(0), 9);
         assert_eq!(peak.backends.len(), 8);
+    }
+
+    #[test]
+    fn each_family_has_its_own_maps() {
+        // 2 x 4 service entries per family fit maps of 10 entries each; a
+        // third IPv6 service does not, an IPv4 one still does.
+        let node = NodeConfig::new(
+            "n",
+            vec!["192.168.10.1".parse().unwrap(), "fd00::1".parse().unwrap()],
+        );
+        let v6 = |name: &str, vip: &str| {
+            let mut s = Service::new(name.parse().unwrap());
+            s.frontends.push(FrontendParams::new(
+                L3n4Addr::new(vip.parse().unwrap(), 80, L4Proto::Tcp),
+                FrontendType::ClusterIp,
+            ));
+            for i in 1..=3u16 {
+                s.backends.push(BackendParams::new(L3n4Addr::new(
+                    format!("fd00:200::{i}").parse().unwrap(),
+                    8080,
+                    L4Proto::Tcp,
+                )));
+            }
+            DesiredState::build(&node, &[s]).unwrap()
+        };
+        let mut b = Budget::new(limits(10, 100));
+        for (name, ip) in [("default/a", "10.96.0.1"), ("default/b", "10.96.0.2")] {
+            b.admit(&Footprint::of(&svc(name, ip, 3))).unwrap();
+        }
+        for (name, ip) in [("default/c", "fd00:96::1"), ("default/d", "fd00:96::2")] {
+            b.admit(&Footprint::of(&v6(name, ip))).unwrap();
+        }
+        let e = b
+            .admit(&Footprint::of(&v6("default/e", "fd00:96::3")))
+            .unwrap_err();
+        assert!(e.contains("lb6_services is full"), "{e}");
+        let e = b
+            .admit(&Footprint::of(&svc("default/f", "10.96.0.3", 3)))
+            .unwrap_err();
+        assert!(e.contains("lb4_services is full"), "{e}");
+        let mut b = Budget::new(limits(100, 100));
+        b.admit(&Footprint::of(&v6("default/c", "fd00:96::1")))
+            .unwrap();
+        assert_eq!((b.services, b.backend_count), ([0, 4], [0, 3]));
     }
 }

@@ -215,11 +215,7 @@ impl Agent {
             args.manifests.clone().unwrap_or_else(|| "kube".into()),
             node.clone(),
         );
-        // lb-userspace serves both families; lb-ebpf is IPv4 only so far.
-        let sources = match dp {
-            Dp::Ebpf(_) => sources.ipv4_only(),
-            Dp::Userspace(_) => sources,
-        };
+        // Both dataplanes serve both families (lb-ebpf: the lb6_* maps).
         Agent {
             sources: match limits {
                 Some(l) => sources.with_limits(l),
@@ -429,14 +425,22 @@ impl Agent {
         let m = dp.maps();
         let counts = [
             (MAP_SERVICES, m.services.keys().count()),
+            (MAP_SERVICES6, m.services6.keys().count()),
             (MAP_BACKENDS, m.backends.keys().count()),
+            (MAP_BACKENDS6, m.backends6.keys().count()),
             (MAP_REV_NAT, m.rev_nat.keys().count()),
+            (MAP_REV_NAT6, m.rev_nat6.keys().count()),
             (MAP_CT, m.ct.keys().count()),
+            (MAP_CT6, m.ct6.keys().count()),
             (MAP_AFFINITY, m.affinity.keys().count()),
+            (MAP_AFFINITY6, m.affinity6.keys().count()),
             (MAP_MAGLEV, m.maglev.keys().count()),
             (MAP_SRC_RANGE, m.src_range.keys().count()),
+            (MAP_SRC_RANGE6, m.src_range6.keys().count()),
             (MAP_SOCK_REV, m.sock_rev.keys().count()),
+            (MAP_SOCK_REV6, m.sock_rev6.keys().count()),
             (MAP_SNAT, m.snat.keys().count()),
+            (MAP_SNAT6, m.snat6.keys().count()),
             (MAP_SVC_STATS, m.svc_stats.keys().count()),
             (MAP_BE_STATS, m.be_stats.keys().count()),
             (MAP_SVC_META, m.svc_meta.keys().count()),
@@ -662,15 +666,19 @@ fn map_limits(dp: &mut EbpfDataplane, asked: &MapCapacity) -> MapLimits {
         }
         have as usize
     };
+    // The limits hold for each family's maps (lb4_* and lb6_*, created
+    // with the same sizes): the smaller of the two.
     let limits = MapLimits {
-        services: cap(MAP_SERVICES, asked.services),
-        backends: cap(MAP_BACKENDS, asked.backends),
-        rev_nat: cap(MAP_REV_NAT, asked.rev_nat),
+        services: cap(MAP_SERVICES, asked.services).min(cap(MAP_SERVICES6, asked.services)),
+        backends: cap(MAP_BACKENDS, asked.backends).min(cap(MAP_BACKENDS6, asked.backends)),
+        rev_nat: cap(MAP_REV_NAT, asked.rev_nat).min(cap(MAP_REV_NAT6, asked.rev_nat)),
         maglev: cap(MAP_MAGLEV, asked.maglev),
-        src_range: cap(MAP_SRC_RANGE, asked.src_range),
+        src_range: cap(MAP_SRC_RANGE, asked.src_range).min(cap(MAP_SRC_RANGE6, asked.src_range)),
     };
     let _ = cap(MAP_CT, asked.ct);
+    let _ = cap(MAP_CT6, asked.ct);
     let _ = cap(MAP_AFFINITY, asked.affinity);
+    let _ = cap(MAP_AFFINITY6, asked.affinity);
     if !differ.is_empty() {
         tracing::warn!(
             "pinned maps keep the size they were created with: {}; run `lb-agent cleanup` \

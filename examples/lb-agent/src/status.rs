@@ -32,7 +32,10 @@ impl MapFill {
     /// True for a connection-tracking map (`lb4_ct`, `lb4_snat`) filled to
     /// [`FLOW_MAP_WARN_PCT`] or more.
     pub fn flow_map_under_pressure(&self) -> bool {
-        matches!(self.name.as_str(), "lb4_ct" | "lb4_snat") && self.fill_pct() >= FLOW_MAP_WARN_PCT
+        matches!(
+            self.name.as_str(),
+            "lb4_ct" | "lb4_snat" | "lb6_ct" | "lb6_snat"
+        ) && self.fill_pct() >= FLOW_MAP_WARN_PCT
     }
 }
 

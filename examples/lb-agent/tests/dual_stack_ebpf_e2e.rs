@@ -1,0 +1,187 @@
+//! End to end, dual-stack, on the eBPF dataplane (the default): the built
+//! `lb-agent run` binary in the node namespace of an lb-testkit topology,
+//! given a node address of each family, programs a Service with
+//! `ipFamilies: [IPv4, IPv6]` into the lb4_* and lb6_* maps (tc programs on
+//! the client-facing device). `service list` shows both families,
+//! `status --verbose` the lb6 maps' fill, and real TCP and UDP clients in
+//! the client namespace reach both backends through the IPv6 ClusterIP,
+//! the IPv6 NodePort on the node's address and the IPv4 ClusterIP.
+//! Privileged; bounded (every request has a 3 s timeout, the agent gets
+//! 15 s to sync).
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::ffi::OsStr;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::agent::{cli, service_list, within, Agent, Dirs};
+use lb_testkit::{tcp_request, udp_request, EchoServer, Topology};
+
+const TIMEOUT: Duration = Duration::from_secs(3);
+
+const WEB: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default}
+spec:
+  type: NodePort
+  ipFamilyPolicy: RequireDualStack
+  ipFamilies: [IPv4, IPv6]
+  clusterIP: 10.96.0.10
+  clusterIPs: [10.96.0.10, "fd00:96::10"]
+  ports:
+  - {name: http, port: 80, protocol: TCP, targetPort: 8080, nodePort: 30080}
+  - {name: dns, port: 53, protocol: UDP, targetPort: 5353}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: web-v4
+  namespace: default
+  labels: {kubernetes.io/service-name: web}
+addressType: IPv4
+ports: [{name: http, port: 8080, protocol: TCP}, {name: dns, port: 5353, protocol: UDP}]
+endpoints:
+- addresses: [10.200.1.2]
+  conditions: {ready: true}
+  nodeName: node-1
+- addresses: [10.200.2.2]
+  conditions: {ready: true}
+  nodeName: node-1
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: web-v6
+  namespace: default
+  labels: {kubernetes.io/service-name: web}
+addressType: IPv6
+ports: [{name: http, port: 8080, protocol: TCP}, {name: dns, port: 5353, protocol: UDP}]
+endpoints:
+- addresses: ["fd00:200:1::2"]
+  conditions: {ready: true}
+  nodeName: node-1
+- addresses: ["fd00:200:2::2"]
+  conditions: {ready: true}
+  nodeName: node-1
+"#;
+
+/// The backend tags (`beK`) that answered `n` TCP requests to `dst`, each
+/// echoing its message after the tag and the peer it saw.
+fn tcp_answers(topo: &Topology, dst: SocketAddr, n: usize) -> BTreeSet<String> {
+    (0..n)
+        .map(|i| {
+            let msg = format!("hi-{i}");
+            let out = tcp_request(&topo.client, dst, msg.as_bytes(), TIMEOUT)
+                .unwrap_or_else(|e| panic!("{dst}: {e}"));
+            let out = String::from_utf8(out).unwrap();
+            assert!(out.ends_with(&msg), "{out:?}");
+            out.split(':').next().unwrap().to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn ebpf_agent_serves_a_dual_stack_service() {
+    lb_testkit::require_privileges();
+    let topo = Topology::new(2).expect("topology");
+    let mut servers = Vec::new();
+    for b in &topo.backends {
+        let tag = format!("be{}:", b.index + 1);
+        for ip in [std::net::IpAddr::V4(b.v4), std::net::IpAddr::V6(b.v6)] {
+            let tcp = SocketAddr::new(ip, 8080);
+            servers.push(EchoServer::tcp(&b.ns, tcp, tag.as_bytes()).unwrap());
+            let udp = SocketAddr::new(ip, 5353);
+            servers.push(EchoServer::udp_with_peer(&b.ns, udp, tag.as_bytes()).unwrap());
+        }
+    }
+    let dirs = Dirs::new();
+    dirs.write("web.yaml", WEB);
+    let node6 = topo.node_v6.to_string();
+    let mut agent = Agent::start_with(&topo, &dirs, &["--node-ip", &node6].map(OsStr::new));
+
+    let np6 = format!("[{node6}]:30080");
+    let mut rows = Vec::new();
+    within(Duration::from_secs(15), "dual-stack service list", || {
+        rows = service_list(&dirs.state).unwrap_or_default();
+        rows.iter().any(|r| r.1 == np6)
+    });
+    let frontends: BTreeSet<&str> = rows.iter().map(|r| r.1.as_str()).collect();
+    for want in [
+        "10.96.0.10:80",
+        "[fd00:96::10]:80",
+        "[fd00:96::10]:53",
+        "[::]:30080",
+        np6.as_str(),
+        "192.168.10.1:30080",
+    ] {
+        assert!(frontends.contains(want), "{want} in {frontends:?}");
+    }
+    let v6_row = rows.iter().find(|r| r.1 == "[fd00:96::10]:80").unwrap();
+    let v6_backends: BTreeSet<&str> = v6_row
+        .2
+        .iter()
+        .map(|b| b.split_once(" => ").map_or(b.as_str(), |x| x.1))
+        .collect();
+    assert_eq!(
+        v6_backends,
+        BTreeSet::from([
+            "[fd00:200:1::2]:8080 (active)",
+            "[fd00:200:2::2]:8080 (active)"
+        ]),
+        "{rows:?}"
+    );
+
+    let both = BTreeSet::from(["be1".to_string(), "be2".to_string()]);
+    let vip6: SocketAddr = "[fd00:96::10]:80".parse().unwrap();
+    assert_eq!(tcp_answers(&topo, vip6, 20), both, "IPv6 ClusterIP");
+    let np6: SocketAddr = np6.parse().unwrap();
+    assert!(tcp_answers(&topo, np6, 5).is_subset(&both), "IPv6 NodePort");
+    let vip4: SocketAddr = "10.96.0.10:80".parse().unwrap();
+    assert_eq!(tcp_answers(&topo, vip4, 20), both, "IPv4 ClusterIP");
+    // UDP over IPv6: the node-local backend sees the client's own address.
+    let out = udp_request(
+        &topo.client,
+        "[fd00:96::10]:53".parse().unwrap(),
+        b"q",
+        TIMEOUT,
+    )
+    .expect("IPv6 UDP through the ClusterIP");
+    let out = String::from_utf8(out).unwrap();
+    assert!(
+        out.contains(&format!("[[{}]:", topo.client_v6)),
+        "client address kept: {out}"
+    );
+
+    // status --verbose: the lb6 maps hold the IPv6 half (4 IPv6 frontends
+    // of port 80/53/30080 x 2 backends: ClusterIP TCP and UDP, NodePort on
+    // the node address and on ::, each with 2 slots).
+    let out = cli(&["status", "--verbose"], &dirs.state);
+    assert!(out.status.success(), "{out:?}");
+    let st = String::from_utf8(out.stdout).unwrap();
+    let line = |map: &str| {
+        st.lines()
+            .find(|l| l.split_whitespace().next() == Some(map))
+            .unwrap_or_else(|| panic!("{map} in\n{st}"))
+            .to_string()
+    };
+    for map in ["lb6_services", "lb6_backends", "lb6_reverse_nat", "lb6_ct"] {
+        line(map);
+    }
+    let entries = |map: &str| -> u64 {
+        let l = line(map);
+        l.split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap_or_else(|_| panic!("{l}"))
+    };
+    assert_eq!(entries("lb6_backends"), 4, "2 pods x TCP/UDP ports\n{st}");
+    assert!(entries("lb6_services") >= 12, "{st}");
+    assert!(entries("lb6_ct") > 0, "IPv6 flows tracked\n{st}");
+    assert_eq!(entries("lb4_backends"), 4, "{st}");
+    assert!(agent.terminate(), "exit status on SIGTERM");
+    drop(servers);
+}
