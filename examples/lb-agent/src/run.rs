@@ -142,7 +142,7 @@ impl Agent {
         let node = args.node.node_config()?;
         if !userspace && node.nat46x64 {
             return Err("--enable-nat46x64: NAT46/64 needs --dataplane userspace \
-                        (lb-ebpf's maps and programs are IPv4 only and do not \
+                        (lb-ebpf serves IPv4 and IPv6 but does not \
                         translate between IP families yet)"
                 .into());
         }
