@@ -615,11 +615,7 @@ impl EbpfDataplane {
                 }
             }
         }
-        let mut needs = vec![
-            (MAP_MAGLEV, self.caps.maglev, maglev.peak),
-            (MAP_SVC_STATS, self.caps.svc_stats, svc_stats.peak),
-            (MAP_BE_STATS, self.caps.be_stats, be_stats.peak),
-        ];
+        let mut needs = vec![(MAP_MAGLEV, self.caps.maglev, maglev.peak)];
         for (f, (services, backends, rev_nat, src_range)) in [
             (
                 Fam::V4,
@@ -638,6 +634,11 @@ impl EbpfDataplane {
                 (src_range, cap.src_range, c.peak_ranges),
             ]);
         }
+        // The shared maps last: a family's own map names the shortage first.
+        needs.extend([
+            (MAP_SVC_STATS, self.caps.svc_stats, svc_stats.peak),
+            (MAP_BE_STATS, self.caps.be_stats, be_stats.peak),
+        ]);
         for (table, capacity, needed) in needs {
             if needed > capacity {
                 return Err(DataplaneError::CapacityExceeded {
