@@ -403,39 +403,13 @@ fn tag(k: usize) -> Vec<u8> {
     format!("be{k}:").into_bytes()
 }
 
-/// `web` (TCP) and `dns` (UDP) on the VIP and a NodePort, Maglev over all
-/// (remote) backends.
-fn e2e_services(topo: &DsrTopology) -> Vec<Service> {
-    let be = |port: &str| -> Vec<String> {
-        topo.backends
-            .iter()
-            .map(|b| format!("{}:{port}", b.v4))
-            .collect()
-    };
-    let mut web = svc(
-        "default/web",
-        &[
-            (format!("{VIP}:80"), FrontendType::LoadBalancer),
-            ("0.0.0.0:30080".into(), FrontendType::NodePort),
-        ],
-        be("8080"),
-    );
-    let mut dns = svc(
-        "default/dns",
-        &[
-            (format!("{VIP}:53/UDP"), FrontendType::LoadBalancer),
-            ("0.0.0.0:30053/UDP".into(), FrontendType::NodePort),
-        ],
-        be("5353/UDP"),
-    );
-    web.algorithm = Some(LbAlgorithm::Maglev);
-    dns.algorithm = Some(LbAlgorithm::Maglev);
-    vec![web, dns]
-}
-
 /// Runs TCP (small and 64 KiB) and UDP requests through both frontends of
 /// a node with `lb_xdp` attached in `xdp_mode` and the load balancer in
 /// `mode`; checks that every client packet was forwarded at XDP.
+fn backend_v4s(topo: &DsrTopology) -> Vec<std::net::Ipv4Addr> {
+    topo.backends.iter().map(|b| b.v4).collect()
+}
+
 fn e2e(mode: LbMode, xdp_mode: XdpMode) {
     lb_testkit::require_privileges();
     let topo = DsrTopology::new(1, 2).expect("topology");
@@ -492,7 +466,7 @@ fn e2e(mode: LbMode, xdp_mode: XdpMode) {
     };
     assert!(link.contains(want), "{want:?} in {link}");
     let mut dp = EbpfDataplane::open(&pin_dir, &cfg).expect("open dataplane");
-    let desired = DesiredState::build(&cfg, &e2e_services(&topo)).unwrap();
+    let desired = DesiredState::build(&cfg, &web_and_dns(VIP, &backend_v4s(&topo))).unwrap();
     Reconciler::new()
         .apply(&mut dp, &desired)
         .expect("reconcile");

@@ -56,36 +56,6 @@ fn full_checksums(topo: &Topology) {
     assert!(st.success(), "ethtool -K tx off: {st}");
 }
 
-/// `web` (TCP) and `dns` (UDP) on the VIP and a NodePort, Maglev over all
-/// backends, which are remote (not on this node).
-fn services(topo: &Topology) -> Vec<Service> {
-    let be = |port: &str| -> Vec<String> {
-        topo.backends
-            .iter()
-            .map(|b| format!("{}:{port}", b.v4))
-            .collect()
-    };
-    let mut web = svc(
-        "default/web",
-        &[
-            (format!("{VIP_V4}:80"), FrontendType::LoadBalancer),
-            ("0.0.0.0:30080".into(), FrontendType::NodePort),
-        ],
-        be("8080"),
-    );
-    let mut dns = svc(
-        "default/dns",
-        &[
-            (format!("{VIP_V4}:53/UDP"), FrontendType::LoadBalancer),
-            ("0.0.0.0:30053/UDP".into(), FrontendType::NodePort),
-        ],
-        be("5353/UDP"),
-    );
-    web.algorithm = Some(LbAlgorithm::Maglev);
-    dns.algorithm = Some(LbAlgorithm::Maglev);
-    vec![web, dns]
-}
-
 /// The client's `Icmp: InDestUnreachs` counter.
 fn icmp_dest_unreachs(topo: &Topology) -> u64 {
     let snmp = topo.client.exec_ok(&["cat", "/proc/net/snmp"]).unwrap();
@@ -123,6 +93,8 @@ fn two_armed(mode: LbMode, xdp_mode: XdpMode) {
             );
         }
     }
+    // Remote backends (not on this node).
+    let backend_v4s: Vec<_> = topo.backends.iter().map(|b| b.v4).collect();
     let mut devs = vec![topo.node_client_dev.clone()];
     devs.extend(topo.backends.iter().map(|b| b.node_link.name.clone()));
     let cfg = {
@@ -147,7 +119,7 @@ fn two_armed(mode: LbMode, xdp_mode: XdpMode) {
     assert_eq!(xdp_loaded.mode(), xdp_mode);
     assert_eq!(xdp::attachments(&pin_dir).unwrap().len(), devs.len());
     let mut dp = EbpfDataplane::open(&pin_dir, &cfg).expect("open dataplane");
-    let desired = DesiredState::build(&cfg, &services(&topo)).unwrap();
+    let desired = DesiredState::build(&cfg, &web_and_dns(VIP_V4, &backend_v4s)).unwrap();
     Reconciler::new()
         .apply(&mut dp, &desired)
         .expect("reconcile");

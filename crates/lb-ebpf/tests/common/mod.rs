@@ -246,3 +246,29 @@ pub fn svc(name: &str, frontends: &[(String, FrontendType)], backends: Vec<Strin
     }
     s
 }
+
+/// `web` (TCP, 80 -> 8080) and `dns` (UDP, 53 -> 5353) on the LoadBalancer
+/// address `vip` and on NodePorts 30080 / 30053, Maglev over `backends`.
+pub fn web_and_dns(vip: std::net::Ipv4Addr, backends: &[std::net::Ipv4Addr]) -> Vec<Service> {
+    let be =
+        |port: &str| -> Vec<String> { backends.iter().map(|b| format!("{b}:{port}")).collect() };
+    let mut web = svc(
+        "default/web",
+        &[
+            (format!("{vip}:80"), FrontendType::LoadBalancer),
+            ("0.0.0.0:30080".into(), FrontendType::NodePort),
+        ],
+        be("8080"),
+    );
+    let mut dns = svc(
+        "default/dns",
+        &[
+            (format!("{vip}:53/UDP"), FrontendType::LoadBalancer),
+            ("0.0.0.0:30053/UDP".into(), FrontendType::NodePort),
+        ],
+        be("5353/UDP"),
+    );
+    web.algorithm = Some(LbAlgorithm::Maglev);
+    dns.algorithm = Some(LbAlgorithm::Maglev);
+    vec![web, dns]
+}
