@@ -11,6 +11,8 @@
 //! (a few seconds in all on an idle machine). Prints the figures
 //! (`--nocapture`); `BENCHMARKS.md` records them.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,8 +23,9 @@ use lb_core::*;
 use lb_testkit::netns::NetNs;
 use lb_testkit::topology::{backend_v4, VIP_V4};
 use lb_testkit::Topology;
-use lb_userspace::io::{Device, IoLoop, Role};
 use lb_userspace::{Config, UserspaceDataplane};
+
+use common::io_rig::{node_devices, with_io_loop};
 
 /// Bytes per transfer (8 MiB; `LB_BULK_MIB` sets another size for runs
 /// by hand).
@@ -183,61 +186,33 @@ fn large_tcp_transfers_through_cluster_ip_and_node_port() {
     let stop_server = stop.clone();
     let server = std::thread::spawn(move || serve(listener, stop_server));
 
-    let devices = vec![
-        Device {
-            name: topo.node_client_dev.clone(),
-            role: Role::Client,
-        },
-        Device {
-            name: topo.backends[0].node_link.name.clone(),
-            role: Role::Backend,
-        },
-    ];
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let worker = dp.worker();
-    let stop_io = stop.clone();
-    let io = topo
-        .node
-        .spawn_thread(move || {
-            let mut io = match IoLoop::new(&devices, worker, true) {
-                Ok(io) => io,
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e.to_string()));
-                    return Default::default();
-                }
-            };
-            let _ = ready_tx.send(Ok(()));
-            io.run(&stop_io)
-        })
-        .unwrap();
-    ready_rx.recv().unwrap().expect("io loop");
-
+    let devices = node_devices(&topo, Some(1));
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let mut retransmits = 0;
-        for (name, to) in [
-            ("ClusterIP", SocketAddr::from((VIP_V4, 80))),
-            ("NodePort", SocketAddr::from((topo.node_v4, 30080))),
-        ] {
-            for download in [true, false] {
-                let before = retrans(&topo.client) + retrans(&topo.backends[0].ns);
-                let took = transfer(&topo, to, download);
-                let r = retrans(&topo.client) + retrans(&topo.backends[0].ns) - before;
-                retransmits += r;
-                let what = if download { "download" } else { "upload" };
-                println!(
-                    "{name} {what} {} MiB: {:.3} s, {r} retransmitted segments",
-                    *SIZE >> 20,
-                    took.as_secs_f64()
-                );
+        with_io_loop(&topo, devices, dp.worker(), || {
+            let mut retransmits = 0;
+            for (name, to) in [
+                ("ClusterIP", SocketAddr::from((VIP_V4, 80))),
+                ("NodePort", SocketAddr::from((topo.node_v4, 30080))),
+            ] {
+                for download in [true, false] {
+                    let before = retrans(&topo.client) + retrans(&topo.backends[0].ns);
+                    let took = transfer(&topo, to, download);
+                    let r = retrans(&topo.client) + retrans(&topo.backends[0].ns) - before;
+                    retransmits += r;
+                    let what = if download { "download" } else { "upload" };
+                    println!(
+                        "{name} {what} {} MiB: {:.3} s, {r} retransmitted segments",
+                        *SIZE >> 20,
+                        took.as_secs_f64()
+                    );
+                }
             }
-        }
-        retransmits
+            retransmits
+        })
     }));
     stop.store(true, Ordering::Relaxed);
-    let stats = io.join().unwrap();
     server.join().unwrap();
-    println!("io loop: {stats:?}");
-    let retransmits = match result {
+    let (stats, retransmits) = match result {
         Ok(r) => r,
         Err(e) => std::panic::resume_unwind(e),
     };

@@ -2,17 +2,18 @@
 //! servers behind a ClusterIP through lb-userspace's I/O loop, which runs
 //! in the node namespace of an `lb_testkit::Topology`. Privileged.
 
+mod common;
+
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use lb_core::*;
 use lb_testkit::topology::{backend_v4, VIP_V4};
 use lb_testkit::{tcp_request, udp_request, EchoServer, Topology};
 use lb_userspace::ct::CtTimeouts;
-use lb_userspace::io::{Device, IoLoop, Role};
 use lb_userspace::{Config, UserspaceDataplane};
+
+use common::io_rig::{node_devices, with_io_loop};
 
 #[test]
 fn tcp_and_udp_clients_reach_backends_through_the_io_loop() {
@@ -71,37 +72,8 @@ fn tcp_and_udp_clients_reach_backends_through_the_io_loop() {
     let mut dp = UserspaceDataplane::new(node, config);
     Reconciler::new().apply(&mut dp, &desired).unwrap();
 
-    let mut devices = vec![Device {
-        name: topo.node_client_dev.clone(),
-        role: Role::Client,
-    }];
-    for b in &topo.backends {
-        devices.push(Device {
-            name: b.node_link.name.clone(),
-            role: Role::Backend,
-        });
-    }
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let worker = dp.worker();
-    let stop2 = stop.clone();
-    let io = topo
-        .node
-        .spawn_thread(move || {
-            let mut io = match IoLoop::new(&devices, worker, true) {
-                Ok(io) => io,
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e.to_string()));
-                    return Default::default();
-                }
-            };
-            let _ = ready_tx.send(Ok(()));
-            io.run(&stop2)
-        })
-        .unwrap();
-    ready_rx.recv().unwrap().expect("io loop");
-
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+    let devices = node_devices(&topo, None);
+    let (stats, ()) = with_io_loop(&topo, devices, dp.worker(), || {
         let t = Duration::from_secs(5);
         let mut seen = std::collections::BTreeSet::new();
         for i in 0..12 {
@@ -127,16 +99,8 @@ fn tcp_and_udp_clients_reach_backends_through_the_io_loop() {
         assert_eq!(seen.len(), 2, "both backends served: {seen:?}");
         // Idle UDP flows expire (1 s, whole seconds) while the loop runs.
         std::thread::sleep(Duration::from_millis(3500));
-    }));
-    stop.store(true, Ordering::Relaxed);
-    let stats = io.join().unwrap();
-    println!(
-        "io loop: {stats:?}, counters: {:?}",
-        dp.counters().services()
-    );
-    if let Err(e) = result {
-        std::panic::resume_unwind(e);
-    }
+    });
+    println!("counters: {:?}", dp.counters().services());
     assert!(stats.sent > 0 && stats.send_errors == 0, "{stats:?}");
     assert!(stats.expired_flows >= 12, "UDP flows expired: {stats:?}");
     let services = dp.counters().services();
@@ -250,37 +214,8 @@ fn one_client_port_to_two_frontends_of_one_backend() {
     let desired = DesiredState::build(&node, &[svc]).unwrap();
     let mut dp = UserspaceDataplane::new(node, Config::default());
     Reconciler::new().apply(&mut dp, &desired).unwrap();
-    let devices = vec![
-        Device {
-            name: topo.node_client_dev.clone(),
-            role: Role::Client,
-        },
-        Device {
-            name: topo.backends[0].node_link.name.clone(),
-            role: Role::Backend,
-        },
-    ];
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let worker = dp.worker();
-    let stop2 = stop.clone();
-    let io = topo
-        .node
-        .spawn_thread(move || {
-            let mut io = match IoLoop::new(&devices, worker, true) {
-                Ok(io) => io,
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e.to_string()));
-                    return Default::default();
-                }
-            };
-            let _ = ready_tx.send(Ok(()));
-            io.run(&stop2)
-        })
-        .unwrap();
-    ready_rx.recv().unwrap().expect("io loop");
-
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+    let devices = node_devices(&topo, Some(1));
+    with_io_loop(&topo, devices, dp.worker(), || {
         let vip = SocketAddr::from((VIP_V4, 80));
         let node_port = SocketAddr::from((topo.node_v4, 30080));
         for port in [40001u16, 40002] {
@@ -309,11 +244,5 @@ fn one_client_port_to_two_frontends_of_one_backend() {
                 exchange(&mut a, b"a after b closed");
             }
         }
-    }));
-    stop.store(true, Ordering::Relaxed);
-    let stats = io.join().unwrap();
-    println!("io loop: {stats:?}");
-    if let Err(e) = result {
-        std::panic::resume_unwind(e);
-    }
+    });
 }

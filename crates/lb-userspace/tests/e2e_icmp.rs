@@ -9,16 +9,17 @@
 //! is on another node (SNATed; checked with an echo server that reports
 //! the peer it saw). Privileged; bounded (a few seconds: 2 s timeouts).
 
+mod common;
+
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use lb_core::*;
 use lb_testkit::topology::{backend_v4, backend_v6, VIP_V4, VIP_V6};
 use lb_testkit::{udp_request, EchoServer, Topology};
-use lb_userspace::io::{Device, IoLoop, Role};
 use lb_userspace::{Config, UserspaceDataplane};
+
+use common::io_rig::{node_devices, with_io_loop};
 
 const T: Duration = Duration::from_secs(2);
 
@@ -118,37 +119,8 @@ fn connected_udp_clients_get_econnrefused_through_cluster_ip_and_snated_node_por
     let mut dp = UserspaceDataplane::new(node, Config::default());
     Reconciler::new().apply(&mut dp, &desired).unwrap();
 
-    let devices = vec![
-        Device {
-            name: topo.node_client_dev.clone(),
-            role: Role::Client,
-        },
-        Device {
-            name: topo.backends[0].node_link.name.clone(),
-            role: Role::Backend,
-        },
-    ];
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let worker = dp.worker();
-    let stop2 = stop.clone();
-    let io = topo
-        .node
-        .spawn_thread(move || {
-            let mut io = match IoLoop::new(&devices, worker, true) {
-                Ok(io) => io,
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e.to_string()));
-                    return Default::default();
-                }
-            };
-            let _ = ready_tx.send(Ok(()));
-            io.run(&stop2)
-        })
-        .unwrap();
-    ready_rx.recv().unwrap().expect("io loop");
-
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+    let devices = node_devices(&topo, Some(1));
+    let (stats, ()) = with_io_loop(&topo, devices, dp.worker(), || {
         // The remote service is SNATed: the backend sees the node's address,
         // not the client's.
         for (np, node_side) in [
@@ -180,12 +152,6 @@ fn connected_udp_clients_get_econnrefused_through_cluster_ip_and_snated_node_por
                 "through {to}"
             );
         }
-    }));
-    stop.store(true, Ordering::Relaxed);
-    let stats = io.join().unwrap();
-    println!("io loop: {stats:?}");
-    if let Err(e) = result {
-        std::panic::resume_unwind(e);
-    }
+    });
     assert_eq!(stats.send_errors, 0, "{stats:?}");
 }

@@ -8,17 +8,18 @@
 //! sees the node as the peer). Privileged; bounded (a few seconds: every
 //! request has a 5 s timeout and there are 30 of them).
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use lb_core::*;
 use lb_testkit::topology::{VIP_V4, VIP_V6};
 use lb_testkit::{tcp_request, udp_request, EchoServer, Topology};
-use lb_userspace::io::{Device, IoLoop, Role};
 use lb_userspace::{Config, UserspaceDataplane};
+
+use common::io_rig::{node_devices, with_io_loop};
 
 fn fe(addr: String, kind: FrontendType) -> FrontendParams {
     FrontendParams::new(addr.parse().expect("frontend"), kind)
@@ -68,37 +69,11 @@ fn ipv6_and_dual_stack_clients_reach_backends_through_the_io_loop() {
     let mut dp = UserspaceDataplane::new(node, Config::default());
     Reconciler::new().apply(&mut dp, &desired).unwrap();
 
-    let mut devices = vec![Device {
-        name: topo.node_client_dev.clone(),
-        role: Role::Client,
-    }];
-    devices.extend(topo.backends.iter().map(|b| Device {
-        name: b.node_link.name.clone(),
-        role: Role::Backend,
-    }));
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let worker = dp.worker();
-    let stop2 = stop.clone();
-    let io = topo
-        .node
-        .spawn_thread(move || {
-            let mut io = match IoLoop::new(&devices, worker, true) {
-                Ok(io) => io,
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e.to_string()));
-                    return Default::default();
-                }
-            };
-            let _ = ready_tx.send(Ok(()));
-            io.run(&stop2)
-        })
-        .unwrap();
-    ready_rx.recv().unwrap().expect("io loop");
+    let devices = node_devices(&topo, None);
 
     let client6 = topo.client_v6.to_string();
     let node6 = topo.node_v6.to_string();
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+    let (stats, ()) = with_io_loop(&topo, devices, dp.worker(), || {
         let t = Duration::from_secs(5);
         let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
         let mut seen = BTreeSet::new();
@@ -135,16 +110,8 @@ fn ipv6_and_dual_stack_clients_reach_backends_through_the_io_loop() {
             assert!(out.starts_with("far-1:"), "{out}");
             assert!(out.contains(&format!("[[{node6}]:")), "not SNATed: {out}");
         }
-    }));
-    stop.store(true, Ordering::Relaxed);
-    let stats = io.join().unwrap();
-    println!(
-        "io loop: {stats:?}, counters: {:?}",
-        dp.counters().services()
-    );
-    if let Err(e) = result {
-        std::panic::resume_unwind(e);
-    }
+    });
+    println!("counters: {:?}", dp.counters().services());
     assert!(stats.sent > 0 && stats.send_errors == 0, "{stats:?}");
     drop(servers);
 }

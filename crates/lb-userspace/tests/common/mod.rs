@@ -1,6 +1,8 @@
 //! The lb-userspace adapter of the conformance suite.
 #![allow(dead_code)]
 
+pub mod io_rig;
+
 use lb_core::{DataplaneError, Op, Scope};
 use lb_testkit::conformance::{
     DataplaneUnderTest, Direction, Drops, PacketCtx, PacketResult, Scenario, Setup,
