@@ -1,13 +1,14 @@
-//! End to end, dual-stack, with `--dataplane userspace`: the built
-//! `lb-agent run` binary in the node namespace of an lb-testkit topology,
-//! given a node address of each family, programs a Service with
+//! End to end, dual-stack, on both dataplanes (`--dataplane userspace` and
+//! the default eBPF one): the built `lb-agent` binary runs in the node
+//! namespace of an `lb_testkit::Topology` and reads a Service with
 //! `ipFamilies: [IPv4, IPv6]` (a ClusterIP of each family, a NodePort) and
 //! EndpointSlices of `addressType` IPv4 and IPv6. `service list` shows the
 //! IPv6 frontends as `[ADDR]:PORT` with the IPv6 backends, and real TCP and
 //! UDP clients in the client namespace reach both backends through the IPv6
 //! ClusterIP, the IPv6 NodePort on the node's address, and the IPv4
-//! ClusterIP of the same Service. Privileged; bounded (every request has a
-//! 3 s timeout, the agent gets 15 s to sync).
+//! ClusterIP of the same Service. On eBPF, `status --verbose` shows the
+//! lb6_* maps' fill. Privileged; bounded (every request has a 3 s timeout,
+//! the agent gets 15 s to sync).
 
 mod common;
 
@@ -16,7 +17,7 @@ use std::ffi::OsStr;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::agent::{service_list, within, Agent, Dirs};
+use common::agent::{cli, service_list, within, Agent, Dirs};
 use lb_testkit::{tcp_request, udp_request, EchoServer, Topology};
 
 const TIMEOUT: Duration = Duration::from_secs(3);
@@ -83,8 +84,11 @@ fn tcp_answers(topo: &Topology, dst: SocketAddr, n: usize) -> BTreeSet<String> {
         .collect()
 }
 
-#[test]
-fn userspace_agent_serves_a_dual_stack_service() {
+/// Starts the agent with `args` (plus `--node-ip` of the node's IPv6
+/// address) in front of two dual-stack echo backends, checks `service list`
+/// and real clients of both families, then runs `check` with the agent
+/// still serving.
+fn serves_a_dual_stack_service(args: &[&str], check: impl FnOnce(&Dirs, &mut Agent)) {
     lb_testkit::require_privileges();
     let topo = Topology::new(2).expect("topology");
     let mut servers = Vec::new();
@@ -100,10 +104,12 @@ fn userspace_agent_serves_a_dual_stack_service() {
     let dirs = Dirs::new();
     dirs.write("web.yaml", WEB);
     let node6 = topo.node_v6.to_string();
-    let _agent = Agent::start_with(
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["--node-ip", &node6]);
+    let mut agent = Agent::start_with(
         &topo,
         &dirs,
-        &["--dataplane", "userspace", "--node-ip", &node6].map(OsStr::new),
+        &all.iter().map(OsStr::new).collect::<Vec<_>>(),
     );
 
     // `service list` shows both families once the first sync ran.
@@ -159,5 +165,39 @@ fn userspace_agent_serves_a_dual_stack_service() {
         out.contains(&format!("[[{}]:", topo.client_v6)),
         "client address kept: {out}"
     );
+    check(&dirs, &mut agent);
     drop(servers);
+}
+
+#[test]
+fn userspace_agent_serves_a_dual_stack_service() {
+    serves_a_dual_stack_service(&["--dataplane", "userspace"], |_, _| {});
+}
+
+#[test]
+fn ebpf_agent_serves_a_dual_stack_service() {
+    serves_a_dual_stack_service(&[], |dirs, agent| {
+        // The lb6 maps hold the IPv6 half (4 IPv6 frontends of port
+        // 80/53/30080 x 2 backends: ClusterIP TCP and UDP, NodePort on the
+        // node address and on ::, each with 2 slots).
+        let out = cli(&["status", "--verbose"], &dirs.state);
+        assert!(out.status.success(), "{out:?}");
+        let st = String::from_utf8(out.stdout).unwrap();
+        let entries = |map: &str| -> u64 {
+            let l = st
+                .lines()
+                .find(|l| l.split_whitespace().next() == Some(map))
+                .unwrap_or_else(|| panic!("{map} in\n{st}"));
+            l.split_whitespace()
+                .nth(1)
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("{l}"))
+        };
+        entries("lb6_reverse_nat");
+        assert_eq!(entries("lb6_backends"), 4, "2 pods x TCP/UDP ports\n{st}");
+        assert!(entries("lb6_services") >= 12, "{st}");
+        assert!(entries("lb6_ct") > 0, "IPv6 flows tracked\n{st}");
+        assert_eq!(entries("lb4_backends"), 4, "{st}");
+        assert!(agent.terminate(), "exit status on SIGTERM");
+    });
 }
