@@ -54,7 +54,6 @@ pub struct Sources {
     services: BTreeMap<ServiceName, Service>,
     /// The file each object (`KIND NAMESPACE/NAME`) came from last pass.
     defined_in: HashMap<String, PathBuf>,
-    ipv4_only: bool,
     /// The zone given by flag, which wins over the Node's label.
     flag_zone: Option<String>,
     limits: Option<MapLimits>,
@@ -76,7 +75,6 @@ impl Sources {
             files: BTreeMap::new(),
             services: BTreeMap::new(),
             defined_in: HashMap::new(),
-            ipv4_only: false,
             limits: None,
         }
     }
@@ -86,14 +84,6 @@ impl Sources {
     /// others still apply.
     pub fn with_limits(mut self, limits: MapLimits) -> Self {
         self.limits = Some(limits);
-        self
-    }
-
-    /// Leaves IPv6 frontends and backends out (with a log line), for a
-    /// dataplane that only programs IPv4; dual-stack services keep their
-    /// IPv4 half.
-    pub fn ipv4_only(mut self) -> Self {
-        self.ipv4_only = true;
         self
     }
 
@@ -202,22 +192,7 @@ impl Sources {
             problems.push(format!("{}: skipped {s}", file_of(&s.object)));
         }
         let mut fresh: BTreeMap<ServiceName, Service> = BTreeMap::new();
-        for mut svc in t.services {
-            let what = format!("Service {}", svc.name);
-            if self.ipv4_only {
-                let before = svc.frontends.len() + svc.backends.len();
-                svc.frontends.retain(|f| f.addr.addr.is_ipv4());
-                svc.backends.retain(|b| b.addr.addr.is_ipv4());
-                if svc.frontends.len() + svc.backends.len() < before {
-                    problems.push(format!(
-                        "{}: {what}: IPv6 frontends and backends left out (the dataplane is IPv4 only)",
-                        file_of(&what)
-                    ));
-                }
-                if svc.frontends.is_empty() {
-                    continue;
-                }
-            }
+        for svc in t.services {
             fresh.insert(svc.name.clone(), svc);
         }
 
@@ -495,27 +470,6 @@ addressType: IPv4\nports: [{{name: http, port: 8080}}]\nendpoints: [{}]\n",
         );
         let all = p.problems.join("\n");
         assert!(all.contains("Service default/a: keeping its last good version (the new one: map lb4_services is full"), "{all}");
-    }
-
-    #[test]
-    fn ipv4_only_keeps_the_ipv4_half_of_dual_stack_services() {
-        let d = tempfile::tempdir().unwrap();
-        fs::write(
-            d.path().join("ds.yaml"),
-            "kind: Service\nmetadata: {name: ds}\n\
-spec: {clusterIPs: [10.96.0.5, 'fd00::5'], ports: [{port: 80}]}\n---\n\
-kind: Service\nmetadata: {name: v6}\nspec: {clusterIP: 'fd00::6', ports: [{port: 80}]}\n",
-        )
-        .unwrap();
-        let mut s = Sources::new(d.path(), node()).ipv4_only();
-        let p = s.pass().unwrap();
-        assert_eq!(names(&p), ["default/ds"]);
-        assert!(p.desired.frontends.keys().all(|k| k.addr.addr.is_ipv4()));
-        assert!(
-            p.problems.iter().any(|l| l.contains("IPv4 only")),
-            "{:?}",
-            p.problems
-        );
     }
 
     #[test]
