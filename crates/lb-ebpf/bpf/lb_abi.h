@@ -46,6 +46,7 @@
 #define LB_SVC_F_TWO_SCOPES    (1 << 3) /* an internal-scope entry exists */
 #define LB_SVC_F_SOURCE_RANGES (1 << 4) /* check lb4_src_range */
 #define LB_SVC_F_UNIFORM       (1 << 5) /* all selectable weights equal */
+#define LB_SVC_F_NAT46X64      (1 << 6) /* backends of the other family (lb_nat46.h) */
 
 /* lb4_service.fe_type: lb-core's FrontendType in declaration order. */
 enum lb_fe_type {

@@ -21,6 +21,11 @@
  * backends are SNATed in every mode, as lb_core::flow::egress decides) and
  * no ICMPv6 error translation (ICMPv6 passes untouched).
  *
+ * NAT46/64 (lb_nat46.h): a frontend whose slot 0 has LB_SVC_F_NAT46X64 is
+ * served by backends of the other family; its packets are handed over by
+ * the family body (LB_XLATE_GO) and translated in a call chain of their
+ * own (lb_xlate_run), as are the replies of such flows.
+ *
  * The decision order is lb_core::flow::decide's; tests/prog_run.rs and
  * tests/prog_run_v6.rs compare.
  * With XDP acceleration (lb_xdp.c) external flows to remote backends are
@@ -50,6 +55,8 @@ static __always_inline int lb_drop(__u32 reason)
 	lb_count_drop(reason);
 	return TC_ACT_SHOT;
 }
+
+#include "lb_nat46.h"
 
 /* ---- IPv4 ---- */
 #define LBF(name) name##4
@@ -95,6 +102,11 @@ static __always_inline int lb_drop(__u32 reason)
 #define LBF_INGRESS_OTHER lb_ingress_other4
 #define LBF_EGRESS_OTHER lb_egress_other4
 #define LBF_HAS_DSR 1
+#define LBF_XLATE(skb, cfg, p, key, rev_nat, flags, count, timeout, total_weight, now)            \
+	LB_XLATE_ENTER(4, LB_XLATE_NAT46, p, key, rev_nat, flags, count, timeout, total_weight, now)
+/* NAT64's marker entry (lb_nat46.h): no client is 0.0.0.0. */
+#define LBF_XLATE_REPLY_IS(e) ((e)->client_addr == 0)
+#define LBF_XLATE_REPLY(skb, p, e, now) lb_xlate_reply4(p, now)
 #define LBF_SUBFN __always_inline
 
 /* The ingress program's per-packet state: on the stack. */
@@ -186,6 +198,11 @@ static __always_inline int lb_egress_other4(struct __sk_buff *skb)
 #define LBF_INGRESS_OTHER(skb, cfg) TC_ACT_OK
 #define LBF_EGRESS_OTHER(skb) TC_ACT_OK
 #define LBF_HAS_DSR 0
+#define LBF_XLATE(skb, cfg, p, key, rev_nat, flags, count, timeout, total_weight, now)            \
+	LB_XLATE_ENTER(6, LB_XLATE_NAT64, p, key, rev_nat, flags, count, timeout, total_weight, now)
+/* NAT46's entries hold an IPv4-mapped client (lb_nat46.h). */
+#define LBF_XLATE_REPLY_IS(e) lb_xlate_is_mapped(&(e)->client_addr)
+#define LBF_XLATE_REPLY(skb, p, e, now) lb_xlate_reply6(p, e, now)
 #define LBF_SUBFN __noinline
 
 /* The IPv6 ingress program's per-packet state is too wide for the stack
@@ -263,9 +280,14 @@ static __noinline int lb_tc_egress6_fn(struct __sk_buff *skb)
 SEC("classifier")
 int lb_tc_ingress(struct __sk_buff *skb)
 {
+	int rc;
+
 	if (skb->protocol == bpf_htons(ETH_P_IPV6))
-		return lb_tc_ingress6_fn(skb);
-	return lb_tc_ingress4_fn(skb);
+		rc = lb_tc_ingress6_fn(skb);
+	else
+		rc = lb_tc_ingress4_fn(skb);
+	/* A NAT46/64 packet, handed over by the family body (lb_nat46.h). */
+	return rc == LB_XLATE_GO ? lb_xlate_run(skb) : rc;
 }
 
 SEC("classifier")

@@ -34,6 +34,9 @@
  *   LBF_INGRESS_OTHER(skb, cfg)  a packet LBF_PARSE ignores (ICMP errors)
  *   LBF_EGRESS_OTHER(skb)
  *   LBF_HAS_DSR              1 when DSR encapsulation exists for the family
+ *   LBF_XLATE(...)           a packet to a LB_SVC_F_NAT46X64 frontend (lb_nat46.h)
+ *   LBF_XLATE_REPLY_IS(e), LBF_XLATE_REPLY(skb, p, e, now)
+ *                            a SNAT entry of a translated flow, and its reply
  *   LBF_STATE, LBF_STATE_DECL(st)  the ingress program's per-packet state
  *                            (packet, frontend key, CT key and entry,
  *                            affinity key), zeroed: `st` points to it,
@@ -65,6 +68,9 @@ static __always_inline int LBF(lb_snat_reply)(struct __sk_buff *skb, const struc
 		return -1;
 	if (e->last_seen != now)
 		e->last_seen = now;
+	/* A translated flow's entry (lb_nat46.h). */
+	if (LBF_XLATE_REPLY_IS(e))
+		return LBF_XLATE_REPLY(skb, p, e, now);
 	client = e->client_addr;
 	client_port = e->client_port;
 	fe_addr = e->frontend_addr;
@@ -169,6 +175,9 @@ static __always_inline int LBF(lb_tc_ingress)(struct __sk_buff *skb)
 
 	if ((flags & LB_SVC_F_SOURCE_RANGES) && !LBF_SRC_RANGE_OK(rev_nat, p->saddr))
 		return lb_drop(LB_DROP_SOURCE_RANGE);
+	/* Backends of the other family: NAT46/64 (lb_nat46.h). */
+	if (flags & LB_SVC_F_NAT46X64)
+		return LBF_XLATE(skb, cfg, p, key, rev_nat, flags, count, timeout, total_weight, now);
 
 	/* An established flow keeps its backend while the backend exists. */
 	ck->saddr = p->saddr;

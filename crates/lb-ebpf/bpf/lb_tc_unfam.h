@@ -42,6 +42,9 @@
 #undef LBF_INGRESS_OTHER
 #undef LBF_EGRESS_OTHER
 #undef LBF_HAS_DSR
+#undef LBF_XLATE
+#undef LBF_XLATE_REPLY_IS
+#undef LBF_XLATE_REPLY
 #undef LBF_SUBFN
 #undef LBF_STATE
 #undef LBF_STATE_DECL

@@ -14,9 +14,10 @@
  *
  * Everything else goes up with XDP_PASS to tc and the stack, untouched:
  * non-IPv4, IP options, fragments, ICMP, replies of SNATed flows (lb_tc.c
- * reverse-translates them), ClusterIP and HostPort frontends, traffic
- * policy Local, flows to local backends or routed elsewhere, and routes
- * without a resolved neighbour. When it chose the backend of a new flow
+ * reverse-translates them), ClusterIP and HostPort frontends, NAT46/64
+ * frontends (lb_tc.c translates them, lb_nat46.h), traffic policy Local,
+ * flows to local backends or routed elsewhere, and routes without a
+ * resolved neighbour. When it chose the backend of a new flow
  * before passing it, it leaves that choice in the frame's metadata
  * (struct lb_xdp_meta) and tc takes it, so selection is done once. Nothing
  * is committed (CT, SNAT, affinity, counters) for a packet it passes.
@@ -350,6 +351,9 @@ int lb_xdp(struct xdp_md *ctx)
 		return XDP_PASS;
 	lb_svc_load(svc, &rev_nat, &flags, &count, &timeout, &total_weight);
 	fe_type = svc->fe_type;
+	/* NAT46/64: lb_tc_ingress translates (lb_nat46.h). */
+	if (flags & LB_SVC_F_NAT46X64)
+		return lb_xdp_pass(ctx, rev_nat, 0);
 	if (fe_type != LB_FE_NODE_PORT && fe_type != LB_FE_LOAD_BALANCER &&
 	    fe_type != LB_FE_EXTERNAL_IP)
 		return lb_xdp_pass(ctx, rev_nat, 0);

@@ -92,6 +92,9 @@ pub const SVC_F_TWO_SCOPES: u16 = 1 << 3;
 pub const SVC_F_SOURCE_RANGES: u16 = 1 << 4;
 /// `LB_SVC_F_UNIFORM`: all selectable weights are equal (O(1) random pick).
 pub const SVC_F_UNIFORM: u16 = 1 << 5;
+/// `LB_SVC_F_NAT46X64`: the slots name backends of the other address family
+/// (NAT46/64, `bpf/lb_nat46.h`).
+pub const SVC_F_NAT46X64: u16 = 1 << 6;
 
 /// `LB_BE_F_LOCAL`: the backend runs on this node ([`Lb4Backend::flags`]).
 pub const BE_F_LOCAL: u8 = 1 << 0;

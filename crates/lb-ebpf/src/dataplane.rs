@@ -4,7 +4,8 @@
 //! maps, IPv6 ones into the `lb6_*` maps (one generic code path,
 //! [`crate::family`]); Maglev tables, counters and metadata are shared.
 //! Every batch is checked first (TCP/UDP only, one address family per
-//! frontend and its backends, Maglev table size, backends that slots name,
+//! frontend and its backends — the frontend's own, or the other one for
+//! NAT46/64 when the dataplane was opened with it on —, Maglev table size, backends that slots name,
 //! and the peak occupancy of every map while the batch is applied); only
 //! then are maps written, in the op order the reconciler
 //! chose. Within one frontend: source ranges, backend slots, then slot 0
@@ -79,6 +80,9 @@ pub struct EbpfDataplane {
     pub(crate) maglev: MaglevConfig,
     caps: Caps,
     shadow: Shadow,
+    /// Why frontends with backends of the other family (NAT46/64,
+    /// `crate::nat46`) are refused; `None` when they are accepted.
+    nat46x64_off: Option<&'static str>,
 }
 
 pub(crate) fn sys(context: impl Into<String>) -> impl FnOnce(MapError) -> DataplaneError {
@@ -94,6 +98,21 @@ pub(crate) fn ignore_missing(r: Result<(), MapError>) -> Result<(), MapError> {
         Err(MapError::KeyNotFound) => Ok(()),
         Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
         other => other,
+    }
+}
+
+/// Why a node configuration does not allow NAT46/64 frontends, or `None`.
+fn nat46x64_off(node: &NodeConfig) -> Option<&'static str> {
+    let has = |v4: bool| node.node_ips.iter().any(|ip| ip.is_ipv4() == v4);
+    if !node.nat46x64 {
+        Some("NAT46/64 is off for this dataplane (NodeConfig::nat46x64)")
+    } else if !(has(true) && has(false)) {
+        Some(
+            "NAT46/64 needs a node address of each family (the SNAT sources of \
+             translated flows)",
+        )
+    } else {
+        None
     }
 }
 
@@ -300,6 +319,7 @@ impl EbpfDataplane {
             maglev: node.maglev,
             caps,
             shadow: Shadow::default(),
+            nat46x64_off: nat46x64_off(node),
         };
         dp.resync()?;
         dp.check_maglev_size()?;
@@ -550,24 +570,39 @@ impl EbpfDataplane {
                         }
                     })?;
                     let total = usize::from(total);
+                    // Backends of one family: the frontend's own, or with
+                    // NAT46/64 on the other's (crate::nat46), never a mix.
+                    let mut fams_seen = [false; 2];
                     for b in &fe.backends {
-                        if has_backend(&fams, f, b.id.0) {
-                            continue;
-                        }
-                        if has_backend(&fams, f.other(), b.id.0) {
-                            return Err(unsupported(format!(
-                                "frontend {} ({}, {}) names backend {} of the other address \
-                                 family: NAT46/64 is not supported by the eBPF dataplane \
-                                 (lb-userspace supports it)",
-                                fe.id,
-                                fe.key.addr,
-                                f.name(),
-                                b.id
+                        let g = if has_backend(&fams, f, b.id.0) {
+                            f
+                        } else if has_backend(&fams, f.other(), b.id.0) {
+                            f.other()
+                        } else {
+                            return Err(DataplaneError::Dangling(format!(
+                                "frontend {} names backend {}",
+                                fe.id, b.id
                             )));
+                        };
+                        fams_seen[g.idx()] = true;
+                        if g != f {
+                            if let Some(why) = self.nat46x64_off {
+                                return Err(unsupported(format!(
+                                    "frontend {} ({}, {}) names backend {} of the other \
+                                     address family: {why}",
+                                    fe.id,
+                                    fe.key.addr,
+                                    f.name(),
+                                    b.id
+                                )));
+                            }
                         }
-                        return Err(DataplaneError::Dangling(format!(
-                            "frontend {} names backend {}",
-                            fe.id, b.id
+                    }
+                    if fams_seen == [true, true] {
+                        return Err(unsupported(format!(
+                            "frontend {} ({}) names backends of both address families \
+                             (NAT46/64 translates a frontend served by the other family only)",
+                            fe.id, fe.key.addr
                         )));
                     }
                     let old = match fes.get(&fe.id.0) {
@@ -879,7 +914,18 @@ impl EbpfDataplane {
             let slot = F::with_slot(key, (i + 1) as u16);
             put(&mut fs.services, &mut fq.services, undo, service, slot, v);
         }
-        let entry = frontend_entry(fe);
+        let mut entry = frontend_entry(fe);
+        if fe
+            .backends
+            .first()
+            .is_some_and(|b| F::Other::sh(sh).backends.contains_key(&b.id.0))
+        {
+            // NAT46/64: the datapath looks the slots' backends up in the
+            // other family's map and translates (crate::nat46).
+            entry.flags |= SVC_F_NAT46X64;
+        }
+        let fs = F::sh_mut(sh);
+        let fq = F::pending(q);
         put(
             &mut fs.services,
             &mut fq.services,

@@ -18,6 +18,7 @@ use crate::abi::*;
 use crate::dataplane::{ignore_missing, sys, EbpfDataplane};
 use crate::family::{Family, V4, V6};
 use crate::maps::Maps;
+use crate::nat46::{SnatKind, XlateSnat};
 
 /// Idle lifetimes of tracked flows, in seconds (defaults after Cilium's).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -323,13 +324,15 @@ impl EbpfDataplane {
     /// [`EbpfDataplane::gc`] with explicit lifetimes.
     pub fn gc_with(&mut self, now: u64, t: &CtTimeouts) -> Result<GcStats, DataplaneError> {
         let mut stats = GcStats::default();
-        self.gc_family::<V4>(now, t, &mut stats)?;
+        // IPv6 first: a NAT64 flow's marker in lb4_snat goes in the same
+        // run as its real entry in lb6_snat (crate::nat46).
         self.gc_family::<V6>(now, t, &mut stats)?;
+        self.gc_family::<V4>(now, t, &mut stats)?;
         Ok(stats)
     }
 
     /// One family's pass of [`EbpfDataplane::gc_with`].
-    fn gc_family<F: CtFamily>(
+    fn gc_family<F: CtFamily + XlateSnat>(
         &mut self,
         now: u64,
         t: &CtTimeouts,
@@ -369,8 +372,8 @@ impl EbpfDataplane {
 
         // SNAT: expired by its own replies, or orphaned (its flow is gone).
         let entries: Vec<(F::CtKey, F::SnatEntry)> = collect(F::snat(maps).iter(), "listing SNAT")?;
-        for (k, v) in &entries {
-            let (proto, v) = (F::tuple(k).proto, F::snat_info(v));
+        for (k, e) in &entries {
+            let (proto, v) = (F::tuple(k).proto, F::snat_info(e));
             let flow = F::ct_key(Tuple {
                 saddr: v.client_addr,
                 daddr: v.frontend_addr,
@@ -380,9 +383,20 @@ impl EbpfDataplane {
                 dir: CT_SERVICE,
             });
             let a = age(now, v.last_seen);
-            let flow_ct = F::ct(maps).get(&flow, 0).ok();
-            let expired = match flow_ct {
-                Some(ct) => a > t.reserved(proto, Some(F::ct_info(&ct).flags)),
+            // Translated flows' entries (crate::nat46): the client's CT
+            // entry is in the other family's map; a NAT64 marker lives as
+            // long as its real entry.
+            let flow_flags = match F::snat_kind(maps, k, e) {
+                SnatKind::Plain => F::ct(maps)
+                    .get(&flow, 0)
+                    .ok()
+                    .map(|ct| F::ct_info(&ct).flags),
+                SnatKind::Nat46(flags) => flags,
+                SnatKind::Nat64Marker(true) => continue,
+                SnatKind::Nat64Marker(false) => None,
+            };
+            let expired = match flow_flags {
+                Some(flags) => a > t.reserved(proto, Some(flags)),
                 None => a >= t.reserved(proto, None),
             };
             if expired {

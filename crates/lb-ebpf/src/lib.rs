@@ -12,7 +12,9 @@
 //! * [`maps`] opens the pinned maps with typed aya wrappers.
 //! * [`EbpfDataplane`] implements [`lb_core::Dataplane`] by writing those maps
 //!   (IPv4 frontends into the `lb4_*` maps, IPv6 ones into the `lb6_*` maps;
-//!   a frontend with backends of the other family, NAT46/64, is refused),
+//!   a frontend with backends of the other family, NAT46/64, is translated
+//!   by the tc datapath when [`lb_core::NodeConfig::nat46x64`] is on, see
+//!   below),
 //!   and [`EbpfDataplane::restore`] reads them back after an agent restart;
 //!   [`EbpfDataplane::gc`] expires idle flows; [`EbpfDataplane::counters`]
 //!   reads drop, service and backend counters.
@@ -22,6 +24,23 @@
 //!   (`bpf/lb_dsr_backend.c`) to a backend's device.
 //! * [`xdp`] accelerates external traffic to remote backends at XDP
 //!   (`bpf/lb_xdp.c`, native or generic mode) over the same maps.
+//! * NAT46/64 ([`lb_core::nat46x64`], off by default: open the dataplane
+//!   with [`lb_core::NodeConfig::nat46x64`] on and a node address of each
+//!   family): an IPv4 frontend served by IPv6 backends, or the reverse. The
+//!   control plane marks such a frontend ([`abi::SVC_F_NAT46X64`]; its
+//!   slots name backends of the other family's map) and refuses one that
+//!   mixes families; the tc ingress program (`bpf/lb_nat46.h`) chooses the
+//!   backend as for any flow, always SNATs to the node's address of the
+//!   backend's family, records the flow in the client family's CT map and
+//!   the reverse entry in the backend family's SNAT map, translates the
+//!   packet (RFC 7915 style: `bpf_skb_change_proto`, a new IP header, the
+//!   L4 checksum fixed for the new pseudo-header, a zero IPv4 UDP checksum
+//!   computed) and redirects it through the FIB; replies are translated
+//!   back to the client. XDP passes such frontends' packets to tc. Not
+//!   done: ICMP/ICMPv6 errors about translated flows pass untranslated, the
+//!   TCP MSS is not clamped (a full-size IPv4 packet grows by 20 bytes as
+//!   IPv6), and IPv4 UDP datagrams without a checksum longer than 9216
+//!   bytes are dropped.
 
 #![warn(missing_docs)]
 
@@ -35,6 +54,7 @@ mod family;
 mod gc;
 pub mod loader;
 pub mod maps;
+mod nat46;
 mod restore;
 mod retry;
 mod shadow;

@@ -11,16 +11,13 @@ use lb_testkit::conformance::{run_suite, Scenario};
 
 /// Declared unsupported by the adapter (reasons in `Ebpf::unsupported`):
 /// the kernel's clock cannot be set, test runs refuse runts (IPv4 ones, and
-/// the IPv6 one of `MalformedPacketsV6`), and lb-ebpf does not translate
-/// between IP families (NAT46/NAT64). Every other IPv6 and dual-stack
-/// scenario runs.
+/// the IPv6 one of `MalformedPacketsV6`). Every other scenario runs,
+/// IPv6, dual-stack and NAT46/NAT64 (`bpf/lb_nat46.h`) included.
 fn unsupported() -> Vec<Scenario> {
     vec![
         Scenario::AffinityTimeout,
         Scenario::ShortFrames,
         Scenario::MalformedPacketsV6,
-        Scenario::Nat46,
-        Scenario::Nat64,
     ]
 }
 
@@ -37,4 +34,6 @@ fn ebpf_passes_every_scenario_it_can_run() {
     assert!(report.passed.contains(&Scenario::SnatRemoteBackend));
     assert!(report.passed.contains(&Scenario::SnatRemoteBackendV6));
     assert!(report.passed.contains(&Scenario::DualStack));
+    assert!(report.passed.contains(&Scenario::Nat46));
+    assert!(report.passed.contains(&Scenario::Nat64));
 }

@@ -148,8 +148,10 @@ pub struct NodeArgs {
     /// whose service has no backend of its own IP family is served by the
     /// backends of the other family, translated (an IPv4 ClusterIP in front
     /// of IPv6-only pods, or the reverse), SNATed to the node's address of
-    /// the backend's family. Needs a --node-ip of each family and
-    /// --dataplane userspace. Off by default.
+    /// the backend's family. Needs a --node-ip of each family. With
+    /// --dataplane ebpf the backends' replies must arrive through a
+    /// --device (list the devices towards local backends too). Off by
+    /// default.
     #[arg(long)]
     pub enable_nat46x64: bool,
 }

@@ -140,12 +140,6 @@ impl Agent {
             check_cgroup(cg)?;
         }
         let node = args.node.node_config()?;
-        if !userspace && node.nat46x64 {
-            return Err("--enable-nat46x64: NAT46/64 needs --dataplane userspace \
-                        (lb-ebpf serves IPv4 and IPv6 but does not \
-                        translate between IP families yet)"
-                .into());
-        }
         let has = |v4: bool| node.node_ips.iter().any(|ip| ip.is_ipv4() == v4);
         if node.nat46x64 && !(has(true) && has(false)) {
             return Err("--enable-nat46x64 needs a --node-ip of each family \

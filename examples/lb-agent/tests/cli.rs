@@ -54,15 +54,15 @@ fn refused_configurations_exit_1_with_a_reason() {
         err.contains("socket LB is not available with the userspace dataplane"),
         "{err}"
     );
-    let (code, err) = with(&["--enable-nat46x64"]);
-    assert_eq!(code, Some(1));
-    assert!(
-        err.contains("--enable-nat46x64: NAT46/64 needs --dataplane userspace"),
-        "{err}"
-    );
-    let (code, err) = with(&["--enable-nat46x64", "--dataplane", "userspace"]);
-    assert_eq!(code, Some(1));
-    assert!(err.contains("needs a --node-ip of each family"), "{err}");
+    // Both dataplanes do NAT46/64; either needs a node address per family.
+    for dp in ["ebpf", "userspace"] {
+        let (code, err) = with(&["--enable-nat46x64", "--dataplane", dp]);
+        assert_eq!(code, Some(1));
+        assert!(
+            err.contains("needs a --node-ip of each family"),
+            "{dp}: {err}"
+        );
+    }
     let (code, err) = with(&["--backend-device", "lo"]);
     assert_eq!(code, Some(1));
     assert!(

@@ -1,6 +1,6 @@
-//! End to end NAT46/64 with `--dataplane userspace --enable-nat46x64`: the
-//! built `lb-agent run` binary in the node namespace of an lb-testkit
-//! topology, given a node address of each family, programs a single-stack
+//! End to end NAT46/64 with `--enable-nat46x64`, on `--dataplane userspace`
+//! and on `--dataplane ebpf`: the built `lb-agent run` binary in the node
+//! namespace of an lb-testkit topology, given a node address of each family, programs a single-stack
 //! IPv4 Service whose EndpointSlice is of `addressType: IPv6` (NAT46) and a
 //! single-stack IPv6 Service whose EndpointSlice is of `addressType: IPv4`
 //! (NAT64). `service list` shows the mixed-family backends and marks the
@@ -8,7 +8,7 @@
 //! Support`; real TCP and UDP clients reach both backends across families,
 //! and the backends see the node's address of their own family.
 //! Privileged; bounded (every request has a 3 s timeout, the agent gets
-//! 15 s to sync).
+//! 15 s to sync; two agents, one per dataplane).
 
 mod common;
 
@@ -102,6 +102,19 @@ fn tcp_answers(topo: &Topology, dst: SocketAddr, n: usize, peer: &str) -> BTreeS
 
 #[test]
 fn userspace_agent_translates_between_families() {
+    agent_translates_between_families("userspace");
+}
+
+/// The same with `--dataplane ebpf`: the tc programs translate
+/// (`lb-ebpf`'s `bpf/lb_nat46.h`). They are attached to the backend-facing
+/// devices too (a second `--device`): the backends' replies to the node's
+/// address arrive there.
+#[test]
+fn ebpf_agent_translates_between_families() {
+    agent_translates_between_families("ebpf");
+}
+
+fn agent_translates_between_families(dataplane: &str) {
     lb_testkit::require_privileges();
     let topo = Topology::new(2).expect("topology");
     let mut servers = Vec::new();
@@ -118,18 +131,24 @@ fn userspace_agent_translates_between_families() {
     dirs.write("services.yaml", SERVICES);
     let node6 = topo.node_v6.to_string();
     let node4 = topo.node_v4.to_string();
-    let agent = Agent::start_with(
-        &topo,
-        &dirs,
-        &[
-            "--dataplane",
-            "userspace",
-            "--node-ip",
-            &node6,
-            "--enable-nat46x64",
-        ]
-        .map(OsStr::new),
-    );
+    let backend_devs: Vec<&str> = topo
+        .backends
+        .iter()
+        .map(|b| b.node_link.name.as_str())
+        .collect();
+    let backend_devs = backend_devs.join(",");
+    let mut extra = vec![
+        "--dataplane",
+        dataplane,
+        "--node-ip",
+        &node6,
+        "--enable-nat46x64",
+    ];
+    if dataplane == "ebpf" {
+        extra.extend(["--device", &backend_devs]);
+    }
+    let extra: Vec<&OsStr> = extra.into_iter().map(OsStr::new).collect();
+    let agent = Agent::start_with(&topo, &dirs, &extra);
 
     let mut rows = Vec::new();
     within(Duration::from_secs(15), "NAT46/64 service list", || {

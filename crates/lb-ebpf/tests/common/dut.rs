@@ -159,15 +159,6 @@ impl DataplaneUnderTest for Ebpf {
     }
 
     fn unsupported(&self, scenario: Scenario) -> Option<String> {
-        if matches!(scenario, Scenario::Nat46 | Scenario::Nat64) {
-            return Some(
-                "NAT46/NAT64: lb-ebpf's tc programs do not translate between IP \
-                 families (an IPv4 frontend is served by IPv4 backends only, an IPv6 \
-                 one by IPv6 backends), and its Dataplane refuses a frontend naming a \
-                 backend of the other family (DataplaneError::Unsupported)"
-                    .into(),
-            );
-        }
         match scenario {
             Scenario::AffinityTimeout => Some(
                 "affinity expiry reads the kernel's CLOCK_MONOTONIC_COARSE \

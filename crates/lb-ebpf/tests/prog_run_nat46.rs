@@ -1,0 +1,339 @@
+//! NAT46/64 packet-level tests of the tc ingress program
+//! (`bpf/lb_nat46.h`): `BPF_PROG_TEST_RUN` with crafted frames, checked
+//! against lb-core's `flow::decide` over the same tables and against the
+//! conformance suite's reference translation byte for byte. The programs
+//! run in a network namespace of their own whose routes send the remote
+//! backends through a veth end listed in `lb_devices` (test runs transmit
+//! nothing). Privileged (root); bounded: one program load per test and a
+//! few dozen single test runs.
+
+mod common;
+
+use std::net::{IpAddr, SocketAddr};
+
+use common::{flow_key, forwarded_to, ip, run, sa, service, tcp, udp};
+use lb_core::*;
+use lb_ebpf::abi::{DropReason, CT_F_SNAT, SVC_F_NAT46X64};
+use lb_ebpf::{EbpfDataplane, LoadOptions, Loaded};
+use lb_testkit::conformance::reference::translate;
+use lb_testkit::{BpffsGuard, NetNs};
+
+const NODE4: &str = "192.168.1.10";
+const NODE6: &str = "fd00:1::10";
+/// `TC_ACT_REDIRECT`: the FIB redirect (`bpf_redirect_neigh`, the
+/// namespace's neighbours are never resolved).
+const TC_ACT_REDIRECT: u32 = 7;
+
+/// Programs loaded in a namespace with routes to the backends, an
+/// `EbpfDataplane` with NAT46/64 on, and lb-core's reconciler and flows.
+struct Nat {
+    loaded: Loaded,
+    dp: EbpfDataplane,
+    rec: Reconciler,
+    node: NodeConfig,
+    flows: FlowState,
+    _bpffs: BpffsGuard,
+    netns: NetNs,
+}
+
+impl Nat {
+    fn new() -> Self {
+        lb_testkit::require_privileges();
+        let netns = NetNs::with_label("nat46-run").expect("netns");
+        netns
+            .ip(&[
+                "link", "add", "lbn0", "type", "veth", "peer", "name", "lbn1",
+            ])
+            .expect("veth");
+        netns.add_addr("lbn0", "172.31.255.1/30").expect("addr");
+        netns
+            .add_addr("lbn0", "fd00:ffff:ffff::1/64")
+            .expect("addr6");
+        netns.link_up("lbn1").expect("up");
+        netns.link_up("lbn0").expect("up");
+        netns
+            .add_route("10.0.0.0/8 via 172.31.255.2 dev lbn0")
+            .expect("route");
+        netns
+            .add_route("fd00:2::/32 via fd00:ffff:ffff::2 dev lbn0")
+            .expect("route6");
+        // The clients, behind the same device.
+        netns
+            .add_route("192.168.5.0/24 via 172.31.255.2 dev lbn0")
+            .expect("client route");
+        netns
+            .add_route("fd00:5::/64 via fd00:ffff:ffff::2 dev lbn0")
+            .expect("client route6");
+        netns.set_sysctl("net.ipv4.ip_forward", "1").expect("fwd");
+        netns
+            .set_sysctl("net.ipv6.conf.all.forwarding", "1")
+            .expect("fwd6");
+        let bpffs = BpffsGuard::new().expect("bpffs");
+        let opts = LoadOptions::new(bpffs.pin_path("lb"), &["lbn0"]);
+        let loaded = netns
+            .run_in(|| lb_ebpf::load(&opts))
+            .expect("netns")
+            .expect("load");
+        let mut node = NodeConfig::new("node-1", vec![ip(NODE4), ip(NODE6)]);
+        node.nat46x64 = true;
+        let dp = EbpfDataplane::open(loaded.pin_dir(), &node).expect("open");
+        Nat {
+            loaded,
+            dp,
+            rec: Reconciler::new(),
+            node,
+            flows: FlowState::new(),
+            _bpffs: bpffs,
+            netns,
+        }
+    }
+
+    fn apply(&mut self, services: &[Service]) {
+        let desired = DesiredState::build(&self.node, services).expect("desired");
+        self.rec.apply(&mut self.dp, &desired).expect("apply");
+    }
+
+    fn ingress(&mut self, frame: &[u8]) -> (u32, Vec<u8>) {
+        let prog = self.loaded.ingress();
+        self.netns.run_in(|| run(prog, frame)).expect("netns")
+    }
+
+    fn decide(&mut self, frame: &[u8]) -> Verdict {
+        let ctx = FlowContext {
+            now: 0,
+            entropy: 0,
+            scope: Scope::External,
+        };
+        flow::decide(
+            self.rec.current(),
+            &self.node,
+            &mut self.flows,
+            &flow_key(frame),
+            ctx,
+        )
+    }
+
+    /// Sends `frame` to its frontend: the oracle's verdict and the
+    /// program's output agree (backend, translation, SNAT source), the
+    /// output is the reference translation, and the SNAT port is returned.
+    fn forward(&mut self, frame: &[u8], proto: L4Proto) -> (SocketAddr, u16) {
+        let v = self.decide(frame);
+        let Verdict::Forward(fw) = v else {
+            panic!("oracle: {v:?}");
+        };
+        assert!(fw.translation().is_translated());
+        let (rv, out) = self.ingress(frame);
+        assert_eq!(rv, TC_ACT_REDIRECT, "FIB redirect in the backend's family");
+        lb_testkit::verify_checksums_strict(&out).expect("valid checksums");
+        let p = lb_testkit::parse(&out).expect("parse");
+        let backend = SocketAddr::new(fw.backend.addr, fw.backend.port);
+        assert_eq!(Some(p.dst), forwarded_to(&Verdict::Forward(fw)));
+        assert_eq!(Some(p.src.ip()), fw.snat, "SNATed to the node");
+        assert_eq!(p.payload, b"hello");
+        let want = translate(frame, proto, p.src, backend).expect("reference");
+        assert_eq!(out, want, "reference translation");
+        (backend, p.src.port())
+    }
+
+    /// The backend's reply to `node:port` comes back translated from the
+    /// frontend to the client (the reference translation).
+    fn reply(&mut self, reply: &[u8], proto: L4Proto, client: &str, frontend: &str) {
+        let (rv, out) = self.ingress(reply);
+        assert_eq!(rv, TC_ACT_REDIRECT, "redirected to the client");
+        lb_testkit::verify_checksums_strict(&out).expect("valid checksums");
+        let want = translate(reply, proto, sa(frontend), sa(client)).expect("reference");
+        assert_eq!(out, want, "reply translated back");
+    }
+}
+
+impl Drop for Nat {
+    fn drop(&mut self) {
+        if let Err(e) = lb_ebpf::cleanup(self.loaded.pin_dir()) {
+            eprintln!("cleanup: {e}");
+        }
+    }
+}
+
+fn frame(proto: L4Proto, src: &str, dst: &str) -> Vec<u8> {
+    match proto {
+        L4Proto::Udp => udp(src, dst),
+        _ => tcp(src, dst),
+    }
+}
+
+fn join(a: IpAddr, port: u16) -> String {
+    SocketAddr::new(a, port).to_string()
+}
+
+#[test]
+fn nat46_flows_are_translated_to_ipv6_and_replies_back_to_ipv4() {
+    let mut fx = Nat::new();
+    let mut web = service(
+        "default/web",
+        &[
+            ("10.96.0.46:80", FrontendType::ClusterIp),
+            ("10.96.0.46:53/UDP", FrontendType::ClusterIp),
+            ("0.0.0.0:30046", FrontendType::NodePort),
+        ],
+        &["[fd00:2:1::2]:8080", "[fd00:2:1::2]:5353/UDP"],
+    );
+    web.backends[0] = web.backends[0].clone().on_node("node-2");
+    fx.apply(&[web]);
+    // The control plane marks the translated frontends.
+    for item in fx.dp.maps().services.iter() {
+        let (k, v) = item.expect("services");
+        if k.backend_slot == 0 {
+            assert_ne!(v.flags & SVC_F_NAT46X64, 0, "{k:?}");
+        }
+    }
+    let node6: IpAddr = ip(NODE6);
+    let cases = [
+        (L4Proto::Tcp, "192.168.5.2:40000", "10.96.0.46:80"),
+        (L4Proto::Udp, "192.168.5.2:40001", "10.96.0.46:53"),
+        (L4Proto::Tcp, "192.168.5.3:40002", "192.168.1.10:30046"),
+    ];
+    for (proto, client, fe) in cases {
+        let f = frame(proto, client, fe);
+        let (backend, port) = fx.forward(&f, proto);
+        // Established: the same backend and SNAT port.
+        assert_eq!(fx.forward(&f, proto), (backend, port), "{fe}");
+        let back = frame(proto, &backend.to_string(), &join(node6, port));
+        fx.reply(&back, proto, client, fe);
+    }
+    let c = fx.dp.counters().expect("counters");
+    let svc = c.services.values().map(|s| s.new_flows).sum::<u64>();
+    assert_eq!(svc, 3, "three new flows");
+    // The client's CT entry (IPv4) records the SNAT.
+    let ct: Vec<_> = fx.dp.maps().ct.iter().map(|r| r.expect("ct").1).collect();
+    assert_eq!(ct.len(), 3);
+    assert!(ct.iter().all(|e| e.flags & CT_F_SNAT != 0));
+    // gc keeps live flows' entries.
+    let stats = fx.dp.gc(lb_ebpf::now_secs()).expect("gc");
+    assert_eq!((stats.ct, stats.snat), (0, 0), "{stats:?}");
+}
+
+#[test]
+fn nat46_udp_without_checksum_gets_one_and_truncation_is_refused() {
+    let mut fx = Nat::new();
+    fx.apply(&[service(
+        "default/dns",
+        &[("10.96.0.53:53/UDP", FrontendType::ClusterIp)],
+        &["[fd00:2:1::2]:5353/UDP"],
+    )]);
+    for len in [5usize, 300, 1200] {
+        let payload = vec![0xa5u8; len];
+        let mut f = lb_testkit::PacketBuilder::udp(sa("192.168.5.9:41000"), sa("10.96.0.53:53"))
+            .payload(&payload)
+            .build()
+            .unwrap();
+        // No checksum (allowed in IPv4, not in IPv6).
+        f[14 + 20 + 6..14 + 20 + 8].copy_from_slice(&[0, 0]);
+        let (rv, out) = fx.ingress(&f);
+        assert_eq!(rv, TC_ACT_REDIRECT, "{len}");
+        lb_testkit::verify_checksums_strict(&out).expect("IPv6 UDP checksum computed");
+        let p = lb_testkit::parse(&out).expect("parse");
+        assert_eq!(p.dst, sa("[fd00:2:1::2]:5353"));
+        assert_eq!(p.payload, payload);
+    }
+}
+
+#[test]
+fn nat64_flows_are_translated_to_ipv4_and_replies_back_to_ipv6() {
+    let mut fx = Nat::new();
+    let mut web = service(
+        "default/web",
+        &[
+            ("[fd00:96::64]:80", FrontendType::ClusterIp),
+            ("[fd00:96::64]:53/UDP", FrontendType::ClusterIp),
+            ("[::]:30064", FrontendType::NodePort),
+        ],
+        &["10.0.2.2:8080", "10.0.2.2:5353/UDP"],
+    );
+    web.backends[0] = web.backends[0].clone().on_node("node-2");
+    fx.apply(&[web]);
+    let node4: IpAddr = ip(NODE4);
+    let cases = [
+        (L4Proto::Tcp, "[fd00:5::2]:40000", "[fd00:96::64]:80"),
+        (L4Proto::Udp, "[fd00:5::2]:40001", "[fd00:96::64]:53"),
+        (L4Proto::Tcp, "[fd00:5::3]:40002", "[fd00:1::10]:30064"),
+    ];
+    for (proto, client, fe) in cases {
+        let f = frame(proto, client, fe);
+        let (backend, port) = fx.forward(&f, proto);
+        assert_eq!(fx.forward(&f, proto), (backend, port), "{fe}");
+        let back = frame(proto, &backend.to_string(), &join(node4, port));
+        fx.reply(&back, proto, client, fe);
+    }
+    // A marker per flow in lb4_snat (client 0.0.0.0), the real entries in
+    // lb6_snat under the IPv4-mapped reply tuple.
+    let markers: Vec<_> = fx
+        .dp
+        .maps()
+        .snat
+        .iter()
+        .map(|r| r.expect("snat").1)
+        .collect();
+    assert_eq!(markers.len(), 3);
+    assert!(markers.iter().all(|m| m.client_addr == 0));
+    let real: Vec<_> = fx
+        .dp
+        .maps()
+        .snat6
+        .iter()
+        .map(|r| r.expect("snat6"))
+        .collect();
+    assert_eq!(real.len(), 3);
+    for (k, _) in &real {
+        assert_eq!(&k.saddr[..12], &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff]);
+    }
+    let stats = fx.dp.gc(lb_ebpf::now_secs()).expect("gc");
+    assert_eq!((stats.ct, stats.snat), (0, 0), "{stats:?}");
+    // Once the flows are gone, so are their SNAT entries (after the
+    // orphan grace and TIME_WAIT reservation).
+    let ct: Vec<_> = fx.dp.maps().ct6.keys().map(|k| k.expect("ct6")).collect();
+    for k in ct {
+        fx.dp.maps().ct6.remove(&k).expect("remove");
+    }
+    let stats = fx.dp.gc(lb_ebpf::now_secs() + 3600).expect("gc");
+    assert_eq!(stats.snat, 6, "{stats:?}");
+}
+
+#[test]
+fn stray_replies_pass_and_a_dual_stack_twin_is_not_translated() {
+    let mut fx = Nat::new();
+    fx.apply(&[
+        service(
+            "default/web",
+            &[("10.96.0.46:80", FrontendType::ClusterIp)],
+            &["[fd00:2:1::2]:8080"],
+        ),
+        service(
+            "default/both",
+            &[
+                ("10.96.0.10:80", FrontendType::ClusterIp),
+                ("[fd00:96::10]:80", FrontendType::ClusterIp),
+            ],
+            &["10.0.2.5:80", "[fd00:2:1::5]:80"],
+        ),
+    ]);
+    // A reply to a node port that no flow owns is not ours.
+    let stray = tcp("[fd00:2:1::2]:8080", "[fd00:1::10]:61234");
+    assert_eq!(fx.ingress(&stray), (0, stray.clone()));
+    let stray4 = tcp("10.0.2.2:8080", "192.168.1.10:61234");
+    assert_eq!(fx.ingress(&stray4), (0, stray4.clone()));
+    // Each family of a dual-stack service keeps its own backends.
+    for (client, fe, be) in [
+        ("192.168.5.2:40000", "10.96.0.10:80", "10.0.2.5:80"),
+        ("[fd00:5::2]:40000", "[fd00:96::10]:80", "[fd00:2:1::5]:80"),
+    ] {
+        let f = tcp(client, fe);
+        let v = fx.decide(&f);
+        assert_eq!(forwarded_to(&v), Some(sa(be)));
+        let (_, out) = fx.ingress(&f);
+        let p = lb_testkit::parse(&out).expect("parse");
+        assert_eq!(p.dst, sa(be), "{fe}");
+    }
+    let c = fx.dp.counters().expect("counters");
+    assert_eq!(c.drops_for(DropReason::Rewrite), 0);
+    assert_eq!(c.drops_for(DropReason::NoBackend), 0);
+}
