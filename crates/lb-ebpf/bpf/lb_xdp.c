@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
 /*
- * lb_xdp.c: XDP acceleration of external service traffic (IPv4), over the
- * same maps as lb_tc.c.
+ * lb_xdp.c: XDP acceleration of external service traffic (IPv4 and IPv6),
+ * over the same maps as lb_tc.c.
  *
  * lb_xdp handles a packet to a NodePort, LoadBalancer or ExternalIP
  * frontend whose flow goes to a remote backend through one of our devices,
@@ -12,11 +12,17 @@
  * backend up in the FIB, rewrites the MACs and sends it with XDP_TX (the
  * route leaves through the arrival device) or bpf_redirect (another one).
  *
+ * IPv6 (lb6_* maps) has the same semantics, written once for both families
+ * in lb_xdp_fam.h (as lb_tc_fam.h for tc), except that IPv6 DSR flows are
+ * passed to tc, which decides and encapsulates them; IPv6 frames with
+ * extension headers are passed too.
+ *
  * Everything else goes up with XDP_PASS to tc and the stack, untouched:
- * non-IPv4, IP options, fragments, ICMP, replies of SNATed flows (lb_tc.c
- * reverse-translates them), ClusterIP and HostPort frontends, NAT46/64
- * frontends (lb_tc.c translates them, lb_nat46.h), traffic policy Local,
- * flows to local backends or routed elsewhere, and routes without a
+ * non-IP, IP options or IPv6 extension headers, fragments, ICMP/ICMPv6,
+ * replies of SNATed flows (lb_tc.c reverse-translates them), ClusterIP
+ * and HostPort frontends, NAT46/64 frontends (lb_tc.c translates them,
+ * lb_nat46.h), traffic policy Local, flows to local backends or routed
+ * elsewhere, a backend not in the family's map, and routes without a
  * resolved neighbour. When it chose the backend of a new flow
  * before passing it, it leaves that choice in the frame's metadata
  * (struct lb_xdp_meta) and tc takes it, so selection is done once. Nothing
@@ -28,6 +34,7 @@
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
 #include <linux/ip.h>
+#include <linux/ipv6.h>
 #include <linux/in.h>
 #include <linux/tcp.h>
 #include <linux/udp.h>
@@ -97,7 +104,7 @@ static __always_inline int lb_xdp_pass(struct xdp_md *ctx, __u32 rev_nat, __u32 
 /* Parses what lb_xdp handles: Ethernet, IPv4 without options, not a
  * fragment, TCP or UDP with a complete header. Anything else (including
  * malformed headers, which tc drops and counts) is not ours. */
-static __always_inline bool lb_xdp_parse(struct xdp_md *ctx, struct lb_pkt *p)
+static __always_inline bool lb_xdp_parse4(struct xdp_md *ctx, struct lb_pkt *p)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
@@ -169,8 +176,8 @@ static __always_inline __u16 lb_csum_upd2(__u16 check, __be16 from, __be16 to)
 
 /* Rewrites the addresses and ports and fixes both checksums
  * incrementally; a zero UDP checksum stays zero. 0 or -1. */
-static __always_inline int lb_xdp_nat(struct xdp_md *ctx, __u8 proto, __be32 saddr, __be16 sport,
-				      __be32 daddr, __be16 dport)
+static __always_inline int lb_xdp_nat4(struct xdp_md *ctx, __u8 proto, __be32 saddr,
+				       __be16 sport, __be32 daddr, __be16 dport)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
@@ -307,179 +314,299 @@ static __always_inline int lb_xdp_send(struct xdp_md *ctx, const struct bpf_fib_
 	return bpf_redirect(fib->ifindex, 0);
 }
 
+/* ---- IPv6 helpers ---- */
+
+/* lb_xdp_parse4 for IPv6: Ethernet, an IPv6 header whose next header is
+ * TCP or UDP (no extension headers), a payload within the frame, a
+ * complete TCP or UDP header. Anything else is not ours. */
+static __always_inline bool lb_xdp_parse6(struct xdp_md *ctx, struct lb_pkt6 *p)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	struct ipv6hdr *ip6;
+
+	if ((void *)(eth + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IPV6))
+		return false;
+	ip6 = (void *)(eth + 1);
+	if ((void *)(ip6 + 1) > data_end)
+		return false;
+	if (ip6->version != 6)
+		return false;
+	if ((void *)(ip6 + 1) + bpf_ntohs(ip6->payload_len) > data_end)
+		return false;
+	p->saddr = ip6->saddr;
+	p->daddr = ip6->daddr;
+	p->proto = ip6->nexthdr;
+	p->l4_off = ETH_HLEN + sizeof(*ip6);
+	if (ip6->nexthdr == IPPROTO_TCP) {
+		struct tcphdr *tcp = (void *)(ip6 + 1);
+
+		if ((void *)(tcp + 1) > data_end)
+			return false;
+		p->sport = tcp->source;
+		p->dport = tcp->dest;
+		p->tcp_flags = ((__u8 *)tcp)[13];
+		p->csum_off = p->l4_off + offsetof(struct tcphdr, check);
+		return true;
+	}
+	if (ip6->nexthdr == IPPROTO_UDP) {
+		struct udphdr *udp = (void *)(ip6 + 1);
+
+		if ((void *)(udp + 1) > data_end)
+			return false;
+		p->sport = udp->source;
+		p->dport = udp->dest;
+		p->csum_off = p->l4_off + offsetof(struct udphdr, check);
+		return true;
+	}
+	return false;
+}
+
+/* lb_xdp_nat4 for IPv6: the L4 checksum covers the addresses through its
+ * pseudo-header (IPv6 has no header checksum). A zero UDP checksum stays
+ * zero, as in lb_rewrite6. `saddr` and `daddr` are not in the packet. */
+static __always_inline int lb_xdp_nat6(struct xdp_md *ctx, __u8 proto,
+				       const struct in6_addr *saddr, __be16 sport,
+				       const struct in6_addr *daddr, __be16 dport)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ipv6hdr *ip6 = data + ETH_HLEN;
+	__be16 *ports;
+	__u16 *csum;
+	__u16 c;
+
+	if ((void *)(ip6 + 1) > data_end)
+		return -1;
+	if (proto == IPPROTO_TCP) {
+		struct tcphdr *tcp = (void *)(ip6 + 1);
+
+		if ((void *)(tcp + 1) > data_end)
+			return -1;
+		csum = &tcp->check;
+		ports = &tcp->source;
+	} else {
+		struct udphdr *udp = (void *)(ip6 + 1);
+
+		if ((void *)(udp + 1) > data_end)
+			return -1;
+		csum = &udp->check;
+		ports = &udp->source;
+	}
+	c = *csum;
+	if (proto == IPPROTO_TCP || c != 0) {
+#pragma unroll
+		for (int i = 0; i < 4; i++) {
+			c = lb_csum_upd4(c, ip6->saddr.in6_u.u6_addr32[i], saddr->in6_u.u6_addr32[i]);
+			c = lb_csum_upd4(c, ip6->daddr.in6_u.u6_addr32[i], daddr->in6_u.u6_addr32[i]);
+		}
+		c = lb_csum_upd2(c, ports[0], sport);
+		c = lb_csum_upd2(c, ports[1], dport);
+		if (proto == IPPROTO_UDP && c == 0)
+			c = 0xffff;
+		*csum = c;
+	}
+	ip6->saddr = *saddr;
+	ip6->daddr = *daddr;
+	ports[0] = sport;
+	ports[1] = dport;
+	return 0;
+}
+
+/* lb_xdp_fib for IPv6. */
+static __always_inline long lb_xdp_fib6(struct xdp_md *ctx, struct bpf_fib_lookup *fib,
+					const struct in6_addr *saddr,
+					const struct in6_addr *daddr, __u8 proto, __u32 tot_len)
+{
+	fib->family = AF_INET6;
+	fib->l4_protocol = proto;
+	fib->tot_len = (__u16)tot_len;
+	__builtin_memcpy(fib->ipv6_src, saddr, sizeof(fib->ipv6_src));
+	__builtin_memcpy(fib->ipv6_dst, daddr, sizeof(fib->ipv6_dst));
+	fib->ifindex = ctx->ingress_ifindex;
+	return bpf_fib_lookup(ctx, fib, sizeof(*fib), 0);
+}
+
+/* lb_xdp_route_is_ours for IPv6 (a function of its own: its own stack
+ * frame for the lookup's parameters). */
+static __noinline bool lb_xdp_route_is_ours6(struct xdp_md *ctx, const struct in6_addr *saddr,
+					     const struct in6_addr *daddr, __u8 proto,
+					     __u32 tot_len)
+{
+	struct bpf_fib_lookup fib = {};
+	long rc = lb_xdp_fib6(ctx, &fib, saddr, daddr, proto, tot_len);
+	__u32 ifindex;
+
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
+		return false;
+	ifindex = fib.ifindex;
+	return bpf_map_lookup_elem(&lb_devices, &ifindex) != NULL;
+}
+
+/* ---- IPv4 ---- */
+#define LBX(name) name##4
+#define LBX_PKT struct lb_pkt
+#define LBX_ADDR __be32
+#define LBX_ADDR_NONE 0
+#define LBX_KEY struct lb4_key
+#define LBX_CT_KEY struct ct4_key
+#define LBX_CT_ENTRY struct ct4_entry
+#define LBX_AFF_KEY struct lb4_affinity_key
+#define LBX_SNAT_ENTRY struct lb4_snat_entry
+#define LBX_BACKEND struct lb4_backend
+#define LBX_CT_MAP lb4_ct
+#define LBX_BACKENDS_MAP lb4_backends
+#define LBX_AFFINITY_MAP lb4_affinity
+#define LBX_SNAT_MAP lb4_snat
+#define LBX_PARSE lb_xdp_parse4
+#define LBX_EQ LB_ADDR4_EQ
+#define LBX_SNAT_ADDR(cfg, out) (((out) = lb_snat_addr(cfg)) != 0)
+#define LBX_LOOKUP_FRONTEND(key, cfg, p)                                                          \
+	lb_lookup_frontend(key, cfg, (p)->daddr, (p)->dport, (p)->proto, 0)
+#define LBX_SRC_RANGE_OK(rev_nat, saddr) lb_xdp_src_range_ok4(rev_nat, saddr)
+#define LBX_CHOOSE_BACKEND lb_choose_backend
+#define LBX_HAS_DSR 1
+#define LBX_ROUTE_IS_OURS lb_xdp_route_is_ours
+#define LBX_FIB lb_xdp_fib
+#define LBX_SNAT_ALLOC lb_snat_alloc
+#define LBX_SNAT_REFRESH lb_snat_refresh
+#define LBX_SNAT_KEY lb_snat_key
+#define LBX_CT_TOUCH lb_ct_touch
+#define LBX_CT_FRESH lb_ct_fresh
+#define LBX_NAT lb_xdp_nat4
+#define LBX_DSR_ENCAP lb_xdp_dsr_encap
+
+/* The IPv4 program's per-packet state: on the stack. */
+struct lb4_xdp_state {
+	struct lb_pkt p;
+	struct lb4_key key;
+	struct ct4_key ck;
+	struct ct4_entry ct_val;
+	struct lb4_affinity_key ak;
+	struct lb4_snat_entry rev;
+	struct bpf_fib_lookup fib;
+};
+#define LBX_STATE struct lb4_xdp_state
+#define LBX_STATE_DECL(st) struct lb4_xdp_state st##_local = {}, *st = &st##_local
+
+static __always_inline bool lb_xdp_src_range_ok4(__u32 rev_nat, __be32 saddr)
+{
+	struct lb4_src_range_key rk = {
+		.prefixlen = 64, .rev_nat_index = rev_nat, .addr = saddr,
+	};
+
+	return bpf_map_lookup_elem(&lb4_src_range, &rk) != NULL;
+}
+
+#include "lb_xdp_fam.h"
+#include "lb_xdp_unfam.h"
+
+/* ---- IPv6 ---- */
+#define LBX(name) name##6
+#define LBX_PKT struct lb_pkt6
+#define LBX_ADDR struct in6_addr
+#define LBX_ADDR_NONE {}
+#define LBX_KEY struct lb6_key
+#define LBX_CT_KEY struct ct6_key
+#define LBX_CT_ENTRY struct ct6_entry
+#define LBX_AFF_KEY struct lb6_affinity_key
+#define LBX_SNAT_ENTRY struct lb6_snat_entry
+#define LBX_BACKEND struct lb6_backend
+#define LBX_CT_MAP lb6_ct
+#define LBX_BACKENDS_MAP lb6_backends
+#define LBX_AFFINITY_MAP lb6_affinity
+#define LBX_SNAT_MAP lb6_snat
+#define LBX_PARSE lb_xdp_parse6
+#define LBX_EQ LB_ADDR6_EQ
+#define LBX_SNAT_ADDR(cfg, out) lb6_snat_addr(cfg, &(out))
+#define LBX_LOOKUP_FRONTEND(key, cfg, p)                                                          \
+	lb6_lookup_frontend(key, cfg, &(p)->daddr, (p)->dport, (p)->proto, 0)
+#define LBX_SRC_RANGE_OK(rev_nat, saddr) lb_xdp_src_range_ok6(rev_nat, &(saddr))
+#define LBX_CHOOSE_BACKEND lb6_choose_backend
+/* IPv6 DSR (IPv6-in-IPv6) is tc's: lb_xdp passes those flows. */
+#define LBX_HAS_DSR 0
+#define LBX_ROUTE_IS_OURS(ctx, saddr, daddr, proto, tot_len)                                      \
+	lb_xdp_route_is_ours6(ctx, &(saddr), &(daddr), proto, tot_len)
+#define LBX_FIB(ctx, fib, saddr, daddr, proto, tot_len)                                           \
+	lb_xdp_fib6(ctx, fib, &(saddr), &(daddr), proto, tot_len)
+#define LBX_SNAT_ALLOC lb_snat_alloc6
+#define LBX_SNAT_REFRESH lb_snat_refresh6
+#define LBX_SNAT_KEY lb_snat_key6
+#define LBX_CT_TOUCH lb6_ct_touch
+#define LBX_CT_FRESH lb6_ct_fresh
+#define LBX_NAT(ctx, proto, saddr, sport, daddr, dport)                                           \
+	lb_xdp_nat6(ctx, proto, &(saddr), sport, &(daddr), dport)
+
+/* The IPv6 program's per-packet state is too wide for the stack (the
+ * verifier's 512 bytes for a whole call chain): it lives in a per-CPU
+ * scratch entry, cleared for every packet. The map is this object's own
+ * (not pinned, not part of the ABI). */
+struct lb6_xdp_state {
+	struct lb_pkt6 p;
+	struct lb6_key key;
+	struct ct6_key ck;
+	struct ct6_entry ct_val;
+	struct lb6_affinity_key ak;
+	struct lb6_snat_entry rev;
+	struct bpf_fib_lookup fib;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct lb6_xdp_state);
+	__uint(max_entries, 1);
+} lb6_xdp_scratch SEC(".maps");
+
+static __always_inline struct lb6_xdp_state *lb6_xdp_state(void)
+{
+	__u32 zero = 0;
+	struct lb6_xdp_state *st = bpf_map_lookup_elem(&lb6_xdp_scratch, &zero);
+
+	if (st)
+		__builtin_memset(st, 0, sizeof(*st));
+	return st;
+}
+#define LBX_STATE struct lb6_xdp_state
+#define LBX_STATE_DECL(st) struct lb6_xdp_state *st = lb6_xdp_state()
+
+static __always_inline bool lb_xdp_src_range_ok6(__u32 rev_nat, const struct in6_addr *saddr)
+{
+	struct lb6_src_range_key rk = {
+		.prefixlen = 32 + 128, .rev_nat_index = rev_nat, .addr = *saddr,
+	};
+
+	return bpf_map_lookup_elem(&lb6_src_range, &rk) != NULL;
+}
+
+#include "lb_xdp_fam.h"
+#include "lb_xdp_unfam.h"
+
+/* Each family's body is a function of its own with its own stack frame
+ * (the verifier bounds the frames of a call chain together). */
+static __noinline int lb_xdp4_fn(struct xdp_md *ctx)
+{
+	return lb_xdp4(ctx);
+}
+
+static __noinline int lb_xdp6_fn(struct xdp_md *ctx)
+{
+	return lb_xdp6(ctx);
+}
+
 SEC("xdp")
 int lb_xdp(struct xdp_md *ctx)
 {
-	struct lb_pkt p = {};
-	struct lb4_key key = {};
-	struct ct4_key ck = {};
-	struct ct4_entry ct_val = {};
-	struct lb4_affinity_key ak = {};
-	struct bpf_fib_lookup fib = {};
-	struct lb4_service *svc;
-	struct lb4_backend *be = NULL;
-	struct ct4_entry *ct;
-	const struct lb_config *cfg;
-	__u32 zero = 0, backend_id = 0, timeout, total_weight, len, tot_len;
-	__be32 be_addr, node;
-	__be16 be_port, snat_port = 0;
-	__u32 rev_nat;
-	__u16 flags, count, min, max;
-	__u64 now;
-	bool new_flow = false, snat = false, dsr = false;
-	__u8 be_flags, fe_type;
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
 
-	if (!lb_xdp_parse(ctx, &p))
+	if ((void *)(eth + 1) > data_end)
 		return XDP_PASS;
-	len = ctx->data_end - ctx->data;
-	cfg = bpf_map_lookup_elem(&lb_config, &zero);
-	node = lb_snat_addr(cfg);
-	/* Without a node address no backend is reached through SNAT or DSR. */
-	if (!node)
-		return XDP_PASS;
-	/* Replies of SNATed flows: lb_tc_ingress translates them back. */
-	lb_snat_range(cfg, &min, &max);
-	if (p.daddr == node && bpf_ntohs(p.dport) >= min && bpf_ntohs(p.dport) <= max) {
-		struct ct4_key rk = {};
-
-		lb_snat_key(&rk, p.saddr, p.sport, node, p.dport, p.proto);
-		if (bpf_map_lookup_elem(&lb4_snat, &rk))
-			return XDP_PASS;
-	}
-	svc = lb_lookup_frontend(&key, cfg, p.daddr, p.dport, p.proto, 0);
-	if (!svc)
-		return XDP_PASS;
-	lb_svc_load(svc, &rev_nat, &flags, &count, &timeout, &total_weight);
-	fe_type = svc->fe_type;
-	/* NAT46/64: lb_tc_ingress translates (lb_nat46.h). */
-	if (flags & LB_SVC_F_NAT46X64)
-		return lb_xdp_pass(ctx, rev_nat, 0);
-	if (fe_type != LB_FE_NODE_PORT && fe_type != LB_FE_LOAD_BALANCER &&
-	    fe_type != LB_FE_EXTERNAL_IP)
-		return lb_xdp_pass(ctx, rev_nat, 0);
-
-	if (flags & LB_SVC_F_SOURCE_RANGES) {
-		struct lb4_src_range_key rk = {
-			.prefixlen = 64, .rev_nat_index = rev_nat, .addr = p.saddr,
-		};
-
-		if (!bpf_map_lookup_elem(&lb4_src_range, &rk))
-			return lb_xdp_drop(LB_DROP_SOURCE_RANGE);
-	}
-	/* Traffic policy Local: every backend is local. */
-	if (flags & LB_SVC_F_LOCAL_ONLY)
-		return lb_xdp_pass(ctx, rev_nat, 0);
-
-	now = lb_now_secs();
-	ck.saddr = p.saddr;
-	ck.daddr = p.daddr;
-	ck.sport = p.sport;
-	ck.dport = p.dport;
-	ck.proto = p.proto;
-	ck.dir = LB_CT_SERVICE;
-	ct = bpf_map_lookup_elem(&lb4_ct, &ck);
-	if (ct && ct->rev_nat_index == rev_nat &&
-	    !((ct->flags & LB_CT_F_CLOSING) && lb_new_syn(&p))) {
-		backend_id = ct->backend_id;
-		snat = ct->flags & LB_CT_F_SNAT;
-		dsr = ct->flags & LB_CT_F_DSR;
-		snat_port = ct->snat_port;
-		be = bpf_map_lookup_elem(&lb4_backends, &backend_id);
-		/* A tracked flow tc forwards without SNAT or DSR stays there. */
-		if (be && !snat && !dsr)
-			return lb_xdp_pass(ctx, rev_nat, 0);
-	}
-	if (!be) {
-		snat = false;
-		dsr = false;
-		ak.client = p.saddr;
-		ak.rev_nat_index = rev_nat;
-		backend_id = lb_choose_backend(cfg, &key, &ak, &p, rev_nat, flags, count, timeout,
-					       total_weight, now, 0);
-		if (backend_id)
-			be = bpf_map_lookup_elem(&lb4_backends, &backend_id);
-		if (!be) {
-			lb_count_service(rev_nat, len, false);
-			return lb_xdp_drop(LB_DROP_NO_BACKEND);
-		}
-		new_flow = true;
-	}
-	be_addr = be->address;
-	be_port = be->port;
-	be_flags = be->flags;
-
-	if (new_flow) {
-		/* lb_tc_ingress's choice between DSR, SNAT and plain DNAT. */
-		if (be_flags & LB_BE_F_LOCAL)
-			return lb_xdp_pass(ctx, rev_nat, backend_id);
-		if (lb_dsr_applies(cfg, p.proto, fe_type) &&
-		    lb_xdp_route_is_ours(ctx, node, be_addr, IPPROTO_IPIP, len - ETH_HLEN))
-			dsr = true;
-		else if (lb_xdp_route_is_ours(ctx, p.saddr, be_addr, p.proto, len - ETH_HLEN))
-			snat = true;
-		else
-			return lb_xdp_pass(ctx, rev_nat, backend_id);
-	}
-	/* The frame leaves from the node; without a resolved neighbour, or
-	 * when the (encapsulated) frame does not fit the route's MTU, tc
-	 * sends it (bpf_redirect_neigh) as it would have. */
-	tot_len = len - ETH_HLEN + (dsr ? sizeof(struct iphdr) : 0);
-	if (lb_xdp_fib(ctx, &fib, node, be_addr, dsr ? IPPROTO_IPIP : p.proto, tot_len) !=
-	    BPF_FIB_LKUP_RET_SUCCESS)
-		return lb_xdp_pass(ctx, rev_nat, new_flow ? backend_id : 0);
-
-	if (new_flow) {
-		struct lb_affinity_val av = { .last_used = now, .backend_id = backend_id };
-
-		if (snat) {
-			struct lb4_snat_entry rev = {
-				.client_addr = p.saddr,
-				.frontend_addr = p.daddr,
-				.client_port = p.sport,
-				.frontend_port = p.dport,
-				.rev_nat_index = rev_nat,
-				.last_seen = now,
-			};
-
-			snat_port = lb_snat_alloc(cfg, node, be_addr, be_port, p.proto, &rev,
-						  p.sport);
-			if (!snat_port)
-				return lb_xdp_drop(LB_DROP_SNAT_PORTS);
-			ct_val.flags |= LB_CT_F_SNAT;
-			ct_val.snat_port = snat_port;
-		}
-		if (dsr)
-			ct_val.flags |= LB_CT_F_DSR;
-		if (lb_closing(&p))
-			ct_val.flags |= LB_CT_F_CLOSING;
-		ct_val.backend_id = backend_id;
-		ct_val.rev_nat_index = rev_nat;
-		ct_val.frontend_addr = p.daddr;
-		ct_val.frontend_port = p.dport;
-		ct_val.last_seen = now;
-		bpf_map_update_elem(&lb4_ct, &ck, &ct_val, BPF_ANY);
-		if (flags & LB_SVC_F_AFFINITY)
-			bpf_map_update_elem(&lb4_affinity, &ak, &av, BPF_ANY);
-	} else {
-		bool closing = lb_closing(&p), fresh = false;
-
-		if (ct) {
-			fresh = lb_ct_fresh(ct, now, closing);
-			lb_ct_touch(ct, now, closing);
-		}
-		if (snat && !fresh)
-			lb_snat_refresh(&p, be_addr, be_port, node, snat_port, rev_nat, now);
-	}
-	lb_count_service(rev_nat, len, new_flow);
-	lb_count_backend(backend_id, len, new_flow);
-
-	if (dsr) {
-		if (lb_xdp_dsr_encap(ctx, node, be_addr, be_port) < 0)
-			return lb_xdp_drop(LB_DROP_REWRITE);
-	} else if (lb_xdp_nat(ctx, p.proto, node, snat_port, be_addr, be_port) < 0) {
-		return lb_xdp_drop(LB_DROP_REWRITE);
-	}
-	return lb_xdp_send(ctx, &fib);
+	if (eth->h_proto == bpf_htons(ETH_P_IPV6))
+		return lb_xdp6_fn(ctx);
+	return lb_xdp4_fn(ctx);
 }
 
 char LICENSE[] SEC("license") = "GPL";
