@@ -1,5 +1,5 @@
 //! The eBPF dataplane: lb-core's model compiled onto tc programs, cgroup
-//! socket programs and BPF maps, loaded with aya (issue 4; IPv4).
+//! socket programs and BPF maps, loaded with aya (issue 4; IPv4 and IPv6).
 //!
 //! * `bpf/lb_abi.h` defines every map layout; [`abi`] mirrors it.
 //! * [`loader`] loads `bpf/lb_tc.c` (DNAT, connection tracking, SNAT to the
@@ -23,7 +23,8 @@
 //!   (`bpf/lb_dsr.h`), and [`dsr::BackendSide`] attaches the backend's half
 //!   (`bpf/lb_dsr_backend.c`) to a backend's device.
 //! * [`xdp`] accelerates external traffic to remote backends at XDP
-//!   (`bpf/lb_xdp.c`, native or generic mode) over the same maps.
+//!   (`bpf/lb_xdp.c`, native or generic mode, IPv4 and IPv6) over the same
+//!   maps.
 //! * NAT46/64 ([`lb_core::nat46x64`], off by default: open the dataplane
 //!   with [`lb_core::NodeConfig::nat46x64`] on and a node address of each
 //!   family): an IPv4 frontend served by IPv6 backends, or the reverse. The

@@ -14,9 +14,9 @@ use std::sync::atomic::Ordering;
 use lb_testkit::conformance::{run_suite, Scenario};
 
 /// As for the tc adapter (`conformance.rs`): the kernel's clock cannot be
-/// set and test runs refuse runts. IPv6 frames pass lb_xdp untouched and
-/// the tc programs handle them; so do NAT46/NAT64 frontends' frames
-/// (lb_xdp passes them to tc, which translates).
+/// set and test runs refuse runts. IPv6 frames go through lb_xdp as IPv4
+/// ones do; NAT46/NAT64 frontends' frames are passed to tc, which
+/// translates.
 fn unsupported() -> Vec<Scenario> {
     vec![
         Scenario::AffinityTimeout,
@@ -39,5 +39,7 @@ fn ebpf_with_xdp_passes_every_scenario_it_can_run() {
     // ExternalIP frontends were forwarded at XDP, not only passed to tc.
     let n = dut_xdp::XDP_FORWARDED.load(Ordering::Relaxed);
     assert!(n > 0, "lb_xdp forwarded no frame");
-    println!("lb_xdp forwarded {n} frames");
+    let n6 = dut_xdp::XDP_FORWARDED_V6.load(Ordering::Relaxed);
+    assert!(n6 > 0, "lb_xdp forwarded no IPv6 frame");
+    println!("lb_xdp forwarded {n} frames, {n6} of them IPv6");
 }

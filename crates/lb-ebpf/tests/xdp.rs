@@ -8,6 +8,14 @@
 //! NodePort to remote backends in SNAT and DSR modes; the XDP counters show
 //! every client packet was forwarded at XDP, none by tc.
 //!
+//! IPv6: the tests give the topology's links IPv6 addresses of their own
+//! ([`add_ipv6`]: `fd00:d5:n::/64` per node, `fd00:d6:k::/64` per backend,
+//! `fd00:d5:c::/64` for the client, VIP [`VIP6`] routed via node 1), and
+//! check the same at packet level (SNAT forwarded at XDP exactly as tc
+//! does, DSR-mode flows passed to tc with the chosen backend, what XDP does
+//! not handle passed untouched, drops counted) and end to end with real
+//! TCP and UDP clients in native and generic mode.
+//!
 //! The router's end of the node link runs a pass-through XDP program
 //! (`lb_xdp_pass`): a veth drops frames sent into it with XDP_TX or
 //! XDP_REDIRECT unless its peer has an XDP program (or GRO). The client's
@@ -21,7 +29,7 @@
 
 mod common;
 
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use common::*;
@@ -56,7 +64,15 @@ impl XdpFixture {
                 node.router_link.mac,
             )
             .unwrap();
-        let mut cfg = NodeConfig::new("node-1", vec![node.v4.into()]);
+        add_ipv6(&topo);
+        node.ns
+            .add_neighbor(
+                &node.link.name,
+                IpAddr::from(router6(1)),
+                node.router_link.mac,
+            )
+            .unwrap();
+        let mut cfg = NodeConfig::new("node-1", vec![node.v4.into(), node6(1).into()]);
         cfg.mode = mode;
         cfg.maglev = MaglevConfig::new(251, 7).unwrap();
         let bpffs = BpffsGuard::new().expect("bpffs");
@@ -109,6 +125,12 @@ impl XdpFixture {
         for k in m.snat.keys().collect::<Vec<_>>() {
             m.snat.remove(&k.unwrap()).unwrap();
         }
+        for k in m.ct6.keys().collect::<Vec<_>>() {
+            m.ct6.remove(&k.unwrap()).unwrap();
+        }
+        for k in m.snat6.keys().collect::<Vec<_>>() {
+            m.snat6.remove(&k.unwrap()).unwrap();
+        }
     }
 
     fn drops(&self, reason: DropReason) -> u64 {
@@ -138,6 +160,82 @@ fn full_checksums(topo: &DsrTopology) {
 fn router_addr(node: &Host) -> std::net::Ipv4Addr {
     let o = node.v4.octets();
     std::net::Ipv4Addr::new(o[0], o[1], o[2], 1)
+}
+
+/// The IPv6 VIP: assigned nowhere, the router sends it to node 1.
+const VIP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xd5ff, 0, 0, 0, 0, 0, 0x10);
+/// The client's IPv6 address.
+const CLIENT6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xd5, 0xc, 0, 0, 0, 0, 2);
+
+/// Node `n`'s (1-based) IPv6 address: `fd00:d5:n::2`.
+fn node6(n: u16) -> Ipv6Addr {
+    Ipv6Addr::new(0xfd00, 0xd5, n, 0, 0, 0, 0, 2)
+}
+
+/// The router's IPv6 address on node `n`'s link: `fd00:d5:n::1`.
+fn router6(n: u16) -> Ipv6Addr {
+    Ipv6Addr::new(0xfd00, 0xd5, n, 0, 0, 0, 0, 1)
+}
+
+/// Backend `k`'s (1-based) IPv6 address: `fd00:d6:k::2`.
+fn backend6(k: u16) -> Ipv6Addr {
+    Ipv6Addr::new(0xfd00, 0xd6, k, 0, 0, 0, 0, 2)
+}
+
+/// Gives every link of `topo` an IPv6 /64 (the host `::2`, the router
+/// `::1`, no DAD), IPv6 default routes via the router, IPv6 forwarding on
+/// the router and the nodes, and routes [`VIP6`] via node 1.
+fn add_ipv6(topo: &DsrTopology) {
+    let link = |h: &Host, net: (u16, u16)| {
+        let (a, b) = net;
+        let host = Ipv6Addr::new(0xfd00, a, b, 0, 0, 0, 0, 2);
+        let gw = Ipv6Addr::new(0xfd00, a, b, 0, 0, 0, 0, 1);
+        h.ns.ip(&[
+            "-6",
+            "addr",
+            "add",
+            &format!("{host}/64"),
+            "dev",
+            &h.link.name,
+            "nodad",
+        ])
+        .unwrap();
+        topo.router
+            .ip(&[
+                "-6",
+                "addr",
+                "add",
+                &format!("{gw}/64"),
+                "dev",
+                &h.router_link.name,
+                "nodad",
+            ])
+            .unwrap();
+        h.ns.ip(&["-6", "route", "add", "default", "via", &gw.to_string()])
+            .unwrap();
+    };
+    topo.router
+        .set_sysctl("net.ipv6.conf.all.forwarding", "1")
+        .unwrap();
+    link(&topo.client, (0xd5, 0xc));
+    for (i, n) in topo.nodes.iter().enumerate() {
+        n.ns.set_sysctl("net.ipv6.conf.all.forwarding", "1")
+            .unwrap();
+        link(n, (0xd5, i as u16 + 1));
+    }
+    for (i, b) in topo.backends.iter().enumerate() {
+        link(b, (0xd6, i as u16 + 1));
+    }
+    topo.router
+        .ip(&[
+            "-6",
+            "route",
+            "replace",
+            &format!("{VIP6}/128"),
+            "via",
+            &node6(1).to_string(),
+        ])
+        .unwrap();
 }
 
 /// `web` (TCP) and `dns` (UDP) on a LoadBalancer VIP and a NodePort, with
@@ -547,4 +645,332 @@ fn native_xdp_dsr_end_to_end() {
 #[test]
 fn generic_xdp_snat_end_to_end() {
     e2e(LbMode::Snat, XdpMode::Generic);
+}
+
+// ---- IPv6 ----
+
+/// [`remote_services`] over IPv6: `web` and `dns` on [`VIP6`] and on the
+/// `[::]` NodePorts, one remote backend each.
+fn remote_services6() -> Vec<Service> {
+    let be = backend6(1);
+    vec![
+        svc(
+            "default/web",
+            &[
+                (format!("[{VIP6}]:80"), FrontendType::LoadBalancer),
+                ("[::]:30080".into(), FrontendType::NodePort),
+            ],
+            vec![format!("[{be}]:8080")],
+        ),
+        svc(
+            "default/dns",
+            &[
+                (format!("[{VIP6}]:53/UDP"), FrontendType::LoadBalancer),
+                ("[::]:30053/UDP".into(), FrontendType::NodePort),
+            ],
+            vec![format!("[{be}]:5353/UDP")],
+        ),
+    ]
+}
+
+/// The IPv6 client frames of [`remote_services6`], from a client port in
+/// the SNAT range (kept by tc and XDP alike).
+fn client_frames6() -> Vec<Vec<u8>> {
+    let client = format!("[{CLIENT6}]:61500");
+    let node = node6(1);
+    vec![
+        tcp(&client, &format!("[{VIP6}]:80")),
+        tcp(&client, &format!("[{node}]:30080")),
+        udp(&client, &format!("[{VIP6}]:53")),
+        udp(&client, &format!("[{node}]:30053")),
+    ]
+}
+
+#[test]
+fn ipv6_remote_backends_are_forwarded_at_xdp_exactly_as_tc_forwards_them() {
+    let mut x = XdpFixture::new(LbMode::Snat);
+    x.fx.apply(&remote_services6());
+    let router_mac = x.node().router_link.mac;
+    for frame in client_frames6() {
+        let v = x.fx.decide(&flow_key(&frame), 0);
+        let Verdict::Forward(f) = v else {
+            panic!("{v:?}")
+        };
+        assert_eq!(f.snat, Some(IpAddr::from(node6(1))), "lb-core: SNAT");
+        let (rv, out, meta) = x.xdp(&frame);
+        assert_eq!(rv, XDP_TX, "out of the arrival device");
+        assert!(meta.is_empty());
+        assert_eq!(&out[0..6], &router_mac[..], "next hop's MAC");
+        lb_testkit::verify_checksums_strict(&out).expect("valid checksums");
+        let (src, dst) = endpoints(&out);
+        assert_eq!(dst, SocketAddr::new(f.backend.addr, f.backend.port));
+        assert_eq!(src, SocketAddr::new(node6(1).into(), 61500));
+        assert_eq!(lb_testkit::parse(&out).unwrap().payload, b"hello");
+        // The tracked flow: the same output again.
+        let (rv2, again, _) = x.xdp(&frame);
+        assert_eq!((rv2, &again), (XDP_TX, &out));
+        // tc, on a fresh flow table, produces the very same frame.
+        x.forget_flows();
+        let (trv, tc_out) = x.tc(&frame);
+        assert_eq!(trv, 7, "tc redirects (TC_ACT_REDIRECT)");
+        assert_eq!(tc_out, out, "XDP and tc frames differ");
+        x.forget_flows();
+    }
+    let s = x.stats();
+    assert_eq!(s.tx, 8, "{s:?}");
+    assert_eq!((s.redirect, s.pass, s.drop), (0, 0, 0), "{s:?}");
+    let c = x.fx.dp.counters().unwrap();
+    let packets: u64 = c.services.values().map(|s| s.packets).sum();
+    assert_eq!(packets, 12, "4 frames x 2 at XDP + 1 at tc");
+
+    // The SNATed flow's reply is tc's: passed untouched, then translated.
+    let client = format!("[{CLIENT6}]:40000");
+    let frame = tcp(&client, &format!("[{VIP6}]:80"));
+    let (rv, out, _) = x.xdp(&frame);
+    assert_eq!(rv, XDP_TX);
+    let (src, dst) = endpoints(&out);
+    let reply = tcp(&dst.to_string(), &src.to_string());
+    let (rv, passed, meta) = x.xdp(&reply);
+    assert_eq!(
+        (rv, passed.as_slice(), meta.len()),
+        (XDP_PASS, &reply[..], 0)
+    );
+    let (_, back) = x.tc(&reply);
+    assert_eq!(endpoints(&back), (sa(&format!("[{VIP6}]:80")), sa(&client)));
+}
+
+#[test]
+fn ipv6_dsr_flows_are_passed_to_tc_with_the_chosen_backend() {
+    for mode in [LbMode::Dsr, LbMode::Hybrid] {
+        let mut x = XdpFixture::new(mode);
+        x.fx.apply(&remote_services6());
+        for frame in client_frames6() {
+            let Verdict::Forward(f) = x.fx.decide(&flow_key(&frame), 0) else {
+                panic!()
+            };
+            let (rv, out, meta) = x.xdp(&frame);
+            let udp = lb_testkit::parse(&frame).unwrap().proto.number() == 17;
+            if mode == LbMode::Hybrid && udp {
+                // Hybrid: UDP is SNATed, which XDP does itself.
+                assert_eq!(rv, XDP_TX, "{mode:?}");
+                continue;
+            }
+            assert_eq!((rv, out.as_slice()), (XDP_PASS, &frame[..]), "{mode:?}");
+            assert_eq!(meta.len(), 12, "struct lb_xdp_meta");
+            assert_eq!(&meta[0..4], &0x6c62_7864u32.to_ne_bytes(), "magic");
+            assert_eq!(
+                u32::from_ne_bytes(meta[4..8].try_into().unwrap()),
+                f.rev_nat.0
+            );
+            assert_eq!(
+                u32::from_ne_bytes(meta[8..12].try_into().unwrap()),
+                f.backend_id.0
+            );
+        }
+        // Nothing committed for the flows XDP passed.
+        let tracked = x.fx.dp.maps().ct6.keys().count();
+        let want = if mode == LbMode::Hybrid { 2 } else { 0 };
+        assert_eq!(tracked, want, "{mode:?}");
+    }
+}
+
+#[test]
+fn ipv6_what_xdp_does_not_handle_is_passed_and_drops_are_counted() {
+    let mut x = XdpFixture::new(LbMode::Snat);
+    let be = backend6(1);
+    let mut local = svc(
+        "default/local",
+        &[(format!("[{VIP6}]:81"), FrontendType::LoadBalancer)],
+        vec![],
+    );
+    local.backends =
+        vec![BackendParams::new(format!("[{be}]:8080").parse().unwrap()).on_node("node-1")];
+    let cluster = svc(
+        "default/cluster",
+        &[("[fd00:96::10]:80".into(), FrontendType::ClusterIp)],
+        vec![format!("[{be}]:8080")],
+    );
+    let mut ranged = svc(
+        "default/ranged",
+        &[(format!("[{VIP6}]:82"), FrontendType::LoadBalancer)],
+        vec![format!("[{be}]:8080")],
+    );
+    ranged.source_ranges = vec!["fd00:99::/64".parse().unwrap()];
+    let empty = svc(
+        "default/empty",
+        &[(format!("[{VIP6}]:83"), FrontendType::LoadBalancer)],
+        vec![],
+    );
+    x.fx.apply(&[local, cluster, ranged, empty]);
+    let client = format!("[{CLIENT6}]:40000");
+
+    // A local backend: passed with the chosen backend for tc.
+    let frame = tcp(&client, &format!("[{VIP6}]:81"));
+    let Verdict::Forward(f) = x.fx.decide(&flow_key(&frame), 0) else {
+        panic!()
+    };
+    let (rv, out, meta) = x.xdp(&frame);
+    assert_eq!((rv, out.as_slice()), (XDP_PASS, &frame[..]));
+    assert_eq!(
+        u32::from_ne_bytes(meta[8..12].try_into().unwrap()),
+        f.backend_id.0
+    );
+    // ClusterIP, not a frontend: passed, no hint.
+    for dst in ["[fd00:96::10]:80".to_string(), format!("[{VIP6}]:9999")] {
+        let frame = tcp(&client, &dst);
+        let (rv, out, meta) = x.xdp(&frame);
+        assert_eq!(
+            (rv, out.as_slice(), meta.len()),
+            (XDP_PASS, &frame[..], 0),
+            "{dst}"
+        );
+    }
+    // Extension headers, ICMPv6: not XDP's.
+    let base = tcp(&client, &format!("[{VIP6}]:82"));
+    let mut hbh = base[..54].to_vec();
+    hbh[20] = 0; // next header: hop-by-hop options
+    let plen = u16::from_be_bytes([base[18], base[19]]) + 8;
+    hbh[18..20].copy_from_slice(&plen.to_be_bytes());
+    hbh.extend_from_slice(&[6, 0, 1, 4, 0, 0, 0, 0]); // -> TCP, PadN
+    hbh.extend_from_slice(&base[54..]);
+    let mut icmp6 = base.clone();
+    icmp6[20] = 58;
+    for (what, frame) in [("hop-by-hop", hbh), ("icmpv6", icmp6)] {
+        let (rv, out, meta) = x.xdp(&frame);
+        assert_eq!(
+            (rv, out.as_slice(), meta.len()),
+            (XDP_PASS, &frame[..], 0),
+            "{what}"
+        );
+    }
+    assert_eq!(x.fx.dp.maps().ct6.keys().count(), 0, "nothing committed");
+    // Source ranges and a frontend without backends: dropped, counted.
+    for (port, reason) in [(82, DropReason::SourceRange), (83, DropReason::NoBackend)] {
+        let frame = tcp(&client, &format!("[{VIP6}]:{port}"));
+        assert!(matches!(
+            x.fx.decide(&flow_key(&frame), 0),
+            Verdict::Drop { .. }
+        ));
+        let before = x.drops(reason);
+        let (rv, _, _) = x.xdp(&frame);
+        assert_eq!(rv, XDP_DROP, "{port}");
+        assert_eq!(x.drops(reason), before + 1, "{reason:?}");
+    }
+    let s = x.stats();
+    assert_eq!(
+        (s.pass, s.drop, s.forwarded()),
+        (2, 2, 0),
+        "local and ClusterIP: {s:?}"
+    );
+}
+
+/// [`e2e`] over IPv6 in SNAT mode: real TCP (small and 64 KiB) and UDP
+/// clients through [`VIP6`] and the node's IPv6 NodePort; every client
+/// packet is forwarded at XDP (`XDP_TX`), the replies come back through
+/// tc's reverse SNAT.
+fn e2e6(xdp_mode: XdpMode) {
+    lb_testkit::require_privileges();
+    let topo = DsrTopology::new(1, 2).expect("topology");
+    add_ipv6(&topo);
+    full_checksums(&topo);
+    let backends: Vec<IpAddr> = (1..=2).map(|k| backend6(k).into()).collect();
+    let mut servers = Vec::new();
+    for (i, b) in topo.backends.iter().enumerate() {
+        let a = backends[i];
+        servers.push(EchoServer::tcp(&b.ns, SocketAddr::new(a, 8080), &tag(i + 1)).unwrap());
+        servers.push(EchoServer::udp(&b.ns, SocketAddr::new(a, 5353), &tag(i + 1)).unwrap());
+    }
+    let node = &topo.nodes[0];
+    // XDP cannot resolve a neighbour: the router's is resolved up front.
+    node.ns
+        .add_neighbor(
+            &node.link.name,
+            IpAddr::from(router6(1)),
+            node.router_link.mac,
+        )
+        .unwrap();
+    let peer = node.router_link.name.clone();
+    let _pass = topo
+        .router
+        .run_in(|| xdp::attach_pass(&peer))
+        .unwrap()
+        .expect("pass-through XDP on the router end");
+    let mut cfg = NodeConfig::new("node-1", vec![node.v4.into(), node6(1).into()]);
+    cfg.maglev = MaglevConfig::new(251, 99).unwrap();
+    let bpffs = BpffsGuard::new().expect("bpffs");
+    let pin_dir = bpffs.pin_path("lb");
+    let _pins = Pins(pin_dir.clone());
+    let dev = node.link.name.clone();
+    let devs = vec![dev.clone()];
+    let (_loaded, _xdp) = node
+        .ns
+        .run_in(|| {
+            let l = lb_ebpf::load(&LoadOptions::new(&pin_dir, &[&dev])).expect("load tc");
+            let x = xdp::attach(&pin_dir, &devs, xdp_mode, &MapCapacity::default())
+                .expect("attach XDP");
+            (l, x)
+        })
+        .unwrap();
+    let mut dp = EbpfDataplane::open(&pin_dir, &cfg).expect("open dataplane");
+    let desired = DesiredState::build(&cfg, &web_and_dns_ip(VIP6.into(), &backends)).unwrap();
+    Reconciler::new()
+        .apply(&mut dp, &desired)
+        .expect("reconcile");
+
+    let big = vec![b'x'; 64 * 1024];
+    let mut seen = std::collections::BTreeSet::new();
+    let vip = IpAddr::from(VIP6);
+    let node_ip = IpAddr::from(node6(1));
+    for dst in [SocketAddr::new(vip, 80), SocketAddr::new(node_ip, 30080)] {
+        for _ in 0..4 {
+            for msg in [&b"hello"[..], &big[..]] {
+                let r = tcp_request(&topo.client.ns, dst, msg, TIMEOUT)
+                    .unwrap_or_else(|e| panic!("{xdp_mode}: TCP to {dst}: {e}"));
+                assert!(r.ends_with(msg), "{dst}: echo of {} bytes", msg.len());
+                seen.insert(r[2]);
+            }
+        }
+    }
+    for dst in [SocketAddr::new(vip, 53), SocketAddr::new(node_ip, 30053)] {
+        for i in 0..8 {
+            let sock = topo
+                .client
+                .ns
+                .run_in(|| UdpSocket::bind("[::]:0"))
+                .unwrap()
+                .unwrap();
+            sock.set_read_timeout(Some(TIMEOUT)).unwrap();
+            let msg = format!("q{i}");
+            sock.send_to(msg.as_bytes(), dst).unwrap();
+            let mut buf = [0u8; 2048];
+            let (n, from) = sock
+                .recv_from(&mut buf)
+                .unwrap_or_else(|e| panic!("{xdp_mode}: UDP to {dst}: {e}"));
+            assert_eq!(from, dst, "the reply comes from the frontend");
+            assert!(buf[..n].ends_with(msg.as_bytes()));
+            seen.insert(buf[2]);
+        }
+    }
+    assert_eq!(seen.len(), 2, "both backends served ({seen:?})");
+    let s = xdp::stats(&pin_dir).unwrap();
+    let c = dp.counters().unwrap();
+    let packets: u64 = c.services.values().map(|s| s.packets).sum();
+    assert!(packets > 50, "{packets}");
+    assert_eq!(
+        (s.tx, s.redirect, s.pass, s.drop),
+        (packets, 0, 0, 0),
+        "{xdp_mode}: every IPv6 client packet forwarded at XDP ({s:?})"
+    );
+    assert!(dp.maps().snat6.keys().count() > 0, "SNATed to the node");
+    assert_eq!(dp.maps().ct.keys().count(), 0, "no IPv4 flow");
+}
+
+#[test]
+fn native_xdp_ipv6_snat_end_to_end() {
+    e2e6(XdpMode::Native);
+}
+
+#[test]
+fn generic_xdp_ipv6_snat_end_to_end() {
+    e2e6(XdpMode::Generic);
 }

@@ -19,14 +19,16 @@
 //!
 //! Real TCP (small and 64 KiB) and UDP clients through a LoadBalancer VIP
 //! and a NodePort: SNAT in native and generic XDP, DSR in native XDP; the XDP counters show every
-//! client packet was redirected at XDP and none left to tc.
+//! client packet was redirected at XDP and none left to tc. The same over
+//! IPv6 (the topology's `fd00:` addresses, VIP [`VIP_V6`], SNAT to the
+//! node's IPv6 address) in native and generic XDP.
 //!
 //! Privileged (root). Bounded: a few dozen requests with 10 s socket
 //! timeouts per test.
 
 mod common;
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use common::*;
@@ -34,7 +36,7 @@ use lb_core::*;
 use lb_ebpf::abi::DropReason;
 use lb_ebpf::xdp::{self, XdpMode};
 use lb_ebpf::{EbpfDataplane, LoadOptions, MapCapacity};
-use lb_testkit::topology::VIP_V4;
+use lb_testkit::topology::{VIP_V4, VIP_V6};
 use lb_testkit::{tcp_request, BpffsGuard, EchoServer, Topology};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -68,7 +70,7 @@ fn icmp_dest_unreachs(topo: &Topology) -> u64 {
     rows[1][col].parse().unwrap()
 }
 
-fn two_armed(mode: LbMode, xdp_mode: XdpMode) {
+fn two_armed(mode: LbMode, xdp_mode: XdpMode, v6: bool) {
     lb_testkit::require_privileges();
     let topo = Topology::new(2).expect("topology");
     full_checksums(&topo);
@@ -76,8 +78,9 @@ fn two_armed(mode: LbMode, xdp_mode: XdpMode) {
     let mut passes = Vec::new();
     let mut sides = Vec::new();
     for (i, b) in topo.backends.iter().enumerate() {
-        servers.push(EchoServer::tcp(&b.ns, SocketAddr::from((b.v4, 8080)), &tag(i + 1)).unwrap());
-        servers.push(EchoServer::udp(&b.ns, SocketAddr::from((b.v4, 5353)), &tag(i + 1)).unwrap());
+        let a: IpAddr = if v6 { b.v6.into() } else { b.v4.into() };
+        servers.push(EchoServer::tcp(&b.ns, SocketAddr::new(a, 8080), &tag(i + 1)).unwrap());
+        servers.push(EchoServer::udp(&b.ns, SocketAddr::new(a, 5353), &tag(i + 1)).unwrap());
         let dev = b.link.name.clone();
         passes.push(
             b.ns.run_in(|| xdp::attach_pass(&dev))
@@ -94,11 +97,20 @@ fn two_armed(mode: LbMode, xdp_mode: XdpMode) {
         }
     }
     // Remote backends (not on this node).
-    let backend_v4s: Vec<_> = topo.backends.iter().map(|b| b.v4).collect();
+    let backend_ips: Vec<IpAddr> = topo
+        .backends
+        .iter()
+        .map(|b| if v6 { b.v6.into() } else { b.v4.into() })
+        .collect();
+    let (vip, node_ip): (IpAddr, IpAddr) = if v6 {
+        (VIP_V6.into(), topo.node_v6.into())
+    } else {
+        (VIP_V4.into(), topo.node_v4.into())
+    };
     let mut devs = vec![topo.node_client_dev.clone()];
     devs.extend(topo.backends.iter().map(|b| b.node_link.name.clone()));
     let cfg = {
-        let mut c = NodeConfig::new("node-1", vec![topo.node_v4.into()]);
+        let mut c = NodeConfig::new("node-1", vec![topo.node_v4.into(), topo.node_v6.into()]);
         c.mode = mode;
         c.maglev = MaglevConfig::new(251, 7).unwrap();
         c
@@ -119,7 +131,7 @@ fn two_armed(mode: LbMode, xdp_mode: XdpMode) {
     assert_eq!(xdp_loaded.mode(), xdp_mode);
     assert_eq!(xdp::attachments(&pin_dir).unwrap().len(), devs.len());
     let mut dp = EbpfDataplane::open(&pin_dir, &cfg).expect("open dataplane");
-    let desired = DesiredState::build(&cfg, &web_and_dns(VIP_V4, &backend_v4s)).unwrap();
+    let desired = DesiredState::build(&cfg, &web_and_dns_ip(vip, &backend_ips)).unwrap();
     Reconciler::new()
         .apply(&mut dp, &desired)
         .expect("reconcile");
@@ -127,8 +139,8 @@ fn two_armed(mode: LbMode, xdp_mode: XdpMode) {
     // XDP cannot resolve a neighbour: a frame whose next hop the node has
     // not resolved yet goes to tc (bpf_redirect_neigh). Resolve the
     // backends first so every client frame is XDP's.
-    for b in &topo.backends {
-        tcp_request(&topo.node, SocketAddr::from((b.v4, 8080)), b"arp", TIMEOUT)
+    for &b in &backend_ips {
+        tcp_request(&topo.node, SocketAddr::new(b, 8080), b"arp", TIMEOUT)
             .expect("node -> backend");
     }
 
@@ -138,9 +150,9 @@ fn two_armed(mode: LbMode, xdp_mode: XdpMode) {
     // link), which discards those from its own address (NodePort) as
     // martians; a DSR node is not on the reply path in practice.
     let frontends = |port: u16, node_port: u16| {
-        let mut v = vec![SocketAddr::from((VIP_V4, port))];
+        let mut v = vec![SocketAddr::new(vip, port)];
         if mode != LbMode::Dsr {
-            v.push(SocketAddr::from((topo.node_v4, node_port)));
+            v.push(SocketAddr::new(node_ip, node_port));
         }
         v
     };
@@ -158,7 +170,7 @@ fn two_armed(mode: LbMode, xdp_mode: XdpMode) {
         for i in 0..8 {
             let sock = topo
                 .client
-                .run_in(|| UdpSocket::bind(("0.0.0.0", 0)))
+                .run_in(|| UdpSocket::bind(if v6 { "[::]:0" } else { "0.0.0.0:0" }))
                 .unwrap()
                 .unwrap();
             sock.set_read_timeout(Some(TIMEOUT)).unwrap();
@@ -198,10 +210,12 @@ fn two_armed(mode: LbMode, xdp_mode: XdpMode) {
         assert_eq!(dp.maps().snat.keys().count(), 0, "DSR holds no SNAT state");
     } else {
         assert_eq!(too_big, 0);
-        assert!(
-            dp.maps().snat.keys().count() > 0,
-            "remote backends are SNATed"
-        );
+        let snat = if v6 {
+            dp.maps().snat6.keys().count()
+        } else {
+            dp.maps().snat.keys().count()
+        };
+        assert!(snat > 0, "remote backends are SNATed");
     }
     // Over-MTU packets go to tc, which answers them (XDP cannot).
     assert_eq!(
@@ -214,15 +228,25 @@ fn two_armed(mode: LbMode, xdp_mode: XdpMode) {
 
 #[test]
 fn native_xdp_snat_redirects_to_a_second_device() {
-    two_armed(LbMode::Snat, XdpMode::Native);
+    two_armed(LbMode::Snat, XdpMode::Native, false);
 }
 
 #[test]
 fn native_xdp_dsr_redirects_to_a_second_device() {
-    two_armed(LbMode::Dsr, XdpMode::Native);
+    two_armed(LbMode::Dsr, XdpMode::Native, false);
 }
 
 #[test]
 fn generic_xdp_snat_redirects_to_a_second_device() {
-    two_armed(LbMode::Snat, XdpMode::Generic);
+    two_armed(LbMode::Snat, XdpMode::Generic, false);
+}
+
+#[test]
+fn native_xdp_snat_redirects_ipv6_to_a_second_device() {
+    two_armed(LbMode::Snat, XdpMode::Native, true);
+}
+
+#[test]
+fn generic_xdp_snat_redirects_ipv6_to_a_second_device() {
+    two_armed(LbMode::Snat, XdpMode::Generic, true);
 }

@@ -613,8 +613,8 @@ impl Agent {
 
 impl Agent {
     /// `XDP Acceleration:` of `status --verbose`, from the pinned XDP links:
-    /// `Native (dev, ...)`, `Generic (...)` or `Disabled`, with lb_xdp's
-    /// counters.
+    /// `Native [dev, ...]`, `Generic [...]` or `Disabled`, the families
+    /// lb_xdp forwards (IPv4 and IPv6), and lb_xdp's counters.
     fn xdp_acceleration(&self) -> String {
         if !matches!(self.dp, Dp::Ebpf(_)) {
             return "Disabled (userspace dataplane)".into();
@@ -642,7 +642,7 @@ impl Agent {
             ),
             Err(e) => format!("counters unreadable: {e}"),
         };
-        format!("{mode}   [{}]   {stats}", devices.join(", "))
+        format!("{mode}   [{}]   IPv4+IPv6   {stats}", devices.join(", "))
     }
 }
 

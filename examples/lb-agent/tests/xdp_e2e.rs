@@ -95,7 +95,7 @@ fn agent_with_native_xdp_forwards_external_traffic_at_xdp() {
         .find(|l| l.contains("XDP Acceleration:"))
         .unwrap_or_else(|| panic!("{text}"));
     assert!(
-        line.contains(&format!("Native   [{}]", node.link.name)),
+        line.contains(&format!("Native   [{}]   IPv4+IPv6", node.link.name)),
         "{line}"
     );
     let forwarded: u64 = line

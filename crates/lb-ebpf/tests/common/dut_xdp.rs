@@ -17,11 +17,13 @@ use lb_testkit::conformance::{
 };
 
 use crate::common::{xdp_run, XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX};
-use crate::dut::{Ebpf, DEV, GATEWAY, PEER};
+use crate::dut::{Ebpf, DEV, GATEWAY, GATEWAY6, PEER};
 
 /// Frames lb_xdp forwarded itself (XDP_TX or XDP_REDIRECT), over every
 /// adapter of the process.
 pub static XDP_FORWARDED: AtomicU64 = AtomicU64::new(0);
+/// The IPv6 frames among [`XDP_FORWARDED`].
+pub static XDP_FORWARDED_V6: AtomicU64 = AtomicU64::new(0);
 
 /// lb-ebpf with XDP acceleration under test.
 pub struct EbpfXdp {
@@ -32,13 +34,16 @@ pub struct EbpfXdp {
 }
 
 impl EbpfXdp {
-    /// [`Ebpf::new`], plus `lb_xdp` over the same maps and a resolved gateway.
+    /// [`Ebpf::new`], plus `lb_xdp` over the same maps and resolved
+    /// gateways (IPv4 and IPv6).
     pub fn new(setup: &Setup) -> Self {
         let inner = Ebpf::new(setup);
         let ns = inner.netns();
         let gw_mac = ns.link(PEER).expect("peer").mac;
         ns.add_neighbor(DEV, GATEWAY.parse().unwrap(), gw_mac)
             .expect("gateway neighbour");
+        ns.add_neighbor(DEV, GATEWAY6.parse().unwrap(), gw_mac)
+            .expect("IPv6 gateway neighbour");
         let ifindex = ns.link(DEV).expect("device").ifindex;
         let xdp = xdp::load_program(inner.pin_dir(), &MapCapacity::default()).expect("lb_xdp");
         EbpfXdp {
@@ -96,6 +101,9 @@ impl DataplaneUnderTest for EbpfXdp {
                 XDP_TX | XDP_REDIRECT => {
                     assert_eq!(&out[0..6], &self.gw_mac, "next hop's MAC");
                     XDP_FORWARDED.fetch_add(1, Ordering::Relaxed);
+                    if frame.get(12..14) == Some(&[0x86, 0xdd][..]) {
+                        XDP_FORWARDED_V6.fetch_add(1, Ordering::Relaxed);
+                    }
                     return PacketResult::Accept(self.restore_l2(frame, out));
                 }
                 XDP_DROP => return PacketResult::Drop,

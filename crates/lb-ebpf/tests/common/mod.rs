@@ -250,23 +250,51 @@ pub fn svc(name: &str, frontends: &[(String, FrontendType)], backends: Vec<Strin
 /// `web` (TCP, 80 -> 8080) and `dns` (UDP, 53 -> 5353) on the LoadBalancer
 /// address `vip` and on NodePorts 30080 / 30053, Maglev over `backends`.
 pub fn web_and_dns(vip: std::net::Ipv4Addr, backends: &[std::net::Ipv4Addr]) -> Vec<Service> {
-    let be =
-        |port: &str| -> Vec<String> { backends.iter().map(|b| format!("{b}:{port}")).collect() };
+    let backends: Vec<IpAddr> = backends.iter().map(|&b| b.into()).collect();
+    web_and_dns_ip(vip.into(), &backends)
+}
+
+/// [`web_and_dns`] for either family: the NodePorts are the wildcard of
+/// `vip`'s family (`0.0.0.0` or `::`).
+pub fn web_and_dns_ip(vip: IpAddr, backends: &[IpAddr]) -> Vec<Service> {
+    let be = |port: u16, udp: &str| -> Vec<String> {
+        backends
+            .iter()
+            .map(|&b| format!("{}{udp}", SocketAddr::new(b, port)))
+            .collect()
+    };
+    let any: IpAddr = if vip.is_ipv6() {
+        std::net::Ipv6Addr::UNSPECIFIED.into()
+    } else {
+        std::net::Ipv4Addr::UNSPECIFIED.into()
+    };
     let mut web = svc(
         "default/web",
         &[
-            (format!("{vip}:80"), FrontendType::LoadBalancer),
-            ("0.0.0.0:30080".into(), FrontendType::NodePort),
+            (
+                SocketAddr::new(vip, 80).to_string(),
+                FrontendType::LoadBalancer,
+            ),
+            (
+                SocketAddr::new(any, 30080).to_string(),
+                FrontendType::NodePort,
+            ),
         ],
-        be("8080"),
+        be(8080, ""),
     );
     let mut dns = svc(
         "default/dns",
         &[
-            (format!("{vip}:53/UDP"), FrontendType::LoadBalancer),
-            ("0.0.0.0:30053/UDP".into(), FrontendType::NodePort),
+            (
+                format!("{}/UDP", SocketAddr::new(vip, 53)),
+                FrontendType::LoadBalancer,
+            ),
+            (
+                format!("{}/UDP", SocketAddr::new(any, 30053)),
+                FrontendType::NodePort,
+            ),
         ],
-        be("5353/UDP"),
+        be(5353, "/UDP"),
     );
     web.algorithm = Some(LbAlgorithm::Maglev);
     dns.algorithm = Some(LbAlgorithm::Maglev);
