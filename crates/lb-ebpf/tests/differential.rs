@@ -12,10 +12,21 @@
 //! `tests/snat.rs` and, for one client port to two frontends of one
 //! backend, `one_client_port_to_two_frontends_of_one_backend` in
 //! `tests/e2e.rs`), and IPv4 headers cut short (test runs refuse them).
+//! The same over IPv6 with [`trace::Recording::DETERMINISTIC_DUAL_STACK`]:
+//! a dual-stack node and services (IPv4 and IPv6 frontends and backends of
+//! every kind above, an SNATed remote IPv6 backend, IPv6 source ranges) and
+//! IPv4 and IPv6 packets mixed.
 //!
 //! `props`: property tests of the SNAT and ICMP-error paths against
 //! `decide` (random services with local and remote backends, random flows,
-//! ICMP errors about random tracked flows). Privileged (root).
+//! ICMP errors about random tracked flows; SNAT also over IPv6 and for
+//! dual-stack services). Privileged (root).
+//!
+//! Bounded: a fixed number of traces (4 x 600 + 2 x 400 IPv4 packets,
+//! 3 x 600 dual-stack ones) and proptest cases (8 IPv4 + 6 dual-stack
+//! random traces of 300 packets, 24 SNAT and 24 ICMP cases of at most 24
+//! flows); each trace or case loads the programs once. The whole file took
+//! 133 s on the shared 2-core CI machine under load.
 
 mod common;
 #[path = "common/dut.rs"]
@@ -54,10 +65,11 @@ fn outcomes(t: &Trace, records: &[Record]) -> (usize, usize, usize) {
     (dropped, changed, same)
 }
 
-/// True when some forwarded frame of the replay was SNATed (its source
-/// became the node IP) and some reply to one was translated back.
-fn snat_exercised(t: &Trace, records: &[Record]) -> (usize, usize) {
-    let node = t.node.node_ips[0];
+/// How many forwarded frames of the replay were SNATed (their source
+/// became a node IP) and how many replies to them were translated back;
+/// with `v6`, the IPv6 ones only.
+fn snat_exercised(t: &Trace, records: &[Record], v6: bool) -> (usize, usize) {
+    let is_node = |ip: std::net::IpAddr| t.node.node_ips.contains(&ip) && ip.is_ipv6() == v6;
     let (mut fwd, mut back) = (0, 0);
     for (step, r) in t.steps.iter().zip(records) {
         let (trace::Step::Packet { frame, dir, .. }, Record::Packet(PacketResult::Accept(out))) =
@@ -69,8 +81,8 @@ fn snat_exercised(t: &Trace, records: &[Record]) -> (usize, usize) {
             continue;
         };
         match dir {
-            Direction::ToFrontend if o.src.ip() == node => fwd += 1,
-            Direction::Reply if i.dst.ip() == node && out != frame => back += 1,
+            Direction::ToFrontend if is_node(o.src.ip()) => fwd += 1,
+            Direction::Reply if is_node(i.dst.ip()) && out != frame => back += 1,
             _ => {}
         }
     }
@@ -87,7 +99,7 @@ fn recorded_traces_agree_across_oracle_userspace_and_ebpf() {
             dropped > 10 && changed > 300 && same > 30,
             "seed {seed}: {dropped} {changed} {same}"
         );
-        let (snat_fwd, snat_back) = snat_exercised(&t, &ebpf);
+        let (snat_fwd, snat_back) = snat_exercised(&t, &ebpf, false);
         assert!(
             snat_fwd > 5 && snat_back > 2,
             "seed {seed}: SNAT {snat_fwd} forwarded, {snat_back} replies"
@@ -110,11 +122,68 @@ fn traces_without_snat_agree_too() {
     }
 }
 
+/// IPv6 frames of a replay that were rewritten (DNATed, SNATed or reverse
+/// translated) and that were dropped.
+fn ipv6_outcomes(t: &Trace, records: &[Record]) -> (usize, usize) {
+    let (mut changed, mut dropped) = (0, 0);
+    for (step, r) in t.steps.iter().zip(records) {
+        let (trace::Step::Packet { frame, .. }, Record::Packet(p)) = (step, r) else {
+            continue;
+        };
+        if frame.get(12..14) != Some(&[0x86, 0xdd][..]) {
+            continue;
+        }
+        match p {
+            PacketResult::Drop => dropped += 1,
+            PacketResult::Accept(out) if out != frame => changed += 1,
+            PacketResult::Accept(_) => {}
+        }
+    }
+    (changed, dropped)
+}
+
+#[test]
+fn dual_stack_traces_agree_across_oracle_userspace_and_ebpf() {
+    for seed in 0..3 {
+        let t = trace::record_opts(seed, 600, Recording::DETERMINISTIC_DUAL_STACK);
+        let ebpf = compare(&t);
+        let (dropped, changed, same) = outcomes(&t, &ebpf);
+        assert!(
+            dropped > 10 && changed > 300 && same > 30,
+            "seed {seed}: {dropped} {changed} {same}"
+        );
+        let (changed6, dropped6) = ipv6_outcomes(&t, &ebpf);
+        assert!(
+            changed6 > 100 && dropped6 > 5,
+            "seed {seed}: IPv6 {changed6} rewritten, {dropped6} dropped"
+        );
+        println!(
+            "seed {seed}: {dropped} dropped, {changed} rewritten, {same} passed; \
+             IPv6: {changed6} rewritten, {dropped6} dropped"
+        );
+        for v6 in [false, true] {
+            let (snat_fwd, snat_back) = snat_exercised(&t, &ebpf, v6);
+            assert!(
+                snat_fwd > 2 && snat_back > 0,
+                "seed {seed} (IPv6 {v6}): SNAT {snat_fwd} forwarded, {snat_back} replies"
+            );
+        }
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(8))]
     #[test]
     fn random_traces_agree(seed in any::<u64>()) {
         compare(&trace::record_opts(seed, 300, Recording::DETERMINISTIC));
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(6))]
+    #[test]
+    fn random_dual_stack_traces_agree(seed in any::<u64>()) {
+        compare(&trace::record_opts(seed, 300, Recording::DETERMINISTIC_DUAL_STACK));
     }
 }
 
@@ -140,37 +209,71 @@ mod props {
     use crate::dut::Ebpf;
 
     const NODE_IP: &str = "192.168.1.10";
+    /// The node's IPv6 address.
+    const NODE_IP6: &str = "fd00:1::10";
 
-    /// One generated service: (kind, UDP?, policy Local?, backends on this node?).
-    type SvcSpec = (u8, bool, bool, Vec<bool>);
-    /// One generated flow: (client host, client port, service, loopback NodePort?).
+    /// One generated service: (kind, UDP?, policy Local?, backends on this
+    /// node?, family: 0 IPv4, 1 IPv6, 2 dual stack).
+    type SvcSpec = (u8, bool, bool, Vec<bool>, u8);
+    /// One generated flow: (client host, client port, service, loopback
+    /// NodePort?); the host's parity picks the family of a dual-stack
+    /// service's frontend.
     type FlowSpec = (u8, u16, usize, bool);
 
     fn node() -> NodeConfig {
-        NodeConfig::new("node-1", vec![NODE_IP.parse().unwrap()])
+        NodeConfig::new(
+            "node-1",
+            vec![NODE_IP.parse().unwrap(), NODE_IP6.parse().unwrap()],
+        )
     }
 
     /// Service `i` of `spec`: a ClusterIP, NodePort or LoadBalancer
-    /// frontend, Maglev, backends `10.0.<i>.<j>` on node-1 or node-2.
-    fn service(i: usize, (kind, udp, local, backends): &SvcSpec) -> Service {
+    /// frontend, Maglev, backends `10.0.<i>.<j>` on node-1 or node-2; over
+    /// IPv6 the same with `fd00:96::`, `[::]` and `fd00:cb::` frontends and
+    /// `fd00:2:<i>::<j>` backends (the DUT routes `fd00:2::/32` through its
+    /// device, as `10/8`); dual stack: both.
+    fn service(i: usize, (kind, udp, local, backends, family): &SvcSpec) -> Service {
         let proto = if *udp { "/UDP" } else { "" };
-        let (fe, kind) = match kind % 3 {
-            0 => (format!("10.96.0.{}:80", 10 + i), FrontendType::ClusterIp),
-            1 => (format!("0.0.0.0:{}", 30080 + i), FrontendType::NodePort),
+        let (fe, fe6, kind) = match kind % 3 {
+            0 => (
+                format!("10.96.0.{}:80", 10 + i),
+                format!("[fd00:96::{:x}]:80", 10 + i),
+                FrontendType::ClusterIp,
+            ),
+            1 => (
+                format!("0.0.0.0:{}", 30080 + i),
+                format!("[::]:{}", 30080 + i),
+                FrontendType::NodePort,
+            ),
             _ => (
                 format!("203.0.113.{}:80", 10 + i),
+                format!("[fd00:cb::{:x}]:80", 10 + i),
                 FrontendType::LoadBalancer,
             ),
         };
+        let (v4, v6) = (*family != 1, *family != 0);
         let mut s = Service::new(format!("default/s{i}").parse().unwrap());
-        s.frontends.push(FrontendParams::new(
-            format!("{fe}{proto}").parse().unwrap(),
-            kind,
-        ));
+        for (on, fe) in [(v4, fe), (v6, fe6)] {
+            if on {
+                s.frontends.push(FrontendParams::new(
+                    format!("{fe}{proto}").parse().unwrap(),
+                    kind,
+                ));
+            }
+        }
         for (j, here) in backends.iter().enumerate() {
-            let addr = format!("10.0.{i}.{}:8080{proto}", j + 1).parse().unwrap();
             let on = if *here { "node-1" } else { "node-2" };
-            s.backends.push(BackendParams::new(addr).on_node(on));
+            let mut addrs = Vec::new();
+            if v4 {
+                addrs.push(format!("10.0.{i}.{}:8080{proto}", j + 1));
+            }
+            if v6 {
+                addrs.push(format!("[fd00:2:{i}::{:x}]:8080{proto}", j + 1));
+            }
+            for a in addrs {
+                s.backends
+                    .push(BackendParams::new(a.parse().unwrap()).on_node(on));
+            }
         }
         s.algorithm = Some(LbAlgorithm::Maglev);
         if *local {
@@ -179,24 +282,28 @@ mod props {
         s
     }
 
-    /// The frame of flow `spec` to the frontend of `svc`.
+    /// The frame of flow `spec` to a frontend of `svc`.
     fn flow_frame(services: &[Service], (host, port, svc, lo): FlowSpec) -> Vec<u8> {
         let s = &services[svc % services.len()];
-        let fe = &s.frontends[0];
+        let fe = &s.frontends[usize::from(host) % s.frontends.len()];
         let addr = fe.addr;
+        let v6 = addr.addr.is_ipv6();
         let dst_ip: IpAddr = if addr.addr.is_unspecified() {
-            if lo {
-                "127.0.0.1".parse().unwrap()
-            } else {
-                NODE_IP.parse().unwrap()
+            match (lo, v6) {
+                (true, false) => "127.0.0.1".parse().unwrap(),
+                (true, true) => "::1".parse().unwrap(),
+                (false, false) => NODE_IP.parse().unwrap(),
+                (false, true) => NODE_IP6.parse().unwrap(),
             }
         } else {
             addr.addr
         };
-        let src = SocketAddr::new(
-            format!("192.168.5.{}", 1 + host % 200).parse().unwrap(),
-            port,
-        );
+        let client = if v6 {
+            format!("fd00:5::{:x}", 1 + host % 200)
+        } else {
+            format!("192.168.5.{}", 1 + host % 200)
+        };
+        let src = SocketAddr::new(client.parse().unwrap(), port);
         let dst = SocketAddr::new(dst_ip, addr.port);
         let b = if addr.proto == L4Proto::Udp {
             PacketBuilder::udp(src, dst)
@@ -262,20 +369,33 @@ mod props {
         SocketAddr::new(ip, port)
     }
 
+    /// A service of any family.
     fn svc_spec() -> impl Strategy<Value = SvcSpec> {
         (
             0u8..3,
             any::<bool>(),
             any::<bool>(),
             prop::collection::vec(any::<bool>(), 1..5),
+            0u8..3,
+        )
+    }
+
+    /// An IPv4 service (lb-ebpf translates no ICMPv6 errors yet).
+    fn svc_spec4() -> impl Strategy<Value = SvcSpec> {
+        (
+            0u8..3,
+            any::<bool>(),
+            any::<bool>(),
+            prop::collection::vec(any::<bool>(), 1..5),
+            Just(0u8),
         )
     }
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(24))]
 
-        /// SNAT: every flow is forwarded, SNATed or dropped as `decide`
-        /// says; a SNATed flow keeps the client's port when it is in the
+        /// SNAT, for IPv4, IPv6 and dual-stack services: every flow is
+        /// forwarded, SNATed or dropped as `decide` says; a SNATed flow keeps the client's port when it is in the
         /// SNAT range and free, else gets a free one from the range; the
         /// frame is exactly the reference rewrite; the established flow
         /// keeps its translation; the backend's reply comes back from the
@@ -288,7 +408,6 @@ mod props {
             let services: Vec<Service> =
                 specs.iter().enumerate().map(|(i, s)| service(i, s)).collect();
             let mut p = Pair::new(&services);
-            let node_ip: IpAddr = NODE_IP.parse().unwrap();
             // SNAT tuples in use: (proto, backend, node port).
             let mut used: HashSet<(L4Proto, SocketAddr, u16)> = HashSet::new();
             let mut ports = HashSet::new();
@@ -318,6 +437,11 @@ mod props {
                 let src = match f.snat {
                     None => sa(key.src, key.sport),
                     Some(ip) => {
+                        let node_ip: IpAddr = if key.src.is_ipv6() {
+                            NODE_IP6.parse().unwrap()
+                        } else {
+                            NODE_IP.parse().unwrap()
+                        };
                         prop_assert_eq!(ip, node_ip);
                         let Class::Flow(k) = classify(&out) else { panic!("{out:?}") };
                         let port = k.sport;
@@ -359,7 +483,7 @@ mod props {
         /// untracked flows pass unchanged.
         #[test]
         fn icmp_errors_follow_decide(
-            specs in prop::collection::vec(svc_spec(), 1..5),
+            specs in prop::collection::vec(svc_spec4(), 1..5),
             flows in prop::collection::vec((any::<u8>(), 1024u16.., any::<usize>(), any::<bool>()), 1..12),
             errors in prop::collection::vec((any::<usize>(), 0u8..3, any::<bool>(), any::<bool>(), 576u16..1500), 1..12),
         ) {

@@ -145,6 +145,15 @@ pub struct Recording {
     /// IPv4-only dataplane, which passes every IPv6 frame) relabels them
     /// ARP instead.
     pub ipv6: bool,
+    /// Dual stack: the node has an IPv6 address too, every service gets
+    /// IPv6 frontends and backends beside its IPv4 ones (the same kinds:
+    /// ClusterIP with affinity, Maglev UDP, a wildcard NodePort with an
+    /// SNATed remote backend, a LoadBalancer with source ranges, one with
+    /// traffic policy Local, and the same changes halfway), and about half
+    /// the packets are IPv6 (clients `fd00:5::/64` and `fd00:6::/64`),
+    /// damaged IPv6 ways too (version not 6, TCP/UDP header cut short,
+    /// relabelled ARP). `false` records exactly what it did before.
+    pub dual_stack: bool,
 }
 
 impl Recording {
@@ -155,16 +164,25 @@ impl Recording {
         snat_collisions: true,
         short_l3_headers: true,
         ipv6: true,
+        dual_stack: false,
     };
     /// For lb-ebpf through `BPF_PROG_TEST_RUN`: SNAT, Maglev everywhere, no
-    /// SNAT tuple collisions, no IPv4 headers cut short, no IPv6 (its tc
-    /// programs are IPv4 only).
+    /// SNAT tuple collisions, no IPv4 headers cut short, IPv4 only
+    /// ([`Recording::DETERMINISTIC_DUAL_STACK`] adds IPv6).
     pub const DETERMINISTIC: Recording = Recording {
         snat: true,
         deterministic: true,
         snat_collisions: false,
         short_l3_headers: false,
         ipv6: false,
+        dual_stack: false,
+    };
+    /// [`Recording::DETERMINISTIC`] with IPv6: dual-stack services and
+    /// IPv4 and IPv6 packets ([`Recording::dual_stack`]).
+    pub const DETERMINISTIC_DUAL_STACK: Recording = Recording {
+        ipv6: true,
+        dual_stack: true,
+        ..Recording::DETERMINISTIC
     };
 }
 
@@ -175,7 +193,11 @@ pub fn record_opts(seed: u64, packets: usize, opts: Recording) -> Trace {
     use lb_core::{L4Proto, MaglevConfig};
 
     let mut rng = SplitMix(seed);
-    let mut node = NodeConfig::new(super::scenarios::NODE, vec![sa("192.168.1.10:0").ip()]);
+    let mut node_ips = vec![sa("192.168.1.10:0").ip()];
+    if opts.dual_stack {
+        node_ips.push(sa("[fd00:1::10]:0").ip());
+    }
+    let mut node = NodeConfig::new(super::scenarios::NODE, node_ips);
     node.maglev = MaglevConfig::new(251, rng.next() as u32).expect("maglev config");
     let v1 = trace_services(false, opts);
     let v2 = trace_services(true, opts);
@@ -203,6 +225,15 @@ pub fn record_opts(seed: u64, packets: usize, opts: Recording) -> Trace {
         ("203.0.113.8:80", L4Proto::Tcp),
         ("10.96.0.99:80", L4Proto::Tcp),
     ];
+    let dsts6 = [
+        ("[fd00:96::10]:80", L4Proto::Tcp),
+        ("[fd00:96::53]:53", L4Proto::Udp),
+        ("[fd00:1::10]:30080", L4Proto::Tcp),
+        ("[::1]:30080", L4Proto::Tcp),
+        ("[fd00:cb::7]:80", L4Proto::Tcp),
+        ("[fd00:cb::8]:80", L4Proto::Tcp),
+        ("[fd00:96::99]:80", L4Proto::Tcp),
+    ];
     let mut now = 100u64;
     for i in 0..packets {
         let mut extra = Vec::new();
@@ -212,16 +243,34 @@ pub fn record_opts(seed: u64, packets: usize, opts: Recording) -> Trace {
             extra.push(Step::ResetFlows);
         }
         now += rng.next() % 3;
-        let client = format!(
-            "192.168.{}.{}:{}",
-            5 + rng.next() % 2,
-            1 + rng.next() % 6,
-            40000 + rng.next() % 8
-        );
-        let (dst, proto) = dsts[(rng.next() % dsts.len() as u64) as usize];
+        let v6 = opts.dual_stack && rng.next().is_multiple_of(2);
+        let client = if v6 {
+            format!(
+                "[fd00:{}::{}]:{}",
+                5 + rng.next() % 2,
+                1 + rng.next() % 6,
+                40000 + rng.next() % 8
+            )
+        } else {
+            format!(
+                "192.168.{}.{}:{}",
+                5 + rng.next() % 2,
+                1 + rng.next() % 6,
+                40000 + rng.next() % 8
+            )
+        };
+        let (dst, proto) = if v6 {
+            dsts6[(rng.next() % dsts6.len() as u64) as usize]
+        } else {
+            dsts[(rng.next() % dsts.len() as u64) as usize]
+        };
         let mut f = frame(proto, sa(&client), sa(dst));
         if rng.next().is_multiple_of(13) {
-            damage(&mut f, rng.next(), opts);
+            if v6 {
+                damage6(&mut f, rng.next());
+            } else {
+                damage(&mut f, rng.next(), opts);
+            }
         }
         let ctx = PacketCtx {
             now,
@@ -361,7 +410,65 @@ fn trace_services(later: bool, opts: Recording) -> Vec<Service> {
         dns.backends.remove(0);
         np.backends[0].state = BackendState::Terminating;
     }
+    if opts.dual_stack {
+        add_ipv6(
+            &mut web, &mut dns, &mut np, &mut lb, &mut local, later, remote,
+        );
+    }
     vec![web, dns, np, lb, local]
+}
+
+/// The IPv6 half of the dual-stack trace services: each service gets an
+/// IPv6 frontend of the same type and IPv6 backends (on this node,
+/// `fd00:1:B::N`, but for the SNATed `np` one and `local`'s remote one,
+/// `fd00:2:B::N`, as in the IPv6 scenarios), changed halfway as the IPv4
+/// ones are.
+fn add_ipv6(
+    web: &mut Service,
+    dns: &mut Service,
+    np: &mut Service,
+    lb: &mut Service,
+    local: &mut Service,
+    later: bool,
+    remote: &str,
+) {
+    use lb_core::{BackendParams, BackendState, FrontendParams, FrontendType};
+    let fe = |s: &mut Service, addr: &str, t: FrontendType| {
+        s.frontends
+            .push(FrontendParams::new(addr.parse().expect("frontend"), t));
+    };
+    let be = |s: &mut Service, addr: &str, node: &str| {
+        s.backends
+            .push(BackendParams::new(addr.parse().expect("backend")).on_node(node));
+    };
+    let here = super::scenarios::NODE;
+    fe(web, "[fd00:96::10]:80", FrontendType::ClusterIp);
+    let first = web.backends.len();
+    for k in 1..=4 {
+        be(web, &format!("[fd00:1:1::{k}]:80"), here);
+    }
+    web.backends[first + 1].weight = 3;
+    fe(dns, "[fd00:96::53]:53/UDP", FrontendType::ClusterIp);
+    let first_dns = dns.backends.len();
+    for k in 1..=3 {
+        be(dns, &format!("[fd00:1:2::{k}]:53/UDP"), here);
+    }
+    fe(np, "[::]:30080", FrontendType::NodePort);
+    let first_np = np.backends.len();
+    be(np, "[fd00:1:3::1]:8080", here);
+    be(np, "[fd00:2:4::1]:8080", remote);
+    fe(lb, "[fd00:cb::7]:80", FrontendType::LoadBalancer);
+    be(lb, "[fd00:1:5::1]:80", here);
+    lb.source_ranges.push("fd00:5::/64".parse().expect("net"));
+    fe(local, "[fd00:cb::8]:80", FrontendType::LoadBalancer);
+    be(local, "[fd00:1:6::1]:80", here);
+    be(local, "[fd00:2:6::2]:80", "node-2");
+    if later {
+        web.backends[first].state = BackendState::Terminating;
+        web.backends.remove(first + 2);
+        dns.backends.remove(first_dns);
+        np.backends[first_np].state = BackendState::Terminating;
+    }
 }
 
 /// Damages a frame the way the bad-packet cases do.
@@ -377,6 +484,16 @@ fn damage(f: &mut Vec<u8>, how: u64, opts: Recording) {
         _ if opts.ipv6 && (short_l3_headers || f.len() >= 14 + 40) => {
             f[12..14].copy_from_slice(&[0x86, 0xdd]) // claims IPv6
         }
+        _ => f[12..14].copy_from_slice(&[0x08, 0x06]), // claims ARP
+    }
+}
+
+/// Damages an IPv6 frame: a version other than 6 (malformed), the TCP or
+/// UDP header cut short (malformed), or relabelled ARP (not IP).
+fn damage6(f: &mut Vec<u8>, how: u64) {
+    match how % 3 {
+        0 => f[14] = 0x40 | (f[14] & 0x0f),            // version 4
+        1 => f.truncate(14 + 40 + 4),                  // L4 header cut short
         _ => f[12..14].copy_from_slice(&[0x08, 0x06]), // claims ARP
     }
 }
