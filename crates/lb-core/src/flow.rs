@@ -9,8 +9,8 @@
 //! A [`Forward`] also says how the packet leaves the node
 //! ([`crate::mode`]): rewritten to the backend with the client address kept
 //! (local backends, traffic policy Local), additionally SNATed to the node
-//! ([`Forward::snat`], SNAT mode), or unchanged inside an IPIP header to the
-//! backend ([`Forward::encap`], DSR), in which case the backend's side does
+//! ([`Forward::snat`], SNAT mode), or unchanged inside an IPIP (IPv4) or
+//! IPv6-in-IPv6 header to the backend ([`Forward::encap`], DSR), in which case the backend's side does
 //! the translation to [`Forward::backend`] and answers the client directly.
 //! A flow to a backend of the other IP family (NAT46/64,
 //! [`crate::nat46x64`]) is always SNATed and leaves in the backend's family
@@ -331,17 +331,12 @@ pub fn egress(
         return (None, None);
     }
     let node_ip = node.node_ip_like(backend.addr.addr);
-    match (node_ip, backend.addr.addr) {
-        (Some(src @ IpAddr::V4(_)), dst @ IpAddr::V4(_))
-            if node.mode.dsr_applies(proto, fe.kind, scope) =>
-        {
-            (
-                None,
-                Some(Encap::Ipip {
-                    outer_src: src,
-                    outer_dst: dst,
-                }),
-            )
+    match node_ip {
+        Some(src) if node.mode.dsr_applies(proto, fe.kind, scope) => {
+            match Encap::between(src, backend.addr.addr) {
+                Some(encap) => (None, Some(encap)),
+                None => (node_ip, None),
+            }
         }
         _ => (node_ip, None),
     }

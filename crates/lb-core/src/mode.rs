@@ -7,8 +7,9 @@
 //!   reverses both rewrites.
 //! * [`LbMode::Dsr`] (direct server return): the node leaves the packet as
 //!   the client sent it (destination the frontend, source the client) and
-//!   wraps it in an outer IPv4 header to the backend's address (IPIP,
-//!   protocol 4). The backend's side decapsulates, translates the frontend
+//!   wraps it in an outer header to the backend's address: IPv4 (IPIP,
+//!   protocol 4, [`Encap::Ipip`]) for an IPv4 flow, IPv6 (IPv6-in-IPv6,
+//!   next header 41, [`Encap::Ip6ip6`]) for an IPv6 one. The backend's side decapsulates, translates the frontend
 //!   to its own address and port, and translates its replies back, which go
 //!   straight to the client: the node keeps no reply state, so a flow may
 //!   move to another node running the same services and Maglev seed.
@@ -18,7 +19,7 @@
 //! ([`Scope::External`]) to NodePort, LoadBalancer and ExternalIP frontends
 //! and a remote backend under traffic policy Cluster; ClusterIP, HostPort,
 //! node-local backends and traffic from the node's own pods stay as they
-//! are. IPIP carries IPv4 only: an IPv6 flow falls back to SNAT.
+//! are. A flow between IP families (NAT46/64) is always SNATed.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -41,7 +42,7 @@ pub enum LbMode {
     /// Source NAT to the node (replies return through the node).
     #[default]
     Snat,
-    /// Direct server return with IPIP encapsulation.
+    /// Direct server return with IPIP (IPv4) or IPv6-in-IPv6 encapsulation.
     Dsr,
     /// DSR for TCP, SNAT for UDP.
     Hybrid,
@@ -115,4 +116,51 @@ pub enum Encap {
         /// Outer destination: the backend's address.
         outer_dst: IpAddr,
     },
+    /// An outer IPv6 header (next header 41, IPv6-in-IPv6) around the
+    /// client's unchanged IPv6 packet, the backend's port in its flow label.
+    Ip6ip6 {
+        /// Outer source: the node's IPv6 address.
+        outer_src: IpAddr,
+        /// Outer destination: the backend's IPv6 address.
+        outer_dst: IpAddr,
+    },
+}
+
+impl Encap {
+    /// The encapsulation from `outer_src` (the node) to `outer_dst` (the
+    /// backend): [`Encap::Ipip`] for IPv4, [`Encap::Ip6ip6`] for IPv6;
+    /// `None` when the families differ.
+    ///
+    /// ```
+    /// use lb_core::Encap;
+    /// let e = Encap::between("fd00::1".parse().unwrap(), "fd00::2".parse().unwrap());
+    /// assert!(matches!(e, Some(Encap::Ip6ip6 { .. })));
+    /// ```
+    pub fn between(outer_src: IpAddr, outer_dst: IpAddr) -> Option<Encap> {
+        match (outer_src, outer_dst) {
+            (IpAddr::V4(_), IpAddr::V4(_)) => Some(Encap::Ipip {
+                outer_src,
+                outer_dst,
+            }),
+            (IpAddr::V6(_), IpAddr::V6(_)) => Some(Encap::Ip6ip6 {
+                outer_src,
+                outer_dst,
+            }),
+            _ => None,
+        }
+    }
+
+    /// The outer header's `(source, destination)`.
+    pub const fn outer(&self) -> (IpAddr, IpAddr) {
+        match *self {
+            Encap::Ipip {
+                outer_src,
+                outer_dst,
+            }
+            | Encap::Ip6ip6 {
+                outer_src,
+                outer_dst,
+            } => (outer_src, outer_dst),
+        }
+    }
 }

@@ -178,7 +178,7 @@ fn hybrid_is_dsr_for_tcp_and_snat_for_udp() {
 }
 
 #[test]
-fn dsr_falls_back_to_snat_for_ipv6() {
+fn dsr_encapsulates_ipv6_flows_in_ipv6() {
     let mut svc = Service::new("default/v6".parse().unwrap());
     svc.frontends.push(FrontendParams::new(
         "[2001:db8::7]:80".parse().unwrap(),
@@ -209,7 +209,13 @@ fn dsr_falls_back_to_snat_for_ipv6() {
     };
     assert_eq!(
         (f.snat, f.encap),
-        (Some("fd00:1::10".parse().unwrap()), None)
+        (
+            None,
+            Some(Encap::Ip6ip6 {
+                outer_src: "fd00:1::10".parse().unwrap(),
+                outer_dst: "fd00::1".parse().unwrap(),
+            })
+        )
     );
 }
 

@@ -30,6 +30,12 @@
  * (LB_DSR_UNKNOWN_NODE) before anything is decapsulated or remembered, so
  * no other host can inject packets with a forged client source or plant
  * reply translations.
+ *
+ * IPv6 (lb_dsr6.h on the node): an IPv6-in-IPv6 packet (next header 41)
+ * from a node in lb_dsr6_nodes is decapsulated, the backend's port read
+ * from the outer flow label, and the flow remembered in lb_dsr6_flows;
+ * replies and ICMPv6 errors about the flow (lb_icmp6_quote.h) get the same
+ * reverse translation as IPv4's. The counters are shared.
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -43,9 +49,13 @@
 #include "lb_pkt.h"
 #include "lb_csum.h"
 #include "lb_icmp_quote.h"
+#include "lb_icmp6_quote.h"
 
 #ifndef BPF_F_ADJ_ROOM_DECAP_L3_IPV4
 #define BPF_F_ADJ_ROOM_DECAP_L3_IPV4 (1ULL << 7)
+#endif
+#ifndef BPF_F_ADJ_ROOM_DECAP_L3_IPV6
+#define BPF_F_ADJ_ROOM_DECAP_L3_IPV6 (1ULL << 8)
 #endif
 
 #define LB_DSR_FLOWS_MAX 262144
@@ -70,6 +80,24 @@ struct lb_dsr_key {
  * REPLY: the frontend address and port the backend becomes. */
 struct lb_dsr_val {
 	__be32 addr;
+	__be16 port;
+	__u16 pad;
+};
+
+/* lb_dsr_key for IPv6 (the layout of lb_abi.h's ct6_key). */
+struct lb_dsr6_key {
+	struct in6_addr saddr;
+	struct in6_addr daddr;
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 dir; /* LB_DSR_* */
+	__u8 pad[2];
+};
+
+/* lb_dsr_val for IPv6. */
+struct lb_dsr6_val {
+	struct in6_addr addr;
 	__be16 port;
 	__u16 pad;
 };
@@ -107,6 +135,21 @@ struct {
 	__uint(max_entries, LB_DSR_STATS_MAX);
 } lb_dsr_stats SEC(".maps");
 
+/* The nodes' IPv6 addresses allowed to send DSR traffic (value unused, 1). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct in6_addr);
+	__type(value, __u32);
+	__uint(max_entries, LB_DSR_NODES_MAX);
+} lb_dsr6_nodes SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct lb_dsr6_key);
+	__type(value, struct lb_dsr6_val);
+	__uint(max_entries, LB_DSR_FLOWS_MAX);
+} lb_dsr6_flows SEC(".maps");
+
 static __always_inline void lb_dsr_count(__u32 which)
 {
 	__u64 *n = bpf_map_lookup_elem(&lb_dsr_stats, &which);
@@ -119,6 +162,72 @@ static __always_inline int lb_dsr_drop(void)
 {
 	lb_dsr_count(LB_DSR_DROPPED);
 	return TC_ACT_SHOT;
+}
+
+/* lb_dsr_ingress for an IPv6-in-IPv6 packet from a node. */
+static __noinline int lb_dsr_ingress6(struct __sk_buff *skb)
+{
+	struct lb_dsr6_key k = {};
+	struct lb_dsr6_val v = {}, *fwd;
+	struct lb_pkt6 p = {};
+	struct in6_addr node, be_addr;
+	__be32 vtcfl;
+	__be16 be_port;
+	__u8 next;
+
+	if (bpf_skb_load_bytes(skb, ETH_HLEN + offsetof(struct ipv6hdr, nexthdr), &next, 1) < 0 ||
+	    next != IPPROTO_IPV6)
+		return TC_ACT_OK;
+	if (bpf_skb_load_bytes(skb, ETH_HLEN + offsetof(struct ipv6hdr, saddr), &node,
+			       sizeof(node)) < 0)
+		return TC_ACT_OK;
+	if (!bpf_map_lookup_elem(&lb_dsr6_nodes, &node)) {
+		lb_dsr_count(LB_DSR_UNKNOWN_NODE);
+		return TC_ACT_SHOT;
+	}
+	if (bpf_skb_load_bytes(skb, ETH_HLEN, &vtcfl, sizeof(vtcfl)) < 0 ||
+	    (bpf_ntohl(vtcfl) >> 28) != 6 ||
+	    bpf_skb_load_bytes(skb, ETH_HLEN + offsetof(struct ipv6hdr, daddr), &be_addr,
+			       sizeof(be_addr)) < 0)
+		return lb_dsr_drop();
+	be_port = bpf_htons((__u16)bpf_ntohl(vtcfl));
+	if (bpf_skb_adjust_room(skb, -(__s32)sizeof(struct ipv6hdr), BPF_ADJ_ROOM_MAC,
+				BPF_F_ADJ_ROOM_DECAP_L3_IPV6) < 0)
+		return lb_dsr_drop();
+	if (lb_parse6(skb, &p) != LB_PARSE_OK)
+		return lb_dsr_drop();
+
+	k.saddr = p.saddr;
+	k.daddr = p.daddr;
+	k.sport = p.sport;
+	k.dport = p.dport;
+	k.proto = p.proto;
+	k.dir = LB_DSR_FORWARD;
+	fwd = bpf_map_lookup_elem(&lb_dsr6_flows, &k);
+	/* A known flow keeps its port unless a new SYN starts it over. */
+	if (fwd && lb6_addr_eq(&fwd->addr, &be_addr) &&
+	    !((p.tcp_flags & (LB_TCP_SYN | LB_TCP_ACK)) == LB_TCP_SYN))
+		be_port = fwd->port;
+	else {
+		v.addr = be_addr;
+		v.port = be_port;
+		bpf_map_update_elem(&lb_dsr6_flows, &k, &v, BPF_ANY);
+	}
+	/* The reply direction: refreshed by every packet (LRU). */
+	k.saddr = be_addr;
+	k.daddr = p.saddr;
+	k.sport = be_port;
+	k.dport = p.sport;
+	k.dir = LB_DSR_REPLY;
+	v.addr = p.daddr;
+	v.port = p.dport;
+	bpf_map_update_elem(&lb_dsr6_flows, &k, &v, BPF_ANY);
+
+	if (lb_rewrite6(skb, &p, LB_IP6_DADDR_OFF, &p.daddr, &be_addr, p.l4_off + 2, p.dport,
+			be_port) < 0)
+		return lb_dsr_drop();
+	lb_dsr_count(LB_DSR_DECAP);
+	return TC_ACT_OK;
 }
 
 SEC("classifier")
@@ -137,7 +246,11 @@ int lb_dsr_ingress(struct __sk_buff *skb)
 	data = (void *)(long)skb->data;
 	data_end = (void *)(long)skb->data_end;
 	eth = data;
-	if ((void *)(eth + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
+	if ((void *)(eth + 1) > data_end)
+		return TC_ACT_OK;
+	if (eth->h_proto == bpf_htons(ETH_P_IPV6))
+		return lb_dsr_ingress6(skb);
+	if (eth->h_proto != bpf_htons(ETH_P_IP))
 		return TC_ACT_OK;
 	outer = (void *)(eth + 1);
 	if ((void *)(outer + 1) > data_end || outer->protocol != IPPROTO_IPIP)
@@ -222,6 +335,71 @@ static __always_inline int lb_dsr_icmp_error_rev(struct __sk_buff *skb)
 	return rc;
 }
 
+/* lb_dsr_icmp_error_rev for ICMPv6. */
+static __always_inline int lb_dsr_icmp6_error_rev(struct __sk_buff *skb)
+{
+	struct lb_icmp6_quote q = {};
+	struct lb_icmp6_xlate x = {};
+	struct lb_dsr6_key k = {};
+	struct lb_dsr6_val *v;
+	int rc;
+
+	if (!lb_icmp6_quote(skb, &q))
+		return TC_ACT_OK;
+	k.saddr = q.be_addr;
+	k.daddr = q.client;
+	k.sport = q.be_port;
+	k.dport = q.q_port;
+	k.proto = q.proto;
+	k.dir = LB_DSR_REPLY;
+	v = bpf_map_lookup_elem(&lb_dsr6_flows, &k);
+	if (!v)
+		return TC_ACT_OK;
+	x.client = q.client;
+	x.cport = q.q_port;
+	x.fe_addr = v->addr;
+	x.fe_port = v->port;
+	rc = lb_icmp6_quote_rewrite(skb, &q, &x);
+	if (rc == TC_ACT_OK)
+		lb_dsr_count(LB_DSR_ICMP);
+	return rc;
+}
+
+/* lb_dsr_egress for IPv6. */
+static __noinline int lb_dsr_egress6(struct __sk_buff *skb)
+{
+	struct lb_dsr6_key k = {};
+	struct lb_dsr6_val *v;
+	struct lb_pkt6 p = {};
+	struct in6_addr fe_addr;
+	__be16 fe_port;
+
+	switch (lb_parse6(skb, &p)) {
+	case LB_PARSE_OK:
+		break;
+	case LB_PARSE_IGNORE:
+		return lb_dsr_icmp6_error_rev(skb);
+	default:
+		return TC_ACT_OK;
+	}
+	k.saddr = p.saddr;
+	k.daddr = p.daddr;
+	k.sport = p.sport;
+	k.dport = p.dport;
+	k.proto = p.proto;
+	k.dir = LB_DSR_REPLY;
+	v = bpf_map_lookup_elem(&lb_dsr6_flows, &k);
+	if (!v)
+		return TC_ACT_OK;
+	fe_addr = v->addr;
+	fe_port = v->port;
+	if (lb_rewrite6(skb, &p, LB_IP6_SADDR_OFF, &p.saddr, &fe_addr, p.l4_off, p.sport,
+			fe_port) < 0)
+		return TC_ACT_SHOT;
+	lb_dsr_count(LB_DSR_REVERSE);
+	return TC_ACT_OK;
+}
+
 SEC("classifier")
 int lb_dsr_egress(struct __sk_buff *skb)
 {
@@ -231,6 +409,8 @@ int lb_dsr_egress(struct __sk_buff *skb)
 	__be32 fe_addr;
 	__be16 fe_port;
 
+	if (skb->protocol == bpf_htons(ETH_P_IPV6))
+		return lb_dsr_egress6(skb);
 	switch (lb_parse4(skb, &p)) {
 	case LB_PARSE_OK:
 		break;

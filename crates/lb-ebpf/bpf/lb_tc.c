@@ -17,9 +17,9 @@
  * of ICMP errors about them (lb_icmp.h).
  *
  * IPv6 (lb6_* maps) has the same semantics, written once for both families
- * in lb_tc_fam.h, with two exceptions for now: no DSR (IPv6 flows to remote
- * backends are SNATed in every mode, as lb_core::flow::egress decides) and
- * no ICMPv6 error translation (ICMPv6 passes untouched).
+ * in lb_tc_fam.h: DSR in IPv6-in-IPv6 with ICMPv6 Packet Too Big for a
+ * packet that no longer fits (lb_dsr6.h), and ICMPv6 error translation
+ * (lb_icmp6.h).
  *
  * NAT46/64 (lb_nat46.h): a frontend whose slot 0 has LB_SVC_F_NAT46X64 is
  * served by backends of the other family; its packets are handed over by
@@ -49,6 +49,12 @@
 #include "lb_dsr.h"
 #include "lb_flow.h"
 #include "lb_dsr_icmp.h"
+#include "lb_dsr6.h"
+#include "lb_icmp6.h"
+
+/* A bit of the service flags the ingress program sets for itself (no
+ * LB_SVC_F_* uses it): a new flow of this packet would use DSR. */
+#define LB_TC_F_DSR (1 << 15)
 
 static __always_inline int lb_drop(__u32 reason)
 {
@@ -107,7 +113,22 @@ static __always_inline int lb_drop(__u32 reason)
 /* NAT64's marker entry (lb_nat46.h): no client is 0.0.0.0. */
 #define LBF_XLATE_REPLY_IS(e) ((e)->client_addr == 0)
 #define LBF_XLATE_REPLY(skb, p, e, now) lb_xlate_reply4(p, now)
+#define LBF_DSR_PROTO IPPROTO_IPIP
+#define LBF_DSR_FORWARD lb_dsr_forward4
 #define LBF_SUBFN __always_inline
+
+/* A DSR packet: into IPIP and on to the backend (lb_dsr.h), or
+ * fragmentation needed back to the client (lb_dsr_icmp.h). */
+static __always_inline int lb_dsr_forward4(struct __sk_buff *skb, __be32 node, __be32 be_addr,
+					   __be16 be_port)
+{
+	int rc;
+
+	if (lb_dsr_encap(skb, node, be_addr, be_port) < 0)
+		return lb_drop(LB_DROP_REWRITE);
+	rc = lb_fib_redirect(skb, node, be_addr, IPPROTO_IPIP);
+	return rc == LB_FIB_TOO_BIG ? lb_dsr_too_big(skb, node, be_addr) : rc;
+}
 
 /* The ingress program's per-packet state: on the stack. */
 struct lb4_tc_state {
@@ -176,8 +197,7 @@ static __always_inline int lb_egress_other4(struct __sk_buff *skb)
 	lb6_lookup_frontend(key, cfg, &(p)->daddr, (p)->dport, (p)->proto, 0)
 #define LBF_SRC_RANGE_OK(rev_nat, saddr) lb6_src_range_ok(rev_nat, &(saddr))
 #define LBF_CHOOSE_BACKEND lb6_choose_backend
-/* No IPv6 DSR (IPv6-in-IPv6) yet: lb_core::flow::egress SNATs IPv6 flows
- * to remote backends in every mode, and so does this program. */
+/* IPv6 DSR: IPv6-in-IPv6 (lb_dsr6.h). */
 #define LBF_DSR_APPLIES lb6_dsr_applies
 #define LBF_ROUTE_IS_OURS(skb, saddr, daddr, proto) lb6_route_is_ours(skb, &(saddr), &(daddr), proto)
 #define LBF_FIB_REDIRECT(skb, saddr, daddr, proto) lb6_fib_redirect(skb, &(saddr), &(daddr), proto)
@@ -194,10 +214,13 @@ static __always_inline int lb_egress_other4(struct __sk_buff *skb)
 	lb_rewrite6(skb, p, LB_IP6_SADDR_OFF, &(old), &(new), (p)->l4_off, old_port, new_port)
 #define LBF_REWRITE_DST(skb, p, old, new, old_port, new_port)                                     \
 	lb_rewrite6(skb, p, LB_IP6_DADDR_OFF, &(old), &(new), (p)->l4_off + 2, old_port, new_port)
-/* ICMPv6 (errors included) passes untouched: no translation yet. */
-#define LBF_INGRESS_OTHER(skb, cfg) TC_ACT_OK
-#define LBF_EGRESS_OTHER(skb) TC_ACT_OK
-#define LBF_HAS_DSR 0
+/* ICMPv6 errors about translated flows (lb_icmp6.h). */
+#define LBF_INGRESS_OTHER lb_ingress_other6
+#define LBF_EGRESS_OTHER lb_egress_other6
+#define LBF_HAS_DSR 1
+#define LBF_DSR_PROTO IPPROTO_IPV6
+#define LBF_DSR_FORWARD(skb, node, be_addr, be_port)                                              \
+	lb6_dsr_forward(skb, &(node), &(be_addr), be_port)
 #define LBF_XLATE(skb, cfg, p, key, rev_nat, flags, count, timeout, total_weight, now)            \
 	LB_XLATE_ENTER(6, LB_XLATE_NAT64, p, key, rev_nat, flags, count, timeout, total_weight, now)
 /* NAT46's entries hold an IPv4-mapped client (lb_nat46.h). */
@@ -236,10 +259,39 @@ static __always_inline struct lb6_tc_state *lb6_tc_state(void)
 #define LBF_STATE struct lb6_tc_state
 #define LBF_STATE_DECL(st) struct lb6_tc_state *st = lb6_tc_state()
 
-static __always_inline bool lb6_dsr_applies(const struct lb_config *cfg, __u8 proto,
-					    __u8 fe_type)
+/* lb_dsr_forward4 for IPv6 (lb_dsr6.h): a call of its own, off the IPv6
+ * body's frame. */
+static __noinline int lb6_dsr_forward(struct __sk_buff *skb, const struct in6_addr *node,
+				      const struct in6_addr *be_addr, __be16 be_port)
 {
-	return false;
+	int rc;
+
+	if (lb6_dsr_encap(skb, node, be_addr, be_port) < 0)
+		return lb_drop(LB_DROP_REWRITE);
+	rc = lb6_fib_redirect(skb, node, be_addr, IPPROTO_IPV6);
+	return rc == LB_FIB_TOO_BIG ? lb6_dsr_too_big(skb, node, be_addr) : rc;
+}
+
+/* An IPv6 packet lb_parse6 ignores: ICMPv6 errors about a SNATed flow,
+ * for the node. */
+static __noinline int lb_ingress_other6(struct __sk_buff *skb, const struct lb_config *cfg)
+{
+	int rc = lb6_icmp_error_snat(skb, cfg);
+
+	if (rc == TC_ACT_SHOT)
+		return lb_drop(LB_DROP_REWRITE);
+	if (rc != LB_ICMP6_REDIRECT)
+		return TC_ACT_OK;
+	rc = lb6_icmp_snat_redirect(skb);
+	return rc < 0 ? TC_ACT_OK : rc;
+}
+
+/* ICMPv6 errors about a DNATed flow, from its backend or a router. */
+static __always_inline int lb_egress_other6(struct __sk_buff *skb)
+{
+	if (lb6_icmp_error_rev(skb) == TC_ACT_SHOT)
+		return lb_drop(LB_DROP_REWRITE);
+	return TC_ACT_OK;
 }
 
 static __always_inline bool lb6_src_range_ok(__u32 rev_nat, const struct in6_addr *saddr)

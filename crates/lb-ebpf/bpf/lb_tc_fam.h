@@ -37,6 +37,10 @@
  *   LBF_XLATE(...)           a packet to a LB_SVC_F_NAT46X64 frontend (lb_nat46.h)
  *   LBF_XLATE_REPLY_IS(e), LBF_XLATE_REPLY(skb, p, e, now)
  *                            a SNAT entry of a translated flow, and its reply
+ *   LBF_DSR_PROTO            the outer header's protocol (IPIP, IPv6-in-IPv6)
+ *   LBF_DSR_FORWARD(skb, node, be_addr, be_port)  encapsulates a DSR
+ *                            packet and sends it on (or answers the client
+ *                            that it is too big): the tc verdict
  *   LBF_STATE, LBF_STATE_DECL(st)  the ingress program's per-packet state
  *                            (packet, frontend key, CT key and entry,
  *                            affinity key), zeroed: `st` points to it,
@@ -142,7 +146,7 @@ static __always_inline int LBF(lb_tc_ingress)(struct __sk_buff *skb)
 	__u64 now = 0;
 	bool new_flow = false, snat = false, dsr = false, portmap = false, fresh = false;
 	bool has_node;
-	__u8 be_flags, fe_type;
+	__u8 be_flags;
 	int rc;
 
 	if (!st)
@@ -171,13 +175,16 @@ static __always_inline int LBF(lb_tc_ingress)(struct __sk_buff *skb)
 	if (!svc)
 		return TC_ACT_OK;
 	lb_svc_load(svc, &rev_nat, &flags, &count, &timeout, &total_weight);
-	fe_type = svc->fe_type;
 
 	if ((flags & LB_SVC_F_SOURCE_RANGES) && !LBF_SRC_RANGE_OK(rev_nat, p->saddr))
 		return lb_drop(LB_DROP_SOURCE_RANGE);
 	/* Backends of the other family: NAT46/64 (lb_nat46.h). */
 	if (flags & LB_SVC_F_NAT46X64)
 		return LBF_XLATE(skb, cfg, p, key, rev_nat, flags, count, timeout, total_weight, now);
+	/* Whether a new flow would use DSR, as a flag bit of the program's
+	 * own (LB_TC_F_DSR): the frontend type need not stay live. */
+	if (LBF_DSR_APPLIES(cfg, p->proto, svc->fe_type))
+		flags |= LB_TC_F_DSR;
 
 	/* An established flow keeps its backend while the backend exists. */
 	ck->saddr = p->saddr;
@@ -229,8 +236,8 @@ static __always_inline int LBF(lb_tc_ingress)(struct __sk_buff *skb)
 		 * traffic policy Cluster, reached through one of our devices:
 		 * DSR when the mode says so for this flow, else SNAT. */
 		if (has_node && !(be_flags & LB_BE_F_LOCAL) && !(flags & LB_SVC_F_LOCAL_ONLY) &&
-		    LBF_DSR_APPLIES(cfg, p->proto, fe_type) &&
-		    LBF_ROUTE_IS_OURS(skb, node, be_addr, IPPROTO_IPIP)) {
+		    (flags & LB_TC_F_DSR) &&
+		    LBF_ROUTE_IS_OURS(skb, node, be_addr, LBF_DSR_PROTO)) {
 			dsr = true;
 		} else if (has_node && !(be_flags & LB_BE_F_LOCAL) &&
 			   !(flags & LB_SVC_F_LOCAL_ONLY) &&
@@ -321,10 +328,7 @@ static __always_inline int LBF(lb_tc_ingress)(struct __sk_buff *skb)
 
 #if LBF_HAS_DSR
 	if (dsr) {
-		if (lb_dsr_encap(skb, node, be_addr, be_port) < 0)
-			return lb_drop(LB_DROP_REWRITE);
-		rc = LBF_FIB_REDIRECT(skb, node, be_addr, IPPROTO_IPIP);
-		return rc == LB_FIB_TOO_BIG ? lb_dsr_too_big(skb, node, be_addr) : rc;
+		return LBF_DSR_FORWARD(skb, node, be_addr, be_port);
 	}
 #endif
 	if (LBF_REWRITE_DST(skb, p, p->daddr, be_addr, p->dport, be_port) < 0)

@@ -45,6 +45,8 @@
 #undef LBF_XLATE
 #undef LBF_XLATE_REPLY_IS
 #undef LBF_XLATE_REPLY
+#undef LBF_DSR_PROTO
+#undef LBF_DSR_FORWARD
 #undef LBF_SUBFN
 #undef LBF_STATE
 #undef LBF_STATE_DECL

@@ -18,6 +18,11 @@
 //! ([`BackendStats::icmp_reversed`]). Errors from routers about the
 //! backend's replies are addressed to the frontend and reach the node.
 //!
+//! IPv6 flows arrive in IPv6-in-IPv6 instead (`bpf/lb_dsr6.h`: the
+//! backend's port in the outer flow label) and are handled the same way,
+//! with flow and node maps of their own; replies and ICMPv6 errors get the
+//! same reverse translation.
+//!
 //! Only the load-balancing nodes may send DSR traffic: the ingress program
 //! drops (and counts, [`BackendStats::unknown_node`]) IPIP packets whose
 //! outer source is not one of the node addresses the side was given
@@ -29,7 +34,7 @@
 //! lives (an agent keeps it for its lifetime) and detach when it is dropped.
 
 use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray};
 use aya::programs::tc::TcAttachOptions;
@@ -52,13 +57,18 @@ pub const MAP_DSR_STATS: &str = "lb_dsr_stats";
 pub const MAP_DSR_FLOWS: &str = "lb_dsr_flows";
 /// The allowed outer sources (node address, network order -> 1).
 pub const MAP_DSR_NODES: &str = "lb_dsr_nodes";
-/// `LB_DSR_NODES_MAX`: node addresses the allowlist holds.
+/// The allowed IPv6 outer sources (16-byte node address -> 1).
+pub const MAP_DSR6_NODES: &str = "lb_dsr6_nodes";
+/// Its IPv6 flow map (`struct lb_dsr6_key` -> `struct lb_dsr6_val`, LRU).
+pub const MAP_DSR6_FLOWS: &str = "lb_dsr6_flows";
+/// `LB_DSR_NODES_MAX`: node addresses the allowlist holds (of each family).
 pub const DSR_NODES_MAX: usize = 1024;
 
 /// Counters of a [`BackendSide`], summed over CPUs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BackendStats {
-    /// IPIP packets decapsulated and translated to the backend.
+    /// IPIP and IPv6-in-IPv6 packets decapsulated and translated to the
+    /// backend.
     pub decapsulated: u64,
     /// Replies translated back to the frontend.
     pub reversed: u64,
@@ -91,8 +101,9 @@ impl std::fmt::Debug for BackendSide {
 impl BackendSide {
     /// Loads `bpf/lb_dsr_backend.c`, allows DSR traffic from `nodes` (the
     /// load-balancing nodes' addresses, the outer sources of their IPIP
-    /// packets) and attaches the ingress and egress programs (TCX) to
-    /// `device`. Run it in the device's network namespace.
+    /// packets, or IPv6 ones for IPv6-in-IPv6; [`Ipv4Addr`], [`Ipv6Addr`]
+    /// or [`IpAddr`]) and attaches the ingress and egress programs (TCX)
+    /// to `device`. Run it in the device's network namespace.
     ///
     /// ```no_run
     /// use std::net::Ipv4Addr;
@@ -101,7 +112,7 @@ impl BackendSide {
     /// println!("{:?}", side.stats()?);
     /// # Ok::<(), lb_ebpf::LoadError>(())
     /// ```
-    pub fn attach(device: &str, nodes: &[Ipv4Addr]) -> Result<Self, LoadError> {
+    pub fn attach<A: Into<IpAddr> + Copy>(device: &str, nodes: &[A]) -> Result<Self, LoadError> {
         if !interface_exists(device) {
             return Err(LoadError::NoInterface(device.to_owned()));
         }
@@ -124,7 +135,7 @@ impl BackendSide {
 
     /// Loads the programs (verified, not attached) and allows `nodes`: for
     /// packet tests with `BPF_PROG_TEST_RUN` ([`BackendSide::program_mut`]).
-    pub fn load(nodes: &[Ipv4Addr]) -> Result<Self, LoadError> {
+    pub fn load<A: Into<IpAddr> + Copy>(nodes: &[A]) -> Result<Self, LoadError> {
         let mut ebpf = EbpfLoader::new()
             .load(DSR_BACKEND_OBJECT)
             .map_err(|e| LoadError::Object(Box::new(e)))?;
@@ -160,61 +171,90 @@ impl BackendSide {
 
     /// Replaces the allowed node addresses with `nodes` (added first, then
     /// the ones no longer listed removed, so a node in both lists is never
-    /// refused). More than [`DSR_NODES_MAX`] addresses are refused and the
-    /// allowlist is left as it was.
-    pub fn set_nodes(&mut self, nodes: &[Ipv4Addr]) -> Result<(), LoadError> {
-        let want: BTreeSet<Ipv4Addr> = nodes.iter().copied().collect();
-        if want.len() > DSR_NODES_MAX {
+    /// refused), IPv4 and IPv6 ones alike. More than [`DSR_NODES_MAX`]
+    /// addresses of one family are refused and the allowlists are left as
+    /// they were.
+    pub fn set_nodes<A: Into<IpAddr> + Copy>(&mut self, nodes: &[A]) -> Result<(), LoadError> {
+        let mut want4 = BTreeSet::new();
+        let mut want6 = BTreeSet::new();
+        for a in nodes.iter().map(|a| (*a).into()) {
+            match a {
+                IpAddr::V4(a) => want4.insert(a),
+                IpAddr::V6(a) => want6.insert(a),
+            };
+        }
+        if want4.len().max(want6.len()) > DSR_NODES_MAX {
             return Err(LoadError::Program {
-                context: format!("allowing {} DSR nodes", want.len()),
+                context: format!("allowing {} DSR nodes", want4.len() + want6.len()),
                 source: format!("{MAP_DSR_NODES} holds at most {DSR_NODES_MAX}").into(),
             });
         }
-        let have = self.nodes()?;
-        let mut map = self.nodes_map()?;
-        let err = |e: aya::maps::MapError| LoadError::Program {
-            context: format!("writing {MAP_DSR_NODES}"),
-            source: Box::new(e),
+        let have4 = self.nodes()?;
+        let have6 = self.nodes6()?;
+        let err = |name: &str| {
+            let name = name.to_owned();
+            move |e: aya::maps::MapError| LoadError::Program {
+                context: format!("writing {name}"),
+                source: Box::new(e),
+            }
         };
-        for a in want.difference(&have) {
+        let mut map = self.nodes_map::<u32>(MAP_DSR_NODES)?;
+        for a in want4.difference(&have4) {
             map.insert(u32::from_ne_bytes(a.octets()), 1, 0)
-                .map_err(err)?;
+                .map_err(err(MAP_DSR_NODES))?;
         }
-        for a in have.difference(&want) {
-            map.remove(&u32::from_ne_bytes(a.octets())).map_err(err)?;
+        for a in have4.difference(&want4) {
+            map.remove(&u32::from_ne_bytes(a.octets()))
+                .map_err(err(MAP_DSR_NODES))?;
+        }
+        let mut map = self.nodes_map::<[u8; 16]>(MAP_DSR6_NODES)?;
+        for a in want6.difference(&have6) {
+            map.insert(a.octets(), 1, 0).map_err(err(MAP_DSR6_NODES))?;
+        }
+        for a in have6.difference(&want6) {
+            map.remove(&a.octets()).map_err(err(MAP_DSR6_NODES))?;
         }
         Ok(())
     }
 
-    /// The allowed node addresses.
+    /// The allowed IPv4 node addresses.
     pub fn nodes(&self) -> Result<BTreeSet<Ipv4Addr>, LoadError> {
-        let map = self
-            .ebpf
-            .map(MAP_DSR_NODES)
-            .ok_or(LoadError::Missing(MAP_DSR_NODES))?;
-        let map: BpfHashMap<&MapData, u32, u32> =
+        self.read_nodes::<u32, _>(MAP_DSR_NODES, |k| Ipv4Addr::from(k.to_ne_bytes()))
+    }
+
+    /// The allowed IPv6 node addresses.
+    pub fn nodes6(&self) -> Result<BTreeSet<Ipv6Addr>, LoadError> {
+        self.read_nodes::<[u8; 16], _>(MAP_DSR6_NODES, Ipv6Addr::from)
+    }
+
+    fn read_nodes<K: aya::Pod, T: Ord>(
+        &self,
+        name: &'static str,
+        conv: impl Fn(K) -> T,
+    ) -> Result<BTreeSet<T>, LoadError> {
+        let map = self.ebpf.map(name).ok_or(LoadError::Missing(name))?;
+        let map: BpfHashMap<&MapData, K, u32> =
             BpfHashMap::try_from(map).map_err(|e| LoadError::Program {
-                context: format!("opening {MAP_DSR_NODES}"),
+                context: format!("opening {name}"),
                 source: Box::new(e),
             })?;
         map.keys()
             .map(|k| {
-                k.map(|k| Ipv4Addr::from(k.to_ne_bytes()))
-                    .map_err(|e| LoadError::Program {
-                        context: format!("reading {MAP_DSR_NODES}"),
-                        source: Box::new(e),
-                    })
+                k.map(&conv).map_err(|e| LoadError::Program {
+                    context: format!("reading {name}"),
+                    source: Box::new(e),
+                })
             })
             .collect()
     }
 
-    fn nodes_map(&mut self) -> Result<BpfHashMap<&mut MapData, u32, u32>, LoadError> {
-        let map = self
-            .ebpf
-            .map_mut(MAP_DSR_NODES)
-            .ok_or(LoadError::Missing(MAP_DSR_NODES))?;
+    fn nodes_map<K: aya::Pod>(
+        &mut self,
+        name: &'static str,
+    ) -> Result<BpfHashMap<&mut MapData, K, u32>, LoadError> {
+        let map = self.ebpf.map_mut(name).ok_or(LoadError::Missing(name))?;
         BpfHashMap::try_from(map).map_err(|e| LoadError::Program {
-            context: format!("opening {MAP_DSR_NODES}"),
+            context: format!("opening {name}"),
             source: Box::new(e),
         })
     }

@@ -3,7 +3,7 @@
 //!
 //! * `bpf/lb_abi.h` defines every map layout; [`abi`] mirrors it.
 //! * [`loader`] loads `bpf/lb_tc.c` (DNAT, connection tracking, SNAT to the
-//!   node IP for remote backends, ICMP error translation), pins maps and TCX
+//!   node IP for remote backends, ICMP and ICMPv6 error translation), pins maps and TCX
 //!   links under a bpffs directory and re-opens them on a second load;
 //!   [`loader::cleanup`] detaches.
 //! * with [`LoadOptions::with_cgroup`], `bpf/lb_sock.c` (connect, sendmsg,
@@ -20,8 +20,10 @@
 //!   reads drop, service and backend counters.
 //! * load-balancer modes ([`lb_core::LbMode`]): in DSR and hybrid mode the
 //!   tc ingress program sends flows to remote backends inside IPIP
-//!   (`bpf/lb_dsr.h`), and [`dsr::BackendSide`] attaches the backend's half
-//!   (`bpf/lb_dsr_backend.c`) to a backend's device.
+//!   (`bpf/lb_dsr.h`), IPv6 ones inside IPv6-in-IPv6 (`bpf/lb_dsr6.h`,
+//!   with ICMPv6 Packet Too Big for a packet that no longer fits), and
+//!   [`dsr::BackendSide`] attaches the backend's half
+//!   (`bpf/lb_dsr_backend.c`, both families) to a backend's device.
 //! * [`xdp`] accelerates external traffic to remote backends at XDP
 //!   (`bpf/lb_xdp.c`, native or generic mode, IPv4 and IPv6) over the same
 //!   maps.

@@ -203,3 +203,77 @@ fn icmp_errors_the_backend_sends_about_a_dsr_flow_name_the_frontend() {
     assert_eq!(egress(&mut s, &other), (TC_ACT_OK, other.clone()));
     assert_eq!(s.stats().unwrap().icmp_reversed, 4);
 }
+
+/// IPv6: an IPv6-in-IPv6 frame from an allowed node (its port in the outer
+/// flow label, as `bpf/lb_dsr6.h` builds it) is decapsulated and
+/// translated to the backend; the backend's reply and its ICMPv6 port
+/// unreachable about the flow leave translated back to the frontend, with
+/// valid checksums; the same frame from another source is dropped.
+#[test]
+fn ip6ip6_from_an_allowed_node_is_decapsulated_and_replies_and_errors_reverse_translated() {
+    use lb_testkit::conformance::reference::encap_ip6ip6;
+    use std::net::{IpAddr, Ipv6Addr};
+    let node6: Ipv6Addr = "fd00:a0:1::2".parse().unwrap();
+    let be6: IpAddr = "fd00:c9:1::2".parse().unwrap();
+    let mut s = side(&[]);
+    s.set_nodes(&[IpAddr::V4(NODE1), IpAddr::V6(node6)])
+        .unwrap();
+    assert_eq!(s.nodes6().unwrap().into_iter().collect::<Vec<_>>(), [node6]);
+    assert_eq!(s.nodes().unwrap().into_iter().collect::<Vec<_>>(), [NODE1]);
+
+    let req = udp("[fd00:10::2]:40000", "[2001:db8:51::10]:53");
+    let enc = encap_ip6ip6(&req, node6.into(), be6, 5353).unwrap();
+    let (rv, out) = ingress(&mut s, &enc);
+    assert_eq!(rv, TC_ACT_OK);
+    assert_eq!(
+        endpoints(&out),
+        (sa("[fd00:10::2]:40000"), sa("[fd00:c9:1::2]:5353"))
+    );
+    lb_testkit::packets::verify_checksums(&out).expect("checksums after decapsulation");
+
+    let (rv, back) = egress(&mut s, &udp("[fd00:c9:1::2]:5353", "[fd00:10::2]:40000"));
+    assert_eq!(rv, TC_ACT_OK);
+    assert_eq!(
+        endpoints(&back),
+        (sa("[2001:db8:51::10]:53"), sa("[fd00:10::2]:40000"))
+    );
+    lb_testkit::packets::verify_checksums(&back).expect("reply checksums");
+
+    // The backend's port unreachable about the delivered request.
+    let client: IpAddr = "fd00:10::2".parse().unwrap();
+    let err = lb_testkit::packets::IcmpBuilder::dest_unreachable(
+        be6,
+        client,
+        lb_testkit::packets::ICMPV6_PORT_UNREACH,
+        &out[14..],
+    )
+    .build()
+    .unwrap();
+    let want = lb_testkit::packets::IcmpBuilder::dest_unreachable(
+        "2001:db8:51::10".parse().unwrap(),
+        client,
+        lb_testkit::packets::ICMPV6_PORT_UNREACH,
+        &req[14..],
+    )
+    .build()
+    .unwrap();
+    let (rv, got) = egress(&mut s, &err);
+    assert_eq!(rv, TC_ACT_OK);
+    assert_eq!(got[14..], want[14..], "ICMPv6 error about the frontend");
+    let st = s.stats().unwrap();
+    assert_eq!(
+        (
+            st.decapsulated,
+            st.reversed,
+            st.icmp_reversed,
+            st.unknown_node
+        ),
+        (1, 1, 1, 0)
+    );
+
+    // From a source that is not a node: dropped before anything else.
+    let other: IpAddr = "fd00:a0:2::2".parse().unwrap();
+    let enc = encap_ip6ip6(&req, other, be6, 5353).unwrap();
+    assert_eq!(ingress(&mut s, &enc).0, TC_ACT_SHOT);
+    assert_eq!(s.stats().unwrap().unknown_node, 1);
+}

@@ -91,10 +91,17 @@ use crate::path::{Direction, Outcome, PacketPath};
 
 /// Room past a frame in the loop's buffer: a NAT46/64 translation or a DSR
 /// outer header may grow the frame by this much.
-const ROOM: usize = if crate::nat46x64::HEADROOM > crate::dsr::OVERHEAD {
-    crate::nat46x64::HEADROOM
-} else {
-    crate::dsr::OVERHEAD
+const ROOM: usize = {
+    let dsr = if crate::dsr::OVERHEAD6 > crate::dsr::OVERHEAD {
+        crate::dsr::OVERHEAD6
+    } else {
+        crate::dsr::OVERHEAD
+    };
+    if crate::nat46x64::HEADROOM > dsr {
+        crate::nat46x64::HEADROOM
+    } else {
+        dsr
+    }
 };
 use crate::tcx::TcxDrop;
 

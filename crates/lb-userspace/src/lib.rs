@@ -26,8 +26,9 @@
 //! lb-ebpf's `lb_icmp.h` does (not for NAT46/64 flows).
 //!
 //! Load-balancer modes ([`lb_core::LbMode`]): SNAT, DSR and hybrid. A flow
-//! lb-core sends with DSR leaves unchanged inside IPIP ([`dsr`], the same
-//! bytes as lb-ebpf's), which needs [`dsr::OVERHEAD`] bytes of the caller's
+//! lb-core sends with DSR leaves unchanged inside IPIP, or IPv6-in-IPv6 for
+//! an IPv6 flow ([`dsr`], the same bytes as lb-ebpf's), which needs
+//! [`dsr::OVERHEAD`] ([`dsr::OVERHEAD6`] for IPv6) bytes of the caller's
 //! buffer past the frame ([`PacketPath::process_in`]; without them the
 //! frame is dropped and counted as [`DropKind::Unsupported`]). The backend's
 //! side of DSR (decapsulation and reply translation) is lb-ebpf's

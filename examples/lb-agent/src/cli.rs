@@ -94,7 +94,7 @@ pub enum Command {
     /// Read manifests and print what would be programmed, without touching
     /// the system.
     Plan(PlanArgs),
-    /// Attach the backend side of DSR (IPIP decapsulation and reply
+    /// Attach the backend side of DSR (IPIP/IPv6-in-IPv6 decapsulation and reply
     /// translation) to a backend's device in the current network namespace
     /// and keep it attached until SIGINT/SIGTERM.
     DsrBackend(DsrBackendArgs),
@@ -138,8 +138,8 @@ pub struct NodeArgs {
     /// Without it, topology-aware routing is off.
     #[arg(long)]
     pub zone: Option<String>,
-    /// Load-balancer mode, as Cilium's --bpf-lb-mode: `snat`, `dsr` (IPIP
-    /// to remote backends, which answer clients directly; run
+    /// Load-balancer mode, as Cilium's --bpf-lb-mode: `snat`, `dsr` (IPIP,
+    /// IPv6-in-IPv6 for IPv6, to remote backends, which answer clients directly; run
     /// `lb-agent dsr-backend` on each backend's device) or `hybrid` (DSR
     /// for TCP, SNAT for UDP).
     #[arg(long, default_value = "snat", value_parser = parse_mode)]
@@ -513,8 +513,9 @@ pub struct DsrBackendArgs {
     #[arg(long)]
     pub device: String,
     /// The load-balancing nodes' addresses (the outer source of their IPIP
-    /// packets: each node's first --node-ip), comma-separated or repeated.
-    /// IPIP packets from any other source are dropped and counted.
+    /// packets: each node's first IPv4 --node-ip, and its first IPv6 one
+    /// for IPv6-in-IPv6), comma-separated or repeated. Packets from any
+    /// other source are dropped and counted.
     #[arg(long, value_delimiter = ',', required = true)]
-    pub lb_nodes: Vec<std::net::Ipv4Addr>,
+    pub lb_nodes: Vec<std::net::IpAddr>,
 }

@@ -1,5 +1,5 @@
 //! `lb-agent dsr-backend --device X --lb-nodes A,B`: the backend side of
-//! DSR ([`lb_ebpf::dsr::BackendSide`]) on a backend's device, taking IPIP
+//! DSR ([`lb_ebpf::dsr::BackendSide`]) on a backend's device, taking IPIP (and IPv6-in-IPv6)
 //! only from the listed load-balancing nodes, attached until SIGINT or
 //! SIGTERM, with its counters logged every 10 s and at exit.
 

@@ -546,12 +546,13 @@ impl Agent {
                     "SNAT (to the node IP for remote backends; node-local backends see the client)"
                         .into()
                 }
-                lb_core::LbMode::Dsr => "DSR (IPIP to remote backends, which answer clients \
-                                         directly; ClusterIP and node-local backends as SNAT)"
+                lb_core::LbMode::Dsr => "DSR (IPIP, IPv6-in-IPv6 for IPv6, to remote backends, \
+                                         which answer clients directly; ClusterIP and \
+                                         node-local backends as SNAT)"
                     .into(),
-                lb_core::LbMode::Hybrid => {
-                    "Hybrid (DSR with IPIP for TCP, SNAT for UDP; ClusterIP as SNAT)".into()
-                }
+                lb_core::LbMode::Hybrid => "Hybrid (DSR with IPIP or IPv6-in-IPv6 for TCP, SNAT \
+                                            for UDP; ClusterIP as SNAT)"
+                    .into(),
             },
             backend_selection: match node.algorithm {
                 LbAlgorithm::Random => "Random".into(),

@@ -200,6 +200,11 @@ impl DataplaneUnderTest for Ebpf {
                 let dst: [u8; 4] = frame[30..34].try_into().expect("4 bytes");
                 self.node_ips.contains(&IpAddr::from(dst))
             }
+            // And ICMPv6 errors about SNATed IPv6 flows.
+            _ if frame.len() >= 54 && frame[12..14] == [0x86, 0xdd] => {
+                let dst: [u8; 16] = frame[38..54].try_into().expect("16 bytes");
+                self.node_ips.contains(&IpAddr::from(dst))
+            }
             _ => false,
         };
         let prog = match dir {

@@ -111,7 +111,8 @@ pub enum Scenario {
     /// flow gets another source port towards the backend, and each flow its
     /// own replies.
     ReplyTupleClash,
-    /// DSR mode: remote backends reached in IPIP, ClusterIP still SNAT.
+    /// DSR mode: remote backends reached in IPIP (IPv6 ones in
+    /// IPv6-in-IPv6), ClusterIP still SNAT.
     DsrRemoteBackend,
     /// Hybrid mode: DSR for TCP, SNAT for UDP.
     HybridMode,
@@ -150,8 +151,8 @@ pub enum Scenario {
     Nat64,
     /// NAT46/64 off: an IPv4 frontend with only IPv6 backends has none.
     Nat46x64Off,
-    /// ICMP errors about DNATed and SNATed IPv4 flows reach the client
-    /// translated ([`scenarios_icmp`]).
+    /// ICMP errors about DNATed and SNATed IPv4 flows, and ICMPv6 errors
+    /// about IPv6 ones, reach the client translated ([`scenarios_icmp`]).
     IcmpErrors,
 }
 
@@ -220,6 +221,8 @@ impl Scenario {
                 | Scenario::Nat46
                 | Scenario::Nat64
                 | Scenario::Nat46x64Off
+                | Scenario::DsrRemoteBackend
+                | Scenario::IcmpErrors
         )
     }
 

@@ -65,16 +65,11 @@ impl OracleDataplane {
                 PacketResult::Drop
             }
             Verdict::Forward(f) if f.encap.is_some() => {
-                // DSR: the packet leaves unchanged inside IPIP; replies
-                // bypass the node, which keeps no reply state.
-                let Some(lb_core::Encap::Ipip {
-                    outer_src,
-                    outer_dst,
-                }) = f.encap
-                else {
-                    unreachable!()
-                };
-                match super::reference::encap_ipip(frame, outer_src, outer_dst, f.backend.port) {
+                // DSR: the packet leaves unchanged inside IPIP or
+                // IPv6-in-IPv6; replies bypass the node, which keeps no
+                // reply state.
+                let Some(encap) = f.encap else { unreachable!() };
+                match super::reference::encap(frame, encap, f.backend.port) {
                     Some(out) => PacketResult::Accept(out),
                     None => PacketResult::Drop,
                 }

@@ -260,6 +260,57 @@ pub fn encap_ipip(frame: &[u8], outer_src: IpAddr, outer_dst: IpAddr, id: u16) -
     Some(out)
 }
 
+/// A frame wrapped in an outer IPv6 header as a DSR node sends an IPv6 flow
+/// (`lb_core::Encap::Ip6ip6`, lb-ebpf's `bpf/lb_dsr6.h`): the Ethernet
+/// header, then version 6, the inner traffic class, flow label `port` (the
+/// backend port), payload length inner + 40, next header 41, hop limit 64,
+/// `outer_src` -> `outer_dst`, then the rest of the frame unchanged. `None`
+/// for IPv4 addresses or a frame without an IPv6 header.
+pub fn encap_ip6ip6(
+    frame: &[u8],
+    outer_src: IpAddr,
+    outer_dst: IpAddr,
+    port: u16,
+) -> Option<Vec<u8>> {
+    let (IpAddr::V6(s), IpAddr::V6(d)) = (outer_src, outer_dst) else {
+        return None;
+    };
+    if frame.len() < 14 + 40 || frame[12..14] != [0x86, 0xdd] || frame[14] >> 4 != 6 {
+        return None;
+    }
+    let inner_len = 40 + usize::from(u16::from_be_bytes([frame[18], frame[19]]));
+    if inner_len > frame.len() - 14 {
+        return None;
+    }
+    let tclass = u32::from(u16::from_be_bytes([frame[14], frame[15]]) >> 4) & 0xff;
+    let mut outer = [0u8; 40];
+    outer[0..4].copy_from_slice(&((6u32 << 28) | (tclass << 20) | u32::from(port)).to_be_bytes());
+    outer[4..6].copy_from_slice(&(inner_len as u16).to_be_bytes());
+    outer[6] = 41;
+    outer[7] = 64;
+    outer[8..24].copy_from_slice(&s.octets());
+    outer[24..40].copy_from_slice(&d.octets());
+    let mut out = Vec::with_capacity(frame.len() + 40);
+    out.extend_from_slice(&frame[..14]);
+    out.extend_from_slice(&outer);
+    out.extend_from_slice(&frame[14..]);
+    Some(out)
+}
+
+/// `frame` in `encap` (with the backend's `port`), as a DSR node sends it.
+pub fn encap(frame: &[u8], encap: lb_core::Encap, port: u16) -> Option<Vec<u8>> {
+    match encap {
+        lb_core::Encap::Ipip {
+            outer_src,
+            outer_dst,
+        } => encap_ipip(frame, outer_src, outer_dst, port),
+        lb_core::Encap::Ip6ip6 {
+            outer_src,
+            outer_dst,
+        } => encap_ip6ip6(frame, outer_src, outer_dst, port),
+    }
+}
+
 /// `(src, dst)` of a flow key as socket addresses.
 pub fn endpoints(key: &FlowKey) -> (SocketAddr, SocketAddr) {
     (

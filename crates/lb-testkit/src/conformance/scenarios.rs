@@ -1051,9 +1051,45 @@ fn encap_of(s: &mut Session, frame: &[u8]) -> (Forward, Vec<u8>) {
 /// DSR mode: external TCP and UDP flows through NodePort, LoadBalancer and
 /// ExternalIP frontends to a remote backend leave unchanged inside IPIP
 /// (node IP -> backend, the backend port in the Identification field), on
-/// every packet of the flow; ClusterIP stays SNAT.
+/// every packet of the flow; ClusterIP stays SNAT. IPv6 flows leave inside
+/// IPv6-in-IPv6 (node IPv6 -> backend, the port in the flow label).
 pub fn dsr_remote_backend(s: &mut Session) {
-    s.program(&[remote_modes_service()]);
+    let mut v6 = service(
+        "default/web6",
+        &[
+            ("[::]:30080", FrontendType::NodePort),
+            ("[2001:db8::7]:80", FrontendType::LoadBalancer),
+            ("[fd00:96::10]:80", FrontendType::ClusterIp),
+            ("[2001:db8::7]:53/UDP", FrontendType::LoadBalancer),
+        ],
+        &[],
+    );
+    for b in ["[fd00:2:1::5]:8080", "[fd00:2:1::5]:5353/UDP"] {
+        v6.backends
+            .push(BackendParams::new(b.parse().expect("addr")).on_node("node-2"));
+    }
+    s.program(&[remote_modes_service(), v6]);
+    let node6 = super::scenarios_v6::NODE_IP6;
+    for (client, fe) in [
+        ("[fd00:5::2]:40000", format!("[{node6}]:30080")),
+        ("[fd00:5::2]:40001", "[2001:db8::7]:80".to_string()),
+    ] {
+        for _ in 0..2 {
+            let (f, out) = encap_of(s, &tcp(client, &fe));
+            assert_eq!(f.snat, None);
+            assert!(
+                matches!(f.encap, Some(lb_core::Encap::Ip6ip6 { .. })),
+                "{fe}: {f:?}"
+            );
+            assert_eq!(out[14 + 6], 41, "{fe}: IPv6-in-IPv6");
+        }
+    }
+    let (f, _) = encap_of(s, &udp("[fd00:5::2]:40002", "[2001:db8::7]:53"));
+    assert!(f.encap.is_some(), "UDP over IPv6: {f:?}");
+    let (f, out) = encap_of(s, &tcp("[fd00:5::2]:40003", "[fd00:96::10]:80"));
+    assert_eq!((f.snat, f.encap), (Some(node6.parse().expect("ip")), None));
+    s.reply(&tcp("[fd00:5::2]:40003", "[fd00:96::10]:80"), &out);
+
     for (client, fe) in [
         ("192.168.5.2:40000", "192.168.1.10:30080"),
         ("192.168.5.2:40001", "203.0.113.7:80"),

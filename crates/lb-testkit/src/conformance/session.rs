@@ -282,17 +282,13 @@ impl<'a> Session<'a> {
                 let PacketResult::Accept(out) = got else {
                     panic!("{name}: {key:?} should be forwarded to {dst} but was dropped");
                 };
-                if let Some(lb_core::Encap::Ipip {
-                    outer_src,
-                    outer_dst,
-                }) = f.encap
-                {
-                    let want =
-                        super::reference::encap_ipip(frame, outer_src, outer_dst, f.backend.port)
-                            .expect("reference encapsulation");
+                if let Some(encap) = f.encap {
+                    let (outer_src, outer_dst) = encap.outer();
+                    let want = super::reference::encap(frame, encap, f.backend.port)
+                        .expect("reference encapsulation");
                     assert_eq!(
                         out, want,
-                        "{name}: {key:?}: DSR to {dst} must leave unchanged inside IPIP \
+                        "{name}: {key:?}: DSR to {dst} must leave unchanged inside {encap:?} \
                          {outer_src} -> {outer_dst} (oracle {f:?})"
                     );
                     return Sent {

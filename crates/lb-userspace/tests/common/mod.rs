@@ -54,7 +54,9 @@ impl DataplaneUnderTest for Userspace {
         };
         // Room past the frame for a NAT46/64 translation or a DSR header.
         let len = buf.len();
-        let room = lb_userspace::nat46x64::HEADROOM.max(lb_userspace::dsr::OVERHEAD);
+        let room = lb_userspace::nat46x64::HEADROOM
+            .max(lb_userspace::dsr::OVERHEAD)
+            .max(lb_userspace::dsr::OVERHEAD6);
         buf.resize(len + room, 0);
         let (outcome, len) = self.worker.process_in(&mut buf, len, dir, meta);
         buf.truncate(len);
