@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
 /*
- * lb_dsr_backend.c: the backend side of direct server return (IPv4), for
+ * lb_dsr_backend.c: the backend side of direct server return (IPv4; IPv6 below), for
  * the device a DSR backend receives its traffic on (src/dsr.rs attaches it).
  *
  * lb_dsr_ingress: an IPIP packet from a node (lb_dsr.h) is decapsulated;

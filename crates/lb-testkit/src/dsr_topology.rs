@@ -209,8 +209,9 @@ impl DsrTopology {
         })
     }
 
-    /// Routes the VIP via node `index` (0-based) on the router, replacing
-    /// the previous route: the client's packets to the VIP switch nodes.
+    /// Routes the VIP and [`VIP6`] via node `index` (0-based) on the
+    /// router, replacing the previous routes: the client's packets to the
+    /// VIPs switch nodes.
     pub fn route_vip_via(&self, index: usize) -> Result<(), NetnsError> {
         let node = self
             .nodes
