@@ -211,7 +211,8 @@ fn add_ipv6(topo: &DsrTopology) {
                 "nodad",
             ])
             .unwrap();
-        h.ns.ip(&["-6", "route", "add", "default", "via", &gw.to_string()])
+        // Replaces the topology's own IPv6 default route (same router).
+        h.ns.ip(&["-6", "route", "replace", "default", "via", &gw.to_string()])
             .unwrap();
     };
     topo.router
