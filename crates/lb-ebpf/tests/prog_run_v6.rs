@@ -286,6 +286,37 @@ fn reply_tuple_clash_v6_remaps_the_client_port() {
     // The second flow's later packets keep the remapped port.
     let (_, again) = fx.ingress(&b);
     assert_eq!(ends6(&again).0, src_b);
+    // ICMPv6 errors (lb_icmp6.h) quoting either flow, from the backend or
+    // a router, whole or cut after 8 bytes of TCP, reach the client about
+    // its own port and the flow's frontend, every checksum valid.
+    let client: std::net::IpAddr = "fd00:5::2".parse().unwrap();
+    let be: std::net::IpAddr = "fd00:2::5".parse().unwrap();
+    let router: std::net::IpAddr = "fd00:9::1".parse().unwrap();
+    for (sent, seen, fe) in [
+        (&a, &out_a, "[fd00:96::10]:80"),
+        (&b, &out_b, "[fd00:96::20]:80"),
+    ] {
+        for (from, shown) in [(be, sa(fe).ip()), (router, router)] {
+            for cut in [48, usize::MAX] {
+                let err = lb_testkit::IcmpBuilder::packet_too_big(from, client, 1400, &seen[14..])
+                    .truncate_inner(cut)
+                    .build()
+                    .unwrap();
+                let want =
+                    lb_testkit::IcmpBuilder::packet_too_big(shown, client, 1400, &sent[14..])
+                        .truncate_inner(cut)
+                        .build()
+                        .unwrap();
+                let (rv, got) = fx.egress(&err);
+                assert_eq!(rv, TC_ACT_OK);
+                assert_eq!(
+                    got[14..],
+                    want[14..],
+                    "{fe} from {from}, quote cut at {cut}"
+                );
+            }
+        }
+    }
 }
 
 #[test]
