@@ -45,8 +45,14 @@
 //!
 //! The bulk services are random; the Maglev service (M = 16381) is one
 //! extra frontend (Maglev tables for 100k services would need 6.5 GB).
+//!
+//! IPv6 (`ebpf_tc_ingress_v6/{10,10000}_services`, or the counts of
+//! `LB_BENCH_SERVICES_V6`): the same cases over IPv6 ClusterIP services
+//! (`fd00:96::/64` frontends, `fd00:10::/32` backends, `fd00:7f::/64`
+//! measured frontends, `fd00:ac::/64` clients) in the `lb6_*` maps, which
+//! the tc program serves from its per-CPU scratch state.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
@@ -343,5 +349,229 @@ fn bench_ingress(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench_overhead, bench_ingress);
+// ---- IPv6 ----
+
+/// IPv6 service counts by default (`LB_BENCH_SERVICES_V6` overrides).
+const SCALES_V6: [usize; 2] = [10, 10_000];
+
+fn addr6(ip: Ipv6Addr, port: u16) -> L3n4Addr {
+    L3n4Addr::new(IpAddr::V6(ip), port, L4Proto::Tcp)
+}
+
+/// Measured IPv6 frontend `k`: `fd00:7f::k`.
+fn vip6(k: u16) -> Ipv6Addr {
+    Ipv6Addr::new(0xfd00, 0x7f, 0, 0, 0, 0, 0, k)
+}
+
+/// IPv6 client `k`: `fd00:ac::` + `k / 50k`, 50k ports each.
+fn client6(k: u64) -> SocketAddr {
+    let host = u16::try_from(k / 50_000 + 1).expect("fits");
+    let port = 10_000 + u16::try_from(k % 50_000).expect("fits");
+    SocketAddr::new(
+        IpAddr::V6(Ipv6Addr::new(0xfd00, 0xac, 0, 0, 0, 0, 0, host)),
+        port,
+    )
+}
+
+/// `n` IPv6 ClusterIP services (random) with [`BACKENDS`] backends each:
+/// frontend `fd00:96::i+1`, backends `fd00:10:i::j+1` on this node.
+fn bulk6(n: usize) -> Vec<Service> {
+    (0..n)
+        .map(|i| {
+            let i16 = |x: usize| u16::try_from(x).expect("fits");
+            let fe = Ipv6Addr::new(
+                0xfd00,
+                0x96,
+                0,
+                0,
+                0,
+                0,
+                i16((i + 1) >> 16),
+                i16((i + 1) & 0xffff),
+            );
+            let backends: Vec<L3n4Addr> = (0..BACKENDS)
+                .map(|j| {
+                    let be = Ipv6Addr::new(
+                        0xfd00,
+                        0x10,
+                        i16(i >> 16),
+                        i16(i & 0xffff),
+                        0,
+                        0,
+                        0,
+                        i16(j + 1),
+                    );
+                    addr6(be, 8080)
+                })
+                .collect();
+            measured6(&format!("s{i}"), fe, &backends, LbAlgorithm::Random)
+        })
+        .collect()
+}
+
+/// [`measured`] over IPv6.
+fn measured6(name: &str, vip: Ipv6Addr, backends: &[L3n4Addr], alg: LbAlgorithm) -> Service {
+    let mut s = Service::new(ServiceName::new("bench6", name));
+    s.algorithm = Some(alg);
+    s.frontends.push(FrontendParams::new(
+        addr6(vip, PORT),
+        FrontendType::ClusterIp,
+    ));
+    s.backends = backends
+        .iter()
+        .map(|b| BackendParams::new(*b).on_node("node-1"))
+        .collect();
+    s
+}
+
+/// New flows counted for the IPv6 frontend on `vip`.
+fn new_flows6(rig: &mut ebpf::Rig, vip: Ipv6Addr) -> u64 {
+    let id = rig
+        .rec
+        .current()
+        .frontend_by_key(&FrontendKey {
+            addr: addr6(vip, PORT),
+            scope: Scope::External,
+        })
+        .expect("measured frontend")
+        .id
+        .0;
+    rig.dp
+        .maps()
+        .svc_stats
+        .get(&id, 0)
+        .map(|v| v.iter().map(|s| s.new_flows).sum())
+        .unwrap_or(0)
+}
+
+fn flush_ct6(rig: &mut ebpf::Rig) {
+    let ct = &mut rig.dp.maps().ct6;
+    let keys: Vec<_> = ct.keys().collect::<Result<_, _>>().expect("ct6 keys");
+    for k in keys {
+        let _ = ct.remove(&k);
+    }
+}
+
+/// [`first_singles`] over IPv6.
+fn first_singles6(rig: &mut ebpf::Rig, vip: Ipv6Addr, next: &mut u64, iters: u64) -> Duration {
+    let mut out = vec![0u8; 256];
+    let mut total = 0u64;
+    for _ in 0..iters {
+        if next.is_multiple_of(CT_FLUSH_FLOWS) && *next > 0 {
+            flush_ct6(rig);
+        }
+        let frame = tcp(client6(*next), SocketAddr::new(vip.into(), PORT), false);
+        *next += 1;
+        let (rv, ns) = run(rig.loaded.ingress(), &frame, 1, &mut out);
+        assert_eq!(rv, TC_ACT_OK);
+        total += ns;
+    }
+    Duration::from_nanos(total)
+}
+
+/// The IPv6 rig: `services` bulk IPv6 services plus the measured ones
+/// (self backends for the repeated cases, 10 real backends for Maglev).
+fn rig_for6(services: usize) -> ebpf::Rig {
+    let mut node = node();
+    node.node_ips.push("fd00:1::10".parse().expect("addr"));
+    let mut all = bulk6(services);
+    let (est, first_random, first_maglev, maglev10) = (vip6(1), vip6(2), vip6(3), vip6(4));
+    for (name, vip, alg) in [
+        ("established", est, LbAlgorithm::Random),
+        ("first-random", first_random, LbAlgorithm::Random),
+        ("first-maglev", first_maglev, LbAlgorithm::Maglev),
+    ] {
+        all.push(measured6(name, vip, &[addr6(vip, PORT)], alg));
+    }
+    let ten: Vec<L3n4Addr> = (1..=10)
+        .map(|i| addr6(Ipv6Addr::new(0xfd00, 0x7f, 1, 0, 0, 0, 0, i), 8080))
+        .collect();
+    all.push(measured6("maglev10", maglev10, &ten, LbAlgorithm::Maglev));
+    let mut rig = ebpf::Rig::new(
+        ebpf::capacity_for(services, BACKENDS, 16, CT_CAPACITY),
+        &node,
+    );
+    let t = std::time::Instant::now();
+    let ops = rig.apply(&node, &all);
+    eprintln!(
+        "ebpf_packet: programmed {services} IPv6 services x {BACKENDS} (+4 measured): {ops} ops in {:.2?}",
+        t.elapsed()
+    );
+    // Sanity, as for IPv4: the self backend keeps the tuple, established
+    // stays established, every repeat of a SYN|FIN is a new flow.
+    let frame = tcp(client6(0), SocketAddr::new(est.into(), PORT), false);
+    let mut out = vec![0u8; 512];
+    let (rv, _) = run(rig.loaded.ingress(), &frame, 1, &mut out);
+    assert_eq!(rv, TC_ACT_OK);
+    let p = lb_testkit::parse(&out[..frame.len()]).expect("parse");
+    assert_eq!(p.dst, SocketAddr::new(est.into(), PORT));
+    let before = new_flows6(&mut rig, est);
+    run(rig.loaded.ingress(), &frame, 1000, &mut out);
+    assert_eq!(new_flows6(&mut rig, est), before, "established");
+    for vip in [first_random, first_maglev] {
+        let f = tcp(client6(0), SocketAddr::new(vip.into(), PORT), true);
+        let before = new_flows6(&mut rig, vip);
+        run(rig.loaded.ingress(), &f, 1000, &mut out);
+        assert_eq!(new_flows6(&mut rig, vip) - before, 1000, "new flows");
+    }
+    let bulk = SocketAddr::new(
+        IpAddr::V6(Ipv6Addr::new(0xfd00, 0x96, 0, 0, 0, 0, 0, 1)),
+        PORT,
+    );
+    let (rv, _) = run(
+        rig.loaded.ingress(),
+        &tcp(client6(0), bulk, false),
+        1,
+        &mut out,
+    );
+    assert_eq!(rv, TC_ACT_OK);
+    let p = lb_testkit::parse(&out[..frame.len()]).expect("parse");
+    assert_ne!(p.dst, bulk, "a bulk IPv6 service is DNATed");
+    rig
+}
+
+fn bench_ingress_v6(c: &mut Criterion) {
+    let scales: Vec<usize> = match std::env::var("LB_BENCH_SERVICES_V6") {
+        Ok(s) => s
+            .split(',')
+            .map(|x| x.trim().parse().expect("LB_BENCH_SERVICES_V6: counts"))
+            .collect(),
+        Err(_) => SCALES_V6.to_vec(),
+    };
+    for services in scales {
+        let mut rig = rig_for6(services);
+        let sa6 = |vip: Ipv6Addr| SocketAddr::new(vip.into(), PORT);
+        let est = tcp(client6(0), sa6(vip6(1)), false);
+        let first_random = tcp(client6(0), sa6(vip6(2)), true);
+        let first_maglev = tcp(client6(0), sa6(vip6(3)), true);
+        let bulk_vip = Ipv6Addr::new(0xfd00, 0x96, 0, 0, 0, 0, 0, 1 + (services / 2) as u16);
+        let mut next = 1u64;
+        let mut g = c.benchmark_group(format!("ebpf_tc_ingress_v6/{services}_services"));
+        g.sample_size(20)
+            .warm_up_time(Duration::from_millis(500))
+            .measurement_time(Duration::from_secs(2));
+        g.bench_function("established/repeat", |b| {
+            b.iter_custom(|iters| repeated(rig.loaded.ingress(), &est, iters))
+        });
+        g.bench_function("first_packet_random/repeat", |b| {
+            b.iter_custom(|iters| repeated(rig.loaded.ingress(), &first_random, iters))
+        });
+        g.bench_function("first_packet_maglev/repeat", |b| {
+            b.iter_custom(|iters| repeated(rig.loaded.ingress(), &first_maglev, iters))
+        });
+        g.measurement_time(Duration::from_secs(1));
+        g.bench_function("established/single", |b| {
+            b.iter_custom(|iters| singles(rig.loaded.ingress(), &est, iters))
+        });
+        g.bench_function("first_packet_random/single", |b| {
+            b.iter_custom(|iters| first_singles6(&mut rig, bulk_vip, &mut next, iters))
+        });
+        g.bench_function("first_packet_maglev/single", |b| {
+            b.iter_custom(|iters| first_singles6(&mut rig, vip6(4), &mut next, iters))
+        });
+        g.finish();
+    }
+}
+
+criterion_group!(benches, bench_overhead, bench_ingress, bench_ingress_v6);
 criterion_main!(benches);
