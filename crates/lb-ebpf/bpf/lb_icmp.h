@@ -116,7 +116,9 @@ static __always_inline int lb_icmp_error_snat(struct __sk_buff *skb, const struc
 	snat_port = ports[0];
 	lb_snat_key(&k, be_addr, be_port, node, snat_port, proto);
 	e = bpf_map_lookup_elem(&lb4_snat, &k);
-	if (!e)
+	/* A NAT64 flow's marker (client 0.0.0.0, lb_nat46.h): its errors are
+	 * not translated across families; they pass untouched. */
+	if (!e || !e->client_addr)
 		return -1;
 	client = e->client_addr;
 	client_port = e->client_port;

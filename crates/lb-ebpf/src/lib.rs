@@ -39,11 +39,15 @@
 //!   packet (RFC 7915 style: `bpf_skb_change_proto`, a new IP header, the
 //!   L4 checksum fixed for the new pseudo-header, a zero IPv4 UDP checksum
 //!   computed) and redirects it through the FIB; replies are translated
-//!   back to the client. XDP passes such frontends' packets to tc. Not
+//!   back to the client: they are addressed to the node, so they must
+//!   arrive through a device the programs are attached to (load them on the
+//!   devices towards local backends too). XDP passes such frontends'
+//!   packets to tc. Not
 //!   done: ICMP/ICMPv6 errors about translated flows pass untranslated, the
-//!   TCP MSS is not clamped (a full-size IPv4 packet grows by 20 bytes as
-//!   IPv6), and IPv4 UDP datagrams without a checksum longer than 9216
-//!   bytes are dropped.
+//!   TCP MSS is not clamped (with equal MTUs the advertised MSS fits both
+//!   families; a full-size IPv4 datagram grows by 20 bytes as IPv6 and is
+//!   dropped over the route's MTU, without an ICMP error), and IPv4 UDP
+//!   datagrams without a checksum longer than 9216 bytes are dropped.
 
 #![warn(missing_docs)]
 

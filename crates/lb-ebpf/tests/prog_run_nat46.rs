@@ -288,6 +288,14 @@ fn nat64_flows_are_translated_to_ipv4_and_replies_back_to_ipv6() {
     }
     let stats = fx.dp.gc(lb_ebpf::now_secs()).expect("gc");
     assert_eq!((stats.ct, stats.snat), (0, 0), "{stats:?}");
+    // A restarted agent reads the translated frontends back as they were:
+    // its first plan rewrites nothing.
+    let restored = EbpfDataplane::open(fx.loaded.pin_dir(), &fx.node)
+        .expect("reopen")
+        .restore()
+        .expect("restore");
+    assert_eq!(&restored.frontends, &fx.rec.current().frontends);
+    assert_eq!(&restored.backends, &fx.rec.current().backends);
     // Once the flows are gone, so are their SNAT entries (after the
     // orphan grace and TIME_WAIT reservation).
     let ct: Vec<_> = fx.dp.maps().ct6.keys().map(|k| k.expect("ct6")).collect();
@@ -336,4 +344,100 @@ fn stray_replies_pass_and_a_dual_stack_twin_is_not_translated() {
     let c = fx.dp.counters().expect("counters");
     assert_eq!(c.drops_for(DropReason::Rewrite), 0);
     assert_eq!(c.drops_for(DropReason::NoBackend), 0);
+}
+
+/// `frame` (IPv4) with 4 bytes of IP options (three NOPs and an end of
+/// options list) after its header, lengths and header checksum fixed.
+fn with_ip_options(frame: &[u8]) -> Vec<u8> {
+    let mut x = frame[..34].to_vec();
+    x[14] = 0x46;
+    let total = u16::from_be_bytes([x[16], x[17]]) + 4;
+    x[16..18].copy_from_slice(&total.to_be_bytes());
+    x.extend_from_slice(&[1, 1, 1, 0]);
+    x[24..26].copy_from_slice(&[0, 0]);
+    let c = lb_testkit::internet_checksum(&x[14..38]);
+    x[24..26].copy_from_slice(&c.to_be_bytes());
+    x.extend_from_slice(&frame[34..]);
+    x
+}
+
+/// `frame` (IPv6) with an 8-byte hop-by-hop options header (padding)
+/// between the IPv6 header and the L4 header.
+fn with_hop_by_hop(frame: &[u8]) -> Vec<u8> {
+    let mut x = frame[..54].to_vec();
+    let next = x[20];
+    x[20] = 0;
+    let len = u16::from_be_bytes([x[18], x[19]]) + 8;
+    x[18..20].copy_from_slice(&len.to_be_bytes());
+    x.extend_from_slice(&[next, 0, 0x01, 0x04, 0, 0, 0, 0]);
+    x.extend_from_slice(&frame[54..]);
+    x
+}
+
+/// IPv4 options and IPv6 extension headers are dropped by the
+/// translation (RFC 7915); the rest of the packet is as without them.
+#[test]
+fn ipv4_options_and_ipv6_extension_headers_are_dropped() {
+    let mut fx = Nat::new();
+    fx.apply(&[
+        service(
+            "default/v6only",
+            &[("10.96.0.46:80", FrontendType::ClusterIp)],
+            &["[fd00:2:1::2]:8080"],
+        ),
+        service(
+            "default/v4only",
+            &[("[fd00:96::64]:80", FrontendType::ClusterIp)],
+            &["10.0.2.2:8080"],
+        ),
+    ]);
+    for (plain, odd) in [
+        {
+            let f = tcp("192.168.5.2:40000", "10.96.0.46:80");
+            (f.clone(), with_ip_options(&f))
+        },
+        {
+            let f = tcp("[fd00:5::2]:40000", "[fd00:96::64]:80");
+            (f.clone(), with_hop_by_hop(&f))
+        },
+    ] {
+        lb_testkit::verify_checksums_strict(&odd).expect("valid test frame");
+        let (rv, out) = fx.ingress(&odd);
+        assert_eq!(rv, TC_ACT_REDIRECT);
+        lb_testkit::verify_checksums_strict(&out).expect("valid checksums");
+        let p = lb_testkit::parse(&out).expect("parse");
+        let backend = if p.dst.is_ipv6() {
+            sa("[fd00:2:1::2]:8080")
+        } else {
+            sa("10.0.2.2:8080")
+        };
+        assert_eq!(p.dst, backend);
+        let want = translate(&plain, L4Proto::Tcp, p.src, backend).expect("reference");
+        assert_eq!(out, want, "as translated without options/extension headers");
+    }
+}
+
+/// ICMP errors about translated flows are not translated across families
+/// (documented as not done): an IPv4 backend's port unreachable about a
+/// NAT64 flow's packet passes untouched, it is never rewritten towards the
+/// marker's client 0.0.0.0.
+#[test]
+fn icmp_errors_about_nat64_flows_pass_untouched() {
+    let mut fx = Nat::new();
+    fx.apply(&[service(
+        "default/v4only",
+        &[("[fd00:96::64]:53/UDP", FrontendType::ClusterIp)],
+        &["10.0.2.2:5353/UDP"],
+    )]);
+    let f = udp("[fd00:5::2]:40000", "[fd00:96::64]:53");
+    let (_, port) = fx.forward(&f, L4Proto::Udp);
+    let quoted =
+        lb_testkit::PacketBuilder::udp(SocketAddr::new(ip(NODE4), port), sa("10.0.2.2:5353"))
+            .payload(b"hello")
+            .build_ip()
+            .unwrap();
+    let err = lb_testkit::IcmpBuilder::dest_unreachable(ip("10.0.2.2"), ip(NODE4), 3, &quoted)
+        .build()
+        .unwrap();
+    assert_eq!(fx.ingress(&err), (0, err.clone()));
 }
