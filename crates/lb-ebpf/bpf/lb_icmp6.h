@@ -117,6 +117,11 @@ static __noinline __attribute__((unused)) int lb6_icmp_error_snat(struct __sk_bu
 	e = bpf_map_lookup_elem(&lb6_snat, &w->k);
 	if (!e)
 		return -1;
+	/* A NAT46 flow's entry (an IPv4-mapped client, lb_nat46.h): errors
+	 * are not translated across families; they pass untouched. */
+	if (e->client_addr.in6_u.u6_addr32[0] == 0 && e->client_addr.in6_u.u6_addr32[1] == 0 &&
+	    e->client_addr.in6_u.u6_addr32[2] == bpf_htonl(0xffff))
+		return -1;
 	w->x.out_dst = 1;
 	w->x.client = e->client_addr;
 	w->x.cport = e->client_port;

@@ -36,9 +36,9 @@
  * the client.
  *
  * Not done: ICMP/ICMPv6 errors about translated flows are not translated
- * (they pass untouched; lb_icmp.h skips NAT64 markers); TCP MSS is not
- * clamped (with equal MTUs the MSS each end advertises fits both
- * families; a full-size IPv4 packet is 20 bytes longer as IPv6: GSO
+ * (they pass untouched: lb_icmp.h skips NAT64 markers, lb_icmp6.h NAT46
+ * entries); TCP MSS is not clamped (with equal MTUs the MSS each end
+ * advertises fits both families; a full-size IPv4 packet is 20 bytes longer as IPv6: GSO
  * packets are segmented for the IPv6 route, others over the route's MTU
  * are dropped as LB_DROP_FRAG_NEEDED, without an ICMP error);
  * an IPv4 UDP datagram without a checksum gets one computed only up to

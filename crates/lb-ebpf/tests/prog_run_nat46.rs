@@ -213,7 +213,7 @@ fn nat46_flows_are_translated_to_ipv6_and_replies_back_to_ipv4() {
 }
 
 #[test]
-fn nat46_udp_without_checksum_gets_one_and_truncation_is_refused() {
+fn nat46_udp_without_checksum_gets_one() {
     let mut fx = Nat::new();
     fx.apply(&[service(
         "default/dns",
@@ -420,15 +420,34 @@ fn ipv4_options_and_ipv6_extension_headers_are_dropped() {
 /// ICMP errors about translated flows are not translated across families
 /// (documented as not done): an IPv4 backend's port unreachable about a
 /// NAT64 flow's packet passes untouched, it is never rewritten towards the
-/// marker's client 0.0.0.0.
+/// marker's client 0.0.0.0; an IPv6 backend's about a NAT46 flow is never
+/// rewritten towards the IPv4-mapped client.
 #[test]
-fn icmp_errors_about_nat64_flows_pass_untouched() {
+fn icmp_errors_about_translated_flows_pass_untouched() {
     let mut fx = Nat::new();
-    fx.apply(&[service(
-        "default/v4only",
-        &[("[fd00:96::64]:53/UDP", FrontendType::ClusterIp)],
-        &["10.0.2.2:5353/UDP"],
-    )]);
+    fx.apply(&[
+        service(
+            "default/v4only",
+            &[("[fd00:96::64]:53/UDP", FrontendType::ClusterIp)],
+            &["10.0.2.2:5353/UDP"],
+        ),
+        service(
+            "default/v6only",
+            &[("10.96.0.53:53/UDP", FrontendType::ClusterIp)],
+            &["[fd00:2:1::2]:5353/UDP"],
+        ),
+    ]);
+    let f = udp("192.168.5.2:40000", "10.96.0.53:53");
+    let (_, port) = fx.forward(&f, L4Proto::Udp);
+    let quoted =
+        lb_testkit::PacketBuilder::udp(SocketAddr::new(ip(NODE6), port), sa("[fd00:2:1::2]:5353"))
+            .payload(b"hello")
+            .build_ip()
+            .unwrap();
+    let err = lb_testkit::IcmpBuilder::dest_unreachable(ip("fd00:2:1::2"), ip(NODE6), 4, &quoted)
+        .build()
+        .unwrap();
+    assert_eq!(fx.ingress(&err), (0, err.clone()));
     let f = udp("[fd00:5::2]:40000", "[fd00:96::64]:53");
     let (_, port) = fx.forward(&f, L4Proto::Udp);
     let quoted =
