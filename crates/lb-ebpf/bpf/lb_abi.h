@@ -104,6 +104,7 @@ struct lb4_service {
 	__u16 flags;            /* slot 0: LB_SVC_F_*; slot > 0: enum lb_backend_state */
 	__u8 fe_type;           /* slot 0: enum lb_fe_type */
 	__u8 pad[3];
+	__u32 stats_slot;       /* slot 0: the frontend's index in lb_svc_stats */
 };
 
 /* Backends map value, keyed by backend id (__u32). */
@@ -112,6 +113,7 @@ struct lb4_backend {
 	__be16 port;
 	__u8 proto;
 	__u8 flags; /* LB_BE_F_* */
+	__u32 stats_slot; /* the backend's index in lb_be_stats */
 };
 
 /* Reverse-NAT map value, keyed by rev_nat_index (__u32). */
@@ -225,10 +227,14 @@ struct lb4_sock_val {
 	__u32 rev_nat_index;
 };
 
-/* Per-service counters, keyed by rev_nat_index (__u32), and per-backend
- * counters, keyed by backend id (__u32): client -> backend packets that
+/* Per-service and per-backend counters: client -> backend packets that
  * matched, their bytes, and new flows (the socket LB counts its translated
- * connections as new flows, with no packets: it sees none). */
+ * connections as new flows, with no packets: it sees none). They live in
+ * per-CPU arrays indexed by a dense counter slot the control plane
+ * allocates per frontend (lb4_service.stats_slot of slot 0) and per backend
+ * (lb4_backend/lb6_backend.stats_slot), zeroed when a slot is reused: an
+ * array lookup is inlined by the verifier, where a hash lookup by id cost
+ * ~30 ns a packet (ids are not dense, so they cannot index an array). */
 struct lb_svc_stats {
 	__u64 packets;
 	__u64 bytes;
@@ -335,15 +341,15 @@ struct {
 } lb_drops SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
-	__type(key, __u32);
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32); /* counter slot */
 	__type(value, struct lb_svc_stats);
 	__uint(max_entries, LB_SERVICES_MAX);
 } lb_svc_stats SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
-	__type(key, __u32);
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32); /* counter slot */
 	__type(value, struct lb_svc_stats);
 	__uint(max_entries, LB_BACKENDS_MAX);
 } lb_be_stats SEC(".maps");
@@ -413,6 +419,7 @@ struct lb6_backend {
 	__be16 port;
 	__u8 proto;
 	__u8 flags; /* LB_BE_F_* */
+	__u32 stats_slot; /* the backend's index in lb_be_stats */
 };
 
 /* IPv6 reverse-NAT map value, keyed by rev_nat_index (__u32). */

@@ -26,11 +26,11 @@ static __always_inline void lb_count_drop(__u32 reason)
 		*n += 1;
 }
 
-/* Counts a packet (and a new flow) in a per-CPU lb_svc_stats entry of
- * `map` (lb_svc_stats by rev_nat_index, lb_be_stats by backend id). */
-static __always_inline void lb_count(void *map, __u32 id, __u32 bytes, bool new_flow)
+/* Counts a packet (and a new flow) in counter slot `slot` of the per-CPU
+ * array `map` (lb_svc_stats, lb_be_stats). */
+static __always_inline void lb_count(void *map, __u32 slot, __u32 bytes, bool new_flow)
 {
-	struct lb_svc_stats *st = bpf_map_lookup_elem(map, &id);
+	struct lb_svc_stats *st = bpf_map_lookup_elem(map, &slot);
 
 	if (!st)
 		return;
@@ -40,15 +40,29 @@ static __always_inline void lb_count(void *map, __u32 id, __u32 bytes, bool new_
 		st->new_flows += 1;
 }
 
-static __always_inline void lb_count_service(__u32 rev_nat, __u32 bytes, bool new_flow)
+/* Counts for the frontend with counter slot `slot` (lb4_service.stats_slot
+ * of its slot-0 entry). */
+static __always_inline void lb_count_service_slot(__u32 slot, __u32 bytes, bool new_flow)
 {
-	lb_count(&lb_svc_stats, rev_nat, bytes, new_flow);
+	lb_count(&lb_svc_stats, slot, bytes, new_flow);
 }
 
-static __always_inline void lb_count_backend(__u32 backend_id, __u32 bytes, bool new_flow)
+/* Counts for the backend with counter slot `slot` (its stats_slot). */
+static __always_inline void lb_count_backend_slot(__u32 slot, __u32 bytes, bool new_flow)
 {
-	lb_count(&lb_be_stats, backend_id, bytes, new_flow);
+	lb_count(&lb_be_stats, slot, bytes, new_flow);
 }
+
+/* Counts for the frontend whose slot-0 entry is `svc`. */
+static __always_inline void lb_count_service(const struct lb4_service *svc, __u32 bytes,
+					     bool new_flow)
+{
+	lb_count_service_slot(svc->stats_slot, bytes, new_flow);
+}
+
+/* Counts for backend `be` (a struct lb4_backend or lb6_backend pointer). */
+#define lb_count_backend(be, bytes, new_flow)                                                  \
+	lb_count_backend_slot((be)->stats_slot, (bytes), (new_flow))
 
 /* A FIN or RST (TCP flags byte `f`): the flow is closing. */
 static __always_inline bool lb_tcp_closing(__u8 f)

@@ -97,6 +97,7 @@ struct lb_xlate {
 	/* The frontend's slot 0, as the family body read it. */
 	__u64 now;
 	__u32 rev_nat;
+	__u32 svc_slot; /* the frontend's counter slot */
 	__u32 timeout;
 	__u32 total_weight;
 	__u16 flags;
@@ -409,7 +410,7 @@ static __noinline int lb_nat46_ingress(struct __sk_buff *skb, const struct lb_co
 		if (backend_id)
 			be = bpf_map_lookup_elem(&lb6_backends, &backend_id);
 		if (!be) {
-			lb_count_service(rev_nat, skb->len, false);
+			lb_count_service_slot(x->svc_slot, skb->len, false);
 			return lb_drop(flags & LB_SVC_F_LOCAL_ONLY ? LB_DROP_NO_LOCAL_BACKEND :
 								   LB_DROP_NO_BACKEND);
 		}
@@ -458,8 +459,8 @@ static __noinline int lb_nat46_ingress(struct __sk_buff *skb, const struct lb_co
 			}
 		}
 	}
-	lb_count_service(rev_nat, skb->len, new_flow);
-	lb_count_backend(backend_id, skb->len, new_flow);
+	lb_count_service_slot(x->svc_slot, skb->len, new_flow);
+	lb_count_backend(be, skb->len, new_flow);
 	if (lb_xlate_4to6(skb, p, x, ((__u32)snat_port << 16) | be_port) < 0)
 		return lb_drop(LB_DROP_REWRITE);
 	rc = lb6_fib_redirect(skb, &x->src6, &x->dst6, p->proto);
@@ -569,7 +570,7 @@ static __noinline int lb_nat64_ingress(struct __sk_buff *skb, const struct lb_co
 		if (backend_id)
 			be = bpf_map_lookup_elem(&lb4_backends, &backend_id);
 		if (!be) {
-			lb_count_service(rev_nat, skb->len, false);
+			lb_count_service_slot(x->svc_slot, skb->len, false);
 			return lb_drop(flags & LB_SVC_F_LOCAL_ONLY ? LB_DROP_NO_LOCAL_BACKEND :
 								   LB_DROP_NO_BACKEND);
 		}
@@ -630,8 +631,8 @@ static __noinline int lb_nat64_ingress(struct __sk_buff *skb, const struct lb_co
 			}
 		}
 	}
-	lb_count_service(rev_nat, skb->len, new_flow);
-	lb_count_backend(backend_id, skb->len, new_flow);
+	lb_count_service_slot(x->svc_slot, skb->len, new_flow);
+	lb_count_backend(be, skb->len, new_flow);
 	if (lb_xlate_6to4(skb, p, x, ((__u32)snat_port << 16) | be_port) < 0)
 		return lb_drop(LB_DROP_REWRITE);
 	rc = lb_fib_redirect(skb, x->src4, x->dst4, p->proto);
@@ -702,8 +703,8 @@ static __noinline int lb_xlate_run(struct __sk_buff *skb)
  * hand the packet over through the scratch entry and return LB_XLATE_GO. */
 
 /* A packet to a LB_SVC_F_NAT46X64 frontend of family 4 or 6. */
-#define LB_XLATE_ENTER(fam, kind_, p, key, rev_nat_, flags_, count_, timeout_, total_weight_,   \
-		       now_)                                                                      \
+#define LB_XLATE_ENTER(fam, kind_, p, key, rev_nat_, svc_slot_, flags_, count_, timeout_,        \
+		       total_weight_, now_)                                                       \
 	({                                                                                        \
 		struct lb_xlate *__x = lb_xlate_get();                                            \
 		int __rc = TC_ACT_OK;                                                             \
@@ -712,6 +713,7 @@ static __noinline int lb_xlate_run(struct __sk_buff *skb)
 			__x->p##fam = *(p);                                                       \
 			__x->key##fam = *(key);                                                   \
 			__x->rev_nat = (rev_nat_);                                                \
+			__x->svc_slot = (svc_slot_);                                              \
 			__x->flags = (flags_);                                                    \
 			__x->count = (count_);                                                    \
 			__x->timeout = (timeout_);                                                \

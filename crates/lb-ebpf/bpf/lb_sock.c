@@ -149,10 +149,10 @@ static __always_inline void lb_sock_affinity_put(bool v6, __u32 rev_nat, __u32 b
 	}
 }
 
-/* Counts a new flow of `backend_id`. */
-static __always_inline void lb_sock_count_flow(__u32 backend_id)
+/* Counts a new flow of the backend with counter slot `slot`. */
+static __always_inline void lb_sock_count_flow(__u32 slot)
 {
-	struct lb_svc_stats *st = bpf_map_lookup_elem(&lb_be_stats, &backend_id);
+	struct lb_svc_stats *st = bpf_map_lookup_elem(&lb_be_stats, &slot);
 
 	if (st)
 		st->new_flows += 1;
@@ -177,7 +177,7 @@ static __always_inline enum lb_sock_verdict lb_sock_xlate(void *ctx, bool v6,
 	struct lb6_key k6 = {};
 	struct lb4_service *svc;
 	const struct lb_config *cfg;
-	__u32 zero = 0, backend_id = 0, timeout, total_weight, selector, rev_nat;
+	__u32 zero = 0, backend_id = 0, timeout, total_weight, selector, rev_nat, be_slot;
 	__u16 flags, count;
 	__u64 cookie, now = 0;
 	bool fresh;
@@ -229,6 +229,7 @@ static __always_inline enum lb_sock_verdict lb_sock_xlate(void *ctx, bool v6,
 			return LB_SOCK_REFUSE;
 		be->ip6 = b->address;
 		*be_port = b->port;
+		be_slot = b->stats_slot;
 		sk.address = b->address;
 		sk.port = b->port;
 		sv.address = req->daddr.ip6;
@@ -248,6 +249,7 @@ static __always_inline enum lb_sock_verdict lb_sock_xlate(void *ctx, bool v6,
 			return LB_SOCK_REFUSE;
 		be->ip4 = b->address;
 		*be_port = b->port;
+		be_slot = b->stats_slot;
 		sk.address = b->address;
 		sk.port = b->port;
 		sv.address = req->daddr.ip4;
@@ -263,7 +265,7 @@ static __always_inline enum lb_sock_verdict lb_sock_xlate(void *ctx, bool v6,
 	/* A new flow: a connect, or the first datagram of an unconnected socket
 	 * to this backend. */
 	if (req->connect || fresh)
-		lb_sock_count_flow(backend_id);
+		lb_sock_count_flow(be_slot);
 	return LB_SOCK_XLATED;
 }
 

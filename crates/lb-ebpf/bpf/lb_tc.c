@@ -108,8 +108,9 @@ static __always_inline int lb_drop(__u32 reason)
 #define LBF_INGRESS_OTHER lb_ingress_other4
 #define LBF_EGRESS_OTHER lb_egress_other4
 #define LBF_HAS_DSR 1
-#define LBF_XLATE(skb, cfg, p, key, rev_nat, flags, count, timeout, total_weight, now)            \
-	LB_XLATE_ENTER(4, LB_XLATE_NAT46, p, key, rev_nat, flags, count, timeout, total_weight, now)
+#define LBF_XLATE(skb, cfg, p, key, rev_nat, svc_slot, flags, count, timeout, total_weight, now)  \
+	LB_XLATE_ENTER(4, LB_XLATE_NAT46, p, key, rev_nat, svc_slot, flags, count, timeout,          \
+		       total_weight, now)
 /* NAT64's marker entry (lb_nat46.h): no client is 0.0.0.0. */
 #define LBF_XLATE_REPLY_IS(e) ((e)->client_addr == 0)
 #define LBF_XLATE_REPLY(skb, p, e, now) lb_xlate_reply4(p, now)
@@ -137,6 +138,8 @@ struct lb4_tc_state {
 	struct ct4_key ck;
 	struct ct4_entry ct_val;
 	struct lb4_affinity_key ak;
+	__u32 svc_slot; /* counter slots (lb_svc_stats, lb_be_stats) */
+	__u32 be_slot;
 };
 #define LBF_STATE struct lb4_tc_state
 #define LBF_STATE_DECL(st) struct lb4_tc_state st##_local = {}, *st = &st##_local
@@ -221,8 +224,9 @@ static __always_inline int lb_egress_other4(struct __sk_buff *skb)
 #define LBF_DSR_PROTO IPPROTO_IPV6
 #define LBF_DSR_FORWARD(skb, node, be_addr, be_port)                                              \
 	lb6_dsr_forward(skb, &(node), &(be_addr), be_port)
-#define LBF_XLATE(skb, cfg, p, key, rev_nat, flags, count, timeout, total_weight, now)            \
-	LB_XLATE_ENTER(6, LB_XLATE_NAT64, p, key, rev_nat, flags, count, timeout, total_weight, now)
+#define LBF_XLATE(skb, cfg, p, key, rev_nat, svc_slot, flags, count, timeout, total_weight, now)  \
+	LB_XLATE_ENTER(6, LB_XLATE_NAT64, p, key, rev_nat, svc_slot, flags, count, timeout,          \
+		       total_weight, now)
 /* NAT46's entries hold an IPv4-mapped client (lb_nat46.h). */
 #define LBF_XLATE_REPLY_IS(e) lb_xlate_is_mapped(&(e)->client_addr)
 #define LBF_XLATE_REPLY(skb, p, e, now) lb_xlate_reply6(p, e, now)
@@ -238,6 +242,8 @@ struct lb6_tc_state {
 	struct ct6_key ck;
 	struct ct6_entry ct_val;
 	struct lb6_affinity_key ak;
+	__u32 svc_slot; /* counter slots (lb_svc_stats, lb_be_stats) */
+	__u32 be_slot;
 };
 
 struct {

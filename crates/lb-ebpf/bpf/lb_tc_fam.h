@@ -175,12 +175,14 @@ static __always_inline int LBF(lb_tc_ingress)(struct __sk_buff *skb)
 	if (!svc)
 		return TC_ACT_OK;
 	lb_svc_load(svc, &rev_nat, &flags, &count, &timeout, &total_weight);
+	st->svc_slot = svc->stats_slot;
 
 	if ((flags & LB_SVC_F_SOURCE_RANGES) && !LBF_SRC_RANGE_OK(rev_nat, p->saddr))
 		return lb_drop(LB_DROP_SOURCE_RANGE);
 	/* Backends of the other family: NAT46/64 (lb_nat46.h). */
 	if (flags & LB_SVC_F_NAT46X64)
-		return LBF_XLATE(skb, cfg, p, key, rev_nat, flags, count, timeout, total_weight, now);
+		return LBF_XLATE(skb, cfg, p, key, rev_nat, st->svc_slot, flags, count, timeout,
+				 total_weight, now);
 	/* Whether a new flow would use DSR, as a flag bit of the program's
 	 * own (LB_TC_F_DSR): the frontend type need not stay live. */
 	if (LBF_DSR_APPLIES(cfg, p->proto, svc->fe_type))
@@ -218,7 +220,7 @@ static __always_inline int LBF(lb_tc_ingress)(struct __sk_buff *skb)
 		if (backend_id)
 			be = bpf_map_lookup_elem(&LBF_BACKENDS_MAP, &backend_id);
 		if (!be) {
-			lb_count_service(rev_nat, skb->len, false);
+			lb_count_service_slot(st->svc_slot, skb->len, false);
 			return lb_drop(flags & LB_SVC_F_LOCAL_ONLY ? LB_DROP_NO_LOCAL_BACKEND :
 								   LB_DROP_NO_BACKEND);
 		}
@@ -227,6 +229,7 @@ static __always_inline int LBF(lb_tc_ingress)(struct __sk_buff *skb)
 	be_addr = be->address;
 	be_port = be->port;
 	be_flags = be->flags;
+	st->be_slot = be->stats_slot;
 	has_node = LBF_SNAT_ADDR(cfg, node);
 
 	if (new_flow) {
@@ -323,8 +326,8 @@ static __always_inline int LBF(lb_tc_ingress)(struct __sk_buff *skb)
 	}
 	if (!new_flow && snat && !fresh)
 		LBF_SNAT_REFRESH(p, be_addr, be_port, node, snat_port, rev_nat, now);
-	lb_count_service(rev_nat, skb->len, new_flow);
-	lb_count_backend(backend_id, skb->len, new_flow);
+	lb_count_service_slot(st->svc_slot, skb->len, new_flow);
+	lb_count_backend_slot(st->be_slot, skb->len, new_flow);
 
 #if LBF_HAS_DSR
 	if (dsr) {

@@ -126,7 +126,7 @@ static __always_inline int LBX(lb_xdp)(struct xdp_md *ctx)
 		backend_id = LBX_CHOOSE_BACKEND(cfg, key, ak, p, rev_nat, flags, count, timeout,
 						total_weight, now, 0);
 		if (!backend_id) {
-			lb_count_service(rev_nat, len, false);
+			lb_count_service(svc, len, false);
 			return lb_xdp_drop(LB_DROP_NO_BACKEND);
 		}
 		be = bpf_map_lookup_elem(&LBX_BACKENDS_MAP, &backend_id);
@@ -215,8 +215,8 @@ static __always_inline int LBX(lb_xdp)(struct xdp_md *ctx)
 		if (snat && !fresh)
 			LBX_SNAT_REFRESH(p, be_addr, be_port, node, snat_port, rev_nat, now);
 	}
-	lb_count_service(rev_nat, len, new_flow);
-	lb_count_backend(backend_id, len, new_flow);
+	lb_count_service(svc, len, new_flow);
+	lb_count_backend(be, len, new_flow);
 
 #if LBX_HAS_DSR
 	if (dsr) {

@@ -22,9 +22,11 @@ pub const MAP_SRC_RANGE: &str = "lb4_src_range";
 pub const MAP_CONFIG: &str = "lb_config";
 /// Name of the per-CPU drop counters.
 pub const MAP_DROPS: &str = "lb_drops";
-/// Name of the per-CPU per-service counters.
+/// Name of the per-CPU per-service counters (an array indexed by the
+/// frontend's counter slot, [`Lb4Service::stats_slot`]).
 pub const MAP_SVC_STATS: &str = "lb_svc_stats";
-/// Name of the per-CPU per-backend counters.
+/// Name of the per-CPU per-backend counters (an array indexed by the
+/// backend's counter slot, [`Lb4Backend::stats_slot`]).
 pub const MAP_BE_STATS: &str = "lb_be_stats";
 /// Name of the userspace-only frontend metadata map (service names).
 pub const MAP_SVC_META: &str = "lb_svc_meta";
@@ -228,6 +230,8 @@ pub struct Lb4Service {
     pub fe_type: u8,
     /// Zero.
     pub pad: [u8; 3],
+    /// Slot 0: the frontend's counter slot (index of `lb_svc_stats`).
+    pub stats_slot: u32,
 }
 
 /// `struct lb4_backend`: backends map value.
@@ -242,6 +246,8 @@ pub struct Lb4Backend {
     pub proto: u8,
     /// `BE_F_*`.
     pub flags: u8,
+    /// The backend's counter slot (index of `lb_be_stats`).
+    pub stats_slot: u32,
 }
 
 /// `struct lb4_reverse_nat`: reverse-NAT map value.
@@ -471,6 +477,8 @@ pub struct Lb6Backend {
     pub proto: u8,
     /// `BE_F_*`.
     pub flags: u8,
+    /// The backend's counter slot (index of `lb_be_stats`).
+    pub stats_slot: u32,
 }
 
 /// `struct lb6_reverse_nat`: IPv6 reverse-NAT map value.
@@ -651,8 +659,8 @@ macro_rules! pod {
 
 pod!(
     Lb4Key = 12,
-    Lb4Service = 28,
-    Lb4Backend = 8,
+    Lb4Service = 32,
+    Lb4Backend = 12,
     Lb4ReverseNat = 8,
     Ct4Key = 16,
     Ct4Entry = 32,
@@ -667,7 +675,7 @@ pod!(
     Lb4SnatEntry = 24,
     LbBeMeta = 64,
     Lb6Key = 24,
-    Lb6Backend = 20,
+    Lb6Backend = 24,
     Lb6ReverseNat = 20,
     Ct6Key = 40,
     Ct6Entry = 48,

@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 
-use aya::maps::{Array, MapData, MapError, PerCpuValues};
+use aya::maps::{Array, MapData, MapError};
 use lb_core::{
     Backend, BackendId, BackendState, Dataplane, DataplaneError, Frontend, FrontendType, L4Proto,
     LbAlgorithm, MaglevConfig, NodeConfig, Op, ServiceId,
@@ -26,7 +26,10 @@ use crate::abi::*;
 use crate::family::{Fam, Family, V4, V6};
 use crate::maps::Maps;
 use crate::retry::on_enomem;
-use crate::shadow::{self, del, put, FamUndo, FeState, Pending, Shadow, Undo, UndoLog};
+use crate::shadow::{
+    self, del, free_slot, put, slot_for, Ctr, FamUndo, FeState, Pending, Shadow, SlotConflicts,
+    Undo, UndoLog,
+};
 
 /// Counters read from the per-CPU maps (summed over CPUs).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -258,17 +261,6 @@ fn check_backend(b: &Backend) -> Result<Fam, DataplaneError> {
     }
 }
 
-/// The sum of per-CPU counters.
-fn sum_cpus(per_cpu: &PerCpuValues<LbSvcStats>) -> LbSvcStats {
-    let mut sum = LbSvcStats::default();
-    for s in per_cpu.iter() {
-        sum.packets += s.packets;
-        sum.bytes += s.bytes;
-        sum.new_flows += s.new_flows;
-    }
-    sum
-}
-
 fn state_code(s: BackendState) -> u16 {
     match s {
         BackendState::Active => BE_STATE_ACTIVE,
@@ -435,13 +427,78 @@ impl EbpfDataplane {
             .map_err(sys("writing lb_config"))
     }
 
-    /// Rebuilds the shadow state from the maps.
+    /// Rebuilds the shadow state from the maps (with the counter slot
+    /// allocators), and gives a new counter slot to every frontend or
+    /// backend whose stored slot could not be kept.
     fn resync(&mut self) -> Result<(), DataplaneError> {
-        self.shadow = shadow::read(&self.maps).map_err(|(map, e)| DataplaneError::System {
-            context: format!("reading {map}"),
-            source: Box::new(e),
-        })?;
-        Ok(())
+        let (shadow, conflicts) =
+            shadow::read(&self.maps).map_err(|(map, e)| DataplaneError::System {
+                context: format!("reading {map}"),
+                source: Box::new(e),
+            })?;
+        self.shadow = shadow;
+        self.repair_slots(conflicts)
+    }
+
+    /// Writes a fresh (zeroed) counter slot into the entries of `c`'s
+    /// owners. Only maps a failed apply left inconsistent have any.
+    fn repair_slots(&mut self, c: SlotConflicts) -> Result<(), DataplaneError> {
+        let (mut undo, mut q) = (UndoLog::new(), Pending::default());
+        for id in c.svc {
+            let slot = slot_for(Ctr::Svc, &mut self.shadow, &mut q, &mut undo, id)
+                .ok_or_else(|| full(Ctr::Svc, self.caps.svc_stats))?;
+            self.repair_fe::<V4>(id, slot, &mut q);
+            self.repair_fe::<V6>(id, slot, &mut q);
+        }
+        for id in c.be {
+            let slot = slot_for(Ctr::Be, &mut self.shadow, &mut q, &mut undo, id)
+                .ok_or_else(|| full(Ctr::Be, self.caps.be_stats))?;
+            repair_be::<V4>(&mut self.shadow, id, slot, &mut q);
+            repair_be::<V6>(&mut self.shadow, id, slot, &mut q);
+        }
+        flush(&mut self.maps, &mut q)
+    }
+
+    /// Queues frontend `id`'s slot-0 entry of family `F` with counter slot `slot`.
+    fn repair_fe<F: Family>(&mut self, id: u32, slot: u32, q: &mut Pending) {
+        let fs = F::sh_mut(&mut self.shadow);
+        let Some(key) = fs.frontends.get(&id).map(|f| f.key) else {
+            return;
+        };
+        if let Some(v) = fs.services.get_mut(&key) {
+            v.stats_slot = slot;
+            F::pending(q).services.push((key, *v));
+        }
+    }
+
+    /// The counter slots handed out: `(frontends, backends)` (the entries in
+    /// use of `lb_svc_stats` and `lb_be_stats`).
+    pub fn counter_slots_used(&self) -> (usize, usize) {
+        (self.shadow.svc_slots.len(), self.shadow.be_slots.len())
+    }
+
+    /// The counters of frontend `id` (summed over CPUs), if it is programmed.
+    pub fn service_stats(&self, id: ServiceId) -> Result<Option<LbSvcStats>, DataplaneError> {
+        match self.shadow.svc_slots.get(id.0) {
+            Some(slot) => self
+                .maps
+                .service_stats_at(slot)
+                .map(Some)
+                .map_err(sys("reading lb_svc_stats")),
+            None => Ok(None),
+        }
+    }
+
+    /// The counters of backend `id` (summed over CPUs), if it is programmed.
+    pub fn backend_stats(&self, id: BackendId) -> Result<Option<LbSvcStats>, DataplaneError> {
+        match self.shadow.be_slots.get(id.0) {
+            Some(slot) => self
+                .maps
+                .backend_stats_at(slot)
+                .map(Some)
+                .map_err(sys("reading lb_be_stats")),
+            None => Ok(None),
+        }
     }
 
     /// The affinity timeout (seconds) of frontend `id`, if it is programmed
@@ -466,13 +523,19 @@ impl EbpfDataplane {
                 .map_err(sys("reading lb_drops"))?;
             c.drops.push((r, v.iter().sum()));
         }
-        for item in self.maps.svc_stats.iter() {
-            let (id, per_cpu) = item.map_err(sys("reading lb_svc_stats"))?;
-            c.services.insert(ServiceId(id), sum_cpus(&per_cpu));
+        for (id, slot) in self.shadow.svc_slots.iter() {
+            let v = self
+                .maps
+                .service_stats_at(slot)
+                .map_err(sys("reading lb_svc_stats"))?;
+            c.services.insert(ServiceId(id), v);
         }
-        for item in self.maps.be_stats.iter() {
-            let (id, per_cpu) = item.map_err(sys("reading lb_be_stats"))?;
-            c.backends.insert(BackendId(id), sum_cpus(&per_cpu));
+        for (id, slot) in self.shadow.be_slots.iter() {
+            let v = self
+                .maps
+                .backend_stats_at(slot)
+                .map_err(sys("reading lb_be_stats"))?;
+            c.backends.insert(BackendId(id), v);
         }
         Ok(c)
     }
@@ -486,8 +549,8 @@ impl EbpfDataplane {
         let mut maglev = Overlay::new(s.maglev.len());
         // The shared counter maps hold the frontends and backends of both
         // families.
-        let mut svc_stats = Overlay::new(s.svc_stats.len());
-        let mut be_stats = Overlay::new(s.be_stats.len());
+        let mut svc_stats = Overlay::new(s.svc_slots.len());
+        let mut be_stats = Overlay::new(s.be_slots.len());
         // Frontends the batch touched: (key, total, range count), or gone.
         let mut fes: HashMap<u32, Option<(AnyKey, usize, usize)>> = HashMap::new();
         let m = self.maglev.table_size() as usize;
@@ -506,7 +569,7 @@ impl EbpfDataplane {
             match op {
                 Op::UpsertBackend(b) => {
                     let f = check_backend(b)?;
-                    be_stats.set(b.id.0, true, |id| s.be_stats.contains(id));
+                    be_stats.set(b.id.0, true, |id| s.be_slots.get(*id).is_some());
                     // An id moving to the other family leaves that one.
                     for (g, present) in [(f, true), (f.other(), false)] {
                         fams[g.idx()]
@@ -515,7 +578,7 @@ impl EbpfDataplane {
                     }
                 }
                 Op::DeleteBackend { id, .. } => {
-                    be_stats.set(id.0, false, |id| s.be_stats.contains(id));
+                    be_stats.set(id.0, false, |id| s.be_slots.get(*id).is_some());
                     for g in [Fam::V4, Fam::V6] {
                         fams[g.idx()]
                             .backends
@@ -633,7 +696,7 @@ impl EbpfDataplane {
                     c.peak_ranges = c.peak_ranges.max(c.ranges + ranges);
                     c.ranges = c.ranges - old_ranges + ranges;
                     fes.insert(fe.id.0, Some((key, total, ranges)));
-                    svc_stats.set(fe.id.0, true, |id| s.svc_stats.contains(id));
+                    svc_stats.set(fe.id.0, true, |id| s.svc_slots.get(*id).is_some());
                 }
                 Op::DeleteFrontend { id, .. } => {
                     let old = match fes.get(&id.0) {
@@ -646,7 +709,7 @@ impl EbpfDataplane {
                         c.ranges -= r;
                     }
                     fes.insert(id.0, None);
-                    svc_stats.set(id.0, false, |id| s.svc_stats.contains(id));
+                    svc_stats.set(id.0, false, |id| s.svc_slots.get(*id).is_some());
                 }
             }
         }
@@ -707,16 +770,14 @@ impl EbpfDataplane {
         match op {
             Op::UpsertBackend(b) => {
                 let ctx = || format!("writing backend {}", b.id);
-                match Fam::of(b.addr.addr) {
-                    Fam::V4 => self.write_backend::<V4>(b, undo, q)?,
-                    Fam::V6 => self.write_backend::<V6>(b, undo, q)?,
-                }
                 let id = b.id.0;
-                let (maps, sh) = (&mut self.maps, &mut self.shadow);
-                if sh.be_stats.insert(id) {
-                    undo.push(Undo::BeStats(id, None));
-                    q.be_stats.push(id);
+                let slot = slot_for(Ctr::Be, &mut self.shadow, q, undo, id)
+                    .ok_or_else(|| full(Ctr::Be, self.caps.be_stats))?;
+                match Fam::of(b.addr.addr) {
+                    Fam::V4 => self.write_backend::<V4>(b, slot, undo, q)?,
+                    Fam::V6 => self.write_backend::<V6>(b, slot, undo, q)?,
                 }
+                let (maps, sh) = (&mut self.maps, &mut self.shadow);
                 // Metadata only a restarted agent reads; a zone that does
                 // not fit is left out (restore then rewrites the backend).
                 match b.zone.as_deref().and_then(LbBeMeta::new) {
@@ -738,11 +799,7 @@ impl EbpfDataplane {
                 self.delete_backend::<V4>(id, undo).map_err(sys(ctx()))?;
                 self.delete_backend::<V6>(id, undo).map_err(sys(ctx()))?;
                 let (maps, sh) = (&mut self.maps, &mut self.shadow);
-                if sh.be_stats.remove(&id) {
-                    // The counters are read to be put back on rollback.
-                    undo.push(Undo::BeStats(id, maps.be_stats.get(&id, 0).ok()));
-                    ignore_missing(maps.be_stats.remove(&id)).map_err(sys(ctx()))?;
-                }
+                free_slot(Ctr::Be, sh, maps, undo, id);
                 del(&mut maps.be_meta, &mut sh.be_meta, undo, Undo::BeMeta, id).map_err(sys(ctx()))
             }
             Op::UpsertRevNat { id, addr } => match Fam::of(addr.addr) {
@@ -772,15 +829,17 @@ impl EbpfDataplane {
         }
     }
 
-    /// Writes backend `b` into family `F`'s map (removing it from the other
-    /// family's when its id moved).
+    /// Writes backend `b` with counter slot `slot` into family `F`'s map
+    /// (removing it from the other family's when its id moved).
     fn write_backend<F: Family>(
         &mut self,
         b: &Backend,
+        slot: u32,
         undo: &mut UndoLog,
         q: &mut Pending,
     ) -> Result<(), DataplaneError> {
-        let value = fam_backend::<F>(b)?;
+        let mut value = fam_backend::<F>(b)?;
+        F::set_stats_slot(&mut value, slot);
         put(
             &mut F::sh_mut(&mut self.shadow).backends,
             &mut F::pending(q).backends,
@@ -901,6 +960,8 @@ impl EbpfDataplane {
                 on_enomem(|| F::src_range_mut(maps).insert(&rk, pos, 0)).map_err(sys(ctx()))?;
             }
         }
+        let stats_slot = slot_for(Ctr::Svc, sh, q, undo, id)
+            .ok_or_else(|| full(Ctr::Svc, self.caps.svc_stats))?;
         let fs = F::sh_mut(sh);
         let fq = F::pending(q);
         let service = |k, p| F::undo(FamUndo::Service(k, p));
@@ -915,6 +976,7 @@ impl EbpfDataplane {
             put(&mut fs.services, &mut fq.services, undo, service, slot, v);
         }
         let mut entry = frontend_entry(fe);
+        entry.stats_slot = stats_slot;
         if fe
             .backends
             .first()
@@ -934,10 +996,6 @@ impl EbpfDataplane {
             key,
             entry,
         );
-        if sh.svc_stats.insert(id) {
-            undo.push(Undo::SvcStats(id, None));
-            q.svc_stats.push(id);
-        }
         let meta = LbSvcMeta::new(&fe.service.to_string());
         if let Some(m) = meta {
             put(
@@ -1061,10 +1119,7 @@ impl EbpfDataplane {
             id.0,
         )
         .map_err(sys(ctx()))?;
-        if sh.svc_stats.remove(&id.0) {
-            undo.push(Undo::SvcStats(id.0, maps.svc_stats.get(&id.0, 0).ok()));
-            ignore_missing(maps.svc_stats.remove(&id.0)).map_err(sys(ctx()))?;
-        }
+        free_slot(Ctr::Svc, sh, maps, undo, id.0);
         Ok(())
     }
 
@@ -1099,6 +1154,24 @@ impl EbpfDataplane {
             let _ = self.resync();
         }
         e
+    }
+}
+
+/// Queues backend `id`'s value of family `F` with counter slot `slot`.
+fn repair_be<F: Family>(shadow: &mut Shadow, id: u32, slot: u32, q: &mut Pending) {
+    if let Some(v) = F::sh_mut(shadow).backends.get_mut(&id) {
+        F::set_stats_slot(v, slot);
+        F::pending(q).backends.push((id, *v));
+    }
+}
+
+/// Every counter slot of `ctr`'s array is in use (the batch check rules
+/// this out; a defensive error, never a panic).
+fn full(ctr: Ctr, capacity: usize) -> DataplaneError {
+    DataplaneError::CapacityExceeded {
+        table: ctr.map(),
+        capacity,
+        needed: capacity + 1,
     }
 }
 

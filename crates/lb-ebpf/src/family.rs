@@ -97,6 +97,10 @@ pub(crate) trait Family: Sized + Debug + Clone + 'static {
     fn backend(address: Self::Addr, port: u16, proto: u8, flags: u8) -> Self::Backend;
     /// `(address, port, proto, flags)` of a backends map value.
     fn backend_parts(b: &Self::Backend) -> (Self::Addr, u16, u8, u8);
+    /// The counter slot of a backends map value.
+    fn stats_slot(b: &Self::Backend) -> u32;
+    /// Sets the counter slot of a backends map value.
+    fn set_stats_slot(b: &mut Self::Backend, slot: u32);
     /// A reverse-NAT value (`port` in network order).
     fn rev_nat(address: Self::Addr, port: u16) -> Self::RevNat;
 
@@ -236,11 +240,20 @@ impl Family for V4 {
             port,
             proto,
             flags,
+            stats_slot: 0,
         }
     }
 
     fn backend_parts(b: &Lb4Backend) -> (u32, u16, u8, u8) {
         (b.address, b.port, b.proto, b.flags)
+    }
+
+    fn stats_slot(b: &Lb4Backend) -> u32 {
+        b.stats_slot
+    }
+
+    fn set_stats_slot(b: &mut Lb4Backend, slot: u32) {
+        b.stats_slot = slot;
     }
 
     fn rev_nat(address: u32, port: u16) -> Lb4ReverseNat {
@@ -327,11 +340,20 @@ impl Family for V6 {
             port,
             proto,
             flags,
+            stats_slot: 0,
         }
     }
 
     fn backend_parts(b: &Lb6Backend) -> ([u8; 16], u16, u8, u8) {
         (b.address, b.port, b.proto, b.flags)
+    }
+
+    fn stats_slot(b: &Lb6Backend) -> u32 {
+        b.stats_slot
+    }
+
+    fn set_stats_slot(b: &mut Lb6Backend, slot: u32) {
+        b.stats_slot = slot;
     }
 
     fn rev_nat(address: [u8; 16], port: u16) -> Lb6ReverseNat {

@@ -65,6 +65,7 @@ mod nat46;
 mod restore;
 mod retry;
 mod shadow;
+mod slots;
 pub mod xdp;
 
 pub use cgroup::SOCK_HOOKS;

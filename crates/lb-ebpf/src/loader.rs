@@ -396,6 +396,17 @@ fn check_pins(maps: &Path, capacity: &MapCapacity) -> Result<(), LoadError> {
                 detail: format!("key/value size {got:?}, expected {:?}", (key, value)),
             });
         }
+        // The counters were per-CPU hash maps keyed by id before they became
+        // arrays indexed by counter slot (same key and value sizes).
+        if name == MAP_SVC_STATS || name == MAP_BE_STATS {
+            let t = info.map_type().ok();
+            if t != Some(aya::maps::MapType::PerCpuArray) {
+                return Err(LoadError::IncompatiblePin {
+                    map: name,
+                    detail: format!("map type {t:?}, expected PerCpuArray"),
+                });
+            }
+        }
         // A pinned map keeps its size; a different requested size is not an error.
         let _ = max;
     }

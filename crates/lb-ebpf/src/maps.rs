@@ -5,7 +5,7 @@ use std::path::Path;
 
 use aya::maps::{
     lpm_trie::Key, Array, HashMap, HashOfMaps, LpmTrie, Map, MapData, MapError, PerCpuArray,
-    PerCpuHashMap,
+    PerCpuValues,
 };
 
 use crate::abi::*;
@@ -76,10 +76,12 @@ pub struct Maps {
     pub config: Array<MapData, LbConfig>,
     /// Per-CPU drop counters by [`DropReason`].
     pub drops: PerCpuArray<MapData, u64>,
-    /// Per-CPU service counters by service id.
-    pub svc_stats: PerCpuHashMap<MapData, u32, LbSvcStats>,
-    /// Per-CPU backend counters by backend id.
-    pub be_stats: PerCpuHashMap<MapData, u32, LbSvcStats>,
+    /// Per-CPU frontend counters by counter slot ([`Lb4Service::stats_slot`]
+    /// of the frontend's slot-0 entry); [`Maps::service_stats_at`] sums them.
+    pub svc_stats: PerCpuArray<MapData, LbSvcStats>,
+    /// Per-CPU backend counters by counter slot ([`Lb4Backend::stats_slot`]);
+    /// [`Maps::backend_stats_at`] sums them.
+    pub be_stats: PerCpuArray<MapData, LbSvcStats>,
     /// Service names by service id (userspace only).
     pub svc_meta: HashMap<MapData, u32, LbSvcMeta>,
     /// Backend zones by backend id (userspace only).
@@ -168,6 +170,18 @@ impl Maps {
         })
     }
 
+    /// The counters (summed over CPUs) of the frontend with counter slot
+    /// `slot`.
+    pub fn service_stats_at(&self, slot: u32) -> Result<LbSvcStats, MapError> {
+        Ok(sum_cpus(&self.svc_stats.get(&slot, 0)?))
+    }
+
+    /// The counters (summed over CPUs) of the backend with counter slot
+    /// `slot`.
+    pub fn backend_stats_at(&self, slot: u32) -> Result<LbSvcStats, MapError> {
+        Ok(sum_cpus(&self.be_stats.get(&slot, 0)?))
+    }
+
     /// `max_entries` of a map, as the kernel reported it when opened.
     pub fn capacity(&self, map: &str) -> Option<u32> {
         self.capacities
@@ -175,4 +189,15 @@ impl Maps {
             .find(|(m, _)| *m == map)
             .map(|(_, c)| *c)
     }
+}
+
+/// The sum of per-CPU counters.
+fn sum_cpus(per_cpu: &PerCpuValues<LbSvcStats>) -> LbSvcStats {
+    let mut sum = LbSvcStats::default();
+    for s in per_cpu.iter() {
+        sum.packets += s.packets;
+        sum.bytes += s.bytes;
+        sum.new_flows += s.new_flows;
+    }
+    sum
 }

@@ -1,6 +1,6 @@
 //! The dataplane's userspace copy of what it wrote into the maps it alone
-//! writes (services, backends, reverse NAT, metadata, which counters exist,
-//! Maglev tables and source ranges), and the undo log of a batch. The
+//! writes (services, backends, reverse NAT, metadata, the counter slots
+//! handed out, Maglev tables and source ranges), and the undo log of a batch. The
 //! per-family maps (`lb4_*`, `lb6_*`) have one [`FamShadow`] each; the
 //! shared ones (counters, metadata, Maglev) one copy.
 //!
@@ -13,11 +13,14 @@
 //! that could not restore every entry.
 
 use std::collections::{HashMap, HashSet};
+use std::fmt;
 use std::hash::Hash;
 
 use std::os::fd::AsFd;
 
-use aya::maps::{Array, HashMap as BpfHashMap, IterableMap, MapData, MapError, PerCpuValues};
+use aya::maps::{
+    Array, HashMap as BpfHashMap, IterableMap, MapData, MapError, PerCpuArray, PerCpuValues,
+};
 use aya::Pod;
 
 use crate::abi::*;
@@ -26,6 +29,7 @@ use crate::dataplane::ignore_missing;
 use crate::family::{Family, V4, V6};
 use crate::maps::Maps;
 use crate::retry::on_enomem;
+use crate::slots::SlotAlloc;
 
 /// A frontend as programmed: its slot-0 key, backend slot count and source
 /// ranges of its family `(network address, prefix length)` in order.
@@ -74,12 +78,12 @@ pub(crate) struct Shadow {
     pub v6: FamShadow<V6>,
     /// `lb_be_meta`.
     pub be_meta: HashMap<u32, LbBeMeta>,
-    /// Keys of `lb_be_stats`.
-    pub be_stats: HashSet<u32>,
+    /// Counter slots of backends (`lb_be_stats`), by backend id.
+    pub be_slots: SlotAlloc,
     /// `lb_svc_meta`.
     pub svc_meta: HashMap<u32, LbSvcMeta>,
-    /// Keys of `lb_svc_stats`.
-    pub svc_stats: HashSet<u32>,
+    /// Counter slots of frontends (`lb_svc_stats`), by service id.
+    pub svc_slots: SlotAlloc,
     /// Keys of `lb4_maglev` (both families' tables).
     pub maglev: HashSet<u32>,
 }
@@ -111,10 +115,90 @@ pub(crate) enum Undo {
     V4(FamUndo<V4>),
     V6(FamUndo<V6>),
     BeMeta(u32, Option<LbBeMeta>),
-    BeStats(u32, Option<PerCpuValues<LbSvcStats>>),
     SvcMeta(u32, Option<LbSvcMeta>),
-    SvcStats(u32, Option<PerCpuValues<LbSvcStats>>),
+    /// Owner `.1` got a new counter slot (rollback: free it).
+    SlotNew(Ctr, u32),
+    /// Owner `.1` gave back slot `.2` holding counters `.3` (rollback: take
+    /// it again and put the counters back, in case the batch reused it).
+    SlotFreed(Ctr, u32, u32, Option<PerCpuValues<LbSvcStats>>),
     Maglev(u32, Option<Array<MapData, u32>>),
+}
+
+/// Which counter array a slot is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ctr {
+    /// `lb_svc_stats` (owners: service ids).
+    Svc,
+    /// `lb_be_stats` (owners: backend ids).
+    Be,
+}
+
+impl Ctr {
+    /// The map's name.
+    pub fn map(self) -> &'static str {
+        match self {
+            Ctr::Svc => MAP_SVC_STATS,
+            Ctr::Be => MAP_BE_STATS,
+        }
+    }
+
+    /// The allocator of this array in `shadow`.
+    pub fn slots(self, shadow: &mut Shadow) -> &mut SlotAlloc {
+        match self {
+            Ctr::Svc => &mut shadow.svc_slots,
+            Ctr::Be => &mut shadow.be_slots,
+        }
+    }
+
+    /// The array in `maps`.
+    pub fn array(self, maps: &mut Maps) -> &mut PerCpuArray<MapData, LbSvcStats> {
+        match self {
+            Ctr::Svc => &mut maps.svc_stats,
+            Ctr::Be => &mut maps.be_stats,
+        }
+    }
+}
+
+impl fmt::Display for Ctr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.map())
+    }
+}
+
+/// The counter slot of `owner` in `ctr`'s array, newly taken (and queued
+/// to be zeroed, before anything naming it is written) when it had none.
+/// `None` when the array is full (the batch check rules that out).
+pub(crate) fn slot_for(
+    ctr: Ctr,
+    shadow: &mut Shadow,
+    pending: &mut Pending,
+    undo: &mut UndoLog,
+    owner: u32,
+) -> Option<u32> {
+    let (slot, fresh) = ctr.slots(shadow).assign(owner)?;
+    if fresh {
+        undo.push(Undo::SlotNew(ctr, owner));
+        match ctr {
+            Ctr::Svc => pending.svc_stats.push(slot),
+            Ctr::Be => pending.be_stats.push(slot),
+        }
+    }
+    Some(slot)
+}
+
+/// Frees the counter slot of `owner` (if it has one). Its counters are read
+/// for rollback only: a slot is zeroed when it is handed out again.
+pub(crate) fn free_slot(
+    ctr: Ctr,
+    shadow: &mut Shadow,
+    maps: &mut Maps,
+    undo: &mut UndoLog,
+    owner: u32,
+) {
+    if let Some(slot) = ctr.slots(shadow).release(owner) {
+        let counters = ctr.array(maps).get(&slot, 0).ok();
+        undo.push(Undo::SlotFreed(ctr, owner, slot, counters));
+    }
 }
 
 /// The previous state of every entry a batch wrote, oldest first.
@@ -176,7 +260,8 @@ pub(crate) fn del<K: Pod + Eq + Hash, V: Pod>(
     ignore_missing(map.remove(&key))
 }
 
-/// Writes queued for one `BPF_MAP_UPDATE_BATCH` per map.
+/// Writes queued for one `BPF_MAP_UPDATE_BATCH` per map (`be_stats` and
+/// `svc_stats`: counter slots to zero).
 ///
 /// A batch's ops are written in runs of one kind (the reconciler orders
 /// them: backends, reverse NAT, Maglev, frontends, then removals); the
@@ -233,15 +318,15 @@ fn flush_map<K: Pod, V: Pod>(
     Ok(())
 }
 
-/// [`flush_map`] for a per-CPU counter map: zeroed counters for `ids`.
-fn flush_stats<K: Pod>(
-    map: &mut aya::maps::PerCpuHashMap<MapData, K, LbSvcStats>,
-    ids: &mut Vec<K>,
+/// [`flush_map`] for a per-CPU counter array: zeroed counters in `slots`.
+fn flush_stats(
+    map: &mut PerCpuArray<MapData, LbSvcStats>,
+    slots: &mut Vec<u32>,
 ) -> Result<(), MapError> {
-    if ids.is_empty() {
+    if slots.is_empty() {
         return Ok(());
     }
-    let ids: Vec<K> = std::mem::take(ids);
+    let ids: Vec<u32> = std::mem::take(slots);
     let cpus = aya::util::nr_cpus().map_err(|(_, e)| MapError::IoError(e))?;
     // Every CPU's copy is padded to 8 bytes; LbSvcStats is 3 × u64.
     let zeros = vec![0u8; ids.len() * cpus * std::mem::size_of::<LbSvcStats>()];
@@ -251,7 +336,7 @@ fn flush_stats<K: Pod>(
     };
     let zero = || PerCpuValues::try_from(vec![LbSvcStats::default(); cpus]);
     for k in ids.iter().skip(done) {
-        on_enomem(|| map.insert(k, zero().map_err(MapError::IoError)?, 0))?;
+        map.set(*k, zero().map_err(MapError::IoError)?, 0)?;
     }
     Ok(())
 }
@@ -337,26 +422,17 @@ pub(crate) fn rollback(undo: UndoLog, maps: &mut Maps, shadow: &mut Shadow) -> u
             Undo::V6(u) => rollback_fam(u, maps, shadow),
             Undo::BeMeta(k, p) => restore(&mut maps.be_meta, &mut shadow.be_meta, k, p),
             Undo::SvcMeta(k, p) => restore(&mut maps.svc_meta, &mut shadow.svc_meta, k, p),
-            Undo::BeStats(k, p) => match p {
-                Some(v) => {
-                    shadow.be_stats.insert(k);
-                    maps.be_stats.insert(k, v, 0)
+            Undo::SlotNew(ctr, owner) => {
+                ctr.slots(shadow).release(owner);
+                Ok(())
+            }
+            Undo::SlotFreed(ctr, owner, slot, counters) => {
+                ctr.slots(shadow).take(owner, slot);
+                match counters {
+                    Some(v) => ctr.array(maps).set(slot, v, 0),
+                    None => Ok(()),
                 }
-                None => {
-                    shadow.be_stats.remove(&k);
-                    ignore_missing(maps.be_stats.remove(&k))
-                }
-            },
-            Undo::SvcStats(k, p) => match p {
-                Some(v) => {
-                    shadow.svc_stats.insert(k);
-                    maps.svc_stats.insert(k, v, 0)
-                }
-                None => {
-                    shadow.svc_stats.remove(&k);
-                    ignore_missing(maps.svc_stats.remove(&k))
-                }
-            },
+            }
             Undo::Maglev(id, p) => match p {
                 Some(inner) => {
                     shadow.maglev.insert(id);
@@ -421,13 +497,47 @@ fn read_fam<F: Family>(maps: &Maps) -> Result<FamShadow<F>, (&'static str, MapEr
     Ok(s)
 }
 
-/// Rebuilds the copy from the maps (one pass over each).
-pub(crate) fn read(maps: &Maps) -> Result<Shadow, (&'static str, MapError)> {
+/// Owners whose counter slot [`read`] could not keep (out of the array, or
+/// shared with another owner): they need a new slot written into their entry.
+#[derive(Debug, Default)]
+pub(crate) struct SlotConflicts {
+    /// Service ids.
+    pub svc: Vec<u32>,
+    /// Backend ids.
+    pub be: Vec<u32>,
+}
+
+/// `(service id, counter slot)` of every frontend of family `F`.
+fn fe_slots<F: Family>(s: &FamShadow<F>) -> impl Iterator<Item = (u32, u32)> + '_ {
+    s.frontends
+        .iter()
+        .filter_map(|(id, fe)| Some((*id, s.services.get(&fe.key)?.stats_slot)))
+}
+
+/// `(backend id, counter slot)` of every backend of family `F`.
+fn be_slots<F: Family>(s: &FamShadow<F>) -> impl Iterator<Item = (u32, u32)> + '_ {
+    s.backends.iter().map(|(id, b)| (*id, F::stats_slot(b)))
+}
+
+/// Rebuilds the copy from the maps (one pass over each), with the counter
+/// slot allocators (the slots the services and backends maps name).
+pub(crate) fn read(maps: &Maps) -> Result<(Shadow, SlotConflicts), (&'static str, MapError)> {
     let mut s = Shadow {
         v4: read_fam(maps)?,
         v6: read_fam(maps)?,
         ..Shadow::default()
     };
+    let cap = |m| maps.capacity(m).unwrap_or(0);
+    // Sorted, so which of two owners of one slot keeps it does not depend
+    // on hash order.
+    let mut pairs: Vec<(u32, u32)> = fe_slots(&s.v4).chain(fe_slots(&s.v6)).collect();
+    pairs.sort_unstable();
+    let (svc_slots, svc) = SlotAlloc::rebuild(cap(MAP_SVC_STATS), pairs);
+    let mut pairs: Vec<(u32, u32)> = be_slots(&s.v4).chain(be_slots(&s.v6)).collect();
+    pairs.sort_unstable();
+    let (be_slots, be) = SlotAlloc::rebuild(cap(MAP_BE_STATS), pairs);
+    s.svc_slots = svc_slots;
+    s.be_slots = be_slots;
     for item in maps.be_meta.iter() {
         let (k, v) = item.map_err(|e| (MAP_BE_META, e))?;
         s.be_meta.insert(k, v);
@@ -436,14 +546,8 @@ pub(crate) fn read(maps: &Maps) -> Result<Shadow, (&'static str, MapError)> {
         let (k, v) = item.map_err(|e| (MAP_SVC_META, e))?;
         s.svc_meta.insert(k, v);
     }
-    for k in maps.be_stats.keys() {
-        s.be_stats.insert(k.map_err(|e| (MAP_BE_STATS, e))?);
-    }
-    for k in maps.svc_stats.keys() {
-        s.svc_stats.insert(k.map_err(|e| (MAP_SVC_STATS, e))?);
-    }
     for k in maps.maglev.keys() {
         s.maglev.insert(k.map_err(|e| (MAP_MAGLEV, e))?);
     }
-    Ok(s)
+    Ok((s, SlotConflicts { svc, be }))
 }

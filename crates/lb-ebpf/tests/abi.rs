@@ -109,10 +109,16 @@ fn rust_mirrors_match_the_btf_of_lb_tc() {
             weight,
             flags,
             fe_type,
-            pad
+            pad,
+            stats_slot
         ]
     );
-    check!(l, "lb4_backend", Lb4Backend, [address, port, proto, flags]);
+    check!(
+        l,
+        "lb4_backend",
+        Lb4Backend,
+        [address, port, proto, flags, stats_slot]
+    );
     check!(l, "lb4_reverse_nat", Lb4ReverseNat, [address, port, pad]);
     check!(
         l,
@@ -203,7 +209,12 @@ fn ipv6_mirrors_match_the_btf_of_lb_tc() {
         Lb6Key,
         [address, dport, backend_slot, proto, scope, pad]
     );
-    check!(l, "lb6_backend", Lb6Backend, [address, port, proto, flags]);
+    check!(
+        l,
+        "lb6_backend",
+        Lb6Backend,
+        [address, port, proto, flags, stats_slot]
+    );
     check!(l, "lb6_reverse_nat", Lb6ReverseNat, [address, port, pad]);
     check!(
         l,

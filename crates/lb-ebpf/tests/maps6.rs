@@ -146,6 +146,8 @@ fn a_dual_stack_service_fills_the_lb6_maps_entry_by_entry() {
                 port: 8080u16.to_be(),
                 proto: 6,
                 flags,
+                // Checked below (dense, one per backend).
+                stats_slot: be6.get(&be_id(a)).map_or(u32::MAX, |b| b.stats_slot),
             },
         )
     })
@@ -269,6 +271,10 @@ fn a_dual_stack_service_fills_the_lb6_maps_entry_by_entry() {
                 total: fe.backends.len() as u16,
                 flags,
                 fe_type: fe_code(kind),
+                // Checked below (dense, one per frontend).
+                stats_slot: svc6
+                    .get(&(addr, port, tcp, scope as u8, 0))
+                    .map_or(u32::MAX, |v| v.stats_slot),
                 ..Lb4Service::default()
             },
         );
@@ -372,8 +378,27 @@ fn a_dual_stack_service_fills_the_lb6_maps_entry_by_entry() {
 
     // Shared: counters and metadata for every frontend and backend.
     let all_fe: BTreeSet<u32> = ids4.union(&ids6).copied().collect();
-    let svc_stats: BTreeSet<u32> = maps.svc_stats.keys().map(|k| k.unwrap()).collect();
-    assert_eq!(svc_stats, all_fe);
+    // Every frontend of both families has a counter slot of its own, and
+    // the slots are dense.
+    let fe_slots: BTreeSet<u32> = maps
+        .services
+        .iter()
+        .map(|r| r.unwrap())
+        .filter(|(k, _)| k.backend_slot == 0)
+        .map(|(_, v)| v.stats_slot)
+        .chain(
+            maps.services6
+                .iter()
+                .map(|r| r.unwrap())
+                .filter(|(k, _)| k.backend_slot == 0)
+                .map(|(_, v)| v.stats_slot),
+        )
+        .collect();
+    assert_eq!(
+        fe_slots,
+        (0..all_fe.len() as u32).collect::<BTreeSet<_>>(),
+        "dense frontend counter slots"
+    );
     let meta: BTreeMap<u32, String> = maps
         .svc_meta
         .iter()
@@ -381,9 +406,17 @@ fn a_dual_stack_service_fills_the_lb6_maps_entry_by_entry() {
         .collect();
     assert_eq!(meta.keys().copied().collect::<BTreeSet<_>>(), all_fe);
     assert!(meta.values().all(|n| n == "default/web"));
-    let be_stats: BTreeSet<u32> = maps.be_stats.keys().map(|k| k.unwrap()).collect();
     let all_be: BTreeSet<u32> = be4.keys().chain(be6.keys()).copied().collect();
-    assert_eq!(be_stats, all_be);
+    let be_slots: BTreeSet<u32> = be4
+        .values()
+        .map(|b| b.stats_slot)
+        .chain(be6.values().map(|b| b.stats_slot))
+        .collect();
+    assert_eq!(
+        be_slots,
+        (0..all_be.len() as u32).collect::<BTreeSet<_>>(),
+        "dense backend counter slots"
+    );
     assert_eq!(
         maps.be_meta
             .get(&be_id("[fd00:a::5]:8080"), 0)
@@ -495,14 +528,17 @@ fn removing_the_service_empties_every_lb6_map() {
     fx.apply(&[dual_stack()]);
     assert!(fx.dp.maps().services6.iter().count() > 0);
     fx.apply(&[]);
+    assert_eq!(
+        fx.dp.counter_slots_used(),
+        (0, 0),
+        "every counter slot freed"
+    );
     let maps = fx.dp.maps();
     assert_eq!(maps.services6.iter().count(), 0);
     assert_eq!(maps.backends6.iter().count(), 0);
     assert_eq!(maps.rev_nat6.iter().count(), 0);
     assert_eq!(maps.src_range6.iter().count(), 0);
     assert_eq!(maps.services.iter().count(), 0);
-    assert_eq!(maps.svc_stats.keys().count(), 0);
-    assert_eq!(maps.be_stats.keys().count(), 0);
     assert_eq!(maps.svc_meta.iter().count(), 0);
     assert_eq!(maps.be_meta.iter().count(), 0);
 }

@@ -267,16 +267,7 @@ fn snapshot(maps: &lb_ebpf::Maps) -> Vec<String> {
             .collect();
         out.push(format!("maglev {k} {table:?}"));
     }
-    out.extend(
-        maps.svc_stats
-            .keys()
-            .map(|k| format!("svcstats {}", k.unwrap())),
-    );
-    out.extend(
-        maps.be_stats
-            .keys()
-            .map(|k| format!("bestats {}", k.unwrap())),
-    );
+    out.extend(counter_lines(maps));
     out.sort();
     out
 }

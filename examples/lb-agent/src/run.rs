@@ -416,6 +416,8 @@ impl Agent {
         let Dp::Ebpf(dp) = &mut self.dp else {
             return Vec::new();
         };
+        // The counter arrays' entries in use: the slots handed out.
+        let (svc_slots, be_slots) = dp.counter_slots_used();
         let m = dp.maps();
         let counts = [
             (MAP_SERVICES, m.services.keys().count()),
@@ -435,8 +437,8 @@ impl Agent {
             (MAP_SOCK_REV6, m.sock_rev6.keys().count()),
             (MAP_SNAT, m.snat.keys().count()),
             (MAP_SNAT6, m.snat6.keys().count()),
-            (MAP_SVC_STATS, m.svc_stats.keys().count()),
-            (MAP_BE_STATS, m.be_stats.keys().count()),
+            (MAP_SVC_STATS, svc_slots),
+            (MAP_BE_STATS, be_slots),
             (MAP_SVC_META, m.svc_meta.keys().count()),
             (MAP_BE_META, m.be_meta.keys().count()),
         ];

@@ -300,3 +300,30 @@ pub fn web_and_dns_ip(vip: IpAddr, backends: &[IpAddr]) -> Vec<Service> {
     dns.algorithm = Some(LbAlgorithm::Maglev);
     vec![web, dns]
 }
+
+/// The counters of every counter slot the maps' entries name, as sorted
+/// debug lines: `svcstats SLOT COUNTERS` for the frontends (slot-0 entries
+/// of both services maps), `bestats SLOT COUNTERS` for the backends.
+pub fn counter_lines(maps: &lb_ebpf::Maps) -> Vec<String> {
+    let fe4 = maps.services.iter().map(|r| {
+        let (k, v) = r.unwrap();
+        (k.backend_slot, v.stats_slot)
+    });
+    let fe6 = maps.services6.iter().map(|r| {
+        let (k, v) = r.unwrap();
+        (k.backend_slot, v.stats_slot)
+    });
+    let mut out: Vec<String> = fe4
+        .chain(fe6)
+        .filter(|(backend_slot, _)| *backend_slot == 0)
+        .map(|(_, slot)| format!("svcstats {slot} {:?}", maps.service_stats_at(slot).unwrap()))
+        .collect();
+    let be4 = maps.backends.iter().map(|r| r.unwrap().1.stats_slot);
+    let be6 = maps.backends6.iter().map(|r| r.unwrap().1.stats_slot);
+    out.extend(
+        be4.chain(be6)
+            .map(|slot| format!("bestats {slot} {:?}", maps.backend_stats_at(slot).unwrap())),
+    );
+    out.sort();
+    out
+}

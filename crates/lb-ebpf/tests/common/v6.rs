@@ -107,6 +107,8 @@ impl Programmer6 {
                 port: b.addr.port.to_be(),
                 proto: b.addr.proto.number(),
                 flags: if b.local { BE_F_LOCAL } else { 0 },
+                // One shared counter slot: these tests read no per-backend counters.
+                stats_slot: 0,
             };
             maps.backends6.insert(b.id.0, v, 0).unwrap();
         }
