@@ -435,11 +435,9 @@ fn new_flows6(rig: &mut ebpf::Rig, vip: Ipv6Addr) -> u64 {
         .id
         .0;
     rig.dp
-        .maps()
-        .svc_stats
-        .get(&id, 0)
-        .map(|v| v.iter().map(|s| s.new_flows).sum())
-        .unwrap_or(0)
+        .service_stats(lb_core::ServiceId(id))
+        .expect("reading counters")
+        .map_or(0, |s| s.new_flows)
 }
 
 fn flush_ct6(rig: &mut ebpf::Rig) {
