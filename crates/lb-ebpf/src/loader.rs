@@ -430,9 +430,8 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
     }
     let mut ebpf = load_object(TC_OBJECT, &maps, &opts.capacity)?;
     for name in [PROG_INGRESS, PROG_EGRESS] {
-        classifier(&mut ebpf, name)?
-            .load()
-            .map_err(verifier_err(name))?;
+        let prog = classifier(&mut ebpf, name)?;
+        crate::retry::on_eagain(|| prog.load()).map_err(verifier_err(name))?;
     }
     // Links this load created: if a later interface fails, they are
     // unpinned again (which detaches them), so a failed load attaches nothing.

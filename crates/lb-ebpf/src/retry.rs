@@ -41,6 +41,30 @@ pub(crate) fn on_enomem<T>(mut f: impl FnMut() -> Result<T, MapError>) -> Result
     f()
 }
 
+/// Loads of a program the kernel refused with `EAGAIN` tolerated.
+pub(crate) const EAGAIN_RETRIES: u32 = 4;
+
+/// Runs a program load `f`, retrying it up to [`EAGAIN_RETRIES`] times
+/// while it fails with `EAGAIN`: the verifier gives up that way when a
+/// signal is pending for the loading thread, which a busy process (tests
+/// spawning commands) meets now and then with the larger programs (both
+/// families in one object). libbpf retries its loads the same way.
+pub(crate) fn on_eagain(
+    mut f: impl FnMut() -> Result<(), aya::programs::ProgramError>,
+) -> Result<(), aya::programs::ProgramError> {
+    let mut tries = 0;
+    loop {
+        match f() {
+            Err(aya::programs::ProgramError::LoadError { io_error, .. })
+                if io_error.raw_os_error() == Some(libc::EAGAIN) && tries < EAGAIN_RETRIES =>
+            {
+                tries += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -166,9 +166,8 @@ pub fn load_program(pin_dir: &Path, capacity: &MapCapacity) -> Result<XdpLoaded,
     let mut ebpf = loader
         .load(XDP_OBJECT)
         .map_err(|e| LoadError::Object(Box::new(e)))?;
-    xdp_prog(&mut ebpf, PROG_XDP)?
-        .load()
-        .map_err(verifier_err(PROG_XDP))?;
+    let prog = xdp_prog(&mut ebpf, PROG_XDP)?;
+    crate::retry::on_eagain(|| prog.load()).map_err(verifier_err(PROG_XDP))?;
     Ok(XdpLoaded {
         ebpf,
         mode: XdpMode::Native,
