@@ -13,7 +13,7 @@ use std::time::Duration;
 
 mod common;
 
-use common::{svc, Pins};
+use common::{svc, web_and_dns_ip, Pins};
 use lb_core::*;
 use lb_ebpf::dsr::BackendSide;
 use lb_ebpf::{EbpfDataplane, LoadOptions, Loaded};
@@ -112,31 +112,8 @@ fn start_backends_for(
 
 /// `web` (TCP) and `dns` (UDP), each on a LoadBalancer VIP and a NodePort.
 fn services(topo: &DsrTopology) -> Vec<Service> {
-    let be = |port: &str| -> Vec<String> {
-        topo.backends
-            .iter()
-            .map(|b| format!("{}:{port}", b.v4))
-            .collect()
-    };
-    let mut web = svc(
-        "default/web",
-        &[
-            (format!("{VIP}:80"), FrontendType::LoadBalancer),
-            ("0.0.0.0:30080".into(), FrontendType::NodePort),
-        ],
-        be("8080"),
-    );
-    let mut dns = svc(
-        "default/dns",
-        &[
-            (format!("{VIP}:53/UDP"), FrontendType::LoadBalancer),
-            ("0.0.0.0:30053/UDP".into(), FrontendType::NodePort),
-        ],
-        be("5353/UDP"),
-    );
-    web.algorithm = Some(LbAlgorithm::Maglev);
-    dns.algorithm = Some(LbAlgorithm::Maglev);
-    vec![web, dns]
+    let backends: Vec<IpAddr> = topo.backends.iter().map(|b| b.v4.into()).collect();
+    web_and_dns_ip(VIP.into(), &backends)
 }
 
 /// One UDP request from client port `sport` (0: any); the reply must come

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 mod common;
 
-use common::{svc, Pins};
+use common::{svc, web_and_dns_ip, Pins};
 use lb_core::*;
 use lb_ebpf::dsr::BackendSide;
 use lb_ebpf::{EbpfDataplane, LoadOptions, Loaded};
@@ -96,31 +96,8 @@ fn start_backends(topo: &DsrTopology) -> (Vec<EchoServer>, Vec<BackendSide>) {
 /// `web` (TCP) and `dns` (UDP), each on an IPv6 LoadBalancer VIP and a
 /// NodePort on `[::]`.
 fn services(topo: &DsrTopology) -> Vec<Service> {
-    let be = |port: &str| -> Vec<String> {
-        topo.backends
-            .iter()
-            .map(|b| format!("[{}]:{port}", b.v6))
-            .collect()
-    };
-    let mut web = svc(
-        "default/web6",
-        &[
-            (format!("[{VIP6}]:80"), FrontendType::LoadBalancer),
-            ("[::]:30080".into(), FrontendType::NodePort),
-        ],
-        be("8080"),
-    );
-    let mut dns = svc(
-        "default/dns6",
-        &[
-            (format!("[{VIP6}]:53/UDP"), FrontendType::LoadBalancer),
-            ("[::]:30053/UDP".into(), FrontendType::NodePort),
-        ],
-        be("5353/UDP"),
-    );
-    web.algorithm = Some(LbAlgorithm::Maglev);
-    dns.algorithm = Some(LbAlgorithm::Maglev);
-    vec![web, dns]
+    let backends: Vec<IpAddr> = topo.backends.iter().map(|b| b.v6.into()).collect();
+    web_and_dns_ip(VIP6.into(), &backends)
 }
 
 fn client_udp(topo: &DsrTopology, timeout: Duration) -> UdpSocket {
