@@ -41,6 +41,7 @@ pub mod cgroup;
 pub mod conformance;
 pub mod dsr_topology;
 pub mod load;
+pub mod nat46x64_lab;
 pub mod netns;
 pub mod packets;
 pub mod privileges;
