@@ -104,60 +104,54 @@ pub fn icmp_errors(s: &mut Session) {
     icmp_errors6(s);
 }
 
-fn icmp_errors4(s: &mut Session) {
-    let mut svc = service(
-        "default/web",
-        &[
-            ("10.96.0.10:80", FrontendType::ClusterIp),
-            ("10.96.0.10:53/UDP", FrontendType::ClusterIp),
-        ],
-        &["10.0.1.1:8080"],
-    );
-    svc.backends
-        .push(BackendParams::new("10.0.1.1:5353/UDP".parse().expect("addr")).on_node(NODE));
-    let mut remote = service(
-        "default/remote",
-        &[
-            ("0.0.0.0:30080", FrontendType::NodePort),
-            ("0.0.0.0:30053/UDP", FrontendType::NodePort),
-        ],
-        &[],
-    );
-    for b in ["10.0.2.5:8080", "10.0.2.5:5353/UDP"] {
-        remote
-            .backends
-            .push(BackendParams::new(b.parse().expect("addr")).on_node("node-2"));
+/// The addresses of one family's half of [`icmp_errors`].
+struct IcmpCase {
+    /// Suffix of the service names (`""` or `"6"`).
+    suffix: &'static str,
+    /// The ClusterIP.
+    vip: &'static str,
+    /// The node-local backend.
+    local: &'static str,
+    /// The remote backend (on `node-2`).
+    remote: &'static str,
+    /// The family's wildcard for the NodePorts.
+    any: &'static str,
+    /// The node's address.
+    node: &'static str,
+    /// The client.
+    client: &'static str,
+    /// A client nobody tracks.
+    stray: &'static str,
+    /// The family's port-unreachable code.
+    port_unreach: u8,
+    /// How the untracked error's assertion names the protocol.
+    icmp: &'static str,
+}
+
+/// `addr:port` with IPv6 addresses in brackets.
+fn sock(addr: &str, port: u16) -> String {
+    if addr.contains(':') {
+        format!("[{addr}]:{port}")
+    } else {
+        format!("{addr}:{port}")
     }
-    s.program(&[svc, remote]);
-    let vip: IpAddr = "10.96.0.10".parse().expect("ip");
-    let node: IpAddr = NODE_IP.parse().expect("ip");
-    errors_about(s, &tcp("192.168.5.2:40000", "10.96.0.10:80"), vip);
-    errors_about(s, &udp("192.168.5.2:40001", "10.96.0.10:53"), vip);
-    errors_about(
+}
+
+fn icmp_errors4(s: &mut Session) {
+    icmp_errors_for(
         s,
-        &tcp("192.168.5.2:40002", &format!("{NODE_IP}:30080")),
-        node,
-    );
-    errors_about(
-        s,
-        &udp("192.168.5.2:40003", &format!("{NODE_IP}:30053")),
-        node,
-    );
-    // An error about a flow nobody tracks.
-    let stray = tcp("192.168.5.9:41000", "10.0.1.1:8080");
-    let err = IcmpBuilder::dest_unreachable(
-        "10.0.1.1".parse().expect("ip"),
-        "192.168.5.9".parse().expect("ip"),
-        ICMP_PORT_UNREACH,
-        &stray[14..],
-    )
-    .build()
-    .expect("error");
-    assert_eq!(
-        s.process_reply(&err),
-        PacketResult::Accept(err.clone()),
-        "{}: an error about an untracked flow changed",
-        s.dut_name()
+        &IcmpCase {
+            suffix: "",
+            vip: "10.96.0.10",
+            local: "10.0.1.1",
+            remote: "10.0.2.5",
+            any: "0.0.0.0",
+            node: NODE_IP,
+            client: "192.168.5.2",
+            stray: "192.168.5.9",
+            port_unreach: ICMP_PORT_UNREACH,
+            icmp: "ICMP",
+        },
     );
 }
 
@@ -165,49 +159,72 @@ fn icmp_errors4(s: &mut Session) {
 /// (ClusterIP, local backend) and a SNATed one (NodePort on `[::]`, remote
 /// backend), TCP and UDP.
 fn icmp_errors6(s: &mut Session) {
-    let mut svc = service(
-        "default/web6",
-        &[
-            ("[fd00:96::10]:80", FrontendType::ClusterIp),
-            ("[fd00:96::10]:53/UDP", FrontendType::ClusterIp),
-        ],
-        &["[fd00:1:1::1]:8080"],
+    icmp_errors_for(
+        s,
+        &IcmpCase {
+            suffix: "6",
+            vip: "fd00:96::10",
+            local: "fd00:1:1::1",
+            remote: "fd00:2:1::5",
+            any: "::",
+            node: NODE_IP6,
+            client: "fd00:5::2",
+            stray: "fd00:5::9",
+            port_unreach: ICMPV6_PORT_UNREACH,
+            icmp: "ICMPv6",
+        },
     );
-    svc.backends
-        .push(BackendParams::new("[fd00:1:1::1]:5353/UDP".parse().expect("addr")).on_node(NODE));
-    let mut remote = service(
-        "default/remote6",
+}
+
+/// One family's half of [`icmp_errors`].
+fn icmp_errors_for(s: &mut Session, c: &IcmpCase) {
+    let (vip80, vip53) = (sock(c.vip, 80), format!("{}/UDP", sock(c.vip, 53)));
+    let mut svc = service(
+        &format!("default/web{}", c.suffix),
         &[
-            ("[::]:30080", FrontendType::NodePort),
-            ("[::]:30053/UDP", FrontendType::NodePort),
+            (vip80.as_str(), FrontendType::ClusterIp),
+            (vip53.as_str(), FrontendType::ClusterIp),
+        ],
+        &[&sock(c.local, 8080)],
+    );
+    svc.backends.push(
+        BackendParams::new(
+            format!("{}/UDP", sock(c.local, 5353))
+                .parse()
+                .expect("addr"),
+        )
+        .on_node(NODE),
+    );
+    let (np80, np53) = (sock(c.any, 30080), format!("{}/UDP", sock(c.any, 30053)));
+    let mut remote = service(
+        &format!("default/remote{}", c.suffix),
+        &[
+            (np80.as_str(), FrontendType::NodePort),
+            (np53.as_str(), FrontendType::NodePort),
         ],
         &[],
     );
-    for b in ["[fd00:2:1::5]:8080", "[fd00:2:1::5]:5353/UDP"] {
+    for b in [
+        sock(c.remote, 8080),
+        format!("{}/UDP", sock(c.remote, 5353)),
+    ] {
         remote
             .backends
             .push(BackendParams::new(b.parse().expect("addr")).on_node("node-2"));
     }
     s.program(&[svc, remote]);
-    let vip: IpAddr = "fd00:96::10".parse().expect("ip");
-    let node: IpAddr = NODE_IP6.parse().expect("ip");
-    errors_about(s, &tcp("[fd00:5::2]:40000", "[fd00:96::10]:80"), vip);
-    errors_about(s, &udp("[fd00:5::2]:40001", "[fd00:96::10]:53"), vip);
-    errors_about(
-        s,
-        &tcp("[fd00:5::2]:40002", &format!("[{NODE_IP6}]:30080")),
-        node,
-    );
-    errors_about(
-        s,
-        &udp("[fd00:5::2]:40003", &format!("[{NODE_IP6}]:30053")),
-        node,
-    );
-    let stray = tcp("[fd00:5::9]:41000", "[fd00:1:1::1]:8080");
+    let vip: IpAddr = c.vip.parse().expect("ip");
+    let node: IpAddr = c.node.parse().expect("ip");
+    errors_about(s, &tcp(&sock(c.client, 40000), &sock(c.vip, 80)), vip);
+    errors_about(s, &udp(&sock(c.client, 40001), &sock(c.vip, 53)), vip);
+    errors_about(s, &tcp(&sock(c.client, 40002), &sock(c.node, 30080)), node);
+    errors_about(s, &udp(&sock(c.client, 40003), &sock(c.node, 30053)), node);
+    // An error about a flow nobody tracks.
+    let stray = tcp(&sock(c.stray, 41000), &sock(c.local, 8080));
     let err = IcmpBuilder::dest_unreachable(
-        "fd00:1:1::1".parse().expect("ip"),
-        "fd00:5::9".parse().expect("ip"),
-        ICMPV6_PORT_UNREACH,
+        c.local.parse().expect("ip"),
+        c.stray.parse().expect("ip"),
+        c.port_unreach,
         &stray[14..],
     )
     .build()
@@ -215,7 +232,8 @@ fn icmp_errors6(s: &mut Session) {
     assert_eq!(
         s.process_reply(&err),
         PacketResult::Accept(err.clone()),
-        "{}: an ICMPv6 error about an untracked flow changed",
-        s.dut_name()
+        "{}: an {} error about an untracked flow changed",
+        s.dut_name(),
+        c.icmp
     );
 }
