@@ -145,7 +145,7 @@ impl BackendSide {
                 .ok_or(LoadError::Missing(name))?
                 .try_into()
                 .map_err(prog_err(format!("{name} is not a classifier")))?;
-            prog.load().map_err(verifier_err(name))?;
+            crate::retry::on_eagain(|| prog.load()).map_err(verifier_err(name))?;
         }
         let mut side = BackendSide {
             ebpf,

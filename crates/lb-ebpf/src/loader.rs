@@ -318,7 +318,7 @@ fn load_sock(
             .map_err(prog_err(format!(
                 "{name} is not a cgroup sock_addr program"
             )))?;
-        prog.load().map_err(verifier_err(name))?;
+        crate::retry::on_eagain(|| prog.load()).map_err(verifier_err(name))?;
         let pin = crate::cgroup::link_pin(links, &target, hook);
         crate::cgroup::attach_pinned(prog, name, &target, &pin)?;
     }

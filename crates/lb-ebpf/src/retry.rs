@@ -48,7 +48,9 @@ pub(crate) const EAGAIN_RETRIES: u32 = 4;
 /// while it fails with `EAGAIN`: the verifier gives up that way when a
 /// signal is pending for the loading thread, which a busy process (tests
 /// spawning commands) meets now and then with the larger programs (both
-/// families in one object). libbpf retries its loads the same way.
+/// families in one object). libbpf retries its loads the same way. Every
+/// program this crate loads (tc, XDP, cgroup socket LB, DSR backend side)
+/// goes through it.
 pub(crate) fn on_eagain(
     mut f: impl FnMut() -> Result<(), aya::programs::ProgramError>,
 ) -> Result<(), aya::programs::ProgramError> {

@@ -401,7 +401,7 @@ impl fmt::Debug for PassThrough {
 pub fn attach_pass(iface: &str) -> Result<PassThrough, LoadError> {
     let mut ebpf = Ebpf::load(XDP_PASS_OBJECT).map_err(|e| LoadError::Object(Box::new(e)))?;
     let prog = xdp_prog(&mut ebpf, PROG_XDP_PASS)?;
-    prog.load().map_err(verifier_err(PROG_XDP_PASS))?;
+    crate::retry::on_eagain(|| prog.load()).map_err(verifier_err(PROG_XDP_PASS))?;
     prog.attach(iface, XdpMode::Native.aya())
         .map_err(prog_err(format!("attaching {PROG_XDP_PASS} on {iface}")))?;
     Ok(PassThrough { _ebpf: ebpf })
