@@ -12,7 +12,13 @@
  * the port in the low 16): IPv6 has no Identification field, and a flow
  * label set by the source is delivered unchanged (RFC 6437). The backend
  * side reads it for the first packet of a flow and remembers the flow after
- * that. The traffic class is the inner packet's, the hop limit 64.
+ * that. The traffic class is the inner packet's, the hop limit 64
+ * (lb_dsr6_hdr.h builds the header, for tc here and for XDP).
+ *
+ * With XDP acceleration (lb_xdp.c) the flows' packets are encapsulated at
+ * XDP in the same bytes, from the same decision and state (CT entries
+ * flagged LB_CT_F_DSR); a packet that would not fit the route once
+ * encapsulated is passed up to tc, which answers it here.
  *
  * MTU: encapsulation adds 40 bytes. A GSO packet is re-cut into segments
  * 40 bytes smaller by bpf_skb_adjust_room; a single packet that no longer
@@ -41,6 +47,7 @@
 #include "lb_abi.h"
 #include "lb_csum.h"
 #include "lb_dsr.h"
+#include "lb_dsr6_hdr.h"
 #include "lb_flow.h"
 #include "lb_pkt.h"
 #include "lb_snat.h"
@@ -53,8 +60,6 @@
 /* IPv6's minimum link MTU (RFC 8200 5): a Packet Too Big below it is not
  * sent (the client could not go below it). */
 #define LB_IP6_MIN_MTU 1280
-/* The outer header's length: what encapsulation adds. */
-#define LB_DSR6_OVERHEAD 40
 
 /* DSR applies to IPv6 flows exactly as to IPv4 ones. */
 static __always_inline bool lb6_dsr_applies(const struct lb_config *cfg, __u8 proto,
@@ -64,31 +69,25 @@ static __always_inline bool lb6_dsr_applies(const struct lb_config *cfg, __u8 pr
 }
 
 /* Wraps the IPv6 packet in an outer IPv6 header node -> be_addr carrying
- * be_port in its flow label. Returns 0 or -1. */
+ * be_port in its flow label (lb6_dsr_outer; lb_xdp.c's lb_xdp_dsr6_encap
+ * writes the same header at XDP). Returns 0 or -1. */
 static __noinline __attribute__((unused)) int lb6_dsr_encap(struct __sk_buff *skb,
 							    const struct in6_addr *node,
 							    const struct in6_addr *be_addr,
 							    __be16 be_port)
 {
-	struct ipv6hdr outer = {};
+	struct ipv6hdr outer;
 	__be32 vtcfl;
 	__be16 inner_plen;
-	__u32 tclass;
 
 	if (bpf_skb_load_bytes(skb, ETH_HLEN, &vtcfl, sizeof(vtcfl)) < 0 ||
 	    bpf_skb_load_bytes(skb, ETH_HLEN + offsetof(struct ipv6hdr, payload_len), &inner_plen,
 			       sizeof(inner_plen)) < 0)
 		return -1;
-	tclass = (bpf_ntohl(vtcfl) >> 20) & 0xff;
 	if (bpf_skb_adjust_room(skb, LB_DSR6_OVERHEAD, BPF_ADJ_ROOM_MAC,
 				BPF_F_ADJ_ROOM_ENCAP_L3_IPV6) < 0)
 		return -1;
-	*(__be32 *)&outer = bpf_htonl((6u << 28) | (tclass << 20) | bpf_ntohs(be_port));
-	outer.payload_len = bpf_htons(bpf_ntohs(inner_plen) + sizeof(struct ipv6hdr));
-	outer.nexthdr = IPPROTO_IPV6;
-	outer.hop_limit = 64;
-	outer.saddr = *node;
-	outer.daddr = *be_addr;
+	lb6_dsr_outer(&outer, node, be_addr, be_port, vtcfl, inner_plen);
 	if (bpf_skb_store_bytes(skb, ETH_HLEN, &outer, sizeof(outer), 0) < 0)
 		return -1;
 	return 0;

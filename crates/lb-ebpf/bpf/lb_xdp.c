@@ -13,17 +13,20 @@
  * route leaves through the arrival device) or bpf_redirect (another one).
  *
  * IPv6 (lb6_* maps) has the same semantics, written once for both families
- * in lb_xdp_fam.h (as lb_tc_fam.h for tc), except that IPv6 DSR flows are
- * passed to tc, which decides and encapsulates them; IPv6 frames with
- * extension headers are passed too.
+ * in lb_xdp_fam.h (as lb_tc_fam.h for tc): DSR flows go in IPv6-in-IPv6,
+ * the outer header built by lb_dsr6_hdr.h as tc builds it (lb_dsr6.h), so
+ * XDP and tc send the same bytes. IPv6 frames with extension headers are
+ * passed to tc.
  *
  * Everything else goes up with XDP_PASS to tc and the stack, untouched:
  * non-IP, IP options or IPv6 extension headers, fragments, ICMP/ICMPv6,
  * replies of SNATed flows (lb_tc.c reverse-translates them), ClusterIP
  * and HostPort frontends, NAT46/64 frontends (lb_tc.c translates them,
  * lb_nat46.h), traffic policy Local, flows to local backends or routed
- * elsewhere, a backend not in the family's map, and routes without a
- * resolved neighbour. When it chose the backend of a new flow
+ * elsewhere, a backend not in the family's map, routes without a
+ * resolved neighbour, and frames over the route's MTU (a DSR packet once
+ * encapsulated: tc answers it with ICMP fragmentation needed or ICMPv6
+ * Packet Too Big, lb_dsr_icmp.h, lb_dsr6.h). When it chose the backend of a new flow
  * before passing it, it leaves that choice in the frame's metadata
  * (struct lb_xdp_meta) and tc takes it, so selection is done once. Nothing
  * is committed (CT, SNAT, affinity, counters) for a packet it passes.
@@ -48,6 +51,7 @@
 #include "lb_select.h"
 #include "lb_snat.h"
 #include "lb_dsr.h"
+#include "lb_dsr6_hdr.h"
 #include "lb_flow.h"
 
 /* Indices of lb_xdp_stats (per-CPU packet counters of lb_xdp's verdicts). */
@@ -414,6 +418,37 @@ static __always_inline int lb_xdp_nat6(struct xdp_md *ctx, __u8 proto,
 	return 0;
 }
 
+/* lb6_dsr_encap (lb_dsr6.h) for XDP: an outer IPv6 header node -> be_addr
+ * (next header IPv6, the inner traffic class, be_port in the flow label,
+ * hop limit 64; lb6_dsr_outer, the bytes tc writes) in front of the
+ * frame's IPv6 header. The MACs are set by lb_xdp_send. 0 or -1. */
+static __always_inline int lb_xdp_dsr6_encap(struct xdp_md *ctx, const struct in6_addr *node,
+					     const struct in6_addr *be_addr, __be16 be_port)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ipv6hdr *outer, *inner = data + ETH_HLEN;
+	struct ethhdr *eth;
+	__be32 vtcfl;
+	__be16 plen;
+
+	if ((void *)(inner + 1) > data_end)
+		return -1;
+	vtcfl = *(__be32 *)inner;
+	plen = inner->payload_len;
+	if (bpf_xdp_adjust_head(ctx, -LB_DSR6_OVERHEAD) < 0)
+		return -1;
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	eth = data;
+	outer = data + ETH_HLEN;
+	if ((void *)(outer + 1) > data_end)
+		return -1;
+	eth->h_proto = bpf_htons(ETH_P_IPV6);
+	lb6_dsr_outer(outer, node, be_addr, be_port, vtcfl, plen);
+	return 0;
+}
+
 /* lb_xdp_fib for IPv6. */
 static __always_inline long lb_xdp_fib6(struct xdp_md *ctx, struct bpf_fib_lookup *fib,
 					const struct in6_addr *saddr,
@@ -467,6 +502,8 @@ static __noinline bool lb_xdp_route_is_ours6(struct xdp_md *ctx, const struct in
 #define LBX_SRC_RANGE_OK(rev_nat, saddr) lb_xdp_src_range_ok4(rev_nat, saddr)
 #define LBX_CHOOSE_BACKEND lb_choose_backend
 #define LBX_HAS_DSR 1
+#define LBX_DSR_PROTO IPPROTO_IPIP
+#define LBX_DSR_OVERHEAD sizeof(struct iphdr)
 #define LBX_ROUTE_IS_OURS lb_xdp_route_is_ours
 #define LBX_FIB lb_xdp_fib
 #define LBX_SNAT_ALLOC lb_snat_alloc
@@ -524,8 +561,10 @@ static __always_inline bool lb_xdp_src_range_ok4(__u32 rev_nat, __be32 saddr)
 	lb6_lookup_frontend(key, cfg, &(p)->daddr, (p)->dport, (p)->proto, 0)
 #define LBX_SRC_RANGE_OK(rev_nat, saddr) lb_xdp_src_range_ok6(rev_nat, &(saddr))
 #define LBX_CHOOSE_BACKEND lb6_choose_backend
-/* IPv6 DSR (IPv6-in-IPv6) is tc's: lb_xdp passes those flows. */
-#define LBX_HAS_DSR 0
+/* IPv6 DSR: IPv6-in-IPv6 (lb_dsr6.h), encapsulated here as tc does. */
+#define LBX_HAS_DSR 1
+#define LBX_DSR_PROTO IPPROTO_IPV6
+#define LBX_DSR_OVERHEAD LB_DSR6_OVERHEAD
 #define LBX_ROUTE_IS_OURS(ctx, saddr, daddr, proto, tot_len)                                      \
 	lb_xdp_route_is_ours6(ctx, &(saddr), &(daddr), proto, tot_len)
 #define LBX_FIB(ctx, fib, saddr, daddr, proto, tot_len)                                           \
@@ -537,6 +576,8 @@ static __always_inline bool lb_xdp_src_range_ok4(__u32 rev_nat, __be32 saddr)
 #define LBX_CT_FRESH lb6_ct_fresh
 #define LBX_NAT(ctx, proto, saddr, sport, daddr, dport)                                           \
 	lb_xdp_nat6(ctx, proto, &(saddr), sport, &(daddr), dport)
+#define LBX_DSR_ENCAP(ctx, node, be_addr, be_port)                                                \
+	lb_xdp_dsr6_encap(ctx, &(node), &(be_addr), be_port)
 
 /* The IPv6 program's per-packet state is too wide for the stack (the
  * verifier's 512 bytes for a whole call chain): it lives in a per-CPU

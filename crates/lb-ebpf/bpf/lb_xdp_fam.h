@@ -23,7 +23,10 @@
  *   LBX_SRC_RANGE_OK(rev_nat, saddr)
  *   LBX_CHOOSE_BACKEND(...)  lb_choose_backend / lb6_choose_backend
  *   LBX_HAS_DSR              1 when lb_xdp encapsulates DSR flows of the
- *                            family itself; 0: they are passed to tc
+ *                            family itself (both families do); 0: they
+ *                            are passed to tc
+ *   LBX_DSR_PROTO, LBX_DSR_OVERHEAD  the outer header's protocol (IPIP,
+ *                            IPv6-in-IPv6) and length (LBX_HAS_DSR only)
  *   LBX_ROUTE_IS_OURS(ctx, saddr, daddr, proto, tot_len)
  *   LBX_FIB(ctx, fib, saddr, daddr, proto, tot_len)  bpf_fib_lookup's verdict
  *   LBX_SNAT_ALLOC, LBX_SNAT_REFRESH, LBX_SNAT_KEY, LBX_CT_TOUCH, LBX_CT_FRESH
@@ -147,7 +150,7 @@ static __always_inline int LBX(lb_xdp)(struct xdp_md *ctx)
 			return lb_xdp_pass(ctx, rev_nat, backend_id);
 #if LBX_HAS_DSR
 		if (lb_dsr_applies(cfg, p->proto, fe_type) &&
-		    LBX_ROUTE_IS_OURS(ctx, node, be_addr, IPPROTO_IPIP, len - ETH_HLEN))
+		    LBX_ROUTE_IS_OURS(ctx, node, be_addr, LBX_DSR_PROTO, len - ETH_HLEN))
 			dsr = true;
 		else
 #else
@@ -160,12 +163,13 @@ static __always_inline int LBX(lb_xdp)(struct xdp_md *ctx)
 		else
 			return lb_xdp_pass(ctx, rev_nat, backend_id);
 	}
-	/* The frame leaves from the node; without a resolved neighbour, or
-	 * when the (encapsulated) frame does not fit the route's MTU, tc
-	 * sends it (bpf_redirect_neigh) as it would have. */
+	/* The frame leaves from the node; without a resolved neighbour tc
+	 * sends it (bpf_redirect_neigh) as it would have, and when the
+	 * (encapsulated) frame does not fit the route's MTU tc answers the
+	 * client (ICMP fragmentation needed / ICMPv6 Packet Too Big). */
 #if LBX_HAS_DSR
-	tot_len = len - ETH_HLEN + (dsr ? sizeof(struct iphdr) : 0);
-	if (LBX_FIB(ctx, fib, node, be_addr, dsr ? IPPROTO_IPIP : p->proto, tot_len) !=
+	tot_len = len - ETH_HLEN + (dsr ? LBX_DSR_OVERHEAD : 0);
+	if (LBX_FIB(ctx, fib, node, be_addr, dsr ? LBX_DSR_PROTO : p->proto, tot_len) !=
 	    BPF_FIB_LKUP_RET_SUCCESS)
 		return lb_xdp_pass(ctx, rev_nat, new_flow ? backend_id : 0);
 #else

@@ -24,6 +24,8 @@
 #undef LBX_SRC_RANGE_OK
 #undef LBX_CHOOSE_BACKEND
 #undef LBX_HAS_DSR
+#undef LBX_DSR_PROTO
+#undef LBX_DSR_OVERHEAD
 #undef LBX_ROUTE_IS_OURS
 #undef LBX_FIB
 #undef LBX_SNAT_ALLOC

@@ -25,8 +25,8 @@
 //!   [`dsr::BackendSide`] attaches the backend's half
 //!   (`bpf/lb_dsr_backend.c`, both families) to a backend's device.
 //! * [`xdp`] accelerates external traffic to remote backends at XDP
-//!   (`bpf/lb_xdp.c`, native or generic mode, IPv4 and IPv6) over the same
-//!   maps.
+//!   (`bpf/lb_xdp.c`, native or generic mode, IPv4 and IPv6, SNAT and DSR)
+//!   over the same maps.
 //! * NAT46/64 ([`lb_core::nat46x64`], off by default: open the dataplane
 //!   with [`lb_core::NodeConfig::nat46x64`] on and a node address of each
 //!   family): an IPv4 frontend served by IPv6 backends, or the reverse. The

@@ -1,11 +1,13 @@
 //! XDP acceleration (`bpf/lb_xdp.c`): the external NodePort, LoadBalancer
 //! and ExternalIP traffic of the tc devices to remote backends is DNATed
-//! (+ SNATed) or IPIP-encapsulated and forwarded at XDP, over the maps a
+//! (+ SNATed) or DSR-encapsulated (IPIP, IPv6-in-IPv6: the bytes the tc
+//! programs would send) and forwarded at XDP, over the maps a
 //! [`load`](crate::load) pinned; everything else is passed to the tc
 //! programs. IPv4 and IPv6 alike (the `lb4_*` and `lb6_*` maps, one
-//! per-family program body, `bpf/lb_xdp_fam.h`), except that IPv6 flows the
-//! mode sends with DSR, and NAT46/64 flows, are passed to tc, as are IPv6
-//! frames with extension headers. Attach with [`attach`] (native or generic mode), detach with
+//! per-family program body, `bpf/lb_xdp_fam.h`); NAT46/64 flows, IPv6
+//! frames with extension headers and DSR packets that would exceed the
+//! route's MTU once encapsulated (tc answers those with ICMP fragmentation
+//! needed / ICMPv6 Packet Too Big) are passed to tc. Attach with [`attach`] (native or generic mode), detach with
 //! [`detach`], and read what is attached with [`attachments`] and what it
 //! did with [`stats`].
 //!

@@ -12,9 +12,9 @@
 //! ([`add_ipv6`]: `fd00:d5:n::/64` per node, `fd00:d6:k::/64` per backend,
 //! `fd00:d5:c::/64` for the client, VIP [`VIP6`] routed via node 1), and
 //! check the same at packet level (SNAT forwarded at XDP exactly as tc
-//! does, DSR-mode flows passed to tc with the chosen backend, what XDP does
-//! not handle passed untouched, drops counted) and end to end with real
-//! TCP and UDP clients in native and generic mode.
+//! does, what XDP does not handle passed untouched, drops counted) and end
+//! to end with real TCP and UDP clients in native and generic mode (IPv6
+//! DSR at XDP: `xdp_dsr6.rs`).
 //!
 //! The router's end of the node link runs a pass-through XDP program
 //! (`lb_xdp_pass`): a veth drops frames sent into it with XDP_TX or
@@ -738,41 +738,6 @@ fn ipv6_remote_backends_are_forwarded_at_xdp_exactly_as_tc_forwards_them() {
     );
     let (_, back) = x.tc(&reply);
     assert_eq!(endpoints(&back), (sa(&format!("[{VIP6}]:80")), sa(&client)));
-}
-
-#[test]
-fn ipv6_dsr_flows_are_passed_to_tc_with_the_chosen_backend() {
-    for mode in [LbMode::Dsr, LbMode::Hybrid] {
-        let mut x = XdpFixture::new(mode);
-        x.fx.apply(&remote_services6());
-        for frame in client_frames6() {
-            let Verdict::Forward(f) = x.fx.decide(&flow_key(&frame), 0) else {
-                panic!()
-            };
-            let (rv, out, meta) = x.xdp(&frame);
-            let udp = lb_testkit::parse(&frame).unwrap().proto.number() == 17;
-            if mode == LbMode::Hybrid && udp {
-                // Hybrid: UDP is SNATed, which XDP does itself.
-                assert_eq!(rv, XDP_TX, "{mode:?}");
-                continue;
-            }
-            assert_eq!((rv, out.as_slice()), (XDP_PASS, &frame[..]), "{mode:?}");
-            assert_eq!(meta.len(), 12, "struct lb_xdp_meta");
-            assert_eq!(&meta[0..4], &0x6c62_7864u32.to_ne_bytes(), "magic");
-            assert_eq!(
-                u32::from_ne_bytes(meta[4..8].try_into().unwrap()),
-                f.rev_nat.0
-            );
-            assert_eq!(
-                u32::from_ne_bytes(meta[8..12].try_into().unwrap()),
-                f.backend_id.0
-            );
-        }
-        // Nothing committed for the flows XDP passed.
-        let tracked = x.fx.dp.maps().ct6.keys().count();
-        let want = if mode == LbMode::Hybrid { 2 } else { 0 };
-        assert_eq!(tracked, want, "{mode:?}");
-    }
 }
 
 #[test]

@@ -24,6 +24,16 @@ use crate::dut::{Ebpf, DEV, GATEWAY, GATEWAY6, PEER};
 pub static XDP_FORWARDED: AtomicU64 = AtomicU64::new(0);
 /// The IPv6 frames among [`XDP_FORWARDED`].
 pub static XDP_FORWARDED_V6: AtomicU64 = AtomicU64::new(0);
+/// The IPv6 DSR frames (IPv6-in-IPv6) among [`XDP_FORWARDED_V6`].
+pub static XDP_FORWARDED_V6_DSR: AtomicU64 = AtomicU64::new(0);
+/// IPv6 frames towards a frontend that lb_xdp passed and tc sent in
+/// IPv6-in-IPv6 (none while lb_xdp encapsulates IPv6 DSR flows itself).
+pub static TC_FORWARDED_V6_DSR: AtomicU64 = AtomicU64::new(0);
+
+/// An IPv6 frame sent on in IPv6-in-IPv6 (outer next header 41).
+fn is_dsr6(input: &[u8], out: &[u8]) -> bool {
+    input.get(12..14) == Some(&[0x86, 0xdd][..]) && out.get(14 + 6) == Some(&41)
+}
 
 /// lb-ebpf with XDP acceleration under test.
 pub struct EbpfXdp {
@@ -104,6 +114,9 @@ impl DataplaneUnderTest for EbpfXdp {
                     if frame.get(12..14) == Some(&[0x86, 0xdd][..]) {
                         XDP_FORWARDED_V6.fetch_add(1, Ordering::Relaxed);
                     }
+                    if is_dsr6(frame, &out) {
+                        XDP_FORWARDED_V6_DSR.fetch_add(1, Ordering::Relaxed);
+                    }
                     return PacketResult::Accept(self.restore_l2(frame, out));
                 }
                 XDP_DROP => return PacketResult::Drop,
@@ -111,7 +124,12 @@ impl DataplaneUnderTest for EbpfXdp {
             }
         }
         match self.inner.process(dir, frame, ctx) {
-            PacketResult::Accept(out) => PacketResult::Accept(self.restore_l2(frame, out)),
+            PacketResult::Accept(out) => {
+                if dir == Direction::ToFrontend && is_dsr6(frame, &out) {
+                    TC_FORWARDED_V6_DSR.fetch_add(1, Ordering::Relaxed);
+                }
+                PacketResult::Accept(self.restore_l2(frame, out))
+            }
             drop => drop,
         }
     }
