@@ -35,7 +35,9 @@
  * from a node in lb_dsr6_nodes is decapsulated, the backend's port read
  * from the outer flow label, and the flow remembered in lb_dsr6_flows;
  * replies and ICMPv6 errors about the flow (lb_icmp6_quote.h) get the same
- * reverse translation as IPv4's. The counters are shared.
+ * reverse translation as IPv4's. The counters are shared. What the two
+ * families do alike (remembering and delivering a decapsulated flow, the
+ * reverse translation of replies) is written once, lb_dsr_backend_fam.h.
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -164,146 +166,6 @@ static __always_inline int lb_dsr_drop(void)
 	return TC_ACT_SHOT;
 }
 
-/* lb_dsr_ingress for an IPv6-in-IPv6 packet from a node. */
-static __noinline int lb_dsr_ingress6(struct __sk_buff *skb)
-{
-	struct lb_dsr6_key k = {};
-	struct lb_dsr6_val v = {}, *fwd;
-	struct lb_pkt6 p = {};
-	struct in6_addr node, be_addr;
-	__be32 vtcfl;
-	__be16 be_port;
-	__u8 next;
-
-	if (bpf_skb_load_bytes(skb, ETH_HLEN + offsetof(struct ipv6hdr, nexthdr), &next, 1) < 0 ||
-	    next != IPPROTO_IPV6)
-		return TC_ACT_OK;
-	if (bpf_skb_load_bytes(skb, ETH_HLEN + offsetof(struct ipv6hdr, saddr), &node,
-			       sizeof(node)) < 0)
-		return TC_ACT_OK;
-	if (!bpf_map_lookup_elem(&lb_dsr6_nodes, &node)) {
-		lb_dsr_count(LB_DSR_UNKNOWN_NODE);
-		return TC_ACT_SHOT;
-	}
-	if (bpf_skb_load_bytes(skb, ETH_HLEN, &vtcfl, sizeof(vtcfl)) < 0 ||
-	    (bpf_ntohl(vtcfl) >> 28) != 6 ||
-	    bpf_skb_load_bytes(skb, ETH_HLEN + offsetof(struct ipv6hdr, daddr), &be_addr,
-			       sizeof(be_addr)) < 0)
-		return lb_dsr_drop();
-	be_port = bpf_htons((__u16)bpf_ntohl(vtcfl));
-	if (bpf_skb_adjust_room(skb, -(__s32)sizeof(struct ipv6hdr), BPF_ADJ_ROOM_MAC,
-				BPF_F_ADJ_ROOM_DECAP_L3_IPV6) < 0)
-		return lb_dsr_drop();
-	if (lb_parse6(skb, &p) != LB_PARSE_OK)
-		return lb_dsr_drop();
-
-	k.saddr = p.saddr;
-	k.daddr = p.daddr;
-	k.sport = p.sport;
-	k.dport = p.dport;
-	k.proto = p.proto;
-	k.dir = LB_DSR_FORWARD;
-	fwd = bpf_map_lookup_elem(&lb_dsr6_flows, &k);
-	/* A known flow keeps its port unless a new SYN starts it over. */
-	if (fwd && lb6_addr_eq(&fwd->addr, &be_addr) &&
-	    !((p.tcp_flags & (LB_TCP_SYN | LB_TCP_ACK)) == LB_TCP_SYN))
-		be_port = fwd->port;
-	else {
-		v.addr = be_addr;
-		v.port = be_port;
-		bpf_map_update_elem(&lb_dsr6_flows, &k, &v, BPF_ANY);
-	}
-	/* The reply direction: refreshed by every packet (LRU). */
-	k.saddr = be_addr;
-	k.daddr = p.saddr;
-	k.sport = be_port;
-	k.dport = p.sport;
-	k.dir = LB_DSR_REPLY;
-	v.addr = p.daddr;
-	v.port = p.dport;
-	bpf_map_update_elem(&lb_dsr6_flows, &k, &v, BPF_ANY);
-
-	if (lb_rewrite6(skb, &p, LB_IP6_DADDR_OFF, &p.daddr, &be_addr, p.l4_off + 2, p.dport,
-			be_port) < 0)
-		return lb_dsr_drop();
-	lb_dsr_count(LB_DSR_DECAP);
-	return TC_ACT_OK;
-}
-
-SEC("classifier")
-int lb_dsr_ingress(struct __sk_buff *skb)
-{
-	struct lb_dsr_key k = {};
-	struct lb_dsr_val v = {}, *fwd;
-	struct lb_pkt p = {};
-	void *data, *data_end;
-	struct ethhdr *eth;
-	struct iphdr *outer;
-	__be32 be_addr, node;
-	__be16 be_port;
-
-	lb_pull(skb);
-	data = (void *)(long)skb->data;
-	data_end = (void *)(long)skb->data_end;
-	eth = data;
-	if ((void *)(eth + 1) > data_end)
-		return TC_ACT_OK;
-	if (eth->h_proto == bpf_htons(ETH_P_IPV6))
-		return lb_dsr_ingress6(skb);
-	if (eth->h_proto != bpf_htons(ETH_P_IP))
-		return TC_ACT_OK;
-	outer = (void *)(eth + 1);
-	if ((void *)(outer + 1) > data_end || outer->protocol != IPPROTO_IPIP)
-		return TC_ACT_OK;
-	node = outer->saddr;
-	if (!bpf_map_lookup_elem(&lb_dsr_nodes, &node)) {
-		lb_dsr_count(LB_DSR_UNKNOWN_NODE);
-		return TC_ACT_SHOT;
-	}
-	if (outer->version != 4 || outer->ihl != 5 ||
-	    (outer->frag_off & bpf_htons(LB_IP_MF | LB_IP_OFFSET)))
-		return lb_dsr_drop();
-	be_addr = outer->daddr;
-	be_port = outer->id;
-	if (bpf_skb_adjust_room(skb, -(__s32)sizeof(*outer), BPF_ADJ_ROOM_MAC,
-				BPF_F_ADJ_ROOM_DECAP_L3_IPV4) < 0)
-		return lb_dsr_drop();
-	if (lb_parse4(skb, &p) != LB_PARSE_OK)
-		return lb_dsr_drop();
-
-	k.saddr = p.saddr;
-	k.daddr = p.daddr;
-	k.sport = p.sport;
-	k.dport = p.dport;
-	k.proto = p.proto;
-	k.dir = LB_DSR_FORWARD;
-	fwd = bpf_map_lookup_elem(&lb_dsr_flows, &k);
-	/* A known flow keeps its port (the Identification of later packets
-	 * may have been renumbered by segmentation offload). */
-	if (fwd && fwd->addr == be_addr && !((p.tcp_flags & (LB_TCP_SYN | LB_TCP_ACK)) == LB_TCP_SYN))
-		be_port = fwd->port;
-	else {
-		v.addr = be_addr;
-		v.port = be_port;
-		bpf_map_update_elem(&lb_dsr_flows, &k, &v, BPF_ANY);
-	}
-	/* The reply direction: refreshed by every packet (LRU). */
-	k.saddr = be_addr;
-	k.daddr = p.saddr;
-	k.sport = be_port;
-	k.dport = p.sport;
-	k.dir = LB_DSR_REPLY;
-	v.addr = p.daddr;
-	v.port = p.dport;
-	bpf_map_update_elem(&lb_dsr_flows, &k, &v, BPF_ANY);
-
-	if (lb_rewrite(skb, &p, LB_IP_DADDR_OFF, p.daddr, be_addr, p.l4_off + 2, p.dport,
-		       be_port) < 0)
-		return lb_dsr_drop();
-	lb_dsr_count(LB_DSR_DECAP);
-	return TC_ACT_OK;
-}
-
 /* An ICMP error leaving the backend about a DSR flow: the quote (client ->
  * backend:port, as delivered) gets the frontend back as its destination,
  * with the quoted IP and TCP/UDP checksums, the ICMP checksum and, for an
@@ -365,75 +227,132 @@ static __always_inline int lb_dsr_icmp6_error_rev(struct __sk_buff *skb)
 	return rc;
 }
 
-/* lb_dsr_egress for IPv6. */
-static __noinline int lb_dsr_egress6(struct __sk_buff *skb)
-{
-	struct lb_dsr6_key k = {};
-	struct lb_dsr6_val *v;
-	struct lb_pkt6 p = {};
-	struct in6_addr fe_addr;
-	__be16 fe_port;
+#define LBD(name) name##4
+#define LBD_ATTR __always_inline
+#define LBD_PKT struct lb_pkt
+#define LBD_ADDR __be32
+#define LBD_KEY struct lb_dsr_key
+#define LBD_VAL struct lb_dsr_val
+#define LBD_FLOWS lb_dsr_flows
+#define LBD_EQ(a, b) ((a) == (b))
+#define LBD_PARSE lb_parse4
+#define LBD_REWRITE lb_rewrite
+#define LBD_DADDR_OFF LB_IP_DADDR_OFF
+#define LBD_SADDR_OFF LB_IP_SADDR_OFF
+#define LBD_ICMP_ERROR_REV lb_dsr_icmp_error_rev
+#include "lb_dsr_backend_fam.h"
+#undef LBD
+#undef LBD_ATTR
+#undef LBD_PKT
+#undef LBD_ADDR
+#undef LBD_KEY
+#undef LBD_VAL
+#undef LBD_FLOWS
+#undef LBD_EQ
+#undef LBD_PARSE
+#undef LBD_REWRITE
+#undef LBD_DADDR_OFF
+#undef LBD_SADDR_OFF
+#undef LBD_ICMP_ERROR_REV
 
-	switch (lb_parse6(skb, &p)) {
-	case LB_PARSE_OK:
-		break;
-	case LB_PARSE_IGNORE:
-		return lb_dsr_icmp6_error_rev(skb);
-	default:
+#define LBD(name) name##6
+#define LBD_ATTR __noinline
+#define LBD_PKT struct lb_pkt6
+#define LBD_ADDR struct in6_addr
+#define LBD_KEY struct lb_dsr6_key
+#define LBD_VAL struct lb_dsr6_val
+#define LBD_FLOWS lb_dsr6_flows
+#define LBD_EQ(a, b) lb6_addr_eq(&(a), &(b))
+#define LBD_PARSE lb_parse6
+#define LBD_REWRITE(skb, p, addr_off, old, new, port_off, old_port, new_port) \
+	lb_rewrite6(skb, p, addr_off, &(old), &(new), port_off, old_port, new_port)
+#define LBD_DADDR_OFF LB_IP6_DADDR_OFF
+#define LBD_SADDR_OFF LB_IP6_SADDR_OFF
+#define LBD_ICMP_ERROR_REV lb_dsr_icmp6_error_rev
+#include "lb_dsr_backend_fam.h"
+
+/* lb_dsr_ingress for an IPv6-in-IPv6 packet from a node. */
+static __noinline int lb_dsr_ingress6(struct __sk_buff *skb)
+{
+	struct lb_pkt6 p = {};
+	struct in6_addr node, be_addr;
+	__be32 vtcfl;
+	__be16 be_port;
+	__u8 next;
+
+	if (bpf_skb_load_bytes(skb, ETH_HLEN + offsetof(struct ipv6hdr, nexthdr), &next, 1) < 0 ||
+	    next != IPPROTO_IPV6)
 		return TC_ACT_OK;
-	}
-	k.saddr = p.saddr;
-	k.daddr = p.daddr;
-	k.sport = p.sport;
-	k.dport = p.dport;
-	k.proto = p.proto;
-	k.dir = LB_DSR_REPLY;
-	v = bpf_map_lookup_elem(&lb_dsr6_flows, &k);
-	if (!v)
+	if (bpf_skb_load_bytes(skb, ETH_HLEN + offsetof(struct ipv6hdr, saddr), &node,
+			       sizeof(node)) < 0)
 		return TC_ACT_OK;
-	fe_addr = v->addr;
-	fe_port = v->port;
-	if (lb_rewrite6(skb, &p, LB_IP6_SADDR_OFF, &p.saddr, &fe_addr, p.l4_off, p.sport,
-			fe_port) < 0)
+	if (!bpf_map_lookup_elem(&lb_dsr6_nodes, &node)) {
+		lb_dsr_count(LB_DSR_UNKNOWN_NODE);
 		return TC_ACT_SHOT;
-	lb_dsr_count(LB_DSR_REVERSE);
-	return TC_ACT_OK;
+	}
+	if (bpf_skb_load_bytes(skb, ETH_HLEN, &vtcfl, sizeof(vtcfl)) < 0 ||
+	    (bpf_ntohl(vtcfl) >> 28) != 6 ||
+	    bpf_skb_load_bytes(skb, ETH_HLEN + offsetof(struct ipv6hdr, daddr), &be_addr,
+			       sizeof(be_addr)) < 0)
+		return lb_dsr_drop();
+	be_port = bpf_htons((__u16)bpf_ntohl(vtcfl));
+	if (bpf_skb_adjust_room(skb, -(__s32)sizeof(struct ipv6hdr), BPF_ADJ_ROOM_MAC,
+				BPF_F_ADJ_ROOM_DECAP_L3_IPV6) < 0)
+		return lb_dsr_drop();
+	if (lb_parse6(skb, &p) != LB_PARSE_OK)
+		return lb_dsr_drop();
+
+	return lb_dsr_deliver6(skb, &p, be_addr, be_port);
+}
+
+SEC("classifier")
+int lb_dsr_ingress(struct __sk_buff *skb)
+{
+	struct lb_pkt p = {};
+	void *data, *data_end;
+	struct ethhdr *eth;
+	struct iphdr *outer;
+	__be32 be_addr, node;
+	__be16 be_port;
+
+	lb_pull(skb);
+	data = (void *)(long)skb->data;
+	data_end = (void *)(long)skb->data_end;
+	eth = data;
+	if ((void *)(eth + 1) > data_end)
+		return TC_ACT_OK;
+	if (eth->h_proto == bpf_htons(ETH_P_IPV6))
+		return lb_dsr_ingress6(skb);
+	if (eth->h_proto != bpf_htons(ETH_P_IP))
+		return TC_ACT_OK;
+	outer = (void *)(eth + 1);
+	if ((void *)(outer + 1) > data_end || outer->protocol != IPPROTO_IPIP)
+		return TC_ACT_OK;
+	node = outer->saddr;
+	if (!bpf_map_lookup_elem(&lb_dsr_nodes, &node)) {
+		lb_dsr_count(LB_DSR_UNKNOWN_NODE);
+		return TC_ACT_SHOT;
+	}
+	if (outer->version != 4 || outer->ihl != 5 ||
+	    (outer->frag_off & bpf_htons(LB_IP_MF | LB_IP_OFFSET)))
+		return lb_dsr_drop();
+	be_addr = outer->daddr;
+	be_port = outer->id;
+	if (bpf_skb_adjust_room(skb, -(__s32)sizeof(*outer), BPF_ADJ_ROOM_MAC,
+				BPF_F_ADJ_ROOM_DECAP_L3_IPV4) < 0)
+		return lb_dsr_drop();
+	if (lb_parse4(skb, &p) != LB_PARSE_OK)
+		return lb_dsr_drop();
+
+	return lb_dsr_deliver4(skb, &p, be_addr, be_port);
 }
 
 SEC("classifier")
 int lb_dsr_egress(struct __sk_buff *skb)
 {
-	struct lb_dsr_key k = {};
-	struct lb_dsr_val *v;
-	struct lb_pkt p = {};
-	__be32 fe_addr;
-	__be16 fe_port;
-
 	if (skb->protocol == bpf_htons(ETH_P_IPV6))
 		return lb_dsr_egress6(skb);
-	switch (lb_parse4(skb, &p)) {
-	case LB_PARSE_OK:
-		break;
-	case LB_PARSE_IGNORE:
-		return lb_dsr_icmp_error_rev(skb);
-	default:
-		return TC_ACT_OK;
-	}
-	k.saddr = p.saddr;
-	k.daddr = p.daddr;
-	k.sport = p.sport;
-	k.dport = p.dport;
-	k.proto = p.proto;
-	k.dir = LB_DSR_REPLY;
-	v = bpf_map_lookup_elem(&lb_dsr_flows, &k);
-	if (!v)
-		return TC_ACT_OK;
-	fe_addr = v->addr;
-	fe_port = v->port;
-	if (lb_rewrite(skb, &p, LB_IP_SADDR_OFF, p.saddr, fe_addr, p.l4_off, p.sport, fe_port) < 0)
-		return TC_ACT_SHOT;
-	lb_dsr_count(LB_DSR_REVERSE);
-	return TC_ACT_OK;
+	return lb_dsr_egress4(skb);
 }
 
 char LICENSE[] SEC("license") = "GPL";
