@@ -59,3 +59,35 @@ fn reply_tuple_clash_catches_a_dataplane_that_keeps_the_client_port() {
     let msg = msg.downcast_ref::<String>().cloned().unwrap_or_default();
     assert!(msg.contains("reply tuples shared"), "{msg}");
 }
+
+/// The dual-stack traces the differential tests replay carry the IPv6
+/// frames that are no flow's packet (ICMPv6 messages, first and later
+/// fragments), and the oracle passes each of them untouched; so a
+/// dataplane that rewrote or dropped one would disagree with it.
+#[test]
+fn dual_stack_traces_carry_icmpv6_and_fragments_passed_untouched() {
+    use lb_testkit::conformance::trace::{self, Record, Recording, Step};
+    use lb_testkit::conformance::PacketResult;
+
+    let t = trace::record_opts(3, 600, Recording::DETERMINISTIC_DUAL_STACK);
+    let records = trace::replay(&mut OracleDataplane::new(&trace::setup(&t)), &t);
+    let (mut icmp6, mut first_fragments, mut later_fragments) = (0, 0, 0);
+    for (step, record) in t.steps.iter().zip(&records) {
+        let Step::Packet { frame, .. } = step else {
+            continue;
+        };
+        if frame.len() < 14 + 48 || frame[12..14] != [0x86, 0xdd] {
+            continue;
+        }
+        match frame[14 + 6] {
+            58 => icmp6 += 1,
+            44 if frame[14 + 42..14 + 44] == [0, 1] => first_fragments += 1,
+            44 => later_fragments += 1,
+            _ => continue,
+        }
+        assert_eq!(record, &Record::Packet(PacketResult::Accept(frame.clone())));
+    }
+    assert!(icmp6 >= 2, "{icmp6} ICMPv6 frames");
+    assert!(first_fragments >= 1, "{first_fragments} first fragments");
+    assert!(later_fragments >= 1, "{later_fragments} later fragments");
+}

@@ -152,7 +152,7 @@ pub struct Recording {
     /// traffic policy Local, and the same changes halfway), and about half
     /// the packets are IPv6 (clients `fd00:5::/64` and `fd00:6::/64`),
     /// damaged IPv6 ways too (version not 6, TCP/UDP header cut short,
-    /// relabelled ARP). `false` records exactly what it did before.
+    /// relabelled ARP or ICMPv6, a fragment header). `false` records exactly what it did before.
     pub dual_stack: bool,
 }
 
@@ -489,13 +489,46 @@ fn damage(f: &mut Vec<u8>, how: u64, opts: Recording) {
 }
 
 /// Damages an IPv6 frame: a version other than 6 (malformed), the TCP or
-/// UDP header cut short (malformed), or relabelled ARP (not IP).
+/// UDP header cut short (malformed), relabelled ARP (not IP), relabelled
+/// ICMPv6 (an informational message, or a destination-unreachable error
+/// whose quote is the TCP/UDP bytes: no tracked flow), or given a fragment
+/// header (a first or a later fragment). None of the last three is a
+/// flow's packet: every dataplane passes them untouched.
 fn damage6(f: &mut Vec<u8>, how: u64) {
-    match how % 3 {
-        0 => f[14] = 0x40 | (f[14] & 0x0f),            // version 4
-        1 => f.truncate(14 + 40 + 4),                  // L4 header cut short
+    const IP6: usize = 14;
+    const NEXT_HEADER: usize = IP6 + 6;
+    const L4: usize = IP6 + 40;
+    match how % 6 {
+        0 => f[IP6] = 0x40 | (f[IP6] & 0x0f), // version 4
+        1 => f.truncate(L4 + 4),              // L4 header cut short
+        2 => f[NEXT_HEADER] = 58,             // ICMPv6, type as it falls
+        3 => {
+            // ICMPv6 port unreachable quoting garbage.
+            f[NEXT_HEADER] = 58;
+            f[L4] = 1;
+            f[L4 + 1] = 4;
+        }
+        4 => insert_fragment_header(f, how),
         _ => f[12..14].copy_from_slice(&[0x08, 0x06]), // claims ARP
     }
+}
+
+/// Puts an IPv6 fragment header (next header 44) between the fixed header
+/// and the L4 header: offset 0 with more fragments (a first fragment) or a
+/// later fragment, by `how`.
+fn insert_fragment_header(f: &mut Vec<u8>, how: u64) {
+    const IP6: usize = 14;
+    let next = f[IP6 + 6];
+    let first = (how / 6).is_multiple_of(2);
+    let offset_flags: u16 = if first { 0x0001 } else { 185 << 3 };
+    let id = (how >> 8) as u32;
+    let mut header = vec![next, 0];
+    header.extend_from_slice(&offset_flags.to_be_bytes());
+    header.extend_from_slice(&id.to_be_bytes());
+    f.splice(IP6 + 40..IP6 + 40, header);
+    f[IP6 + 6] = 44;
+    let payload = u16::from_be_bytes([f[IP6 + 4], f[IP6 + 5]]) + 8;
+    f[IP6 + 4..IP6 + 6].copy_from_slice(&payload.to_be_bytes());
 }
 
 struct SplitMix(u64);
