@@ -185,8 +185,8 @@ static __always_inline bool lb6_addr_is_zero(const struct in6_addr *a)
  * skipped before the L4 header; anything else (a fragment header, ICMPv6,
  * another protocol, a routing header with segments left, an extension
  * header cut short or reaching past LB_IP6_L4_OFF_MAX) is not ours and
- * passes untouched. lb-userspace passes every packet with an extension
- * header; both agree on every frame without one. */
+ * passes untouched. lb-userspace's packet::ipv6_l4 and the conformance
+ * reference skip the same headers (the differential traces carry them). */
 static __always_inline enum lb_parse lb_parse6(struct __sk_buff *skb, struct lb_pkt6 *p)
 {
 	void *data, *data_end;

@@ -62,32 +62,58 @@ fn reply_tuple_clash_catches_a_dataplane_that_keeps_the_client_port() {
 
 /// The dual-stack traces the differential tests replay carry the IPv6
 /// frames that are no flow's packet (ICMPv6 messages, first and later
-/// fragments), and the oracle passes each of them untouched; so a
-/// dataplane that rewrote or dropped one would disagree with it.
+/// fragments, a routing header with segments left), which the oracle
+/// passes untouched, and flows' packets behind extension headers the
+/// dataplanes skip (hop-by-hop, destination options, routing with no
+/// segments left), which it load-balances; so a dataplane that treated
+/// either kind otherwise would disagree with it.
 #[test]
-fn dual_stack_traces_carry_icmpv6_and_fragments_passed_untouched() {
+fn dual_stack_traces_carry_icmpv6_fragments_and_extension_headers() {
     use lb_testkit::conformance::trace::{self, Record, Recording, Step};
     use lb_testkit::conformance::PacketResult;
 
-    let t = trace::record_opts(3, 600, Recording::DETERMINISTIC_DUAL_STACK);
-    let records = trace::replay(&mut OracleDataplane::new(&trace::setup(&t)), &t);
     let (mut icmp6, mut first_fragments, mut later_fragments) = (0, 0, 0);
-    for (step, record) in t.steps.iter().zip(&records) {
-        let Step::Packet { frame, .. } = step else {
-            continue;
-        };
-        if frame.len() < 14 + 48 || frame[12..14] != [0x86, 0xdd] {
-            continue;
+    let (mut not_ours_routing, mut skipped, mut skipped_and_rewritten) = (0, 0, 0);
+    // The seeds lb-ebpf's differential test records dual-stack traces with.
+    let traces: Vec<_> = (0..3)
+        .map(|seed| trace::record_opts(seed, 600, Recording::DETERMINISTIC_DUAL_STACK))
+        .collect();
+    for t in &traces {
+        let records = trace::replay(&mut OracleDataplane::new(&trace::setup(t)), t);
+        for (step, record) in t.steps.iter().zip(&records) {
+            let Step::Packet { frame, .. } = step else {
+                continue;
+            };
+            if frame.len() < 14 + 48 || frame[12..14] != [0x86, 0xdd] {
+                continue;
+            }
+            let untouched = &Record::Packet(PacketResult::Accept(frame.clone()));
+            match (frame[14 + 6], frame[14 + 43]) {
+                (58, _) => icmp6 += 1,
+                (44, 1) => first_fragments += 1,
+                (44, _) => later_fragments += 1,
+                (43, 1) => not_ours_routing += 1,
+                (0 | 43 | 60, _) => {
+                    skipped += 1;
+                    if matches!(record, Record::Packet(PacketResult::Accept(out)) if out != frame) {
+                        skipped_and_rewritten += 1;
+                    }
+                    continue;
+                }
+                _ => continue,
+            }
+            assert_eq!(record, untouched);
         }
-        match frame[14 + 6] {
-            58 => icmp6 += 1,
-            44 if frame[14 + 42..14 + 44] == [0, 1] => first_fragments += 1,
-            44 => later_fragments += 1,
-            _ => continue,
-        }
-        assert_eq!(record, &Record::Packet(PacketResult::Accept(frame.clone())));
     }
     assert!(icmp6 >= 2, "{icmp6} ICMPv6 frames");
     assert!(first_fragments >= 1, "{first_fragments} first fragments");
     assert!(later_fragments >= 1, "{later_fragments} later fragments");
+    assert!(
+        not_ours_routing >= 1,
+        "{not_ours_routing} routing, segments left"
+    );
+    assert!(
+        skipped_and_rewritten >= 2,
+        "{skipped_and_rewritten} of {skipped} rewritten"
+    );
 }

@@ -44,8 +44,10 @@
 //!
 //! * Frames [`crate::tcx::takes`] leaves to the kernel (ARP, ICMPv6
 //!   informational messages, IPv6 with a hop-by-hop header, other EtherTypes) are neither dropped
-//!   nor touched. IPv6 packets with other extension headers are re-injected
-//!   unchanged ([`packet::parse`] ignores them).
+//!   nor touched (a TCP/UDP packet behind a hop-by-hop header so stays
+//!   with the kernel in that mode). IPv6 packets with other extension
+//!   headers than those [`packet::parse`] skips (fragments, a routing
+//!   header with segments left) are re-injected unchanged.
 //! * IPv6 packets to link-local or multicast destinations are re-injected
 //!   without a scope (interface), which the kernel refuses for link-local
 //!   ones (counted as send errors).

@@ -15,7 +15,9 @@
 //! IPv4 and IPv6, TCP and UDP, for every frontend type, dual-stack
 //! services included (each family's frontends reach that family's
 //! backends; SNAT uses the node address of the backend's family). IPv6
-//! packets with extension headers pass untouched ([`packet`]). NAT46/64
+//! hop-by-hop, routing (no segments left) and destination-options headers
+//! are skipped to the L4 header as lb-ebpf does; fragments and other
+//! extension headers pass untouched ([`packet`]). NAT46/64
 //! ([`lb_core::nat46x64`], off unless the node config turns it on): a
 //! frontend served by backends of the other family gets its packets
 //! translated between IPv4 and IPv6 both ways ([`nat46x64`]); the caller

@@ -20,8 +20,12 @@
 //! * The Ethernet addresses are kept and the EtherType changed; the io loop
 //!   re-injects only the IP packet and the kernel routes it.
 //!
-//! Fragments, ICMP and IPv6 extension headers never get here: the packet
-//! parser passes them untouched ([`crate::packet`]), as for every flow.
+//! * IPv6 extension headers the parser skips (hop-by-hop, routing with no
+//!   segments left, destination options: [`crate::packet::ipv6_l4`]) are
+//!   dropped (RFC 7915 §5.1), as IPv4 options are.
+//!
+//! Fragments and ICMP never get here: the packet parser passes them
+//! untouched ([`crate::packet`]), as for every flow.
 //!
 //! No allocation: the L4 bytes move with `copy_within` and the new header
 //! is written over the old one.
@@ -100,7 +104,9 @@ pub fn translate(
     // The L4 bytes: what the IP header says, never past the frame.
     let l4_len = if info.is_ipv6() {
         let payload = usize::from(u16::from_be_bytes([buf[ETH_HLEN + 4], buf[ETH_HLEN + 5]]));
-        payload.min(len - info.l4_off)
+        payload
+            .saturating_sub(info.l4_off - ETH_HLEN - IPV6_HLEN)
+            .min(len - info.l4_off)
     } else {
         let total = usize::from(u16::from_be_bytes([buf[ETH_HLEN + 2], buf[ETH_HLEN + 3]]));
         total

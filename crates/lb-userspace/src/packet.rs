@@ -9,9 +9,12 @@
 //!   [`Parsed::Malformed`]; fragments and protocols other than TCP and UDP
 //!   are ignored.
 //! * IPv6: a fixed header cut short or a version other than 6 is
-//!   malformed; a next header other than TCP or UDP is ignored — also any
-//!   extension header (hop-by-hop, routing, fragment, destination
-//!   options), so IPv6 packets with extension headers pass untouched.
+//!   malformed. Up to [`IPV6_EXT_MAX`] hop-by-hop, routing (with no
+//!   segments left) and destination-options headers are skipped before the
+//!   L4 header ([`ipv6_l4`], as `lb_parse6`); anything else (a fragment
+//!   header, ICMPv6, another protocol, a routing header with segments left,
+//!   an extension header cut short or reaching past [`IPV6_L4_OFF_MAX`]) is
+//!   ignored.
 //!
 //! In both families a TCP or UDP header cut short is malformed. Nothing
 //! else is checked (the IPv4 total length, the IPv6 payload length and the
@@ -120,6 +123,55 @@ fn ports(frame: &[u8], proto: L4Proto, l4_off: usize) -> Option<(u16, u16, u8)> 
     }
 }
 
+/// IPv6 extension headers skipped before the L4 header at the most
+/// (`LB_IP6_EXT_MAX` in `lb_pkt.h`).
+pub const IPV6_EXT_MAX: usize = 4;
+
+/// The furthest into a frame an IPv6 packet's L4 header may start
+/// (`LB_IP6_L4_OFF_MAX` in `lb_pkt.h`).
+pub const IPV6_L4_OFF_MAX: usize = ETH_HLEN + IPV6_HLEN + 256;
+
+/// The L4 protocol number (6 or 17) and offset of an IPv6 frame's TCP or
+/// UDP header, past up to [`IPV6_EXT_MAX`] hop-by-hop, routing (no segments
+/// left) and destination-options headers; `None` when the packet is not a
+/// TCP or UDP one this way. The frame's fixed header must be whole.
+///
+/// ```
+/// use lb_userspace::packet::{ipv6_l4, ETH_HLEN};
+///
+/// let mut f = vec![0u8; ETH_HLEN + 40 + 8 + 20];
+/// f[ETH_HLEN + 6] = 0; // hop-by-hop options, 8 bytes, then TCP
+/// f[ETH_HLEN + 40] = 6;
+/// assert_eq!(ipv6_l4(&f), Some((6, ETH_HLEN + 48)));
+/// f[ETH_HLEN + 6] = 44; // a fragment header: not ours
+/// assert_eq!(ipv6_l4(&f), None);
+/// ```
+pub fn ipv6_l4(frame: &[u8]) -> Option<(u8, usize)> {
+    const HOP_BY_HOP: u8 = 0;
+    const ROUTING: u8 = 43;
+    const DEST_OPTS: u8 = 60;
+    let mut next = *frame.get(ETH_HLEN + 6)?;
+    let mut off = ETH_HLEN + IPV6_HLEN;
+    for _ in 0..IPV6_EXT_MAX {
+        if next == 6 || next == 17 {
+            break;
+        }
+        if ![HOP_BY_HOP, ROUTING, DEST_OPTS].contains(&next) {
+            return None;
+        }
+        let h = frame.get(off..off + 4)?;
+        if next == ROUTING && h[3] != 0 {
+            return None;
+        }
+        next = h[0];
+        off += (usize::from(h[1]) + 1) * 8;
+        if off > IPV6_L4_OFF_MAX {
+            return None;
+        }
+    }
+    (next == 6 || next == 17).then_some((next, off))
+}
+
 fn parse6(frame: &[u8]) -> Parsed {
     let Some(ip) = Ipv6Packet::new(&frame[ETH_HLEN..]) else {
         return Parsed::Malformed;
@@ -127,10 +179,14 @@ fn parse6(frame: &[u8]) -> Parsed {
     if ip.get_version() != 6 {
         return Parsed::Malformed;
     }
-    let Some(proto) = l4_proto(ip.get_next_header()) else {
+    let Some((next, l4_off)) = ipv6_l4(frame) else {
         return Parsed::Ignore;
     };
-    let l4_off = ETH_HLEN + IPV6_HLEN;
+    let proto = if next == 6 {
+        L4Proto::Tcp
+    } else {
+        L4Proto::Udp
+    };
     let Some((sport, dport, tcp_flags)) = ports(frame, proto, l4_off) else {
         return Parsed::Malformed;
     };
@@ -367,7 +423,7 @@ fn sum_words(data: &[u8]) -> u32 {
 /// completed. Any other frame is left alone (a bad checksum stays bad).
 pub fn complete_partial_checksum(frame: &mut [u8], info: &PacketInfo) -> bool {
     // The length the pseudo-header counts: from the IPv4 total length, or
-    // the IPv6 payload length (no extension headers: see `parse`).
+    // the IPv6 payload length less the extension headers before L4.
     let l4_len = match info.src {
         IpAddr::V4(_) => {
             let Some(ip) = frame.get(ETH_HLEN..).and_then(Ipv4Packet::new) else {

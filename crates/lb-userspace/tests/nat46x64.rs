@@ -118,6 +118,39 @@ proptest! {
         prop_assert_eq!(f4[15], tc);
         prop_assert_eq!(f4[14 + 8], hop);
     }
+
+    /// IPv6 -> IPv4 of a packet with extension headers the parser skips
+    /// (hop-by-hop, destination options, routing with no segments left):
+    /// they are dropped, and the result equals the translation of the same
+    /// packet without them (and the reference's of the packet with them).
+    #[test]
+    fn v6_extension_headers_are_dropped(
+        udp: bool,
+        (a6, b6) in (v6(), v6()),
+        (c4, s4) in (v4(), v4()),
+        ports in any::<[u16; 4]>(),
+        kinds in proptest::collection::vec((prop_oneof![Just(0u8), Just(43), Just(60)], 0u8..3), 1..4),
+        payload in proptest::collection::vec(any::<u8>(), 0..300),
+    ) {
+        let plain = build(udp, SocketAddr::new(a6, ports[0]), SocketAddr::new(b6, ports[1]), 0, 64, &payload);
+        let mut f6 = plain.clone();
+        for (kind, len8) in kinds {
+            // An extension header of (len8 + 1) * 8 bytes: next header, length,
+            // then zeros (for routing: type 0 byte, segments left 0).
+            let mut h = vec![0u8; (usize::from(len8) + 1) * 8];
+            h[0] = f6[14 + 6];
+            h[1] = len8;
+            f6.splice(14 + 40..14 + 40, h.iter().copied());
+            f6[14 + 6] = kind;
+            let pl = u16::from_be_bytes([f6[18], f6[19]]) + h.len() as u16;
+            f6[18..20].copy_from_slice(&pl.to_be_bytes());
+        }
+        let (s, d) = (SocketAddr::new(c4, ports[2]), SocketAddr::new(s4, ports[3]));
+        let f4 = xlate(&f6, s, d);
+        prop_assert_eq!(&f4, &xlate(&plain, s, d));
+        let proto = if udp { L4Proto::Udp } else { L4Proto::Tcp };
+        prop_assert_eq!(&f4, &reference::translate(&f6, proto, s, d).unwrap());
+    }
 }
 
 #[test]

@@ -22,9 +22,10 @@ pub enum Class {
 /// Classifies an Ethernet frame. Never panics.
 ///
 /// IPv6: a fixed header cut short or a version other than 6 is malformed;
-/// only TCP or UDP right after the fixed header is a flow (an extension
-/// header, fragments included, or another protocol is ignored); a TCP or
-/// UDP header cut short is malformed.
+/// TCP or UDP after the fixed header and at most 4 hop-by-hop, routing (no
+/// segments left) or destination-options headers is a flow (a fragment
+/// header, another protocol or an extension header cut short is ignored);
+/// a TCP or UDP header cut short is malformed.
 pub fn classify(frame: &[u8]) -> Class {
     if frame.len() >= 14 && frame[12..14] == [0x86, 0xdd] {
         return classify6(&frame[14..]);
@@ -62,17 +63,49 @@ pub fn classify(frame: &[u8]) -> Class {
     })
 }
 
+/// Where an IPv6 packet's TCP or UDP header starts (from the IPv6
+/// header) and its protocol number: past at most 4 hop-by-hop, routing
+/// (with no segments left: the fixed header names the final destination)
+/// and destination-options headers, the L4 header no further than 256
+/// bytes past the fixed header. Anything else (a fragment header, ICMPv6,
+/// an extension header cut short, a routing header with segments left) is
+/// not a flow's packet.
+fn l4_offset6(ip: &[u8]) -> Option<(u8, usize)> {
+    let (mut next, mut off) = (*ip.get(6)?, 40);
+    for _ in 0..4 {
+        match next {
+            6 | 17 => break,
+            0 | 43 | 60 => {
+                let h = ip.get(off..off + 4)?;
+                if next == 43 && h[3] != 0 {
+                    return None;
+                }
+                next = h[0];
+                off += (usize::from(h[1]) + 1) * 8;
+                if off > 40 + 256 {
+                    return None;
+                }
+            }
+            _ => return None,
+        }
+    }
+    matches!(next, 6 | 17).then_some((next, off))
+}
+
 fn classify6(ip: &[u8]) -> Class {
     if ip.len() < 40 || ip[0] >> 4 != 6 {
         return Class::Malformed;
     }
-    let proto = match ip[6] {
-        6 => L4Proto::Tcp,
-        17 => L4Proto::Udp,
-        _ => return Class::Ignore,
+    let Some((next, off)) = l4_offset6(ip) else {
+        return Class::Ignore;
+    };
+    let proto = if next == 6 {
+        L4Proto::Tcp
+    } else {
+        L4Proto::Udp
     };
     let need = if proto == L4Proto::Tcp { 20 } else { 8 };
-    let Some(l4) = ip.get(40..40 + need) else {
+    let Some(l4) = ip.get(off..off + need) else {
         return Class::Malformed;
     };
     let v6 = |o: usize| {
@@ -140,9 +173,10 @@ fn rewrite6(frame: &[u8], proto: L4Proto, src: SocketAddr, dst: SocketAddr) -> O
         return None;
     };
     let mut out = frame.to_vec();
+    let (_, off) = l4_offset6(&out[14..])?;
     let payload = usize::from(u16::from_be_bytes([out[18], out[19]]));
-    let l4 = 14 + 40;
-    let end = (l4 + payload).clamp(l4 + 8, out.len());
+    let l4 = 14 + off;
+    let end = (l4 + payload.saturating_sub(off - 40)).clamp(l4 + 8, out.len());
     out[14 + 8..14 + 24].copy_from_slice(&s.octets());
     out[14 + 24..14 + 40].copy_from_slice(&d.octets());
     out[l4..l4 + 2].copy_from_slice(&src.port().to_be_bytes());
@@ -167,7 +201,7 @@ fn rewrite6(frame: &[u8], proto: L4Proto, src: SocketAddr, dst: SocketAddr) -> O
 /// checksum computed over the new pseudo-header (always, so a zero IPv4 UDP
 /// checksum gets one); IPv4 → IPv6: traffic class = TOS, flow label 0, hop
 /// limit = TTL, IPv4 options dropped; IPv6 → IPv4: IHL 5, TOS = traffic
-/// class, identification 0, DF, TTL = hop limit.
+/// class, identification 0, DF, TTL = hop limit, extension headers dropped.
 pub fn translate(
     frame: &[u8],
     proto: L4Proto,
@@ -177,7 +211,13 @@ pub fn translate(
     let ip = frame.get(14..)?;
     let (l4_off, l4_len, tos, ttl) = if ip[0] >> 4 == 6 {
         let payload = usize::from(u16::from_be_bytes([ip[4], ip[5]]));
-        (40, payload, (ip[0] << 4) | (ip[1] >> 4), ip[7])
+        let (_, off) = l4_offset6(ip)?;
+        (
+            off,
+            payload.saturating_sub(off - 40),
+            (ip[0] << 4) | (ip[1] >> 4),
+            ip[7],
+        )
     } else {
         let ihl = usize::from(ip[0] & 0x0f) * 4;
         let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));

@@ -152,7 +152,8 @@ pub struct Recording {
     /// traffic policy Local, and the same changes halfway), and about half
     /// the packets are IPv6 (clients `fd00:5::/64` and `fd00:6::/64`),
     /// damaged IPv6 ways too (version not 6, TCP/UDP header cut short,
-    /// relabelled ARP or ICMPv6, a fragment header). `false` records exactly what it did before.
+    /// relabelled ARP or ICMPv6, a fragment header), and some get IPv6
+    /// extension headers (hop-by-hop, destination options, routing). `false` records exactly what it did before.
     pub dual_stack: bool,
 }
 
@@ -492,13 +493,17 @@ fn damage(f: &mut Vec<u8>, how: u64, opts: Recording) {
 /// UDP header cut short (malformed), relabelled ARP (not IP), relabelled
 /// ICMPv6 (an informational message, or a destination-unreachable error
 /// whose quote is the TCP/UDP bytes: no tracked flow), or given a fragment
-/// header (a first or a later fragment). None of the last three is a
-/// flow's packet: every dataplane passes them untouched.
+/// header (a first or a later fragment): none of these is a flow's packet,
+/// every dataplane passes them untouched. Or not damaged but given an
+/// extension header before its L4 header: hop-by-hop or destination
+/// options (skipped: still the flow's packet), or a routing header with no
+/// segments left (skipped) or with one left (not ours).
 fn damage6(f: &mut Vec<u8>, how: u64) {
     const IP6: usize = 14;
     const NEXT_HEADER: usize = IP6 + 6;
     const L4: usize = IP6 + 40;
-    match how % 6 {
+    let variant = how / 8;
+    match how % 8 {
         0 => f[IP6] = 0x40 | (f[IP6] & 0x0f), // version 4
         1 => f.truncate(L4 + 4),              // L4 header cut short
         2 => f[NEXT_HEADER] = 58,             // ICMPv6, type as it falls
@@ -508,25 +513,38 @@ fn damage6(f: &mut Vec<u8>, how: u64) {
             f[L4] = 1;
             f[L4 + 1] = 4;
         }
-        4 => insert_fragment_header(f, how),
+        4 => {
+            // A first fragment (offset 0, more fragments) or a later one.
+            let offset_flags: u16 = if variant.is_multiple_of(2) {
+                1
+            } else {
+                185 << 3
+            };
+            let [o0, o1] = offset_flags.to_be_bytes();
+            let [i0, i1, i2, i3] = (variant as u32).to_be_bytes();
+            insert_extension_header(f, 44, [o0, o1, i0, i1, i2, i3]);
+        }
+        5 | 6 => match variant % 4 {
+            // PadN options (6 bytes of padding).
+            0 => insert_extension_header(f, 0, [1, 4, 0, 0, 0, 0]),
+            1 => insert_extension_header(f, 60, [1, 4, 0, 0, 0, 0]),
+            // Routing type 253 (experimental), segments left 0 or 1.
+            2 => insert_extension_header(f, 43, [253, 0, 0, 0, 0, 0]),
+            _ => insert_extension_header(f, 43, [253, 1, 0, 0, 0, 0]),
+        },
         _ => f[12..14].copy_from_slice(&[0x08, 0x06]), // claims ARP
     }
 }
 
-/// Puts an IPv6 fragment header (next header 44) between the fixed header
-/// and the L4 header: offset 0 with more fragments (a first fragment) or a
-/// later fragment, by `how`.
-fn insert_fragment_header(f: &mut Vec<u8>, how: u64) {
+/// Puts an 8-byte IPv6 extension header of type `kind` (its next header
+/// the old one, length 0, then `rest`) between the fixed header and the L4
+/// header, and updates the payload length.
+fn insert_extension_header(f: &mut Vec<u8>, kind: u8, rest: [u8; 6]) {
     const IP6: usize = 14;
-    let next = f[IP6 + 6];
-    let first = (how / 6).is_multiple_of(2);
-    let offset_flags: u16 = if first { 0x0001 } else { 185 << 3 };
-    let id = (how >> 8) as u32;
-    let mut header = vec![next, 0];
-    header.extend_from_slice(&offset_flags.to_be_bytes());
-    header.extend_from_slice(&id.to_be_bytes());
+    let mut header = vec![f[IP6 + 6], 0];
+    header.extend_from_slice(&rest);
     f.splice(IP6 + 40..IP6 + 40, header);
-    f[IP6 + 6] = 44;
+    f[IP6 + 6] = kind;
     let payload = u16::from_be_bytes([f[IP6 + 4], f[IP6 + 5]]) + 8;
     f[IP6 + 4..IP6 + 6].copy_from_slice(&payload.to_be_bytes());
 }
