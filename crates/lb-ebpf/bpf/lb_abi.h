@@ -79,6 +79,7 @@ enum lb_drop_reason {
 	LB_DROP_SNAT_PORTS = 4,   /* no free SNAT source port after LB_SNAT_TRIES */
 	LB_DROP_FRAG_NEEDED = 5,  /* SNATed or DSR-encapsulated packet over the route's MTU */
 	LB_DROP_NO_LOCAL_BACKEND = 6, /* traffic policy Local, no backend on this node */
+	LB_DROP_NAT46X64_ICMP = 7, /* ICMP error about a NAT46/64 flow without an equivalent */
 	LB_DROP_MAX = 8,
 };
 

@@ -73,10 +73,15 @@ static __always_inline int lb_icmp_error_rev(struct __sk_buff *skb)
 	return lb_icmp_quote_rewrite(skb, &q, fe_addr, fe_port, cport);
 }
 
+/* lb_icmp_error_snat's answer for an error about a NAT64 flow: the
+ * caller hands it to lb_nat46_icmp.h. */
+#define LB_ICMP_NAT64 1001
+
 /* Translates an ICMP error about a SNATed flow (it quotes node:port ->
  * backend and is addressed to the node) for the client, then redirects it
  * towards the client like lb_snat_reply. Returns -1 when the packet is not
- * one, else TC_ACT_SHOT (a store failed) or the redirect's verdict. */
+ * one, LB_ICMP_NAT64 for a NAT64 flow's, else TC_ACT_SHOT (a store failed)
+ * or the redirect's verdict. */
 static __always_inline int lb_icmp_error_snat(struct __sk_buff *skb, const struct lb_config *cfg)
 {
 	void *data = (void *)(long)skb->data;
@@ -116,10 +121,12 @@ static __always_inline int lb_icmp_error_snat(struct __sk_buff *skb, const struc
 	snat_port = ports[0];
 	lb_snat_key(&k, be_addr, be_port, node, snat_port, proto);
 	e = bpf_map_lookup_elem(&lb4_snat, &k);
-	/* A NAT64 flow's marker (client 0.0.0.0, lb_nat46.h): its errors are
-	 * not translated across families; they pass untouched. */
-	if (!e || !e->client_addr)
+	if (!e)
 		return -1;
+	/* A NAT64 flow's marker (client 0.0.0.0, lb_nat46.h): the error goes
+	 * to the IPv6 client translated (lb_nat46_icmp.h). */
+	if (!e->client_addr)
+		return LB_ICMP_NAT64;
 	client = e->client_addr;
 	client_port = e->client_port;
 	fe_addr = e->frontend_addr;

@@ -96,6 +96,9 @@ static __noinline __attribute__((unused)) int lb6_icmp_error_rev(struct __sk_buf
 /* lb6_icmp_error_snat's answer for a translated error: the caller
  * redirects it towards the client (lb6_icmp_snat_redirect). */
 #define LB_ICMP6_REDIRECT 1000
+/* ... and for an error about a NAT46 flow: the caller hands it to
+ * lb_nat46_icmp.h. */
+#define LB_ICMP6_NAT46 1001
 
 /* Translates an ICMPv6 error about a SNATed flow (it quotes node:port ->
  * backend and is addressed to the node) for the client. Returns -1 when the
@@ -117,11 +120,11 @@ static __noinline __attribute__((unused)) int lb6_icmp_error_snat(struct __sk_bu
 	e = bpf_map_lookup_elem(&lb6_snat, &w->k);
 	if (!e)
 		return -1;
-	/* A NAT46 flow's entry (an IPv4-mapped client, lb_nat46.h): errors
-	 * are not translated across families; they pass untouched. */
+	/* A NAT46 flow's entry (an IPv4-mapped client, lb_nat46.h): the
+	 * error goes to the IPv4 client translated (lb_nat46_icmp.h). */
 	if (e->client_addr.in6_u.u6_addr32[0] == 0 && e->client_addr.in6_u.u6_addr32[1] == 0 &&
 	    e->client_addr.in6_u.u6_addr32[2] == bpf_htonl(0xffff))
-		return -1;
+		return LB_ICMP6_NAT46;
 	w->x.out_dst = 1;
 	w->x.client = e->client_addr;
 	w->x.cport = e->client_port;

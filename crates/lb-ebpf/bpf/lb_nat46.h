@@ -35,9 +35,11 @@
  * family (source the frontend, destination the client) and redirected to
  * the client.
  *
- * Not done: ICMP/ICMPv6 errors about translated flows are not translated
- * (they pass untouched: lb_icmp.h skips NAT64 markers, lb_icmp6.h NAT46
- * entries); TCP MSS is not clamped (with equal MTUs the MSS each end
+ * ICMP/ICMPv6 errors about translated flows are translated to the
+ * client's family by lb_nat46_icmp.h (lb_icmp.h and lb_icmp6.h hand them
+ * over).
+ *
+ * Not done: TCP MSS is not clamped (with equal MTUs the MSS each end
  * advertises fits both families; a full-size IPv4 packet is 20 bytes longer as IPv6: GSO
  * packets are segmented for the IPv6 route, others over the route's MTU
  * are dropped as LB_DROP_FRAG_NEEDED, without an ICMP error);

@@ -63,6 +63,7 @@ static __always_inline int lb_drop(__u32 reason)
 }
 
 #include "lb_nat46.h"
+#include "lb_nat46_icmp.h"
 
 /* ---- IPv4 ---- */
 #define LBF(name) name##4
@@ -159,6 +160,9 @@ static __always_inline int lb_ingress_other4(struct __sk_buff *skb, const struct
 {
 	int rc = lb_icmp_error_snat(skb, cfg);
 
+	/* About a NAT64 flow: to the IPv6 client (lb_nat46_icmp.h). */
+	if (rc == LB_ICMP_NAT64)
+		return lb_xicmp_enter(LB_XICMP_64);
 	if (rc < 0)
 		return TC_ACT_OK;
 	return rc == TC_ACT_SHOT ? lb_drop(LB_DROP_REWRITE) : rc;
@@ -284,6 +288,9 @@ static __noinline int lb_ingress_other6(struct __sk_buff *skb, const struct lb_c
 {
 	int rc = lb6_icmp_error_snat(skb, cfg);
 
+	/* About a NAT46 flow: to the IPv4 client (lb_nat46_icmp.h). */
+	if (rc == LB_ICMP6_NAT46)
+		return lb_xicmp_enter(LB_XICMP_46);
 	if (rc == TC_ACT_SHOT)
 		return lb_drop(LB_DROP_REWRITE);
 	if (rc != LB_ICMP6_REDIRECT)
@@ -344,6 +351,9 @@ int lb_tc_ingress(struct __sk_buff *skb)
 		rc = lb_tc_ingress6_fn(skb);
 	else
 		rc = lb_tc_ingress4_fn(skb);
+	/* An ICMP error about a NAT46/64 flow (lb_nat46_icmp.h). */
+	if (rc == LB_XICMP_GO)
+		return lb_xicmp_run(skb);
 	/* A NAT46/64 packet, handed over by the family body (lb_nat46.h). */
 	return rc == LB_XLATE_GO ? lb_xlate_run(skb) : rc;
 }

@@ -173,11 +173,15 @@ pub enum DropReason {
     /// A frontend under traffic policy Local without a selectable backend
     /// on this node (lb-core's `DropReason::NoLocalBackend`).
     NoLocalBackend = 6,
+    /// An ICMP error about a NAT46/64 flow that has no equivalent in the
+    /// client's family (RFC 7915), dropped rather than passed raw
+    /// (`bpf/lb_nat46_icmp.h`).
+    Nat46x64Icmp = 7,
 }
 
 impl DropReason {
     /// Every reason, in index order.
-    pub const ALL: [DropReason; 7] = [
+    pub const ALL: [DropReason; 8] = [
         DropReason::Malformed,
         DropReason::NoBackend,
         DropReason::SourceRange,
@@ -185,6 +189,7 @@ impl DropReason {
         DropReason::SnatPorts,
         DropReason::FragNeeded,
         DropReason::NoLocalBackend,
+        DropReason::Nat46x64Icmp,
     ];
 }
 

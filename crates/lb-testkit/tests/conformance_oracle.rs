@@ -15,6 +15,7 @@ fn oracle_passes_every_scenario() {
         Scenario::SnatPortCollisionV6,
         // lb-core's model has no ICMP.
         Scenario::IcmpErrors,
+        Scenario::Nat46x64Icmp,
     ];
     report.assert_unsupported(&unsupported);
     let expected: Vec<Scenario> = Scenario::ALL

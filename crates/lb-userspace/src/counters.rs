@@ -32,11 +32,15 @@ pub enum DropKind {
     /// A frontend under traffic policy Local without a backend on this
     /// node (`LB_DROP_NO_LOCAL_BACKEND`).
     NoLocalBackend = 7,
+    /// An ICMP error about a NAT46/64 flow with no equivalent in the
+    /// client's family, or no room to translate it
+    /// ([`crate::nat46x64_icmp`]; `LB_DROP_NAT46X64_ICMP`).
+    Nat46x64Icmp = 8,
 }
 
 impl DropKind {
     /// Every reason.
-    pub const ALL: [DropKind; 7] = [
+    pub const ALL: [DropKind; 8] = [
         DropKind::Malformed,
         DropKind::NoBackend,
         DropKind::SourceRange,
@@ -44,6 +48,7 @@ impl DropKind {
         DropKind::Unsupported,
         DropKind::Nat46x64,
         DropKind::NoLocalBackend,
+        DropKind::Nat46x64Icmp,
     ];
 
     /// A short name for counters and logs.
@@ -56,6 +61,7 @@ impl DropKind {
             DropKind::Unsupported => "dsr_unsupported",
             DropKind::Nat46x64 => "nat46x64_untranslatable",
             DropKind::NoLocalBackend => "no_local_backend",
+            DropKind::Nat46x64Icmp => "nat46x64_icmp_untranslatable",
         }
     }
 }
@@ -99,7 +105,7 @@ const CHUNK: usize = 1 << CHUNK_BITS;
 /// The counters of a dataplane.
 #[derive(Debug)]
 pub struct Counters {
-    drops: [AtomicU64; 8],
+    drops: [AtomicU64; 9],
     services: Box<[OnceLock<Box<[ServiceCounter]>>]>,
 }
 

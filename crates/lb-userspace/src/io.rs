@@ -99,10 +99,16 @@ const ROOM: usize = {
     } else {
         crate::dsr::OVERHEAD
     };
-    if crate::nat46x64::HEADROOM > dsr {
+    let xlate = if crate::nat46x64::HEADROOM > dsr {
         crate::nat46x64::HEADROOM
     } else {
         dsr
+    };
+    // An ICMP error about a NAT46/64 flow.
+    if crate::nat46x64_icmp::HEADROOM > xlate {
+        crate::nat46x64_icmp::HEADROOM
+    } else {
+        xlate
     }
 };
 use crate::tcx::TcxDrop;

@@ -25,7 +25,8 @@
 //! ([`PacketPath::process_in`]). ICMP and ICMPv6 errors about a flow
 //! (destination unreachable, fragmentation needed / packet too big, time
 //! exceeded) reach its client translated back to what it sent, as
-//! lb-ebpf's `lb_icmp.h` does (not for NAT46/64 flows).
+//! lb-ebpf's `lb_icmp.h` does; for a NAT46/64 flow the error is translated
+//! to the client's family (RFC 7915, [`nat46x64_icmp`]).
 //!
 //! Load-balancer modes ([`lb_core::LbMode`]): SNAT, DSR and hybrid. A flow
 //! lb-core sends with DSR leaves unchanged inside IPIP, or IPv6-in-IPv6 for
@@ -46,6 +47,7 @@ pub mod dsr;
 pub mod gso;
 pub mod io;
 pub mod nat46x64;
+pub mod nat46x64_icmp;
 pub mod packet;
 pub mod path;
 pub mod rng;

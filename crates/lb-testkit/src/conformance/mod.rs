@@ -19,8 +19,9 @@
 //!     Scenario::ReplyTupleClash,
 //!     Scenario::SnatPortCollisionV6,
 //!     Scenario::IcmpErrors,
+//!     Scenario::Nat46x64Icmp,
 //! ]);
-//! assert_eq!(report.passed.len(), Scenario::ALL.len() - 4);
+//! assert_eq!(report.passed.len(), Scenario::ALL.len() - 5);
 //! ```
 //!
 //! # Writing an adapter for a kernel dataplane
@@ -47,9 +48,11 @@
 pub mod dut;
 pub mod oracle;
 pub mod reference;
+pub mod reference_icmp;
 pub mod scenarios;
 pub mod scenarios_icmp;
 pub mod scenarios_nat46x64;
+pub mod scenarios_nat46x64_icmp;
 pub mod scenarios_v6;
 pub mod session;
 pub mod trace;
@@ -154,11 +157,15 @@ pub enum Scenario {
     /// ICMP errors about DNATed and SNATed IPv4 flows, and ICMPv6 errors
     /// about IPv6 ones, reach the client translated ([`scenarios_icmp`]).
     IcmpErrors,
+    /// ICMPv6 errors about NAT46 flows reach the IPv4 client as ICMPv4
+    /// errors, and ICMPv4 errors about NAT64 flows the IPv6 client as
+    /// ICMPv6 ones ([`scenarios_nat46x64_icmp`]).
+    Nat46x64Icmp,
 }
 
 impl Scenario {
     /// All scenarios, in the order the suite runs them.
-    pub const ALL: [Scenario; 41] = [
+    pub const ALL: [Scenario; 42] = [
         Scenario::ClusterIp,
         Scenario::NodePortNodeIp,
         Scenario::NodePortWildcard,
@@ -200,6 +207,7 @@ impl Scenario {
         Scenario::Nat64,
         Scenario::Nat46x64Off,
         Scenario::IcmpErrors,
+        Scenario::Nat46x64Icmp,
     ];
 
     /// True for the scenarios with IPv6 traffic ([`scenarios_v6`]); their
@@ -223,6 +231,7 @@ impl Scenario {
                 | Scenario::Nat46x64Off
                 | Scenario::DsrRemoteBackend
                 | Scenario::IcmpErrors
+                | Scenario::Nat46x64Icmp
         )
     }
 
@@ -231,7 +240,7 @@ impl Scenario {
     pub const fn uses_nat46x64(self) -> bool {
         matches!(
             self,
-            Scenario::Nat46 | Scenario::Nat64 | Scenario::Nat46x64Off
+            Scenario::Nat46 | Scenario::Nat64 | Scenario::Nat46x64Off | Scenario::Nat46x64Icmp
         )
     }
 
@@ -280,6 +289,7 @@ impl Scenario {
             Scenario::Nat64 => scenarios_nat46x64::nat64(s),
             Scenario::Nat46x64Off => scenarios_nat46x64::nat46x64_off(s),
             Scenario::IcmpErrors => scenarios_icmp::icmp_errors(s),
+            Scenario::Nat46x64Icmp => scenarios_nat46x64_icmp::nat46x64_icmp(s),
         }
     }
 }

@@ -28,7 +28,10 @@ pub fn setup(scenario: Scenario) -> Setup {
     }
     let mut node = NodeConfig::new(NODE, ips);
     node.maglev = MaglevConfig::new(251, 7).expect("maglev config");
-    node.nat46x64 = matches!(scenario, Scenario::Nat46 | Scenario::Nat64);
+    node.nat46x64 = matches!(
+        scenario,
+        Scenario::Nat46 | Scenario::Nat64 | Scenario::Nat46x64Icmp
+    );
     if scenario == Scenario::ZoneHints {
         node.zone = Some(ZONE.into());
     }

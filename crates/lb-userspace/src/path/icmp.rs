@@ -22,12 +22,20 @@
 //! IPv4 options, no IPv6 extension headers, outer or inner), with at least
 //! the first 8 bytes of the L4 header, as in lb-ebpf. Everything else is
 //! not ours and passes untouched.
+//!
+//! An error about a NAT46/64 flow (its quote of the backend's family, its
+//! client of the other one) is translated to the client's family by
+//! [`crate::nat46x64_icmp`]; one with no equivalent there is dropped as
+//! [`DropKind::Nat46x64Icmp`].
 
 use std::net::IpAddr;
 
 use lb_core::{FlowKey, L4Proto};
 
 use super::{Outcome, PacketPath};
+use crate::counters::DropKind;
+use crate::nat46x64::Endpoint;
+use crate::nat46x64_icmp::{translate_error, IcmpXlateError};
 use crate::packet::ETH_HLEN;
 
 const ICMP_DEST_UNREACH: u8 = 3;
@@ -315,9 +323,29 @@ impl PacketPath {
             Some(a) if !a.addr.is_unspecified() => *a,
             _ => orig.frontend(),
         };
-        // A NAT46/64 flow's quote is of the other family: not translated.
         if fe.addr.is_ipv6() != q.v6 || orig.src.is_ipv6() != q.v6 {
-            return Outcome::Pass;
+            // A NAT46/64 flow: the error goes to the client in its family.
+            let client = Endpoint {
+                addr: orig.src,
+                port: orig.sport,
+            };
+            let frontend = Endpoint {
+                addr: fe.addr,
+                port: fe.port,
+            };
+            return match translate_error(buf, len, client, frontend) {
+                Ok(n) => {
+                    self.out_len = n;
+                    Outcome::ReverseNated {
+                        rev_nat: entry.rev_nat,
+                    }
+                }
+                Err(IcmpXlateError::NotOurs) => Outcome::Pass,
+                Err(_) => {
+                    self.counters.count_drop(DropKind::Nat46x64Icmp);
+                    Outcome::Dropped(DropKind::Nat46x64Icmp)
+                }
+            };
         }
         rewrite(
             frame,

@@ -56,7 +56,8 @@ impl DataplaneUnderTest for Userspace {
         let len = buf.len();
         let room = lb_userspace::nat46x64::HEADROOM
             .max(lb_userspace::dsr::OVERHEAD)
-            .max(lb_userspace::dsr::OVERHEAD6);
+            .max(lb_userspace::dsr::OVERHEAD6)
+            .max(lb_userspace::nat46x64_icmp::HEADROOM);
         buf.resize(len + room, 0);
         let (outcome, len) = self.worker.process_in(&mut buf, len, dir, meta);
         buf.truncate(len);
