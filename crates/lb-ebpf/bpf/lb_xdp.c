@@ -105,6 +105,45 @@ static __always_inline int lb_xdp_pass(struct xdp_md *ctx, __u32 rev_nat, __u32 
 	return XDP_PASS;
 }
 
+/* The TCP or UDP part of lb_xdp_parse4 and lb_xdp_parse6: the header of
+ * `proto` at `l4` (frame offset l4_off) must be complete; its ports, the
+ * TCP flags and the L4 checksum's frame offset go to the family's packet
+ * fields (LB_XDP_PARSE_L4). False for another protocol or a truncated
+ * header. */
+static __always_inline bool lb_xdp_parse_l4(void *l4, void *data_end, __u8 proto, __u32 l4_off,
+					    __be16 *sport, __be16 *dport, __u8 *tcp_flags,
+					    __u32 *csum_off)
+{
+	if (proto == IPPROTO_TCP) {
+		struct tcphdr *tcp = l4;
+
+		if ((void *)(tcp + 1) > data_end)
+			return false;
+		*sport = tcp->source;
+		*dport = tcp->dest;
+		*tcp_flags = ((__u8 *)tcp)[13];
+		*csum_off = l4_off + offsetof(struct tcphdr, check);
+		return true;
+	}
+	if (proto == IPPROTO_UDP) {
+		struct udphdr *udp = l4;
+
+		if ((void *)(udp + 1) > data_end)
+			return false;
+		*sport = udp->source;
+		*dport = udp->dest;
+		*csum_off = l4_off + offsetof(struct udphdr, check);
+		return true;
+	}
+	return false;
+}
+
+/* lb_xdp_parse_l4 into `p` (struct lb_pkt or lb_pkt6), whose proto and
+ * l4_off are set. */
+#define LB_XDP_PARSE_L4(p, l4, data_end)                                                          \
+	lb_xdp_parse_l4(l4, data_end, (p)->proto, (p)->l4_off, &(p)->sport, &(p)->dport,          \
+			&(p)->tcp_flags, &(p)->csum_off)
+
 /* Parses what lb_xdp handles: Ethernet, IPv4 without options, not a
  * fragment, TCP or UDP with a complete header. Anything else (including
  * malformed headers, which tc drops and counts) is not ours. */
@@ -130,28 +169,7 @@ static __always_inline bool lb_xdp_parse4(struct xdp_md *ctx, struct lb_pkt *p)
 	p->daddr = ip->daddr;
 	p->proto = ip->protocol;
 	p->l4_off = ETH_HLEN + sizeof(*ip);
-	if (ip->protocol == IPPROTO_TCP) {
-		struct tcphdr *tcp = (void *)(ip + 1);
-
-		if ((void *)(tcp + 1) > data_end)
-			return false;
-		p->sport = tcp->source;
-		p->dport = tcp->dest;
-		p->tcp_flags = ((__u8 *)tcp)[13];
-		p->csum_off = p->l4_off + offsetof(struct tcphdr, check);
-		return true;
-	}
-	if (ip->protocol == IPPROTO_UDP) {
-		struct udphdr *udp = (void *)(ip + 1);
-
-		if ((void *)(udp + 1) > data_end)
-			return false;
-		p->sport = udp->source;
-		p->dport = udp->dest;
-		p->csum_off = p->l4_off + offsetof(struct udphdr, check);
-		return true;
-	}
-	return false;
+	return LB_XDP_PARSE_L4(p, ip + 1, data_end);
 }
 
 static __always_inline __u16 lb_csum_fold(__u32 c)
@@ -225,6 +243,26 @@ static __always_inline int lb_xdp_nat4(struct xdp_md *ctx, __u8 proto, __be32 sa
 	return 0;
 }
 
+/* Grows the frame's head by `len` bytes for an outer header of that length
+ * between Ethernet (moved to the new start, ethertype `h_proto`; the MACs
+ * are set by lb_xdp_send) and the frame's IP header. Returns the outer
+ * header's start, `len` bytes within the frame, or NULL. */
+static __always_inline void *lb_xdp_push_outer(struct xdp_md *ctx, __u32 len, __be16 h_proto)
+{
+	void *data, *data_end;
+	struct ethhdr *eth;
+
+	if (bpf_xdp_adjust_head(ctx, -(int)len) < 0)
+		return NULL;
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	eth = data;
+	if (data + ETH_HLEN + len > data_end)
+		return NULL;
+	eth->h_proto = h_proto;
+	return data + ETH_HLEN;
+}
+
 /* lb_dsr_encap for XDP: an outer IPv4 header node -> be_addr (protocol
  * IPIP, DF, the backend port in its Identification field) in front of the
  * frame's IPv4 header. The MACs are set by lb_xdp_send. 0 or -1. */
@@ -234,7 +272,6 @@ static __always_inline int lb_xdp_dsr_encap(struct xdp_md *ctx, __be32 node, __b
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 	struct iphdr *outer, *inner = data + ETH_HLEN;
-	struct ethhdr *eth;
 	__u16 inner_len, *w;
 	__u32 c = 0;
 	__u8 tos;
@@ -243,15 +280,9 @@ static __always_inline int lb_xdp_dsr_encap(struct xdp_md *ctx, __be32 node, __b
 		return -1;
 	inner_len = bpf_ntohs(inner->tot_len);
 	tos = inner->tos;
-	if (bpf_xdp_adjust_head(ctx, -(int)sizeof(*outer)) < 0)
+	outer = lb_xdp_push_outer(ctx, sizeof(*outer), bpf_htons(ETH_P_IP));
+	if (!outer)
 		return -1;
-	data = (void *)(long)ctx->data;
-	data_end = (void *)(long)ctx->data_end;
-	eth = data;
-	outer = data + ETH_HLEN;
-	if ((void *)(outer + 1) > data_end)
-		return -1;
-	eth->h_proto = bpf_htons(ETH_P_IP);
 	outer->version = 4;
 	outer->ihl = 5;
 	outer->tos = tos;
@@ -343,28 +374,7 @@ static __always_inline bool lb_xdp_parse6(struct xdp_md *ctx, struct lb_pkt6 *p)
 	p->daddr = ip6->daddr;
 	p->proto = ip6->nexthdr;
 	p->l4_off = ETH_HLEN + sizeof(*ip6);
-	if (ip6->nexthdr == IPPROTO_TCP) {
-		struct tcphdr *tcp = (void *)(ip6 + 1);
-
-		if ((void *)(tcp + 1) > data_end)
-			return false;
-		p->sport = tcp->source;
-		p->dport = tcp->dest;
-		p->tcp_flags = ((__u8 *)tcp)[13];
-		p->csum_off = p->l4_off + offsetof(struct tcphdr, check);
-		return true;
-	}
-	if (ip6->nexthdr == IPPROTO_UDP) {
-		struct udphdr *udp = (void *)(ip6 + 1);
-
-		if ((void *)(udp + 1) > data_end)
-			return false;
-		p->sport = udp->source;
-		p->dport = udp->dest;
-		p->csum_off = p->l4_off + offsetof(struct udphdr, check);
-		return true;
-	}
-	return false;
+	return LB_XDP_PARSE_L4(p, ip6 + 1, data_end);
 }
 
 /* lb_xdp_nat4 for IPv6: the L4 checksum covers the addresses through its
@@ -428,7 +438,6 @@ static __always_inline int lb_xdp_dsr6_encap(struct xdp_md *ctx, const struct in
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 	struct ipv6hdr *outer, *inner = data + ETH_HLEN;
-	struct ethhdr *eth;
 	__be32 vtcfl;
 	__be16 plen;
 
@@ -436,15 +445,9 @@ static __always_inline int lb_xdp_dsr6_encap(struct xdp_md *ctx, const struct in
 		return -1;
 	vtcfl = *(__be32 *)inner;
 	plen = inner->payload_len;
-	if (bpf_xdp_adjust_head(ctx, -LB_DSR6_OVERHEAD) < 0)
+	outer = lb_xdp_push_outer(ctx, LB_DSR6_OVERHEAD, bpf_htons(ETH_P_IPV6));
+	if (!outer)
 		return -1;
-	data = (void *)(long)ctx->data;
-	data_end = (void *)(long)ctx->data_end;
-	eth = data;
-	outer = data + ETH_HLEN;
-	if ((void *)(outer + 1) > data_end)
-		return -1;
-	eth->h_proto = bpf_htons(ETH_P_IPV6);
 	lb6_dsr_outer(outer, node, be_addr, be_port, vtcfl, plen);
 	return 0;
 }
