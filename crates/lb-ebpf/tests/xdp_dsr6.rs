@@ -378,38 +378,6 @@ fn tag(k: usize) -> Vec<u8> {
     format!("be{k}:").into_bytes()
 }
 
-/// Turns transmit checksum offload off on the client's device (complete
-/// checksums, as from a wire; this also turns TSO off).
-fn full_checksums(topo: &DsrTopology) {
-    let st = topo
-        .client
-        .ns
-        .command("ethtool")
-        .args(["-K", &topo.client.link.name, "tx", "off"])
-        .status()
-        .expect("run ethtool");
-    assert!(st.success(), "ethtool -K tx off: {st}");
-}
-
-/// Sets the client link's MTU (both ends).
-fn client_mtu(topo: &DsrTopology, mtu: u32) {
-    let mtu = mtu.to_string();
-    topo.client
-        .ns
-        .ip(&["link", "set", "dev", &topo.client.link.name, "mtu", &mtu])
-        .unwrap();
-    topo.router
-        .ip(&[
-            "link",
-            "set",
-            "dev",
-            &topo.client.router_link.name,
-            "mtu",
-            &mtu,
-        ])
-        .unwrap();
-}
-
 /// A node with lb_xdp attached in front of the tc programs, `web` and `dns`
 /// on [`VIP6`] and the `[::]` NodePorts over both backends, which run echo
 /// servers and the DSR backend side. Fields drop in order: the programs
@@ -430,8 +398,8 @@ impl Lab {
     fn new(mode: LbMode, xdp_mode: XdpMode, client_link_mtu: u32) -> Lab {
         lb_testkit::require_privileges();
         let topo = DsrTopology::new(1, 2).expect("topology");
-        full_checksums(&topo);
-        client_mtu(&topo, client_link_mtu);
+        topo.client_full_checksums().expect("ethtool -K tx off");
+        topo.set_client_mtu(client_link_mtu).unwrap();
         let node = &topo.nodes[0];
         let mut servers = Vec::new();
         let mut sides = Vec::new();
@@ -661,17 +629,6 @@ fn native_xdp_ipv6_hybrid_end_to_end() {
     );
 }
 
-/// A counter of the client's `/proc/net/snmp6`.
-fn snmp6(topo: &DsrTopology, name: &str) -> u64 {
-    let out = topo.client.ns.exec_ok(&["cat", "/proc/net/snmp6"]).unwrap();
-    out.lines()
-        .find_map(|l| {
-            let mut it = l.split_whitespace();
-            (it.next() == Some(name)).then(|| it.next().unwrap().parse().unwrap())
-        })
-        .unwrap_or_else(|| panic!("{name} not in snmp6"))
-}
-
 /// Native XDP, DSR mode, the topology's client MTU (1480): a full-sized
 /// IPv6 packet (1480 bytes, 1520 encapsulated) does not fit the 1500-byte
 /// route to the backend, so lb_xdp passes it and tc answers the client with
@@ -691,7 +648,7 @@ fn too_big_packets_go_to_tc_for_packet_too_big() {
     assert_eq!((s0.tx, s0.pass), (1, 0), "{s0:?}");
     let frag_needed = || lab.dp.counters().unwrap().drops_for(DropReason::FragNeeded);
     assert_eq!(frag_needed(), 0);
-    let ptb0 = snmp6(&lab.topo, "Icmp6InPktTooBigs");
+    let ptb0 = lab.topo.client_snmp6("Icmp6InPktTooBigs").unwrap();
     // 1432 bytes of UDP payload: a 1480-byte IPv6 packet.
     assert!(
         lab.udp(dst, 1432, Duration::from_secs(2)).is_none(),
@@ -701,7 +658,7 @@ fn too_big_packets_go_to_tc_for_packet_too_big() {
     assert_eq!((s1.tx, s1.pass), (1, 1), "passed to tc: {s1:?}");
     assert_eq!(frag_needed(), 1, "tc counted it");
     assert_eq!(
-        snmp6(&lab.topo, "Icmp6InPktTooBigs") - ptb0,
+        lab.topo.client_snmp6("Icmp6InPktTooBigs").unwrap() - ptb0,
         1,
         "the client got Packet Too Big"
     );

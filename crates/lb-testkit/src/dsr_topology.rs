@@ -264,3 +264,45 @@ fn disable_dad(ns: &NetNs) -> Result<(), NetnsError> {
     ns.set_sysctl("net.ipv6.conf.all.accept_dad", "0")?;
     ns.set_sysctl("net.ipv6.conf.default.accept_dad", "0")
 }
+
+/// Client-side knobs of the end-to-end tests.
+impl DsrTopology {
+    /// Sets the MTU of the client link (both ends).
+    pub fn set_client_mtu(&self, mtu: u32) -> Result<(), NetnsError> {
+        let mtu = mtu.to_string();
+        self.client
+            .ns
+            .ip(&["link", "set", "dev", &self.client.link.name, "mtu", &mtu])?;
+        self.router.ip(&[
+            "link",
+            "set",
+            "dev",
+            &self.client.router_link.name,
+            "mtu",
+            &mtu,
+        ])?;
+        Ok(())
+    }
+
+    /// Turns transmit checksum offload (and with it TSO) off on the
+    /// client's device: its frames then carry complete TCP/UDP checksums,
+    /// as frames from a wire do (what an XDP program that updates them
+    /// incrementally needs).
+    pub fn client_full_checksums(&self) -> Result<(), NetnsError> {
+        self.client
+            .ns
+            .exec_ok(&["ethtool", "-K", &self.client.link.name, "tx", "off"])?;
+        Ok(())
+    }
+
+    /// A counter of the client's `/proc/net/snmp6` (`Icmp6InPktTooBigs`, ...).
+    pub fn client_snmp6(&self, name: &str) -> Result<u64, NetnsError> {
+        let out = self.client.ns.exec_ok(&["cat", "/proc/net/snmp6"])?;
+        out.lines()
+            .find_map(|l| {
+                let mut it = l.split_whitespace();
+                (it.next() == Some(name)).then(|| it.next()?.parse().ok())?
+            })
+            .ok_or_else(|| NetnsError::Invalid(format!("{name} not in /proc/net/snmp6")))
+    }
+}
