@@ -7,18 +7,24 @@
 //! programs are attached to the node's client-facing device and to its
 //! backend-facing devices (the backends' replies to the node's address
 //! arrive there). The backends see the node's address of their own
-//! family (translated flows are always SNATed). Only addresses inside the
-//! test's namespaces. Privileged (root).
+//! family (translated flows are always SNATed). A UDP client sending to a
+//! NAT46 (NAT64) service whose backends do not listen gets ECONNREFUSED:
+//! the backend's ICMPv6 (ICMPv4) port unreachable reaches it translated
+//! (`bpf/lb_nat46_icmp.h`). Only addresses inside the test's namespaces.
+//! Privileged (root).
 //!
 //! Bounded: one topology, 16 rounds of 8 requests, each with a 5 s
-//! timeout (connect and every read/write).
+//! timeout (connect and every read/write), and at most 6 datagrams to the
+//! closed ports (3 s timeout each).
 
 mod common;
 
 use common::Pins;
 use lb_core::*;
 use lb_ebpf::{EbpfDataplane, LoadOptions};
-use lb_testkit::nat46x64_lab::{check_nat46x64_clients, Nat46x64Lab, NodePorts};
+use lb_testkit::nat46x64_lab::{
+    check_closed_ports_refused, check_nat46x64_clients, closed_services, Nat46x64Lab, NodePorts,
+};
 use lb_testkit::{BpffsGuard, Topology};
 
 #[test]
@@ -44,10 +50,15 @@ fn ipv4_clients_reach_ipv6_backends_and_the_reverse_through_tc() {
         .unwrap()
         .expect("load and attach");
     let mut dp = EbpfDataplane::open(&pin_dir, node).expect("open dataplane");
-    let desired = DesiredState::build(node, &lab.services).unwrap();
+    let mut services = lab.services.clone();
+    services.extend(closed_services(&topo));
+    let desired = DesiredState::build(node, &services).unwrap();
     Reconciler::new().apply(&mut dp, &desired).unwrap();
 
     check_nat46x64_clients(&topo, Some(np));
+    // A backend's port unreachable reaches the client in its family
+    // (bpf/lb_nat46_icmp.h).
+    check_closed_ports_refused(&topo);
 
     let c = dp.counters().expect("counters");
     let new_flows: u64 = c.services.values().map(|s| s.new_flows).sum();
@@ -56,6 +67,7 @@ fn ipv4_clients_reach_ipv6_backends_and_the_reverse_through_tc() {
         lb_ebpf::abi::DropReason::Rewrite,
         lb_ebpf::abi::DropReason::FragNeeded,
         lb_ebpf::abi::DropReason::SnatPorts,
+        lb_ebpf::abi::DropReason::Nat46x64Icmp,
     ] {
         assert_eq!(c.drops_for(r), 0, "{r:?}: {:?}", c.drops);
     }

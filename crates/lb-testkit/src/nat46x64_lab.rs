@@ -158,3 +158,87 @@ pub fn check_nat46x64_clients(topo: &Topology, node_ports: Option<NodePorts>) {
     assert_eq!(seen46.len(), 2, "both IPv6 backends served: {seen46:?}");
     assert_eq!(seen64.len(), 2, "both IPv4 backends served: {seen64:?}");
 }
+
+/// The UDP port the lab's backends have no listener on.
+pub const CLOSED_PORT: u16 = 5999;
+/// The UDP frontend port of [`closed_services`].
+pub const CLOSED_FE_PORT: u16 = 54;
+
+/// Two services whose backends do not listen: `default/v6closed` (NAT46,
+/// `VIP_V4:54/UDP` -> each backend's IPv6 address, port [`CLOSED_PORT`])
+/// and `default/v4closed` (NAT64, `[VIP_V6]:54/UDP` -> their IPv4 ones).
+/// A datagram through them gets the backend's port unreachable, which the
+/// dataplane must translate to the client's family.
+pub fn closed_services(topo: &Topology) -> Vec<Service> {
+    let mut s46 = Service::new("default/v6closed".parse().expect("name"));
+    s46.frontends = vec![fe(
+        format!("{VIP_V4}:{CLOSED_FE_PORT}/UDP"),
+        FrontendType::ClusterIp,
+    )];
+    let mut s64 = Service::new("default/v4closed".parse().expect("name"));
+    s64.frontends = vec![fe(
+        format!("[{VIP_V6}]:{CLOSED_FE_PORT}/UDP"),
+        FrontendType::ClusterIp,
+    )];
+    for b in &topo.backends {
+        for (svc, ip) in [(&mut s46, IpAddr::V6(b.v6)), (&mut s64, IpAddr::V4(b.v4))] {
+            let addr = SocketAddr::new(ip, CLOSED_PORT);
+            svc.backends.push(
+                BackendParams::new(format!("{addr}/UDP").parse().expect("backend"))
+                    .on_node("node-1"),
+            );
+        }
+    }
+    vec![s46, s64]
+}
+
+/// From the client namespace, a connected UDP socket sends to each of
+/// [`closed_services`]' frontends (IPv4 to the NAT46 one, IPv6 to the
+/// NAT64 one) and must get `ECONNREFUSED`: the backend's ICMPv6 (ICMPv4)
+/// port unreachable reached the client as an ICMPv4 (ICMPv6) one about
+/// the datagram it sent (the kernel matches the quote to the socket).
+/// Bounded: up to 3 datagrams per frontend (a lost error is retried), each
+/// with a 3 s timeout.
+pub fn check_closed_ports_refused(topo: &Topology) {
+    for dst in [
+        SocketAddr::from((VIP_V4, CLOSED_FE_PORT)),
+        SocketAddr::from((VIP_V6, CLOSED_FE_PORT)),
+    ] {
+        let any: SocketAddr = if dst.is_ipv4() {
+            SocketAddr::from(([0, 0, 0, 0], 0))
+        } else {
+            SocketAddr::from(([0u16; 8], 0))
+        };
+        let sock = topo
+            .client
+            .run_in(|| std::net::UdpSocket::bind(any))
+            .expect("netns")
+            .expect("UDP socket");
+        sock.connect(dst).expect("connect");
+        sock.set_read_timeout(Some(Duration::from_secs(3)))
+            .expect("timeout");
+        let mut last = None;
+        for i in 0..3 {
+            // A pending error of an earlier datagram may fail the send.
+            if let Err(e) = sock.send(format!("closed-{i}").as_bytes()) {
+                last = Some(e);
+                break;
+            }
+            let mut buf = [0u8; 64];
+            match sock.recv(&mut buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    last = Some(e);
+                    break;
+                }
+                Err(e) => last = Some(e),
+                Ok(n) => panic!("{dst}: an answer from a closed port: {:?}", &buf[..n]),
+            }
+        }
+        let e = last.expect("an error");
+        assert_eq!(
+            e.kind(),
+            std::io::ErrorKind::ConnectionRefused,
+            "{dst}: no port unreachable reached the client: {e}"
+        );
+    }
+}
