@@ -37,6 +37,18 @@
 //!   header carried over; IPv4 options dropped; the TCP/UDP checksum
 //!   recomputed over the new pseudo-header (a zero IPv4 UDP checksum is
 //!   computed, since IPv6 requires one).
+//! * **Sizes** (dataplanes): an IPv4 packet is 20 bytes longer as IPv6.
+//!   A translated TCP SYN or SYN-ACK has its MSS option lowered, never
+//!   raised, to [`mss_limit`] of the route the translated packet takes, so
+//!   a full segment of the peer fits it (as iptables'
+//!   `--clamp-mss-to-pmtu`, the route to the peer stands for the way back
+//!   from it): the route's MTU less 60 (IPv6 + TCP headers) when
+//!   translated to IPv6, less 40 when translated to IPv4. A dataplane that
+//!   cannot learn the route's MTU uses [`DEFAULT_ROUTE_MTU`]. A packet
+//!   translated to IPv6 that is over the route's MTU is not sent: with DF
+//!   its sender gets ICMP fragmentation needed carrying the route's MTU
+//!   less 20 ([`frag_needed_mtu`], RFC 7915 §4); without DF it is dropped
+//!   (not fragmented). Both are counted as fragmentation-needed drops.
 //!
 //! ```
 //! use lb_core::Translation;
@@ -50,6 +62,60 @@
 
 use std::fmt;
 use std::net::IpAddr;
+
+/// The route MTU a dataplane assumes when it cannot learn the real one
+/// (Ethernet's).
+pub const DEFAULT_ROUTE_MTU: u32 = 1500;
+
+/// IPv6 header plus TCP header without options: what a full IPv6 TCP
+/// packet carries besides its payload.
+const TCP6_OVERHEAD: u32 = 40 + 20;
+/// IPv4 header (no options) plus TCP header without options.
+const TCP4_OVERHEAD: u32 = 20 + 20;
+
+/// The largest MSS a translated SYN or SYN-ACK may carry when it leaves
+/// on a route of `route_mtu` bytes, translated to IPv6 (`to_ipv6`) or to
+/// IPv4: the MTU less the headers of a full segment.
+///
+/// ```
+/// use lb_core::nat46x64::{clamp_mss, mss_limit};
+/// assert_eq!(mss_limit(true, 1500), 1440);
+/// assert_eq!(mss_limit(false, 1500), 1460);
+/// // Lowered, never raised.
+/// assert_eq!(clamp_mss(8940, true, 1500), 1440);
+/// assert_eq!(clamp_mss(1200, true, 1500), 1200);
+/// ```
+pub const fn mss_limit(to_ipv6: bool, route_mtu: u32) -> u16 {
+    let overhead = if to_ipv6 {
+        TCP6_OVERHEAD
+    } else {
+        TCP4_OVERHEAD
+    };
+    let limit = route_mtu.saturating_sub(overhead);
+    if limit > u16::MAX as u32 {
+        u16::MAX
+    } else {
+        limit as u16
+    }
+}
+
+/// The MSS option a translated SYN or SYN-ACK leaves with: `mss` when it
+/// fits [`mss_limit`], else the limit.
+pub const fn clamp_mss(mss: u16, to_ipv6: bool, route_mtu: u32) -> u16 {
+    let limit = mss_limit(to_ipv6, route_mtu);
+    if mss > limit {
+        limit
+    } else {
+        mss
+    }
+}
+
+/// The MTU an ICMP fragmentation-needed error tells the IPv4 sender of a
+/// packet that does not fit an IPv6 route of `route6_mtu` bytes once
+/// translated: the IPv4 size that does (the translation adds 20 bytes).
+pub const fn frag_needed_mtu(route6_mtu: u32) -> u32 {
+    route6_mtu.saturating_sub(20)
+}
 
 /// Whether, and which way, a flow crosses IP families between its frontend
 /// and its backend.

@@ -35,16 +35,25 @@
  * family (source the frontend, destination the client) and redirected to
  * the client.
  *
+ * Sizes (below, "Sizes"): a translated TCP SYN or SYN-ACK has its MSS
+ * option clamped to the MTU of the route it takes (lb_mss.h); a non-GSO
+ * IPv4 packet over the IPv6 route's MTU once translated is answered with
+ * ICMP fragmentation needed (MTU less 20) when it has DF. GSO packets are
+ * segmented for the IPv6 route by the kernel.
+ *
  * ICMP/ICMPv6 errors about translated flows are translated to the
  * client's family by lb_nat46_icmp.h (lb_icmp.h and lb_icmp6.h hand them
  * over).
  *
- * Not done: TCP MSS is not clamped (with equal MTUs the MSS each end
- * advertises fits both families; a full-size IPv4 packet is 20 bytes longer as IPv6: GSO
- * packets are segmented for the IPv6 route, others over the route's MTU
- * are dropped as LB_DROP_FRAG_NEEDED, without an ICMP error);
- * an IPv4 UDP datagram without a checksum gets one computed only up to
- * LB_XLATE_CSUM_MAX bytes (longer ones are dropped, LB_DROP_REWRITE).
+ * Not done: an IPv4 packet without DF over the IPv6 route's MTU once
+ * translated is dropped (LB_DROP_FRAG_NEEDED), not fragmented; a too-big
+ * answer is only built for frames up to 4 KiB over the answer's size
+ * (lb_icmp4_frag_needed: bpf_skb_adjust_room's limit), bigger ones are
+ * only dropped; an IPv6 packet that is over the IPv4 route's MTU after
+ * shrinking by 20 (only with a route MTU below the client side's) is
+ * dropped (NAT64 requests) or left to the stack (NAT46 replies), as
+ * before; an IPv4 UDP datagram without a checksum gets one computed only
+ * up to LB_XLATE_CSUM_MAX bytes (longer ones are dropped, LB_DROP_REWRITE).
  */
 #ifndef LB_NAT46_H
 #define LB_NAT46_H
@@ -63,6 +72,8 @@
 #include "lb_select.h"
 #include "lb_snat.h"
 #include "lb_flow.h"
+#include "lb_dsr_icmp.h"
+#include "lb_mss.h"
 
 /* The includer defines lb_drop(reason) (count, TC_ACT_SHOT), as lb_tc.c. */
 
@@ -89,6 +100,14 @@ enum lb_xlate_kind {
 #define LB_XLATE_CHUNK 256
 #define LB_XLATE_CHUNKS 36
 #define LB_XLATE_CSUM_MAX (LB_XLATE_CHUNK * LB_XLATE_CHUNKS)
+
+/* The MTU a translated SYN's MSS is clamped for when the FIB cannot say
+ * (no route: the stack routes the packet): Ethernet's. */
+#define LB_XLATE_DEFAULT_MTU 1500
+/* Header bytes a TCP segment carries besides its payload: IPv6 + TCP,
+ * IPv4 + TCP (lb_core::nat46x64::mss_limit). */
+#define LB_XLATE_MSS_HDR6 60
+#define LB_XLATE_MSS_HDR4 40
 
 /* The translation paths' per-packet state: too wide for the stack next to
  * the family body's, so in a per-CPU scratch entry of this object (not
@@ -133,6 +152,11 @@ struct lb_xlate {
 	struct lb4_key key4;
 	struct lb6_key key6;
 	__u8 buf[LB_XLATE_CHUNK];
+	/* Not cleared per packet: the route lookup of the translated packet
+	 * (cleared before use) and lb_mss_clamp's scratch. */
+	struct bpf_fib_lookup fib;
+	struct bpf_fib_lookup fib_mtu;
+	__u8 opts[LB_MSS_BUF];
 };
 
 struct {
@@ -366,6 +390,109 @@ static __noinline int lb_xlate_6to4(struct __sk_buff *skb, const struct lb_pkt6 
 	return 0;
 }
 
+/* ---- Sizes: MSS clamping, packets over the route's MTU ----
+ *
+ * A translated TCP SYN or SYN-ACK has its MSS option lowered (never
+ * raised) so that a full segment from the peer fits the route the
+ * translated packet takes (lb_core::nat46x64::mss_limit): to the IPv6
+ * route's MTU less 60 (IPv6 + TCP headers) when translated to IPv6, to
+ * the IPv4 route's MTU less 40 when translated to IPv4. The MTU is the
+ * one bpf_fib_lookup() finds for the route (the dataplane learns it per
+ * SYN, so a route MTU or a device MTU below the peer's is honoured);
+ * LB_XLATE_DEFAULT_MTU when there is no route (the stack routes the
+ * packet). As with iptables' --clamp-mss-to-pmtu, the route to a peer
+ * stands for the way back from it.
+ *
+ * An IPv4 packet grows by 20 bytes as IPv6 (NAT46 requests, NAT64
+ * replies): one over the IPv6 route's MTU is answered with ICMP
+ * fragmentation needed (lb_xlate_too_big4); IPv6 packets shrink. */
+
+#ifndef BPF_FIB_LOOKUP_SKIP_NEIGH
+#define BPF_FIB_LOOKUP_SKIP_NEIGH (1U << 2) /* Linux 6.5 */
+#endif
+
+/* The MTU of the route from x->src6 to x->dst6 (v6) or x->src4 to x->dst4,
+ * as the kernel's forwarding uses it (a route's mtu metric when locked,
+ * else the device's): bpf_fib_lookup's mtu_result, looked up without the
+ * neighbour (which, unresolved, would leave mtu_result unset) into
+ * x->fib_mtu; LB_XLATE_DEFAULT_MTU without a route or an answer below
+ * `min`. */
+static __noinline __u32 lb_xlate_route_mtu(struct __sk_buff *skb, struct lb_xlate *x, __u8 proto,
+					   bool v6, __u32 min)
+{
+	struct bpf_fib_lookup *f = &x->fib_mtu;
+	__u32 mtu = 0;
+	long rc;
+
+	/* A length that fits any route (68): with a length the kernel
+	 * answers the route's MTU, without one the device's. */
+	__builtin_memset(f, 0, sizeof(*f));
+	if (v6)
+		rc = lb6_fib_len(skb, f, &x->src6, &x->dst6, proto, 68, BPF_FIB_LOOKUP_SKIP_NEIGH);
+	else
+		rc = lb_fib_len(skb, f, x->src4, x->dst4, proto, 68, BPF_FIB_LOOKUP_SKIP_NEIGH);
+	if (rc == BPF_FIB_LKUP_RET_SUCCESS || rc == BPF_FIB_LKUP_RET_FRAG_NEEDED)
+		mtu = f->mtu_result;
+	return mtu >= min && mtu <= 0xffff ? mtu : LB_XLATE_DEFAULT_MTU;
+}
+
+/* An IPv4 packet that would be over the IPv6 route's MTU (`mtu`) once
+ * translated: counted as LB_DROP_FRAG_NEEDED and answered as an IPv4
+ * router would (RFC 7915 section 4 leaves the size to the IPv6 side):
+ * fragmentation needed carrying the IPv4 size that fits, the route's MTU
+ * less the 20 bytes the translation adds, from the packet's destination
+ * (lb_icmp4_frag_needed, which DSR uses too). Without DF (a translator may
+ * fragment it; this one does not), with IPv4 options, or when the answer
+ * cannot be built, the packet is only dropped. */
+static __noinline int lb_xlate_too_big4(struct __sk_buff *skb, __u32 mtu)
+{
+	int rc;
+
+	lb_count_drop(LB_DROP_FRAG_NEEDED);
+	if (mtu < LB_IP6_MIN_MTU || mtu > 0xffff)
+		return TC_ACT_SHOT;
+	rc = lb_icmp4_frag_needed(skb, ETH_HLEN, mtu - 20);
+	return rc < 0 ? TC_ACT_SHOT : rc;
+}
+
+/* Translates the IPv4 packet x->p4 to IPv6 from x->src6:sport to
+ * x->dst6:dport and sends it out of the IPv6 route, looked up once before
+ * the translation for the translated size: over the route's MTU, the
+ * packet is answered instead (lb_xlate_too_big4); a SYN's MSS is first
+ * clamped to the route's MTU less 60. */
+static __noinline int lb_xlate_send6(struct __sk_buff *skb, struct lb_xlate *x, __u32 ports)
+{
+	const struct lb_pkt *p = &x->p4;
+	__u32 max_mss;
+	long rc;
+
+	__builtin_memset(&x->fib, 0, sizeof(x->fib));
+	rc = lb6_fib_len(skb, &x->fib, &x->src6, &x->dst6, p->proto,
+			 skb->len - p->l4_off + sizeof(struct ipv6hdr), 0);
+	if (rc == BPF_FIB_LKUP_RET_FRAG_NEEDED)
+		return lb_xlate_too_big4(skb, x->fib.mtu_result);
+	if (p->tcp_flags & LB_TCP_SYN) {
+		max_mss = lb_xlate_route_mtu(skb, x, p->proto, true, LB_IP6_MIN_MTU) -
+			  LB_XLATE_MSS_HDR6;
+		if (lb_mss_clamp(skb, p->l4_off, p->csum_off, max_mss, x->opts) < 0)
+			return lb_drop(LB_DROP_REWRITE);
+	}
+	if (lb_xlate_4to6(skb, p, x, ports) < 0)
+		return lb_drop(LB_DROP_REWRITE);
+	return lb6_fib_send(skb, &x->fib, rc);
+}
+
+/* A SYN or SYN-ACK about to be translated from IPv6 (x->p6) to IPv4 from
+ * x->src4 to x->dst4: its MSS is clamped to the IPv4 route's MTU less 40.
+ * 0 or -1 (drop). */
+static __noinline int lb_xlate_clamp4(struct __sk_buff *skb, struct lb_xlate *x)
+{
+	const struct lb_pkt6 *p = &x->p6;
+	__u32 max_mss = lb_xlate_route_mtu(skb, x, p->proto, false, 68) - LB_XLATE_MSS_HDR4;
+
+	return lb_mss_clamp(skb, p->l4_off, p->csum_off, max_mss, x->opts) < 0 ? -1 : 0;
+}
+
 /* ---- NAT46: IPv4 client and frontend, IPv6 backend ---- */
 
 /* A packet of an IPv4 client to a frontend marked LB_SVC_F_NAT46X64 (the
@@ -383,7 +510,6 @@ static __noinline int lb_nat46_ingress(struct __sk_buff *skb, const struct lb_co
 	__be16 snat_port = 0, be_port;
 	__u64 now = x->now;
 	bool new_flow = false, closing = lb_tcp_closing(p->tcp_flags);
-	int rc;
 
 	if (!lb6_snat_addr(cfg, &x->src6))
 		return lb_drop(LB_DROP_SNAT_PORTS);
@@ -463,10 +589,7 @@ static __noinline int lb_nat46_ingress(struct __sk_buff *skb, const struct lb_co
 	}
 	lb_count_service_slot(x->svc_slot, skb->len, new_flow);
 	lb_count_backend(be, skb->len, new_flow);
-	if (lb_xlate_4to6(skb, p, x, ((__u32)snat_port << 16) | be_port) < 0)
-		return lb_drop(LB_DROP_REWRITE);
-	rc = lb6_fib_redirect(skb, &x->src6, &x->dst6, p->proto);
-	return rc == LB_FIB_TOO_BIG ? lb_drop(LB_DROP_FRAG_NEEDED) : rc;
+	return lb_xlate_send6(skb, x, ((__u32)snat_port << 16) | be_port);
 }
 
 /* A reply of a NAT46 flow: an IPv6 packet from the backend to the node's
@@ -503,6 +626,8 @@ static __noinline int lb_nat46_reply(struct __sk_buff *skb, struct lb_xlate *x)
 		x->src4 = rn->address;
 		fe_port = rn->port;
 	}
+	if ((p->tcp_flags & LB_TCP_SYN) && lb_xlate_clamp4(skb, x) < 0)
+		return lb_drop(LB_DROP_REWRITE);
 	if (lb_xlate_6to4(skb, p, x, ((__u32)fe_port << 16) | client_port) < 0)
 		return lb_drop(LB_DROP_REWRITE);
 	rc = lb_fib_redirect(skb, x->src4, x->dst4, p->proto);
@@ -635,6 +760,8 @@ static __noinline int lb_nat64_ingress(struct __sk_buff *skb, const struct lb_co
 	}
 	lb_count_service_slot(x->svc_slot, skb->len, new_flow);
 	lb_count_backend(be, skb->len, new_flow);
+	if ((p->tcp_flags & LB_TCP_SYN) && lb_xlate_clamp4(skb, x) < 0)
+		return lb_drop(LB_DROP_REWRITE);
 	if (lb_xlate_6to4(skb, p, x, ((__u32)snat_port << 16) | be_port) < 0)
 		return lb_drop(LB_DROP_REWRITE);
 	rc = lb_fib_redirect(skb, x->src4, x->dst4, p->proto);
@@ -651,7 +778,6 @@ static __noinline int lb_nat64_reply(struct __sk_buff *skb, struct lb_xlate *x)
 	__be16 client_port, fe_port;
 	__u64 now = x->now;
 	__u32 rev_nat;
-	int rc;
 
 	x->dst6 = x->se6.client_addr;
 	x->src6 = x->se6.frontend_addr;
@@ -672,10 +798,7 @@ static __noinline int lb_nat64_reply(struct __sk_buff *skb, struct lb_xlate *x)
 		x->src6 = rn->address;
 		fe_port = rn->port;
 	}
-	if (lb_xlate_4to6(skb, p, x, ((__u32)fe_port << 16) | client_port) < 0)
-		return lb_drop(LB_DROP_REWRITE);
-	rc = lb6_fib_redirect(skb, &x->src6, &x->dst6, p->proto);
-	return rc == LB_FIB_TOO_BIG ? TC_ACT_OK : rc;
+	return lb_xlate_send6(skb, x, ((__u32)fe_port << 16) | client_port);
 }
 
 /* Runs what a family body handed over (LB_XLATE_GO). */

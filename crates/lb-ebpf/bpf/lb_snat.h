@@ -38,8 +38,9 @@ static __always_inline void lb_snat_range(const struct lb_config *cfg, __u16 *mi
 }
 
 /* A route lookup for (saddr -> daddr) as if forwarded from the skb's device. */
-static __always_inline long lb_fib(struct __sk_buff *skb, struct bpf_fib_lookup *fib,
-				   __be32 saddr, __be32 daddr, __u8 proto)
+static __always_inline long lb_fib_len(struct __sk_buff *skb, struct bpf_fib_lookup *fib,
+				       __be32 saddr, __be32 daddr, __u8 proto, __u32 l3_len,
+				       __u32 flags)
 {
 	fib->family = AF_INET;
 	fib->l4_protocol = proto;
@@ -48,11 +49,18 @@ static __always_inline long lb_fib(struct __sk_buff *skb, struct bpf_fib_lookup 
 	 * tot_len the kernel checks it with is_skb_forwardable(), which lets
 	 * GSO packets through (as Cilium's lookups do); with tot_len every
 	 * such packet would fail the check with BPF_FIB_LKUP_RET_FRAG_NEEDED. */
-	fib->tot_len = skb->gso_size ? 0 : (__u16)(skb->len - ETH_HLEN);
+	fib->tot_len = skb->gso_size ? 0 : (__u16)l3_len;
 	fib->ipv4_src = saddr;
 	fib->ipv4_dst = daddr;
 	fib->ifindex = skb->ingress_ifindex ? skb->ingress_ifindex : skb->ifindex;
-	return bpf_fib_lookup(skb, fib, sizeof(*fib), 0);
+	return bpf_fib_lookup(skb, fib, sizeof(*fib), flags);
+}
+
+/* lb_fib_len for the packet as it is (l3_len: its length after Ethernet). */
+static __always_inline long lb_fib(struct __sk_buff *skb, struct bpf_fib_lookup *fib,
+				   __be32 saddr, __be32 daddr, __u8 proto)
+{
+	return lb_fib_len(skb, fib, saddr, daddr, proto, skb->len - ETH_HLEN, 0);
 }
 
 /* True when the route to daddr leaves through one of our devices. */
@@ -113,18 +121,47 @@ static __always_inline bool lb6_snat_addr(const struct lb_config *cfg, struct in
 	return true;
 }
 
+/* lb_fib_len for IPv6. */
+static __always_inline long lb6_fib_len(struct __sk_buff *skb, struct bpf_fib_lookup *fib,
+					const struct in6_addr *saddr, const struct in6_addr *daddr,
+					__u8 proto, __u32 l3_len, __u32 flags)
+{
+	fib->family = AF_INET6;
+	fib->l4_protocol = proto;
+	fib->tot_len = skb->gso_size ? 0 : (__u16)l3_len;
+	__builtin_memcpy(fib->ipv6_src, saddr, sizeof(fib->ipv6_src));
+	__builtin_memcpy(fib->ipv6_dst, daddr, sizeof(fib->ipv6_dst));
+	fib->ifindex = skb->ingress_ifindex ? skb->ingress_ifindex : skb->ifindex;
+	return bpf_fib_lookup(skb, fib, sizeof(*fib), flags);
+}
+
 /* lb_fib for IPv6. */
 static __always_inline long lb6_fib(struct __sk_buff *skb, struct bpf_fib_lookup *fib,
 				    const struct in6_addr *saddr, const struct in6_addr *daddr,
 				    __u8 proto)
 {
-	fib->family = AF_INET6;
-	fib->l4_protocol = proto;
-	fib->tot_len = skb->gso_size ? 0 : (__u16)(skb->len - ETH_HLEN);
-	__builtin_memcpy(fib->ipv6_src, saddr, sizeof(fib->ipv6_src));
-	__builtin_memcpy(fib->ipv6_dst, daddr, sizeof(fib->ipv6_dst));
-	fib->ifindex = skb->ingress_ifindex ? skb->ingress_ifindex : skb->ifindex;
-	return bpf_fib_lookup(skb, fib, sizeof(*fib), 0);
+	return lb6_fib_len(skb, fib, saddr, daddr, proto, skb->len - ETH_HLEN, 0);
+}
+
+/* Sends the packet as lookup `fib` (answer `rc`) said: out of the route's
+ * device (Ethernet addresses written, or the neighbour resolved by the
+ * kernel), TC_ACT_OK without a route. Not for BPF_FIB_LKUP_RET_FRAG_NEEDED. */
+static __always_inline int lb6_fib_send(struct __sk_buff *skb, const struct bpf_fib_lookup *fib,
+					long rc)
+{
+	if (rc == BPF_FIB_LKUP_RET_SUCCESS) {
+		if (bpf_skb_store_bytes(skb, 0, fib->dmac, ETH_ALEN, 0) < 0 ||
+		    bpf_skb_store_bytes(skb, ETH_ALEN, fib->smac, ETH_ALEN, 0) < 0)
+			return TC_ACT_SHOT;
+		return bpf_redirect(fib->ifindex, 0);
+	}
+	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
+		struct bpf_redir_neigh nh = { .nh_family = AF_INET6 };
+
+		__builtin_memcpy(nh.ipv6_nh, fib->ipv6_dst, sizeof(nh.ipv6_nh));
+		return bpf_redirect_neigh(fib->ifindex, &nh, sizeof(nh), 0);
+	}
+	return TC_ACT_OK;
 }
 
 /* lb_route_is_ours for IPv6 (a function of its own: its own stack frame,
@@ -152,19 +189,7 @@ static __noinline __attribute__((unused)) int lb6_fib_redirect(struct __sk_buff 
 
 	if (rc == BPF_FIB_LKUP_RET_FRAG_NEEDED)
 		return LB_FIB_TOO_BIG;
-	if (rc == BPF_FIB_LKUP_RET_SUCCESS) {
-		if (bpf_skb_store_bytes(skb, 0, fib.dmac, ETH_ALEN, 0) < 0 ||
-		    bpf_skb_store_bytes(skb, ETH_ALEN, fib.smac, ETH_ALEN, 0) < 0)
-			return TC_ACT_SHOT;
-		return bpf_redirect(fib.ifindex, 0);
-	}
-	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
-		struct bpf_redir_neigh nh = { .nh_family = AF_INET6 };
-
-		__builtin_memcpy(nh.ipv6_nh, fib.ipv6_dst, sizeof(nh.ipv6_nh));
-		return bpf_redirect_neigh(fib.ifindex, &nh, sizeof(nh), 0);
-	}
-	return TC_ACT_OK;
+	return lb6_fib_send(skb, &fib, rc);
 }
 
 /* Equality of two addresses of one family, by value. */

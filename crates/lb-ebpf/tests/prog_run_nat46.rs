@@ -374,12 +374,10 @@ fn with_hop_by_hop(frame: &[u8]) -> Vec<u8> {
     x
 }
 
-/// IPv4 options and IPv6 extension headers are dropped by the
-/// translation (RFC 7915); the rest of the packet is as without them.
-#[test]
-fn ipv4_options_and_ipv6_extension_headers_are_dropped() {
-    let mut fx = Nat::new();
-    fx.apply(&[
+/// A NAT46 service (`10.96.0.46:80` -> `[fd00:2:1::2]:8080`) and a NAT64
+/// one (`[fd00:96::64]:80` -> `10.0.2.2:8080`).
+fn one_of_each() -> [Service; 2] {
+    [
         service(
             "default/v6only",
             &[("10.96.0.46:80", FrontendType::ClusterIp)],
@@ -390,7 +388,15 @@ fn ipv4_options_and_ipv6_extension_headers_are_dropped() {
             &[("[fd00:96::64]:80", FrontendType::ClusterIp)],
             &["10.0.2.2:8080"],
         ),
-    ]);
+    ]
+}
+
+/// IPv4 options and IPv6 extension headers are dropped by the
+/// translation (RFC 7915); the rest of the packet is as without them.
+#[test]
+fn ipv4_options_and_ipv6_extension_headers_are_dropped() {
+    let mut fx = Nat::new();
+    fx.apply(&one_of_each());
     for (plain, odd) in [
         {
             let f = tcp("192.168.5.2:40000", "10.96.0.46:80");
@@ -415,4 +421,208 @@ fn ipv4_options_and_ipv6_extension_headers_are_dropped() {
         let want = translate(&plain, L4Proto::Tcp, p.src, backend).expect("reference");
         assert_eq!(out, want, "as translated without options/extension headers");
     }
+}
+
+/// A SYN (or SYN-ACK, with `ack`) `src` -> `dst` carrying TCP options
+/// `opts` and, when `len` > 0, that many bytes of payload.
+fn tcp_opts(src: &str, dst: &str, flags: lb_testkit::TcpFlags, opts: &[u8], len: usize) -> Vec<u8> {
+    let f = lb_testkit::PacketBuilder::tcp(sa(src), sa(dst))
+        .flags(flags)
+        .payload(vec![0x5au8; len])
+        .build()
+        .unwrap();
+    lb_testkit::conformance::reference::with_tcp_options(&f, opts).expect("TCP options")
+}
+
+fn syn() -> lb_testkit::TcpFlags {
+    lb_testkit::TcpFlags::SYN
+}
+
+fn syn_ack() -> lb_testkit::TcpFlags {
+    lb_testkit::TcpFlags::SYN | lb_testkit::TcpFlags::ACK
+}
+
+/// TCP MSS clamping of translated SYNs and SYN-ACKs (lb_core's
+/// `nat46x64::clamp_mss`): to the MTU of the route the translated packet
+/// takes (here per-host routes of 1400, 1300 and 1450 bytes and the
+/// device's 1500) less 60 for IPv6, less 40 for IPv4; never raised; an
+/// option after a NOP (odd offset) is clamped with a valid checksum; a
+/// packet without SYN is left alone. Every output equals the reference
+/// translation for that MTU byte for byte.
+#[test]
+fn translated_syns_have_their_mss_clamped_to_the_route_mtu() {
+    use lb_testkit::conformance::reference::{mss_option, tcp_mss, translate_mtu};
+    let mut fx = Nat::new();
+    for r in [
+        "fd00:2:1::2/128 via fd00:ffff:ffff::2 dev lbn0 mtu lock 1400",
+        "192.168.5.2/32 via 172.31.255.2 dev lbn0 mtu lock 1300",
+        "10.0.2.2/32 via 172.31.255.2 dev lbn0 mtu lock 1450",
+    ] {
+        fx.netns.add_route(r).expect("route with an MTU");
+    }
+    fx.apply(&one_of_each());
+    let node4: IpAddr = ip(NODE4);
+    let node6: IpAddr = ip(NODE6);
+    // (client, frontend, backend, node, client MSS, route MTU to the
+    // backend, backend MSS, route MTU to the client)
+    let cases = [
+        (
+            "192.168.5.2:40000",
+            "10.96.0.46:80",
+            "[fd00:2:1::2]:8080",
+            node6,
+            1460u16,
+            1400u32,
+            8940u16,
+            1300u32,
+        ),
+        (
+            "[fd00:5::2]:40000",
+            "[fd00:96::64]:80",
+            "10.0.2.2:8080",
+            node4,
+            8940,
+            1450,
+            8960,
+            1500,
+        ),
+    ];
+    for (client, fe, be, node, c_mss, be_mtu, b_mss, c_mtu) in cases {
+        let syn_f = tcp_opts(client, fe, syn(), &mss_option(c_mss), 0);
+        let (rv, out) = fx.ingress(&syn_f);
+        assert_eq!(rv, TC_ACT_REDIRECT, "{fe}");
+        lb_testkit::verify_checksums_strict(&out).expect("valid checksums");
+        let p = lb_testkit::parse(&out).expect("parse");
+        let to_v6 = p.dst.is_ipv6();
+        assert_eq!(
+            tcp_mss(&out),
+            Some(lb_core::nat46x64::clamp_mss(c_mss, to_v6, be_mtu)),
+            "{fe}: the client's MSS fits the route to the backend"
+        );
+        let want = translate_mtu(&syn_f, L4Proto::Tcp, p.src, sa(be), be_mtu).expect("reference");
+        assert_eq!(out, want, "{fe}: reference translation, MTU {be_mtu}");
+        // The backend's SYN-ACK: clamped for the route to the client.
+        let port = p.src.port();
+        let sa_f = tcp_opts(be, &join(node, port), syn_ack(), &mss_option(b_mss), 0);
+        let (rv, back) = fx.ingress(&sa_f);
+        assert_eq!(rv, TC_ACT_REDIRECT, "{fe}: SYN-ACK");
+        lb_testkit::verify_checksums_strict(&back).expect("valid checksums");
+        let want = translate_mtu(&sa_f, L4Proto::Tcp, sa(fe), sa(client), c_mtu).expect("ref");
+        assert_eq!(back, want, "{fe}: SYN-ACK, MTU {c_mtu}");
+        assert_eq!(
+            tcp_mss(&back),
+            Some(lb_core::nat46x64::clamp_mss(b_mss, !to_v6, c_mtu))
+        );
+        // A small MSS is never raised; a NOP first puts the value at an
+        // odd offset; a segment without SYN keeps its option.
+        for (flags, opts, sport) in [
+            (syn(), mss_option(536).to_vec(), 40001u16),
+            (syn(), [&[1u8][..], &mss_option(9000)].concat(), 40002),
+            (lb_testkit::TcpFlags::ACK, mss_option(9000).to_vec(), 40003),
+        ] {
+            let c = sa(client);
+            let src = SocketAddr::new(c.ip(), sport).to_string();
+            let f = tcp_opts(&src, fe, flags, &opts, 0);
+            let (rv, out) = fx.ingress(&f);
+            assert_eq!(rv, TC_ACT_REDIRECT, "{fe} {opts:?}");
+            lb_testkit::verify_checksums_strict(&out).expect("valid checksums");
+            let p = lb_testkit::parse(&out).expect("parse");
+            let want = translate_mtu(&f, L4Proto::Tcp, p.src, sa(be), be_mtu).expect("ref");
+            assert_eq!(out, want, "{fe} {flags:?} {opts:?}");
+            let mss = if opts[0] == 1 {
+                9000
+            } else {
+                u16::from_be_bytes([opts[2], opts[3]])
+            };
+            let expect = if flags.contains(lb_testkit::TcpFlags::SYN) {
+                lb_core::nat46x64::clamp_mss(mss, to_v6, be_mtu)
+            } else {
+                mss
+            };
+            assert_eq!(tcp_mss(&out), Some(expect), "{fe} {flags:?} {opts:?}");
+        }
+    }
+    let c = fx.dp.counters().expect("counters");
+    assert_eq!(c.drops_for(DropReason::Rewrite), 0);
+}
+
+/// A non-GSO IPv4 packet that would be over the IPv6 route's MTU once
+/// translated: with DF its sender gets ICMP fragmentation needed carrying
+/// the route's MTU less 20, from the packet's destination, quoting it
+/// (NAT46 requests: the client, from the frontend; NAT64 replies: the IPv4
+/// backend, from the node); without DF it is dropped. Both are counted as
+/// FragNeeded; a packet that fits is translated.
+#[test]
+fn ipv4_packets_too_big_once_translated_get_fragmentation_needed() {
+    let mut fx = Nat::new();
+    fx.netns
+        .add_route("fd00:2:1::2/128 via fd00:ffff:ffff::2 dev lbn0 mtu lock 1400")
+        .expect("route with an MTU");
+    fx.apply(&one_of_each());
+    let frag_needed = |fx: &Nat| {
+        fx.dp
+            .counters()
+            .expect("counters")
+            .drops_for(DropReason::FragNeeded)
+    };
+    let big = |src: &str, dst: &str, ip_len: usize, df: bool| {
+        let hdr = if src.starts_with('[') { 40 } else { 20 } + 20;
+        lb_testkit::PacketBuilder::tcp(sa(src), sa(dst))
+            .ack()
+            .seq(1000)
+            .dont_fragment(df)
+            .payload(vec![7u8; ip_len - hdr])
+            .build()
+            .unwrap()
+    };
+    // NAT46: 1380 bytes of IPv4 are 1400 of IPv6: they fit.
+    let client = "192.168.5.2:40000";
+    let (rv, out) = fx.ingress(&big(client, "10.96.0.46:80", 1380, true));
+    assert_eq!(rv, TC_ACT_REDIRECT);
+    let p = lb_testkit::parse(&out).expect("parse");
+    assert_eq!(p.dst, sa("[fd00:2:1::2]:8080"));
+    assert_eq!(p.ip_total_len, 1400);
+    assert_eq!(frag_needed(&fx), 0);
+    // 1381 do not: fragmentation needed, MTU 1380, back to the client.
+    let f = big(client, "10.96.0.46:80", 1381, true);
+    let (rv, out) = fx.ingress(&f);
+    assert_eq!(rv, TC_ACT_REDIRECT, "answered out of the arrival device");
+    lb_testkit::verify_checksums(&out).expect("valid ICMP");
+    let p = lb_testkit::parse(&out).expect("parse");
+    assert_eq!(
+        (p.src.ip(), p.dst.ip()),
+        (ip("10.96.0.46"), ip("192.168.5.2"))
+    );
+    let icmp = p.icmp.expect("ICMP");
+    assert_eq!((icmp.ty, icmp.code), (3, 4), "fragmentation needed");
+    assert_eq!(icmp.mtu(false), 1380);
+    let quoted = p.icmp_inner().expect("error").expect("quote");
+    assert_eq!((quoted.src, quoted.dst), (sa(client), sa("10.96.0.46:80")));
+    assert_eq!(
+        &p.payload[24..28],
+        &1000u32.to_be_bytes(),
+        "the sender's sequence"
+    );
+    assert_eq!(frag_needed(&fx), 1);
+    // Without DF: dropped (not fragmented), counted.
+    let (rv, _) = fx.ingress(&big(client, "10.96.0.46:80", 1381, false));
+    assert_eq!(rv, 2, "TC_ACT_SHOT");
+    assert_eq!(frag_needed(&fx), 2);
+    // NAT64 replies: the IPv4 backend's 1500-byte reply is 1520 bytes as
+    // IPv6, over the client route's 1500.
+    let f = tcp("[fd00:5::2]:40000", "[fd00:96::64]:80");
+    let (rv, out) = fx.ingress(&f);
+    assert_eq!(rv, TC_ACT_REDIRECT);
+    let port = lb_testkit::parse(&out).expect("parse").src.port();
+    let node = join(ip(NODE4), port);
+    let (rv, out) = fx.ingress(&big("10.0.2.2:8080", &node, 1480, true));
+    assert_eq!(rv, TC_ACT_REDIRECT);
+    assert_eq!(lb_testkit::parse(&out).expect("parse").ip_total_len, 1500);
+    let (rv, out) = fx.ingress(&big("10.0.2.2:8080", &node, 1500, true));
+    assert_eq!(rv, TC_ACT_REDIRECT);
+    let p = lb_testkit::parse(&out).expect("parse");
+    assert_eq!((p.src.ip(), p.dst.ip()), (ip(NODE4), ip("10.0.2.2")));
+    let icmp = p.icmp.expect("ICMP");
+    assert_eq!((icmp.ty, icmp.code, icmp.mtu(false)), (3, 4, 1480));
+    assert_eq!(frag_needed(&fx), 3);
 }

@@ -36,11 +36,15 @@ pub enum DropKind {
     /// client's family, or no room to translate it
     /// ([`crate::nat46x64_icmp`]; `LB_DROP_NAT46X64_ICMP`).
     Nat46x64Icmp = 8,
+    /// An IPv4 packet of a NAT46/64 flow over the MTU once translated to
+    /// IPv6 (`LB_DROP_FRAG_NEEDED`): answered with ICMP fragmentation
+    /// needed when it has DF, else dropped ([`crate::nat46x64`]).
+    FragNeeded = 9,
 }
 
 impl DropKind {
     /// Every reason.
-    pub const ALL: [DropKind; 8] = [
+    pub const ALL: [DropKind; 9] = [
         DropKind::Malformed,
         DropKind::NoBackend,
         DropKind::SourceRange,
@@ -49,6 +53,7 @@ impl DropKind {
         DropKind::Nat46x64,
         DropKind::NoLocalBackend,
         DropKind::Nat46x64Icmp,
+        DropKind::FragNeeded,
     ];
 
     /// A short name for counters and logs.
@@ -62,6 +67,7 @@ impl DropKind {
             DropKind::Nat46x64 => "nat46x64_untranslatable",
             DropKind::NoLocalBackend => "no_local_backend",
             DropKind::Nat46x64Icmp => "nat46x64_icmp_untranslatable",
+            DropKind::FragNeeded => "frag_needed",
         }
     }
 }
@@ -105,7 +111,7 @@ const CHUNK: usize = 1 << CHUNK_BITS;
 /// The counters of a dataplane.
 #[derive(Debug)]
 pub struct Counters {
-    drops: [AtomicU64; 9],
+    drops: [AtomicU64; 10],
     services: Box<[OnceLock<Box<[ServiceCounter]>>]>,
 }
 

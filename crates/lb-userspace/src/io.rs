@@ -238,12 +238,55 @@ fn find(name: &str) -> Result<NetworkInterface, IoError> {
         .ok_or_else(|| IoError::NoInterface(name.into()))
 }
 
+/// The MTU of the device `name` in this network namespace
+/// (`SIOCGIFMTU`; /sys may show another namespace's devices).
+fn device_mtu(name: &str) -> Option<u32> {
+    if name.len() >= libc::IFNAMSIZ {
+        return None;
+    }
+    // SAFETY: a plain socket(2) call; the fd is owned right away.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: fd is a fresh socket nobody else owns.
+    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    // SAFETY: ifreq is plain data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, b) in req.ifr_name.iter_mut().zip(name.bytes()) {
+        *d = b as libc::c_char;
+    }
+    // SAFETY: SIOCGIFMTU reads ifr_name and writes ifru_mtu of `req`,
+    // which lives across the call.
+    let rc = unsafe {
+        libc::ioctl(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            libc::SIOCGIFMTU,
+            &mut req,
+        )
+    };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: on success the kernel wrote ifru_mtu.
+    u32::try_from(unsafe { req.ifr_ifru.ifru_mtu }).ok()
+}
+
 impl IoLoop {
     /// Opens the devices in the current network namespace and, with
     /// `drop_rules`, attaches the TCX drop programs that keep the kernel
     /// from forwarding the originals (detached when the loop is dropped or
     /// the process exits).
-    pub fn new(devices: &[Device], path: PacketPath, drop_rules: bool) -> Result<Self, IoError> {
+    pub fn new(
+        devices: &[Device],
+        mut path: PacketPath,
+        drop_rules: bool,
+    ) -> Result<Self, IoError> {
+        // NAT46/64 packets are sized for the narrowest device
+        // (PacketPath::set_link_mtu).
+        if let Some(mtu) = devices.iter().filter_map(|d| device_mtu(&d.name)).min() {
+            path.set_link_mtu(mtu);
+        }
         let mut ports = Vec::new();
         let mut ifindexes = Vec::new();
         for d in devices {

@@ -27,6 +27,15 @@
 //! Fragments and ICMP never get here: the packet parser passes them
 //! untouched ([`crate::packet`]), as for every flow.
 //!
+//! Sizes ([`lb_core::nat46x64`]): the packet path clamps a translated SYN's
+//! MSS option ([`clamp_mss`]) for its link MTU
+//! ([`crate::PacketPath::set_link_mtu`], the I/O loop's devices' smallest
+//! MTU: a userspace loop re-injects through raw sockets and cannot see the
+//! route a packet will take, so it sizes for the narrowest link it
+//! serves), and answers an IPv4 packet over that MTU once translated to
+//! IPv6 with ICMP fragmentation needed ([`frag_needed`]) instead of
+//! translating it.
+//!
 //! No allocation: the L4 bytes move with `copy_within` and the new header
 //! is written over the old one.
 
@@ -205,4 +214,96 @@ fn write4(hdr: &mut [u8], tos: u8, ttl: u8, proto: u8, l4_len: usize, s: Ipv4Add
     hdr[16..20].copy_from_slice(&d.octets());
     let c = !fold(sum_words(hdr));
     hdr[10..12].copy_from_slice(&c.to_be_bytes());
+}
+
+/// Lowers the MSS option of the TCP header at the start of `tcp` (a SYN or
+/// SYN-ACK; the header and what follows) to `max_mss` when it is higher,
+/// updating the TCP checksum incrementally (RFC 1624). Returns the option's
+/// new value when it changed it. Options are walked to the data offset;
+/// a malformed length stops the walk.
+pub fn clamp_mss(tcp: &mut [u8], max_mss: u16) -> Option<u16> {
+    let end = (usize::from(*tcp.get(12)? >> 4) * 4).min(tcp.len());
+    let mut i = 20;
+    while i < end {
+        match tcp[i] {
+            0 => return None,
+            1 => i += 1,
+            kind => {
+                let len = usize::from(*tcp.get(i + 1)?);
+                if len < 2 || i + len > end {
+                    return None;
+                }
+                if kind == 2 && len == 4 {
+                    let at = i + 2;
+                    let old = u16::from_be_bytes([tcp[at], tcp[at + 1]]);
+                    if old <= max_mss {
+                        return None;
+                    }
+                    tcp[at..at + 2].copy_from_slice(&max_mss.to_be_bytes());
+                    // At an odd offset the value straddles two checksum
+                    // words: its bytes count swapped.
+                    let (o, n) = if at % 2 == 1 {
+                        (old.swap_bytes(), max_mss.swap_bytes())
+                    } else {
+                        (old, max_mss)
+                    };
+                    let c = u16::from_be_bytes([tcp[16], tcp[17]]);
+                    let c = !fold(u32::from(!c) + u32::from(!o) + u32::from(n));
+                    tcp[16..18].copy_from_slice(&c.to_be_bytes());
+                    return Some(max_mss);
+                }
+                i += len;
+            }
+        }
+    }
+    None
+}
+
+/// What an ICMP error quotes of the offending IPv4 packet: its header
+/// (without options) and the first 8 bytes after it (RFC 792).
+const QUOTE: usize = 20 + 8;
+
+/// Turns the IPv4 frame `buf[..len]` into an ICMP destination unreachable /
+/// fragmentation needed (type 3, code 4) carrying `mtu`, from the frame's
+/// destination back to its source, quoting its header and first 8 payload
+/// bytes; the Ethernet addresses swapped. Returns the answer's length, or
+/// `None` (and `buf` unchanged) when the frame cannot be answered: not
+/// IPv4, IPv4 options, DF clear (a translator may fragment it; this one
+/// drops it), a fragment, or shorter than the quote.
+pub fn frag_needed(buf: &mut [u8], len: usize, mtu: u16) -> Option<usize> {
+    let ip = buf.get(ETH_HLEN..len)?;
+    if buf[12..14] != [0x08, 0x00] || ip.len() < QUOTE || ip[0] != 0x45 {
+        return None;
+    }
+    let frag = u16::from_be_bytes([ip[6], ip[7]]);
+    if frag & 0x4000 == 0 || frag & 0x3fff != 0 {
+        return None;
+    }
+    let mut quote = [0u8; QUOTE];
+    quote.copy_from_slice(&ip[..QUOTE]);
+    let (src, dst) = (&quote[12..16], &quote[16..20]);
+    let total = 20 + 8 + QUOTE;
+    let mut hdr = [0u8; 20];
+    hdr[0] = 0x45;
+    hdr[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+    hdr[8] = 64;
+    hdr[9] = 1;
+    hdr[12..16].copy_from_slice(dst);
+    hdr[16..20].copy_from_slice(src);
+    let c = !fold(sum_words(&hdr));
+    hdr[10..12].copy_from_slice(&c.to_be_bytes());
+    let mut icmp = [0u8; 8 + QUOTE];
+    icmp[0] = 3;
+    icmp[1] = 4;
+    icmp[6..8].copy_from_slice(&mtu.to_be_bytes());
+    icmp[8..].copy_from_slice(&quote);
+    let c = !fold(sum_words(&icmp));
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    let mut macs = [0u8; 12];
+    macs[..6].copy_from_slice(&buf[6..12]);
+    macs[6..].copy_from_slice(&buf[..6]);
+    buf[..12].copy_from_slice(&macs);
+    buf[ETH_HLEN..ETH_HLEN + 20].copy_from_slice(&hdr);
+    buf[ETH_HLEN + 20..ETH_HLEN + total].copy_from_slice(&icmp);
+    Some(ETH_HLEN + total)
 }

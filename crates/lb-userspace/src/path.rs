@@ -56,6 +56,9 @@ pub enum Outcome {
     },
     /// DropKind the frame.
     Dropped(DropKind),
+    /// Not sent on: the frame was turned into an answer to its sender (an
+    /// ICMP error, counted as this kind); send the answer.
+    Answered(DropKind),
 }
 
 impl Outcome {
@@ -76,6 +79,9 @@ pub struct PacketPath {
     /// The frame length after the current packet (a NAT46/64 translation
     /// changes it).
     out_len: usize,
+    /// The MTU translated packets are sized for (MSS clamping, too-big
+    /// answers: [`PacketPath::set_link_mtu`]).
+    link_mtu: u32,
 }
 
 impl PacketPath {
@@ -92,7 +98,17 @@ impl PacketPath {
             counters,
             rng,
             out_len: 0,
+            link_mtu: lb_core::nat46x64::DEFAULT_ROUTE_MTU,
         }
+    }
+
+    /// Sets the MTU of the links translated (NAT46/64) packets leave by
+    /// (default [`lb_core::nat46x64::DEFAULT_ROUTE_MTU`]): a translated
+    /// SYN's MSS is clamped for it and an IPv4 packet over it once
+    /// translated to IPv6 is answered with fragmentation needed
+    /// ([`crate::nat46x64`]). The I/O loop sets its devices' smallest MTU.
+    pub fn set_link_mtu(&mut self, mtu: u32) {
+        self.link_mtu = mtu;
     }
 
     /// The worker's tracked flows.

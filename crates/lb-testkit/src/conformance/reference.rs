@@ -201,12 +201,27 @@ fn rewrite6(frame: &[u8], proto: L4Proto, src: SocketAddr, dst: SocketAddr) -> O
 /// checksum computed over the new pseudo-header (always, so a zero IPv4 UDP
 /// checksum gets one); IPv4 → IPv6: traffic class = TOS, flow label 0, hop
 /// limit = TTL, IPv4 options dropped; IPv6 → IPv4: IHL 5, TOS = traffic
-/// class, identification 0, DF, TTL = hop limit, extension headers dropped.
+/// class, identification 0, DF, TTL = hop limit, extension headers
+/// dropped. A TCP SYN's (or SYN-ACK's) MSS option is clamped for a route
+/// of [`lb_core::nat46x64::DEFAULT_ROUTE_MTU`] bytes, the MTU of every
+/// route the suite's dataplanes translate onto ([`translate_mtu`]).
 pub fn translate(
     frame: &[u8],
     proto: L4Proto,
     src: SocketAddr,
     dst: SocketAddr,
+) -> Option<Vec<u8>> {
+    translate_mtu(frame, proto, src, dst, lb_core::nat46x64::DEFAULT_ROUTE_MTU)
+}
+
+/// [`translate`] onto a route of `route_mtu` bytes: a TCP SYN's MSS
+/// option is lowered to [`lb_core::nat46x64::clamp_mss`] (never raised).
+pub fn translate_mtu(
+    frame: &[u8],
+    proto: L4Proto,
+    src: SocketAddr,
+    dst: SocketAddr,
+    route_mtu: u32,
 ) -> Option<Vec<u8>> {
     let ip = frame.get(14..)?;
     let (l4_off, l4_len, tos, ttl) = if ip[0] >> 4 == 6 {
@@ -230,6 +245,12 @@ pub fn translate(
     seg[2..4].copy_from_slice(&dst.port().to_be_bytes());
     let csum = if proto == L4Proto::Tcp { 16 } else { 6 };
     seg[csum..csum + 2].copy_from_slice(&[0, 0]);
+    if proto == L4Proto::Tcp && seg[13] & 0x02 != 0 {
+        if let Some((at, mss)) = find_mss(&seg) {
+            let clamped = lb_core::nat46x64::clamp_mss(mss, src.is_ipv6(), route_mtu);
+            seg[at..at + 2].copy_from_slice(&clamped.to_be_bytes());
+        }
+    }
     let mut c = l4_checksum(src.ip(), dst.ip(), proto.number(), &seg);
     if proto == L4Proto::Udp && c == 0 {
         c = 0xffff;
@@ -357,4 +378,92 @@ pub fn endpoints(key: &FlowKey) -> (SocketAddr, SocketAddr) {
         SocketAddr::new(key.src, key.sport),
         SocketAddr::new(key.dst, key.dport),
     )
+}
+
+/// The offset (in `tcp`, a TCP header and what follows) and value of the
+/// MSS option's value, if the header has a well-formed one: options walked
+/// from byte 20 to the data offset, stopping at the end-of-list option or
+/// a malformed length.
+fn find_mss(tcp: &[u8]) -> Option<(usize, u16)> {
+    let end = (usize::from(tcp.get(12)? >> 4) * 4).min(tcp.len());
+    let mut i = 20;
+    while i < end {
+        match tcp[i] {
+            0 => return None,
+            1 => i += 1,
+            kind => {
+                let len = usize::from(*tcp.get(i + 1)?);
+                if len < 2 || i + len > end {
+                    return None;
+                }
+                if kind == 2 && len == 4 {
+                    return Some((i + 2, u16::from_be_bytes([tcp[i + 2], tcp[i + 3]])));
+                }
+                i += len;
+            }
+        }
+    }
+    None
+}
+
+/// The MSS option of an Ethernet frame's TCP header (IPv4, or IPv6
+/// without extension headers), if it has one.
+pub fn tcp_mss(frame: &[u8]) -> Option<u16> {
+    let l4 = tcp_offset(frame)?;
+    find_mss(frame.get(l4..)?).map(|(_, mss)| mss)
+}
+
+fn tcp_offset(frame: &[u8]) -> Option<usize> {
+    match classify(frame) {
+        Class::Flow(k) if k.proto == L4Proto::Tcp => Some(if k.src.is_ipv6() {
+            14 + 40
+        } else {
+            14 + usize::from(frame[14] & 0x0f) * 4
+        }),
+        _ => None,
+    }
+}
+
+/// An MSS option (kind 2, length 4).
+pub fn mss_option(mss: u16) -> [u8; 4] {
+    let [a, b] = mss.to_be_bytes();
+    [2, 4, a, b]
+}
+
+/// `frame`, a TCP frame (IPv4 or IPv6) whose header has no options, with
+/// `opts` added to the TCP header (padded with end-of-list bytes to a
+/// multiple of 4, at most 40 bytes), the data offset, IP length, IPv4
+/// header checksum and TCP checksum recomputed. `None` for another frame.
+pub fn with_tcp_options(frame: &[u8], opts: &[u8]) -> Option<Vec<u8>> {
+    let l4 = tcp_offset(frame)?;
+    if frame.get(l4 + 12)? >> 4 != 5 || opts.len() > 40 {
+        return None;
+    }
+    let mut padded = opts.to_vec();
+    padded.resize(opts.len().div_ceil(4) * 4, 0);
+    let mut out = frame[..l4 + 20].to_vec();
+    out.extend_from_slice(&padded);
+    out.extend_from_slice(&frame[l4 + 20..]);
+    out[l4 + 12] = ((5 + padded.len() / 4) as u8) << 4;
+    let v6 = out[12..14] == [0x86, 0xdd];
+    let (src, dst): (IpAddr, IpAddr) = if v6 {
+        let a: [u8; 16] = out[22..38].try_into().ok()?;
+        let b: [u8; 16] = out[38..54].try_into().ok()?;
+        let len = u16::from_be_bytes([out[18], out[19]]) + padded.len() as u16;
+        out[18..20].copy_from_slice(&len.to_be_bytes());
+        (Ipv6Addr::from(a).into(), Ipv6Addr::from(b).into())
+    } else {
+        let len = u16::from_be_bytes([out[16], out[17]]) + padded.len() as u16;
+        out[16..18].copy_from_slice(&len.to_be_bytes());
+        out[24..26].copy_from_slice(&[0, 0]);
+        let c = internet_checksum(&out[14..l4]);
+        out[24..26].copy_from_slice(&c.to_be_bytes());
+        let a: [u8; 4] = out[26..30].try_into().ok()?;
+        let b: [u8; 4] = out[30..34].try_into().ok()?;
+        (Ipv4Addr::from(a).into(), Ipv4Addr::from(b).into())
+    };
+    out[l4 + 16..l4 + 18].copy_from_slice(&[0, 0]);
+    let c = l4_checksum(src, dst, 6, &out[l4..]);
+    out[l4 + 16..l4 + 18].copy_from_slice(&c.to_be_bytes());
+    Some(out)
 }

@@ -5,6 +5,11 @@
 //! translation ([`super::reference::translate`]) byte for byte; every
 //! reply comes back translated to the frontend's family.
 //!
+//! TCP SYNs and SYN-ACKs with an MSS option come out with it clamped
+//! ([`lb_core::nat46x64::clamp_mss`]) for a route of
+//! [`lb_core::nat46x64::DEFAULT_ROUTE_MTU`] bytes, the MTU of every route
+//! the suite's dataplanes translate onto ([`mss_clamped`]).
+//!
 //! Addresses as in [`super::scenarios_v6`]: IPv4 clients `192.168.5.C`,
 //! IPv6 clients `fd00:5::C`, IPv6 backends `fd00:1:1::N` (node-local) and
 //! `fd00:2:1::N` (remote), IPv4 backends `10.0.1.N` and `10.0.2.N`.
@@ -12,11 +17,64 @@
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 
-use lb_core::{BackendParams, DropReason, FrontendType, Translation, Verdict};
+use lb_core::nat46x64::{clamp_mss, DEFAULT_ROUTE_MTU};
+use lb_core::{BackendParams, DropReason, FrontendType, L4Proto, Translation, Verdict};
 
+use super::dut::PacketResult;
+use super::reference::{classify, mss_option, tcp_mss, translate, with_tcp_options, Class};
 use super::scenarios::{service, NODE_IP};
 use super::scenarios_v6::NODE_IP6;
 use super::session::{sa, tcp, udp, Session};
+use crate::packets::{PacketBuilder, TcpFlags};
+
+/// MSS clamping of translated SYNs and SYN-ACKs: from `client_ip` to
+/// `frontend`, SYNs with an MSS option of a jumbo-frame host (lowered),
+/// one after a NOP (the value at an odd offset) and a small one (kept);
+/// each is forwarded as the reference translation with the MSS clamped
+/// for the backend's family, and the backend's SYN-ACK with the same
+/// option comes back clamped for the client's family, byte for byte.
+pub fn mss_clamped(s: &mut Session, client_ip: &str, frontend: &str) {
+    let fe = sa(frontend);
+    let cases: [(u16, &[u8]); 3] = [(8940, &[]), (9000, &[1]), (536, &[])];
+    for (i, (mss, before)) in cases.into_iter().enumerate() {
+        let client = SocketAddr::new(client_ip.parse().expect("ip"), 41100 + i as u16);
+        let opts = [before, &mss_option(mss)[..]].concat();
+        let syn = with_tcp_options(&tcp(&client.to_string(), frontend), &opts).expect("options");
+        // Session::send checks the output against the reference.
+        let sent = s.send(&syn);
+        let out = sent.out.expect("forwarded");
+        let Class::Flow(fwd) = classify(&out) else {
+            panic!("{frontend}: not a flow: {out:?}");
+        };
+        let to_v6 = fwd.dst.is_ipv6();
+        assert_eq!(
+            tcp_mss(&out),
+            Some(clamp_mss(mss, to_v6, DEFAULT_ROUTE_MTU)),
+            "{}: SYN's MSS {mss} to {frontend}",
+            s.dut_name()
+        );
+        let syn_ack = PacketBuilder::tcp(
+            SocketAddr::new(fwd.dst, fwd.dport),
+            SocketAddr::new(fwd.src, fwd.sport),
+        )
+        .flags(TcpFlags::SYN | TcpFlags::ACK)
+        .build()
+        .expect("SYN-ACK");
+        let syn_ack = with_tcp_options(&syn_ack, &opts).expect("options");
+        let want = translate(&syn_ack, L4Proto::Tcp, fe, client).expect("reference");
+        assert_eq!(
+            tcp_mss(&want),
+            Some(clamp_mss(mss, !to_v6, DEFAULT_ROUTE_MTU))
+        );
+        assert_eq!(
+            s.process_reply(&syn_ack),
+            PacketResult::Accept(want),
+            "{}: SYN-ACK with MSS {mss} from {} not translated back clamped",
+            s.dut_name(),
+            fwd.dst
+        );
+    }
+}
 
 /// Sends TCP and UDP flows from `clients` (`ADDR` strings) to `dsts`
 /// (`ADDR:PORT`, the UDP ones in `dsts_udp`): each is forwarded to one of
@@ -133,6 +191,7 @@ pub fn nat46(s: &mut Session) {
     // Another port of the ClusterIP is not a frontend.
     let sent = s.send(&tcp("192.168.5.2:41002", "10.96.0.46:81"));
     assert_eq!(sent.verdict, Verdict::Pass);
+    mss_clamped(s, "192.168.5.20", "10.96.0.46:80");
 }
 
 /// NAT64: an IPv6 ClusterIP (TCP and UDP), an IPv6 externalIP and a
@@ -186,6 +245,7 @@ pub fn nat64(s: &mut Session) {
         let b = s.roundtrip(&tcp(src, dst)).expect("forwarded");
         assert_eq!(b.is_ipv6(), v6, "{dst} crossed families to {b}");
     }
+    mss_clamped(s, "fd00:5::20", "[fd00:96::64]:80");
 }
 
 /// NAT46/64 off (the default): an IPv4 frontend whose backends are all
