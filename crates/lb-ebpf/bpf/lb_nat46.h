@@ -493,6 +493,86 @@ static __noinline int lb_xlate_clamp4(struct __sk_buff *skb, struct lb_xlate *x)
 	return lb_mss_clamp(skb, p->l4_off, p->csum_off, max_mss, x->opts) < 0 ? -1 : 0;
 }
 
+/* ---- The client family's flow step, shared by NAT46 and NAT64 ----
+ *
+ * NAT46 and NAT64 keep a translated flow the same way, in the client
+ * family's CT and affinity maps, with a backend of the other family's
+ * backends map; LB_DEFINE_XLATE_FLOW defines for client family `cf`:
+ *   lb_xlate_flow<cf>: the flow's backend: its CT entry's (*ctp, backend
+ *     id and SNAT port), unless gone, another frontend's or a closing
+ *     flow's new SYN (that entry is deleted), else a new choice (affinity,
+ *     XDP hint, Maglev or weighted random; *new_flow). NULL when there is
+ *     no backend (the frontend's packet counted; the caller drops);
+ *   lb_xlate_ct_new<cf>: records a new flow (CT entry with LB_CT_F_SNAT and
+ *     its SNAT port, affinity when the frontend has it). */
+#define LB_DEFINE_XLATE_FLOW(cf, pkt_t, key_t, ct_entry_t, ct_map, aff_map, choose, be_t,     \
+			     be_map)                                                           \
+	static __always_inline be_t *lb_xlate_flow##cf(                                        \
+		struct __sk_buff *skb, const struct lb_config *cfg, struct lb_xlate *x,        \
+		const pkt_t *p, const key_t *key, ct_entry_t **ctp, __u32 *backend_id,         \
+		__be16 *snat_port, bool *new_flow)                                             \
+	{                                                                                      \
+		ct_entry_t *ct;                                                                \
+		be_t *be = NULL;                                                               \
+                                                                                               \
+		x->ck##cf.saddr = p->saddr;                                                    \
+		x->ck##cf.daddr = p->daddr;                                                    \
+		x->ck##cf.sport = p->sport;                                                    \
+		x->ck##cf.dport = p->dport;                                                    \
+		x->ck##cf.proto = p->proto;                                                    \
+		x->ck##cf.dir = LB_CT_SERVICE;                                                 \
+		ct = bpf_map_lookup_elem(&ct_map, &x->ck##cf);                                 \
+		if (ct && ct->rev_nat_index == x->rev_nat &&                                   \
+		    !((ct->flags & LB_CT_F_CLOSING) && lb_tcp_new_syn(p->tcp_flags))) {         \
+			*backend_id = ct->backend_id;                                          \
+			*snat_port = ct->snat_port;                                            \
+			be = bpf_map_lookup_elem(&be_map, backend_id);                         \
+		}                                                                              \
+		if (!be) {                                                                     \
+			if (ct)                                                                \
+				bpf_map_delete_elem(&ct_map, &x->ck##cf);                      \
+			ct = NULL;                                                             \
+			x->ak##cf.client = p->saddr;                                           \
+			x->ak##cf.rev_nat_index = x->rev_nat;                                  \
+			*backend_id = choose(cfg, key, &x->ak##cf, p, x->rev_nat, x->flags,    \
+					     x->count, x->timeout, x->total_weight, x->now,    \
+					     lb_xdp_hint(skb, x->rev_nat));                    \
+			if (*backend_id)                                                       \
+				be = bpf_map_lookup_elem(&be_map, backend_id);                 \
+			if (!be) {                                                             \
+				lb_count_service_slot(x->svc_slot, skb->len, false);           \
+				return NULL;                                                   \
+			}                                                                      \
+			*new_flow = true;                                                      \
+		}                                                                              \
+		*ctp = ct;                                                                     \
+		return be;                                                                     \
+	}                                                                                      \
+                                                                                               \
+	static __always_inline void lb_xlate_ct_new##cf(struct lb_xlate *x, const pkt_t *p,    \
+							__u32 backend_id, __be16 snat_port,    \
+							bool closing)                          \
+	{                                                                                      \
+		struct lb_affinity_val av = { .last_used = x->now, .backend_id = backend_id }; \
+                                                                                               \
+		x->ct##cf.backend_id = backend_id;                                             \
+		x->ct##cf.rev_nat_index = x->rev_nat;                                          \
+		x->ct##cf.frontend_addr = p->daddr;                                            \
+		x->ct##cf.frontend_port = p->dport;                                            \
+		x->ct##cf.last_seen = x->now;                                                  \
+		x->ct##cf.flags = LB_CT_F_SNAT | (closing ? LB_CT_F_CLOSING : 0);              \
+		x->ct##cf.snat_port = snat_port;                                               \
+		bpf_map_update_elem(&ct_map, &x->ck##cf, &x->ct##cf, BPF_ANY);                 \
+		if (x->flags & LB_SVC_F_AFFINITY)                                              \
+			bpf_map_update_elem(&aff_map, &x->ak##cf, &av, BPF_ANY);               \
+	}
+
+/* NAT46: IPv4 clients, IPv6 backends; NAT64: the reverse. */
+LB_DEFINE_XLATE_FLOW(4, struct lb_pkt, struct lb4_key, struct ct4_entry, lb4_ct, lb4_affinity,
+		     lb_choose_backend, struct lb6_backend, lb6_backends)
+LB_DEFINE_XLATE_FLOW(6, struct lb_pkt6, struct lb6_key, struct ct6_entry, lb6_ct, lb6_affinity,
+		     lb6_choose_backend, struct lb4_backend, lb4_backends)
+
 /* ---- NAT46: IPv4 client and frontend, IPv6 backend ---- */
 
 /* A packet of an IPv4 client to a frontend marked LB_SVC_F_NAT46X64 (the
@@ -513,37 +593,10 @@ static __noinline int lb_nat46_ingress(struct __sk_buff *skb, const struct lb_co
 
 	if (!lb6_snat_addr(cfg, &x->src6))
 		return lb_drop(LB_DROP_SNAT_PORTS);
-	x->ck4.saddr = p->saddr;
-	x->ck4.daddr = p->daddr;
-	x->ck4.sport = p->sport;
-	x->ck4.dport = p->dport;
-	x->ck4.proto = p->proto;
-	x->ck4.dir = LB_CT_SERVICE;
-	ct = bpf_map_lookup_elem(&lb4_ct, &x->ck4);
-	if (ct && ct->rev_nat_index == rev_nat &&
-	    !((ct->flags & LB_CT_F_CLOSING) && lb_tcp_new_syn(p->tcp_flags))) {
-		backend_id = ct->backend_id;
-		snat_port = ct->snat_port;
-		be = bpf_map_lookup_elem(&lb6_backends, &backend_id);
-	}
-	if (!be) {
-		if (ct)
-			bpf_map_delete_elem(&lb4_ct, &x->ck4);
-		ct = NULL;
-		x->ak4.client = p->saddr;
-		x->ak4.rev_nat_index = rev_nat;
-		backend_id = lb_choose_backend(cfg, key, &x->ak4, p, rev_nat, flags, x->count,
-					       x->timeout, x->total_weight, now,
-					       lb_xdp_hint(skb, rev_nat));
-		if (backend_id)
-			be = bpf_map_lookup_elem(&lb6_backends, &backend_id);
-		if (!be) {
-			lb_count_service_slot(x->svc_slot, skb->len, false);
-			return lb_drop(flags & LB_SVC_F_LOCAL_ONLY ? LB_DROP_NO_LOCAL_BACKEND :
-								   LB_DROP_NO_BACKEND);
-		}
-		new_flow = true;
-	}
+	be = lb_xlate_flow4(skb, cfg, x, p, key, &ct, &backend_id, &snat_port, &new_flow);
+	if (!be)
+		return lb_drop(flags & LB_SVC_F_LOCAL_ONLY ? LB_DROP_NO_LOCAL_BACKEND :
+							   LB_DROP_NO_BACKEND);
 	x->dst6 = be->address;
 	be_port = be->port;
 	/* The reverse entry: the IPv4 client and frontend, IPv4-mapped. */
@@ -554,22 +607,11 @@ static __noinline int lb_nat46_ingress(struct __sk_buff *skb, const struct lb_co
 	x->se6.rev_nat_index = rev_nat;
 	x->se6.last_seen = now;
 	if (new_flow) {
-		struct lb_affinity_val av = { .last_used = now, .backend_id = backend_id };
-
 		snat_port = lb_snat_alloc6(cfg, x->src6, x->dst6, be_port, p->proto, &x->se6,
 					   p->sport);
 		if (!snat_port)
 			return lb_drop(LB_DROP_SNAT_PORTS);
-		x->ct4.backend_id = backend_id;
-		x->ct4.rev_nat_index = rev_nat;
-		x->ct4.frontend_addr = p->daddr;
-		x->ct4.frontend_port = p->dport;
-		x->ct4.last_seen = now;
-		x->ct4.flags = LB_CT_F_SNAT | (closing ? LB_CT_F_CLOSING : 0);
-		x->ct4.snat_port = snat_port;
-		bpf_map_update_elem(&lb4_ct, &x->ck4, &x->ct4, BPF_ANY);
-		if (flags & LB_SVC_F_AFFINITY)
-			bpf_map_update_elem(&lb4_affinity, &x->ak4, &av, BPF_ANY);
+		lb_xlate_ct_new4(x, p, backend_id, snat_port, closing);
 	} else if (ct) {
 		bool fresh = lb_ct_fresh(ct, now, closing);
 
@@ -672,37 +714,10 @@ static __noinline int lb_nat64_ingress(struct __sk_buff *skb, const struct lb_co
 	x->src4 = lb_snat_addr(cfg);
 	if (!x->src4)
 		return lb_drop(LB_DROP_SNAT_PORTS);
-	x->ck6.saddr = p->saddr;
-	x->ck6.daddr = p->daddr;
-	x->ck6.sport = p->sport;
-	x->ck6.dport = p->dport;
-	x->ck6.proto = p->proto;
-	x->ck6.dir = LB_CT_SERVICE;
-	ct = bpf_map_lookup_elem(&lb6_ct, &x->ck6);
-	if (ct && ct->rev_nat_index == rev_nat &&
-	    !((ct->flags & LB_CT_F_CLOSING) && lb_tcp_new_syn(p->tcp_flags))) {
-		backend_id = ct->backend_id;
-		snat_port = ct->snat_port;
-		be = bpf_map_lookup_elem(&lb4_backends, &backend_id);
-	}
-	if (!be) {
-		if (ct)
-			bpf_map_delete_elem(&lb6_ct, &x->ck6);
-		ct = NULL;
-		x->ak6.client = p->saddr;
-		x->ak6.rev_nat_index = rev_nat;
-		backend_id = lb6_choose_backend(cfg, key, &x->ak6, p, rev_nat, flags, x->count,
-						x->timeout, x->total_weight, now,
-						lb_xdp_hint(skb, rev_nat));
-		if (backend_id)
-			be = bpf_map_lookup_elem(&lb4_backends, &backend_id);
-		if (!be) {
-			lb_count_service_slot(x->svc_slot, skb->len, false);
-			return lb_drop(flags & LB_SVC_F_LOCAL_ONLY ? LB_DROP_NO_LOCAL_BACKEND :
-								   LB_DROP_NO_BACKEND);
-		}
-		new_flow = true;
-	}
+	be = lb_xlate_flow6(skb, cfg, x, p, key, &ct, &backend_id, &snat_port, &new_flow);
+	if (!be)
+		return lb_drop(flags & LB_SVC_F_LOCAL_ONLY ? LB_DROP_NO_LOCAL_BACKEND :
+							   LB_DROP_NO_BACKEND);
 	x->dst4 = be->address;
 	be_port = be->port;
 	/* The marker in lb4_snat (client 0.0.0.0) and the real entry in
@@ -718,23 +733,12 @@ static __noinline int lb_nat64_ingress(struct __sk_buff *skb, const struct lb_co
 	x->se6.rev_nat_index = rev_nat;
 	x->se6.last_seen = now;
 	if (new_flow) {
-		struct lb_affinity_val av = { .last_used = now, .backend_id = backend_id };
-
 		snat_port = lb_snat_alloc(cfg, x->src4, x->dst4, be_port, p->proto, &x->se4, 0);
 		if (!snat_port)
 			return lb_drop(LB_DROP_SNAT_PORTS);
 		lb_nat64_snat_key(&x->sk6, x->dst4, be_port, x->src4, snat_port, p->proto);
 		bpf_map_update_elem(&lb6_snat, &x->sk6, &x->se6, BPF_ANY);
-		x->ct6.backend_id = backend_id;
-		x->ct6.rev_nat_index = rev_nat;
-		x->ct6.frontend_addr = p->daddr;
-		x->ct6.frontend_port = p->dport;
-		x->ct6.last_seen = now;
-		x->ct6.flags = LB_CT_F_SNAT | (closing ? LB_CT_F_CLOSING : 0);
-		x->ct6.snat_port = snat_port;
-		bpf_map_update_elem(&lb6_ct, &x->ck6, &x->ct6, BPF_ANY);
-		if (flags & LB_SVC_F_AFFINITY)
-			bpf_map_update_elem(&lb6_affinity, &x->ak6, &av, BPF_ANY);
+		lb_xlate_ct_new6(x, p, backend_id, snat_port, closing);
 	} else if (ct) {
 		bool fresh = lb_ct_fresh_at(ct->last_seen, now, closing);
 
