@@ -24,12 +24,14 @@
 //!   reverse-entry refresh, counters, DNAT + SNAT with checksum updates,
 //!   FIB lookup, forward).
 //! * `established_dsr/{tc,xdp}`: the same in DSR mode (IPIP encapsulation).
+//! * `established_dsr6/{tc,xdp}`: the same over IPv6 (an IPv6 VIP and
+//!   backend, IPv6-in-IPv6 encapsulation).
 //! * `first_packet_snat/{tc,xdp}`: a new flow every run (client address and
 //!   port from a counter): route checks, selection, SNAT port allocation,
 //!   CT insert, forward. CT and SNAT are flushed (untimed) at the start of
 //!   every batch and every 2000 flows (the SNAT range holds 4536 ports).
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp};
@@ -51,6 +53,11 @@ const BACKEND: &str = "10.1.0.2:8080";
 const TC_ACT_REDIRECT: u32 = 7;
 const XDP_TX: u32 = 3;
 const FLUSH_EVERY: u64 = 2000;
+const NODE6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xbe, 0, 0, 0, 0, 0, 1);
+const GATEWAY6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xbe, 0, 0, 0, 0, 0, 2);
+const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x51, 0, 0, 0, 0, 0x10);
+const BACKEND6: &str = "[fd00:1::2]:8080";
+const CLIENT6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xc1, 0, 0, 0, 0, 0, 2);
 
 /// The programs of one mode, loaded in a private namespace and bpffs.
 struct Rig {
@@ -78,10 +85,30 @@ impl Rig {
         netns
             .set_sysctl("net.ipv4.ip_forward", "1")
             .expect("forwarding");
+        netns
+            .set_sysctl("net.ipv6.conf.all.forwarding", "1")
+            .expect("forwarding");
+        netns
+            .ip(&[
+                "-6",
+                "addr",
+                "add",
+                &format!("{NODE6}/64"),
+                "dev",
+                DEV,
+                "nodad",
+            ])
+            .expect("IPv6 address");
+        netns
+            .add_route(&format!("fd00:1::/32 via {GATEWAY6} dev {DEV}"))
+            .expect("IPv6 route");
         let peer = netns.link(PEER).expect("peer");
         netns
             .add_neighbor(DEV, IpAddr::V4(GATEWAY), peer.mac)
             .expect("neighbour");
+        netns
+            .add_neighbor(DEV, IpAddr::V6(GATEWAY6), peer.mac)
+            .expect("IPv6 neighbour");
         let ifindex = netns.link(DEV).expect("device").ifindex;
         let bpffs = BpffsGuard::new().expect("bpffs");
         let pin_dir = bpffs.pin_path("lb");
@@ -90,7 +117,7 @@ impl Rig {
             .expect("enter netns")
             .expect("load tc");
         let xdp = xdp::load_program(&pin_dir, &MapCapacity::default()).expect("load lb_xdp");
-        let mut node = NodeConfig::new("node-1", vec![IpAddr::V4(NODE)]);
+        let mut node = NodeConfig::new("node-1", vec![IpAddr::V4(NODE), IpAddr::V6(NODE6)]);
         node.mode = mode;
         let mut dp = EbpfDataplane::open(&pin_dir, &node).expect("dataplane");
         let mut s = Service::new(ServiceName::new("bench", "web"));
@@ -99,7 +126,13 @@ impl Rig {
             FrontendType::LoadBalancer,
         ));
         s.backends = vec![BackendParams::new(BACKEND.parse().unwrap()).on_node("node-2")];
-        let desired = DesiredState::build(&node, &[s]).expect("services");
+        let mut s6 = Service::new(ServiceName::new("bench", "web6"));
+        s6.frontends.push(FrontendParams::new(
+            format!("[{VIP6}]:80").parse().unwrap(),
+            FrontendType::LoadBalancer,
+        ));
+        s6.backends = vec![BackendParams::new(BACKEND6.parse().unwrap()).on_node("node-2")];
+        let desired = DesiredState::build(&node, &[s, s6]).expect("services");
         Reconciler::new().apply(&mut dp, &desired).expect("apply");
         Rig {
             loaded,
@@ -119,6 +152,9 @@ impl Rig {
         for k in m.snat.keys().collect::<Vec<_>>() {
             let _ = m.snat.remove(&k.expect("snat key"));
         }
+        for k in m.ct6.keys().collect::<Vec<_>>() {
+            let _ = m.ct6.remove(&k.expect("ct6 key"));
+        }
     }
 }
 
@@ -131,7 +167,12 @@ impl Drop for Rig {
 }
 
 fn frame(src: SocketAddr) -> Vec<u8> {
-    PacketBuilder::tcp(src, SocketAddr::from((VIP, 80)))
+    let vip = if src.is_ipv6() {
+        IpAddr::V6(VIP6)
+    } else {
+        IpAddr::V4(VIP)
+    };
+    PacketBuilder::tcp(src, SocketAddr::new(vip, 80))
         .ack()
         .payload(b"hello")
         .build()
@@ -263,10 +304,13 @@ fn bench_nop(c: &mut Criterion) {
 }
 
 fn bench_paths(c: &mut Criterion) {
-    for (name, mode, first) in [
-        ("established_snat", LbMode::Snat, false),
-        ("established_dsr", LbMode::Dsr, false),
-        ("first_packet_snat", LbMode::Snat, true),
+    let v4 = client(0);
+    let v6 = SocketAddr::from((CLIENT6, 40000));
+    for (name, mode, first, src) in [
+        ("established_snat", LbMode::Snat, false, v4),
+        ("established_dsr", LbMode::Dsr, false, v4),
+        ("established_dsr6", LbMode::Dsr, false, v6),
+        ("first_packet_snat", LbMode::Snat, true, v4),
     ] {
         let mut rig = Rig::new(mode);
         let mut g = c.benchmark_group(name);
@@ -284,7 +328,7 @@ fn bench_paths(c: &mut Criterion) {
                             frame(client(next % 1_000_000))
                         })
                     } else {
-                        let f = frame(client(0));
+                        let f = frame(src);
                         runs(&mut rig, path, iters, false, |_| f.clone())
                     }
                 })

@@ -196,6 +196,47 @@ static __always_inline __u16 lb_csum_upd2(__u16 check, __be16 from, __be16 to)
 	return lb_csum_fold(c);
 }
 
+/* The TCP or UDP header lb_xdp_nat4 and lb_xdp_nat6 rewrite, at `l4`:
+ * its ports (source, destination) and, in `csum`, its checksum; NULL when
+ * the header is not complete. */
+static __always_inline __be16 *lb_xdp_l4_ports(void *l4, void *data_end, __u8 proto,
+					       __u16 **csum)
+{
+	if (proto == IPPROTO_TCP) {
+		struct tcphdr *tcp = l4;
+
+		if ((void *)(tcp + 1) > data_end)
+			return NULL;
+		*csum = &tcp->check;
+		return &tcp->source;
+	} else {
+		struct udphdr *udp = l4;
+
+		if ((void *)(udp + 1) > data_end)
+			return NULL;
+		*csum = &udp->check;
+		return &udp->source;
+	}
+}
+
+/* The L4 end of lb_xdp_nat4 and lb_xdp_nat6: writes sport and dport and,
+ * when `update` (TCP, or UDP with a checksum), the checksum `c` (already
+ * updated for the addresses) updated for them; a UDP checksum that comes
+ * out zero is sent as 0xffff. */
+static __always_inline void lb_xdp_l4_rewrite(__u8 proto, __u16 *csum, __be16 *ports, __u16 c,
+					      bool update, __be16 sport, __be16 dport)
+{
+	if (update) {
+		c = lb_csum_upd2(c, ports[0], sport);
+		c = lb_csum_upd2(c, ports[1], dport);
+		if (proto == IPPROTO_UDP && c == 0)
+			c = 0xffff;
+		*csum = c;
+	}
+	ports[0] = sport;
+	ports[1] = dport;
+}
+
 /* Rewrites the addresses and ports and fixes both checksums
  * incrementally; a zero UDP checksum stays zero. 0 or -1. */
 static __always_inline int lb_xdp_nat4(struct xdp_md *ctx, __u8 proto, __be32 saddr,
@@ -207,39 +248,23 @@ static __always_inline int lb_xdp_nat4(struct xdp_md *ctx, __u8 proto, __be32 sa
 	__be16 *ports;
 	__u16 *csum;
 	__u16 c;
+	bool update;
 
 	if ((void *)(ip + 1) > data_end)
 		return -1;
-	if (proto == IPPROTO_TCP) {
-		struct tcphdr *tcp = (void *)(ip + 1);
-
-		if ((void *)(tcp + 1) > data_end)
-			return -1;
-		csum = &tcp->check;
-		ports = &tcp->source;
-	} else {
-		struct udphdr *udp = (void *)(ip + 1);
-
-		if ((void *)(udp + 1) > data_end)
-			return -1;
-		csum = &udp->check;
-		ports = &udp->source;
-	}
+	ports = lb_xdp_l4_ports(ip + 1, data_end, proto, &csum);
+	if (!ports)
+		return -1;
 	c = *csum;
-	if (proto == IPPROTO_TCP || c != 0) {
+	update = proto == IPPROTO_TCP || c != 0;
+	if (update) {
 		c = lb_csum_upd4(c, ip->saddr, saddr);
 		c = lb_csum_upd4(c, ip->daddr, daddr);
-		c = lb_csum_upd2(c, ports[0], sport);
-		c = lb_csum_upd2(c, ports[1], dport);
-		if (proto == IPPROTO_UDP && c == 0)
-			c = 0xffff;
-		*csum = c;
 	}
+	lb_xdp_l4_rewrite(proto, csum, ports, c, update, sport, dport);
 	ip->check = lb_csum_upd4(lb_csum_upd4(ip->check, ip->saddr, saddr), ip->daddr, daddr);
 	ip->saddr = saddr;
 	ip->daddr = daddr;
-	ports[0] = sport;
-	ports[1] = dport;
 	return 0;
 }
 
@@ -390,41 +415,25 @@ static __always_inline int lb_xdp_nat6(struct xdp_md *ctx, __u8 proto,
 	__be16 *ports;
 	__u16 *csum;
 	__u16 c;
+	bool update;
 
 	if ((void *)(ip6 + 1) > data_end)
 		return -1;
-	if (proto == IPPROTO_TCP) {
-		struct tcphdr *tcp = (void *)(ip6 + 1);
-
-		if ((void *)(tcp + 1) > data_end)
-			return -1;
-		csum = &tcp->check;
-		ports = &tcp->source;
-	} else {
-		struct udphdr *udp = (void *)(ip6 + 1);
-
-		if ((void *)(udp + 1) > data_end)
-			return -1;
-		csum = &udp->check;
-		ports = &udp->source;
-	}
+	ports = lb_xdp_l4_ports(ip6 + 1, data_end, proto, &csum);
+	if (!ports)
+		return -1;
 	c = *csum;
-	if (proto == IPPROTO_TCP || c != 0) {
+	update = proto == IPPROTO_TCP || c != 0;
+	if (update) {
 #pragma unroll
 		for (int i = 0; i < 4; i++) {
 			c = lb_csum_upd4(c, ip6->saddr.in6_u.u6_addr32[i], saddr->in6_u.u6_addr32[i]);
 			c = lb_csum_upd4(c, ip6->daddr.in6_u.u6_addr32[i], daddr->in6_u.u6_addr32[i]);
 		}
-		c = lb_csum_upd2(c, ports[0], sport);
-		c = lb_csum_upd2(c, ports[1], dport);
-		if (proto == IPPROTO_UDP && c == 0)
-			c = 0xffff;
-		*csum = c;
 	}
+	lb_xdp_l4_rewrite(proto, csum, ports, c, update, sport, dport);
 	ip6->saddr = *saddr;
 	ip6->daddr = *daddr;
-	ports[0] = sport;
-	ports[1] = dport;
 	return 0;
 }
 
