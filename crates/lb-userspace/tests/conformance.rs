@@ -9,10 +9,5 @@ use lb_testkit::conformance::{run_suite, Scenario};
 fn userspace_passes_every_scenario() {
     let report = run_suite(common::Userspace::new);
     let unsupported: [Scenario; 0] = [];
-    report.assert_unsupported(&unsupported);
-    let expected: Vec<Scenario> = Scenario::ALL
-        .into_iter()
-        .filter(|s| !unsupported.contains(s))
-        .collect();
-    assert_eq!(report.passed, expected);
+    report.assert_all_passed_except(&unsupported);
 }

@@ -321,6 +321,17 @@ impl Report {
             self.dataplane, self.unsupported
         );
     }
+
+    /// Asserts that exactly `unsupported` were declared unsupported and
+    /// every other scenario of [`Scenario::ALL`] passed, in order.
+    pub fn assert_all_passed_except(&self, unsupported: &[Scenario]) {
+        self.assert_unsupported(unsupported);
+        let expected: Vec<Scenario> = Scenario::ALL
+            .into_iter()
+            .filter(|s| !unsupported.contains(s))
+            .collect();
+        assert_eq!(self.passed, expected, "{}: passed", self.dataplane);
+    }
 }
 
 /// Runs every scenario on a fresh dataplane from `make`, prints what passed

@@ -1,7 +1,12 @@
 //! The scenarios: each takes a [`Session`] and panics on a difference.
+//!
+//! The scenarios that are the same in both families (frontend types,
+//! affinity, SNAT to remote backends, malformed frames) are written once
+//! here, taking a [`Fam`] for the addresses; [`super::scenarios_v6`] runs
+//! them with [`Fam::V6`] and adds the IPv6-only ones.
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use lb_core::{
     BackendParams, BackendState, Capacity, DataplaneError, DropReason, Forward, FrontendParams,
@@ -10,7 +15,8 @@ use lb_core::{
 };
 
 use super::dut::Setup;
-use super::session::{frame, sa, tcp, udp, Session};
+use super::scenarios_v6::NODE_IP6;
+use super::session::{frame, sa, tcp, udp, Sent, Session};
 use super::Scenario;
 
 /// The node address of the scenarios.
@@ -24,7 +30,7 @@ pub const ZONE: &str = "zone-a";
 pub fn setup(scenario: Scenario) -> Setup {
     let mut ips = vec![NODE_IP.parse().expect("ip")];
     if scenario.uses_ipv6() {
-        ips.push(super::scenarios_v6::NODE_IP6.parse().expect("ip"));
+        ips.push(NODE_IP6.parse().expect("ip"));
     }
     let mut node = NodeConfig::new(NODE, ips);
     node.maglev = MaglevConfig::new(251, 7).expect("maglev config");
@@ -64,6 +70,21 @@ pub fn service(name: &str, frontends: &[(&str, FrontendType)], backends: &[&str]
     s
 }
 
+/// [`service`] with `String` addresses.
+fn service_of(name: &str, frontends: &[(String, FrontendType)], backends: &[String]) -> Service {
+    let fes: Vec<(&str, FrontendType)> = frontends.iter().map(|(a, t)| (a.as_str(), *t)).collect();
+    service(name, &fes, &strs(backends))
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// Backend `addr` (`ADDR:PORT[/UDP]`) on another node, `node-2`.
+fn remote(addr: &str) -> BackendParams {
+    BackendParams::new(addr.parse().expect("addr")).on_node("node-2")
+}
+
 fn with_alg(mut s: Service, alg: LbAlgorithm) -> Service {
     s.algorithm = Some(alg);
     s
@@ -71,14 +92,102 @@ fn with_alg(mut s: Service, alg: LbAlgorithm) -> Service {
 
 const FOUR: [&str; 4] = ["10.0.1.1:80", "10.0.1.2:80", "10.0.1.3:80", "10.0.1.4:80"];
 
-/// TCP and UDP to `dst` (TCP) and `dst_udp` (UDP): forwarded to `backend`,
-/// replies reverse-NATed; then a few more clients.
-fn tcp_and_udp(s: &mut Session, dsts: &[&str], dsts_udp: &[&str], backends: &[&str]) {
+/// The address family a scenario written for both runs in: the same
+/// services, flows and checks, with each family's addresses (the same
+/// digits in both, e.g. ClusterIP `10.96.0.10` and `fd00:96::10`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fam {
+    /// Clients `192.168.5.C`, ClusterIPs `10.96.0.X`, node-local backends
+    /// `10.0.1.N`, remote ones `10.0.2.N`, the node [`NODE_IP`].
+    V4,
+    /// Clients `fd00:5::C`, ClusterIPs `fd00:96::X`, node-local backends
+    /// `fd00:1:1::N`, remote ones `fd00:2:1::N`, the node [`NODE_IP6`].
+    V6,
+}
+
+impl Fam {
+    /// `v4` or `v6`, by family.
+    pub fn pick<T>(self, v4: T, v6: T) -> T {
+        match self {
+            Fam::V4 => v4,
+            Fam::V6 => v6,
+        }
+    }
+
+    /// `HOST:PORT`, an IPv6 host in brackets; `port` may carry `/UDP`.
+    pub fn at(self, host: &str, port: impl std::fmt::Display) -> String {
+        match self {
+            Fam::V4 => format!("{host}:{port}"),
+            Fam::V6 => format!("[{host}]:{port}"),
+        }
+    }
+
+    /// Client `c` at `port`: `192.168.5.C:PORT` or `[fd00:5::C]:PORT` (C
+    /// in hex).
+    pub fn client(self, c: u16, port: u16) -> String {
+        match self {
+            Fam::V4 => format!("192.168.5.{c}:{port}"),
+            Fam::V6 => format!("[fd00:5::{c:x}]:{port}"),
+        }
+    }
+
+    /// The client address no flow uses, `192.168.5.99:1` or
+    /// `[fd00:5::99]:1`, for replies nobody asked for.
+    fn stray_client(self) -> &'static str {
+        self.pick("192.168.5.99:1", "[fd00:5::99]:1")
+    }
+
+    /// The node's address, [`NODE_IP`] or [`NODE_IP6`].
+    pub fn node(self) -> &'static str {
+        self.pick(NODE_IP, NODE_IP6)
+    }
+
+    /// The wildcard address, `0.0.0.0` or `::`.
+    pub fn any(self) -> &'static str {
+        self.pick("0.0.0.0", "::")
+    }
+
+    /// Loopback, `127.0.0.1` or `::1`.
+    pub fn loopback(self) -> &'static str {
+        self.pick("127.0.0.1", "::1")
+    }
+
+    /// ClusterIP `x` at `port`: `10.96.0.X` or `fd00:96::X`.
+    pub fn cluster_ip(self, x: u16, port: impl std::fmt::Display) -> String {
+        self.at(&format!("{}{x}", self.pick("10.96.0.", "fd00:96::")), port)
+    }
+
+    /// Node-local backend `n` at `port`: `10.0.1.N` or `fd00:1:1::N`.
+    pub fn local(self, n: u16, port: impl std::fmt::Display) -> String {
+        self.at(&format!("{}{n}", self.pick("10.0.1.", "fd00:1:1::")), port)
+    }
+
+    /// Remote backend `n` at `port`: `10.0.2.N` or `fd00:2:1::N`.
+    pub fn remote(self, n: u16, port: impl std::fmt::Display) -> String {
+        self.at(&format!("{}{n}", self.pick("10.0.2.", "fd00:2:1::")), port)
+    }
+
+    /// Node-local backends `1..=n` on port 80.
+    fn locals(self, n: u16) -> Vec<String> {
+        (1..=n).map(|i| self.local(i, 80)).collect()
+    }
+}
+
+/// TCP to `dsts` and UDP to `dsts_udp` from four clients: each flow
+/// reaches one of `backends`, stays there, and its reply is reverse-NATed;
+/// a reply nobody asked for passes.
+fn tcp_and_udp(
+    s: &mut Session,
+    fam: Fam,
+    dsts: &[String],
+    dsts_udp: &[String],
+    backends: &[String],
+) {
     let want: BTreeSet<SocketAddr> = backends.iter().map(|b| sa(b)).collect();
     for (i, dst) in dsts.iter().chain(dsts_udp).enumerate() {
         let is_udp = i >= dsts.len();
         for c in 0..4u16 {
-            let src = format!("192.168.5.{}:{}", 2 + c, 40000 + i as u16);
+            let src = fam.client(2 + c, 40000 + i as u16);
             let f = if is_udp {
                 udp(&src, dst)
             } else {
@@ -90,152 +199,190 @@ fn tcp_and_udp(s: &mut Session, dsts: &[&str], dsts_udp: &[&str], backends: &[&s
             assert_eq!(s.roundtrip(&f), b, "{dst}: established flow moved");
         }
     }
-    // A reply nobody asked for passes.
-    s.stray_reply(&tcp(backends[0], "192.168.5.99:1"));
+    s.stray_reply(&tcp(&backends[0], fam.stray_client()));
 }
 
 /// ClusterIP, TCP and UDP.
 pub fn cluster_ip(s: &mut Session) {
+    cluster_ip_in(s, Fam::V4);
+}
+
+/// [`cluster_ip`] in `fam`: web (four backends) and dns (two) ClusterIPs;
+/// another port of the ClusterIP is not a frontend.
+pub(super) fn cluster_ip_in(s: &mut Session, fam: Fam) {
+    let web = fam.cluster_ip(10, 80);
+    let dns = fam.cluster_ip(53, 53);
+    let four = fam.locals(4);
     s.program(&[
-        service(
+        service_of(
             "default/web",
-            &[("10.96.0.10:80", FrontendType::ClusterIp)],
-            &FOUR,
+            &[(web.clone(), FrontendType::ClusterIp)],
+            &four,
         ),
-        service(
+        service_of(
             "default/dns",
-            &[("10.96.0.53:53/UDP", FrontendType::ClusterIp)],
-            &["10.0.1.1:5353/UDP", "10.0.1.2:5353/UDP"],
+            &[(format!("{dns}/UDP"), FrontendType::ClusterIp)],
+            &[fam.local(1, "5353/UDP"), fam.local(2, "5353/UDP")],
         ),
     ]);
-    tcp_and_udp(s, &["10.96.0.10:80"], &[], &FOUR);
+    tcp_and_udp(s, fam, &[web], &[], &four);
     tcp_and_udp(
         s,
+        fam,
         &[],
-        &["10.96.0.53:53"],
-        &["10.0.1.1:5353", "10.0.1.2:5353"],
+        &[dns],
+        &[fam.local(1, 5353), fam.local(2, 5353)],
     );
-    // Another port of the ClusterIP is not a frontend.
-    s.send(&tcp("192.168.5.2:40000", "10.96.0.10:81"));
+    let sent = s.send(&tcp(&fam.client(2, 40000), &fam.cluster_ip(10, 81)));
+    assert_eq!(sent.verdict, Verdict::Pass);
+}
+
+/// NodePorts (web with `web` backends, dns with one) on the wildcard,
+/// reached at each of `hosts`.
+pub(super) fn node_port_in(s: &mut Session, fam: Fam, web: u16, hosts: &[&str]) {
+    s.program(&[
+        service_of(
+            "default/web",
+            &[(fam.at(fam.any(), 30080), FrontendType::NodePort)],
+            &fam.locals(web),
+        ),
+        service_of(
+            "default/dns",
+            &[(fam.at(fam.any(), "30053/UDP"), FrontendType::NodePort)],
+            &[fam.local(3, "5353/UDP")],
+        ),
+    ]);
+    let mut backends = fam.locals(web);
+    backends.push(fam.local(3, 5353));
+    tcp_and_udp(
+        s,
+        fam,
+        &hosts.iter().map(|h| fam.at(h, 30080)).collect::<Vec<_>>(),
+        &hosts.iter().map(|h| fam.at(h, 30053)).collect::<Vec<_>>(),
+        &backends,
+    );
 }
 
 /// NodePort on the node IP (the expanded entry), TCP and UDP.
 pub fn node_port_node_ip(s: &mut Session) {
-    s.program(&[
-        service(
-            "default/web",
-            &[("0.0.0.0:30080", FrontendType::NodePort)],
-            &FOUR[..2],
-        ),
-        service(
-            "default/dns",
-            &[("0.0.0.0:30053/UDP", FrontendType::NodePort)],
-            &["10.0.1.3:5353/UDP"],
-        ),
-    ]);
-    tcp_and_udp(
-        s,
-        &["192.168.1.10:30080"],
-        &["192.168.1.10:30053"],
-        &["10.0.1.1:80", "10.0.1.2:80", "10.0.1.3:5353"],
-    );
+    node_port_in(s, Fam::V4, 2, &[NODE_IP]);
 }
 
 /// NodePort through the wildcard entry (a loopback destination), and a
 /// non-node destination that the wildcard does not cover.
 pub fn node_port_wildcard(s: &mut Session) {
-    s.program(&[
-        service(
-            "default/web",
-            &[("0.0.0.0:30080", FrontendType::NodePort)],
-            &FOUR[..1],
-        ),
-        service(
-            "default/dns",
-            &[("0.0.0.0:30053/UDP", FrontendType::NodePort)],
-            &["10.0.1.3:5353/UDP"],
-        ),
-    ]);
-    tcp_and_udp(
-        s,
-        &["127.0.0.1:30080"],
-        &["127.0.0.1:30053"],
-        &["10.0.1.1:80", "10.0.1.3:5353"],
-    );
+    node_port_in(s, Fam::V4, 1, &["127.0.0.1"]);
     let sent = s.send(&tcp("192.168.5.2:42000", "192.168.1.50:30080"));
     assert_eq!(sent.verdict, Verdict::Pass);
 }
 
-/// LoadBalancer ingress IP, TCP and UDP.
-pub fn load_balancer(s: &mut Session) {
-    s.program(&[service(
+/// One service with a TCP frontend `host:port` and a UDP one `host:53`
+/// of type `ty` to node-local backend `n` (TCP port `bport`, UDP
+/// `udp_bport`), TCP and UDP.
+fn one_frontend_ip(
+    s: &mut Session,
+    fam: Fam,
+    ty: FrontendType,
+    (host, port): (&str, u16),
+    (n, bport, udp_bport): (u16, u16, u16),
+) {
+    s.program(&[service_of(
         "default/web",
+        &[(fam.at(host, port), ty), (fam.at(host, "53/UDP"), ty)],
         &[
-            ("203.0.113.7:80", FrontendType::LoadBalancer),
-            ("203.0.113.7:53/UDP", FrontendType::LoadBalancer),
+            fam.local(n, bport),
+            fam.local(n, format!("{udp_bport}/UDP")),
         ],
-        &["10.0.1.5:8080", "10.0.1.5:5353/UDP"],
     )]);
     tcp_and_udp(
         s,
-        &["203.0.113.7:80"],
-        &["203.0.113.7:53"],
-        &["10.0.1.5:8080", "10.0.1.5:5353"],
+        fam,
+        &[fam.at(host, port)],
+        &[fam.at(host, 53)],
+        &[fam.local(n, bport), fam.local(n, udp_bport)],
+    );
+}
+
+/// LoadBalancer ingress IP, TCP and UDP.
+pub fn load_balancer(s: &mut Session) {
+    load_balancer_in(s, Fam::V4);
+}
+
+/// [`load_balancer`] in `fam`: `203.0.113.7` or `2001:db8:7::7`.
+pub(super) fn load_balancer_in(s: &mut Session, fam: Fam) {
+    let ip = fam.pick("203.0.113.7", "2001:db8:7::7");
+    one_frontend_ip(
+        s,
+        fam,
+        FrontendType::LoadBalancer,
+        (ip, 80),
+        (5, 8080, 5353),
     );
 }
 
 /// externalIPs, TCP and UDP.
 pub fn external_ip(s: &mut Session) {
-    s.program(&[service(
-        "default/web",
-        &[
-            ("198.51.100.20:8443", FrontendType::ExternalIp),
-            ("198.51.100.20:53/UDP", FrontendType::ExternalIp),
-        ],
-        &["10.0.1.6:8443", "10.0.1.6:53/UDP"],
-    )]);
-    tcp_and_udp(
-        s,
-        &["198.51.100.20:8443"],
-        &["198.51.100.20:53"],
-        &["10.0.1.6:8443", "10.0.1.6:53"],
-    );
+    external_ip_in(s, Fam::V4);
+}
+
+/// [`external_ip`] in `fam`: `198.51.100.20` or `2001:db8:20::20`.
+pub(super) fn external_ip_in(s: &mut Session, fam: Fam) {
+    let ip = fam.pick("198.51.100.20", "2001:db8:20::20");
+    one_frontend_ip(s, fam, FrontendType::ExternalIp, (ip, 8443), (6, 8443, 53));
 }
 
 /// HostPort on the node IP and through the wildcard, TCP and UDP.
 pub fn host_port(s: &mut Session) {
-    s.program(&[service(
+    host_port_in(s, Fam::V4);
+}
+
+/// [`host_port`] in `fam`.
+pub(super) fn host_port_in(s: &mut Session, fam: Fam) {
+    s.program(&[service_of(
         "default/pod",
         &[
-            ("0.0.0.0:8081", FrontendType::HostPort),
-            ("0.0.0.0:8053/UDP", FrontendType::HostPort),
+            (fam.at(fam.any(), 8081), FrontendType::HostPort),
+            (fam.at(fam.any(), "8053/UDP"), FrontendType::HostPort),
         ],
-        &["10.0.1.7:80", "10.0.1.7:53/UDP"],
+        &[fam.local(7, 80), fam.local(7, "53/UDP")],
     )]);
     tcp_and_udp(
         s,
-        &["192.168.1.10:8081", "127.0.0.1:8081"],
-        &["192.168.1.10:8053"],
-        &["10.0.1.7:80", "10.0.1.7:53"],
+        fam,
+        &[fam.at(fam.node(), 8081), fam.at(fam.loopback(), 8081)],
+        &[fam.at(fam.node(), 8053)],
+        &[fam.local(7, 80), fam.local(7, 53)],
     );
 }
 
-/// ClientIP affinity: every new flow of a client goes where its first went.
-pub fn affinity(s: &mut Session) {
+/// The ClusterIP `10.96.0.10:80` (or `[fd00:96::10]:80`) of four backends
+/// with random selection and ClientIP affinity (30 s).
+fn affinity_service(fam: Fam) -> Service {
     let mut svc = with_alg(
-        service(
+        service_of(
             "default/web",
-            &[("10.96.0.10:80", FrontendType::ClusterIp)],
-            &FOUR,
+            &[(fam.cluster_ip(10, 80), FrontendType::ClusterIp)],
+            &fam.locals(4),
         ),
         LbAlgorithm::Random,
     );
     svc.session_affinity = SessionAffinity::ClientIp { timeout_secs: 30 };
-    s.program(&[svc]);
+    svc
+}
+
+/// ClientIP affinity: every new flow of a client goes where its first went.
+pub fn affinity(s: &mut Session) {
+    affinity_in(s, Fam::V4);
+}
+
+/// [`affinity`] in `fam`.
+pub(super) fn affinity_in(s: &mut Session, fam: Fam) {
+    s.program(&[affinity_service(fam)]);
+    let vip = fam.cluster_ip(10, 80);
     for client in 2..6 {
-        let first = s.roundtrip(&tcp(&format!("192.168.5.{client}:40000"), "10.96.0.10:80"));
+        let first = s.roundtrip(&tcp(&fam.client(client, 40000), &vip));
         for port in 40001..40020 {
-            let b = s.roundtrip(&tcp(&format!("192.168.5.{client}:{port}"), "10.96.0.10:80"));
+            let b = s.roundtrip(&tcp(&fam.client(client, port), &vip));
             assert_eq!(b, first, "client {client} moved");
         }
     }
@@ -243,16 +390,7 @@ pub fn affinity(s: &mut Session) {
 
 /// Affinity entries expire after the timeout (needs an injectable clock).
 pub fn affinity_timeout(s: &mut Session) {
-    let mut svc = with_alg(
-        service(
-            "default/web",
-            &[("10.96.0.10:80", FrontendType::ClusterIp)],
-            &FOUR,
-        ),
-        LbAlgorithm::Random,
-    );
-    svc.session_affinity = SessionAffinity::ClientIp { timeout_secs: 30 };
-    s.program(&[svc]);
+    s.program(&[affinity_service(Fam::V4)]);
     let mut moved = false;
     for port in 0..40u16 {
         let first = s.roundtrip(&tcp(
@@ -278,7 +416,6 @@ pub fn affinity_timeout(s: &mut Session) {
 /// flow state is gone), equal to the oracle, and flows spread.
 pub fn maglev_stability(s: &mut Session) {
     let backends: Vec<String> = (1..=7).map(|i| format!("10.0.3.{i}:8080")).collect();
-    let refs: Vec<&str> = backends.iter().map(String::as_str).collect();
     s.program(&[
         with_alg(
             service(
@@ -287,7 +424,7 @@ pub fn maglev_stability(s: &mut Session) {
                     ("10.96.0.10:80", FrontendType::ClusterIp),
                     ("0.0.0.0:30080", FrontendType::NodePort),
                 ],
-                &refs,
+                &strs(&backends),
             ),
             LbAlgorithm::Maglev,
         ),
@@ -310,6 +447,12 @@ pub fn maglev_stability(s: &mut Session) {
             }
         })
         .collect();
+    assert_maglev_stable(s, &frames);
+}
+
+/// `frames` reach the same backends again after the flow state is gone,
+/// and more than three of them.
+pub(super) fn assert_maglev_stable(s: &mut Session, frames: &[Vec<u8>]) {
     let first: Vec<_> = frames.iter().map(|f| s.roundtrip(f)).collect();
     s.reset_flows();
     let again: Vec<_> = frames.iter().map(|f| s.roundtrip(f)).collect();
@@ -355,12 +498,13 @@ fn mark(svc: &mut Service, backend: SocketAddr, state: Option<BackendState>) {
     }
 }
 
-/// Graceful termination: a terminating backend keeps its established flows
-/// and gets no new ones.
-pub fn graceful_termination(s: &mut Session) {
+/// For each algorithm, on fresh flow state: the ClusterIP `10.96.0.10:80`
+/// of [`FOUR`] programmed, and one flow to it established; `check` gets the
+/// service, the flow and its backend.
+fn with_established(s: &mut Session, check: impl Fn(&mut Session, Service, &[u8], SocketAddr)) {
     for alg in [LbAlgorithm::Random, LbAlgorithm::Maglev] {
         s.reset_flows();
-        let mut svc = with_alg(
+        let svc = with_alg(
             service(
                 "default/web",
                 &[("10.96.0.10:80", FrontendType::ClusterIp)],
@@ -368,9 +512,18 @@ pub fn graceful_termination(s: &mut Session) {
             ),
             alg,
         );
-        s.program(&[svc.clone()]);
+        s.program(std::slice::from_ref(&svc));
         let established = tcp("192.168.5.2:40000", "10.96.0.10:80");
         let x = s.roundtrip(&established).expect("forwarded");
+        check(s, svc, &established, x);
+    }
+}
+
+/// Graceful termination: a terminating backend keeps its established flows
+/// and gets no new ones.
+pub fn graceful_termination(s: &mut Session) {
+    with_established(s, |s, mut svc, established, x| {
+        let alg = svc.algorithm.expect("algorithm");
         mark(&mut svc, x, Some(BackendState::Terminating));
         s.program(&[svc]);
         for port in 41000..41060 {
@@ -381,33 +534,21 @@ pub fn graceful_termination(s: &mut Session) {
         }
         for _ in 0..5 {
             assert_eq!(
-                s.roundtrip(&established),
+                s.roundtrip(established),
                 Some(x),
                 "{alg}: established flow moved"
             );
         }
-    }
+    });
 }
 
 /// Backend removal: established flows of a removed backend move, nobody
 /// reaches it.
 pub fn backend_removal(s: &mut Session) {
-    for alg in [LbAlgorithm::Random, LbAlgorithm::Maglev] {
-        s.reset_flows();
-        let mut svc = with_alg(
-            service(
-                "default/web",
-                &[("10.96.0.10:80", FrontendType::ClusterIp)],
-                &FOUR,
-            ),
-            alg,
-        );
-        s.program(&[svc.clone()]);
-        let established = tcp("192.168.5.2:40000", "10.96.0.10:80");
-        let x = s.roundtrip(&established).expect("forwarded");
+    with_established(s, |s, mut svc, established, x| {
         mark(&mut svc, x, None);
         s.program(&[svc.clone()]);
-        assert_ne!(s.roundtrip(&established), Some(x));
+        assert_ne!(s.roundtrip(established), Some(x));
         for port in 42000..42060 {
             assert_ne!(
                 s.roundtrip(&tcp(&format!("192.168.5.4:{port}"), "10.96.0.10:80")),
@@ -417,18 +558,16 @@ pub fn backend_removal(s: &mut Session) {
         // All gone: the frontend drops.
         svc.backends.clear();
         s.program(&[svc]);
-        let sent = s.send(&established);
-        assert!(
-            matches!(
-                sent.verdict,
-                Verdict::Drop {
-                    reason: DropReason::NoBackend,
-                    ..
-                }
-            ),
-            "{sent:?}"
-        );
-    }
+        assert_dropped(&s.send(established), DropReason::NoBackend);
+    });
+}
+
+/// Asserts that `sent` was dropped for `reason`.
+pub(super) fn assert_dropped(sent: &Sent, reason: DropReason) {
+    assert!(
+        matches!(sent.verdict, Verdict::Drop { reason: r, .. } if r == reason),
+        "{sent:?}"
+    );
 }
 
 /// Capacity: a batch that does not fit is refused as a whole.
@@ -495,13 +634,7 @@ pub fn source_ranges(s: &mut Session) {
     svc.source_ranges.pop();
     s.program(&[svc]);
     let sent = s.send(&tcp("10.9.9.9:40001", "203.0.113.7:80"));
-    assert!(matches!(
-        sent.verdict,
-        Verdict::Drop {
-            reason: DropReason::SourceRangeDenied,
-            ..
-        }
-    ));
+    assert_dropped(&sent, DropReason::SourceRangeDenied);
 }
 
 /// externalTrafficPolicy Local: only node-local backends, client address
@@ -512,19 +645,15 @@ pub fn traffic_policy_local(s: &mut Session) {
         &[("203.0.113.7:80", FrontendType::LoadBalancer)],
         &["10.0.1.5:8080"],
     );
-    svc.backends
-        .push(BackendParams::new("10.0.2.5:8080".parse().expect("addr")).on_node("node-2"));
-    svc.backends
-        .push(BackendParams::new("10.0.2.6:8080".parse().expect("addr")).on_node("node-2"));
+    svc.backends.push(remote("10.0.2.5:8080"));
+    svc.backends.push(remote("10.0.2.6:8080"));
     svc.ext_traffic_policy = TrafficPolicy::Local;
     let mut remote_only = service(
         "default/far",
         &[("203.0.113.8:80", FrontendType::LoadBalancer)],
         &[],
     );
-    remote_only
-        .backends
-        .push(BackendParams::new("10.0.2.7:8080".parse().expect("addr")).on_node("node-2"));
+    remote_only.backends.push(remote("10.0.2.7:8080"));
     remote_only.ext_traffic_policy = TrafficPolicy::Local;
     s.program(&[svc, remote_only]);
     for port in 40000..40030 {
@@ -532,23 +661,13 @@ pub fn traffic_policy_local(s: &mut Session) {
         assert_eq!(b, Some(sa("10.0.1.5:8080")));
     }
     let sent = s.send(&tcp("192.168.5.2:40000", "203.0.113.8:80"));
-    assert!(
-        matches!(
-            sent.verdict,
-            Verdict::Drop {
-                reason: DropReason::NoLocalBackend,
-                ..
-            }
-        ),
-        "{sent:?}"
-    );
+    assert_dropped(&sent, DropReason::NoLocalBackend);
 }
 
 /// internalTrafficPolicy Local on a ClusterIP: only the node's backend, the
 /// client address kept; no local backend drops (counted as no_local_backend).
 /// Traffic policy Cluster on the same backends reaches the remote one too.
 pub fn internal_traffic_policy_local(s: &mut Session) {
-    let remote = |a: &str| BackendParams::new(a.parse().expect("addr")).on_node("node-2");
     let mut local = service(
         "default/local",
         &[("10.96.0.10:80", FrontendType::ClusterIp)],
@@ -581,16 +700,7 @@ pub fn internal_traffic_policy_local(s: &mut Session) {
     let before = s.dut.drops().map(|d| d.no_local_backend);
     for port in 41000..41003 {
         let sent = s.send(&udp(&format!("192.168.5.2:{port}"), "10.96.0.11:53"));
-        assert!(
-            matches!(
-                sent.verdict,
-                Verdict::Drop {
-                    reason: DropReason::NoLocalBackend,
-                    ..
-                }
-            ),
-            "{sent:?}"
-        );
+        assert_dropped(&sent, DropReason::NoLocalBackend);
     }
     if let (Some(b), Some(d)) = (before, s.dut.drops()) {
         assert!(d.no_local_backend >= b + 3, "{d:?}");
@@ -745,18 +855,106 @@ pub fn snat_remote_backend(s: &mut Session) {
         &[("0.0.0.0:30080", FrontendType::NodePort)],
         &[],
     );
-    svc.backends
-        .push(BackendParams::new("10.0.2.5:8080".parse().expect("addr")).on_node("node-2"));
+    svc.backends.push(remote("10.0.2.5:8080"));
     s.program(&[svc]);
-    let sent = s.send(&tcp("192.168.5.2:40000", "192.168.1.10:30080"));
-    let Verdict::Forward(f) = sent.verdict else {
-        panic!("{sent:?}")
-    };
-    assert_eq!(f.snat, Some(NODE_IP.parse().expect("ip")));
-    s.reply(
-        &tcp("192.168.5.2:40000", "192.168.1.10:30080"),
-        &sent.out.expect("forwarded"),
+    let flow = tcp("192.168.5.2:40000", "192.168.1.10:30080");
+    let outs = forwarded(s, "TCP", std::slice::from_ref(&flow), Some(NODE_IP));
+    s.reply(&flow, &outs[0]);
+}
+
+/// A service with a NodePort on the wildcard and a ClusterIP (TCP) and a
+/// UDP NodePort, served by one remote backend (`10.0.2.5` or `fd00:2:1::5`)
+/// per protocol.
+pub(super) fn snat_service(fam: Fam) -> Service {
+    let mut svc = service_of(
+        "default/web",
+        &[
+            (fam.at(fam.any(), 30080), FrontendType::NodePort),
+            (fam.cluster_ip(10, 80), FrontendType::ClusterIp),
+            (fam.at(fam.any(), "30053/UDP"), FrontendType::NodePort),
+        ],
+        &[],
     );
+    for b in [fam.remote(5, 8080), fam.remote(5, "5353/UDP")] {
+        svc.backends.push(remote(&b));
+    }
+    svc
+}
+
+/// The flows to [`snat_service`]: TCP from clients 2 and 3 to the node's
+/// NodePort and from client 2 to the ClusterIP, UDP from clients 2 and 3 to
+/// the node's NodePort; all from port 40000 with `same_port`, else from
+/// 40000, 40001 and 40002.
+pub(super) fn snat_flows(fam: Fam, same_port: bool) -> [(&'static str, Vec<Vec<u8>>); 2] {
+    let port = |p: u16| if same_port { 40000 } else { p };
+    let node = |p: u16| fam.at(fam.node(), p);
+    [
+        (
+            "TCP",
+            vec![
+                tcp(&fam.client(2, 40000), &node(30080)),
+                tcp(&fam.client(3, port(40001)), &node(30080)),
+                tcp(&fam.client(2, port(40002)), &fam.cluster_ip(10, 80)),
+            ],
+        ),
+        (
+            "UDP",
+            vec![
+                udp(&fam.client(2, 40000), &node(30053)),
+                udp(&fam.client(3, port(40001)), &node(30053)),
+            ],
+        ),
+    ]
+}
+
+/// Sends each of `flows`: forwarded, SNATed to `snat` (or not); returns
+/// what left.
+pub(super) fn forwarded(
+    s: &mut Session,
+    proto: &str,
+    flows: &[Vec<u8>],
+    snat: Option<&str>,
+) -> Vec<Vec<u8>> {
+    let snat: Option<IpAddr> = snat.map(|a| a.parse().expect("ip"));
+    flows
+        .iter()
+        .map(|f| {
+            let sent = s.send(f);
+            let Verdict::Forward(fw) = sent.verdict else {
+                panic!("{proto}: {sent:?}")
+            };
+            assert_eq!(fw.snat, snat, "{proto}: SNAT");
+            sent.out.expect("forwarded")
+        })
+        .collect()
+}
+
+/// Sends `flows[i]` again for each `i` of `order`: established, it leaves
+/// as `outs[i]` did, and the reply to it is still its own.
+pub(super) fn resend(
+    s: &mut Session,
+    proto: &str,
+    flows: &[Vec<u8>],
+    outs: &[Vec<u8>],
+    order: impl IntoIterator<Item = usize>,
+) {
+    for i in order {
+        let again = s.send(&flows[i]);
+        assert_eq!(
+            again.out.as_ref(),
+            Some(&outs[i]),
+            "{proto}: flow {i} moved"
+        );
+        s.reply(&flows[i], &outs[i]);
+    }
+}
+
+/// The 4-tuple (addresses and ports) of a forwarded frame.
+fn tuple_of(o: &[u8]) -> (IpAddr, u16, IpAddr, u16) {
+    match super::reference::classify(o) {
+        super::reference::Class::Flow(k) => (k.src, k.sport, k.dst, k.dport),
+        c => panic!("{c:?}"),
+    }
 }
 
 /// Two clients with the same source port reach the same remote backend
@@ -765,64 +963,18 @@ pub fn snat_remote_backend(s: &mut Session) {
 /// needs a source port of its own, and each gets its own replies, in any
 /// order, also after the others sent again. TCP and UDP.
 pub fn snat_port_collision(s: &mut Session) {
-    let mut svc = service(
-        "default/web",
-        &[
-            ("0.0.0.0:30080", FrontendType::NodePort),
-            ("10.96.0.10:80", FrontendType::ClusterIp),
-            ("0.0.0.0:30053/UDP", FrontendType::NodePort),
-        ],
-        &[],
-    );
-    for b in ["10.0.2.5:8080", "10.0.2.5:5353/UDP"] {
-        svc.backends
-            .push(BackendParams::new(b.parse().expect("addr")).on_node("node-2"));
-    }
-    s.program(&[svc]);
-    let tcp_flows = vec![
-        tcp("192.168.5.2:40000", "192.168.1.10:30080"),
-        tcp("192.168.5.3:40000", "192.168.1.10:30080"),
-        tcp("192.168.5.2:40000", "10.96.0.10:80"),
-    ];
-    let udp_flows = vec![
-        udp("192.168.5.2:40000", "192.168.1.10:30053"),
-        udp("192.168.5.3:40000", "192.168.1.10:30053"),
-    ];
-    for (proto, flows) in [("TCP", tcp_flows), ("UDP", udp_flows)] {
+    s.program(&[snat_service(Fam::V4)]);
+    for (proto, flows) in snat_flows(Fam::V4, true) {
         let n = flows.len();
-        let outs: Vec<Vec<u8>> = flows
-            .iter()
-            .map(|f| {
-                let sent = s.send(f);
-                let Verdict::Forward(fw) = sent.verdict else {
-                    panic!("{sent:?}")
-                };
-                assert_eq!(fw.snat, Some(NODE_IP.parse().expect("ip")));
-                sent.out.expect("forwarded")
-            })
-            .collect();
-        let tuples: BTreeSet<_> = outs
-            .iter()
-            .map(|o| match super::reference::classify(o) {
-                super::reference::Class::Flow(k) => (k.src, k.sport, k.dst, k.dport),
-                c => panic!("{c:?}"),
-            })
-            .collect();
+        let outs = forwarded(s, proto, &flows, Some(NODE_IP));
+        let tuples: BTreeSet<_> = outs.iter().map(|o| tuple_of(o)).collect();
         assert_eq!(tuples.len(), n, "{proto}: SNAT tuples shared: {tuples:?}");
         // Replies, newest flow first, then oldest first.
         for i in (0..n).rev().chain(0..n) {
             s.reply(&flows[i], &outs[i]);
         }
         // The flows again: established, same tuples, replies still theirs.
-        for i in 0..n {
-            let again = s.send(&flows[i]);
-            assert_eq!(
-                again.out.as_ref(),
-                Some(&outs[i]),
-                "{proto}: flow {i} moved"
-            );
-            s.reply(&flows[i], &outs[i]);
-        }
+        resend(s, proto, &flows, &outs, 0..n);
     }
 }
 
@@ -869,22 +1021,9 @@ pub fn reply_tuple_clash(s: &mut Session) {
         ),
     ];
     for (proto, flows) in flows {
-        let outs: Vec<Vec<u8>> = flows
-            .iter()
-            .map(|f| {
-                let sent = s.send(f);
-                let Verdict::Forward(fw) = sent.verdict else {
-                    panic!("{sent:?}")
-                };
-                assert_eq!(fw.snat, None, "{proto}: a local backend is not SNATed");
-                sent.out.expect("forwarded")
-            })
-            .collect();
-        let tuple = |o: &[u8]| match super::reference::classify(o) {
-            super::reference::Class::Flow(k) => (k.src, k.sport, k.dst, k.dport),
-            c => panic!("{c:?}"),
-        };
-        let tuples: BTreeSet<_> = outs.iter().map(|o| tuple(o)).collect();
+        // A local backend is not SNATed.
+        let outs = forwarded(s, proto, &flows, None);
+        let tuples: BTreeSet<_> = outs.iter().map(|o| tuple_of(o)).collect();
         assert_eq!(
             tuples.len(),
             flows.len(),
@@ -892,7 +1031,7 @@ pub fn reply_tuple_clash(s: &mut Session) {
         );
         // The first flow and the other client keep their ports.
         for i in [0, 2] {
-            let (Some(orig), out) = (session_key(&flows[i]), tuple(&outs[i])) else {
+            let (Some(orig), out) = (session_key(&flows[i]), tuple_of(&outs[i])) else {
                 unreachable!()
             };
             assert_eq!(out.1, orig.sport, "{proto}: flow {i} needed no other port");
@@ -902,15 +1041,7 @@ pub fn reply_tuple_clash(s: &mut Session) {
             s.reply(&flows[i], &outs[i]);
         }
         // The flows again: established, same tuples, replies still theirs.
-        for i in [0, 1, 2, 1, 0] {
-            let again = s.send(&flows[i]);
-            assert_eq!(
-                again.out.as_ref(),
-                Some(&outs[i]),
-                "{proto}: flow {i} moved"
-            );
-            s.reply(&flows[i], &outs[i]);
-        }
+        resend(s, proto, &flows, &outs, [0, 1, 2, 1, 0]);
     }
 }
 
@@ -959,27 +1090,58 @@ pub fn unknown_traffic(s: &mut Session) {
 /// program does; a UDP header with no payload or a zero length field is a
 /// normal packet.
 pub fn malformed_packets(s: &mut Session) {
-    s.program(&[service(
+    malformed_in(s, Fam::V4, |f, u| {
+        let mut bad_ihl = f.to_vec();
+        bad_ihl[14] = 0x44;
+        let mut bad_version = f.to_vec();
+        bad_version[14] = 0x65;
+        let mut long_ihl = f.to_vec();
+        long_ihl[14] = 0x4f;
+        let cut_tcp = f[..14 + 20 + 8].to_vec();
+        let cut_udp = u[..14 + 20 + 4].to_vec();
+        vec![bad_ihl, bad_version, long_ihl, cut_tcp, cut_udp]
+    });
+    // UDP without payload, and with a zero length field: forwarded.
+    udp_without_payload(s, Fam::V4);
+    let mut zero_len = frame(
+        lb_core::L4Proto::Udp,
+        sa("192.168.5.2:40002"),
+        sa("10.96.0.10:53"),
+    );
+    zero_len[14 + 20 + 4..14 + 20 + 6].copy_from_slice(&[0, 0]);
+    zero_len[14 + 20 + 6..14 + 20 + 8].copy_from_slice(&[0, 0]); // no checksum
+    assert!(s.send(&zero_len).backend().is_some());
+}
+
+/// Programs the ClusterIP `10.96.0.10` (or `fd00:96::10`) with TCP port 80
+/// and UDP port 53 to backend 1, and sends the frames `bad` makes of a TCP
+/// and a UDP frame from client 2 port 40000 to it: each is dropped and
+/// counted as malformed. Returns the TCP frame.
+pub(super) fn malformed_in(
+    s: &mut Session,
+    fam: Fam,
+    bad: impl FnOnce(&[u8], &[u8]) -> Vec<Vec<u8>>,
+) -> Vec<u8> {
+    s.program(&[service_of(
         "default/web",
         &[
-            ("10.96.0.10:80", FrontendType::ClusterIp),
-            ("10.96.0.10:53/UDP", FrontendType::ClusterIp),
+            (fam.cluster_ip(10, 80), FrontendType::ClusterIp),
+            (fam.cluster_ip(10, "53/UDP"), FrontendType::ClusterIp),
         ],
-        &["10.0.1.1:80", "10.0.1.1:53/UDP"],
+        &[fam.local(1, 80), fam.local(1, "53/UDP")],
     )]);
+    let f = tcp(&fam.client(2, 40000), &fam.cluster_ip(10, 80));
+    let u = udp(&fam.client(2, 40000), &fam.cluster_ip(10, 53));
+    assert_malformed_dropped(s, &bad(&f, &u));
+    f
+}
+
+/// Each of `bad` is dropped, and counted as malformed where the dataplane
+/// counts drops.
+fn assert_malformed_dropped(s: &mut Session, bad: &[Vec<u8>]) {
     let before = s.dut.drops();
-    let f = tcp("192.168.5.2:40000", "10.96.0.10:80");
-    let mut bad_ihl = f.clone();
-    bad_ihl[14] = 0x44;
-    let mut bad_version = f.clone();
-    bad_version[14] = 0x65;
-    let mut long_ihl = f.clone();
-    long_ihl[14] = 0x4f;
-    let cut_tcp = f[..14 + 20 + 8].to_vec();
-    let cut_udp = udp("192.168.5.2:40000", "10.96.0.10:53")[..14 + 20 + 4].to_vec();
-    let bad = [bad_ihl, bad_version, long_ihl, cut_tcp, cut_udp];
-    for x in &bad {
-        assert_eq!(s.send(x).out, None);
+    for x in bad {
+        assert_eq!(s.send(x).out, None, "not dropped: {x:02x?}");
     }
     if let (Some(b), Some(a)) = (before, s.dut.drops()) {
         assert_eq!(
@@ -988,17 +1150,16 @@ pub fn malformed_packets(s: &mut Session) {
             "malformed drops counted"
         );
     }
-    // UDP without payload, and with a zero length field: forwarded.
-    let empty = lb_core::L4Proto::Udp;
+}
+
+/// A UDP datagram without payload from client 2 port 40001 to the
+/// ClusterIP's port 53 is forwarded.
+pub(super) fn udp_without_payload(s: &mut Session, fam: Fam) {
     let no_payload =
-        crate::packets::PacketBuilder::udp(sa("192.168.5.2:40001"), sa("10.96.0.10:53"))
+        crate::packets::PacketBuilder::udp(sa(&fam.client(2, 40001)), sa(&fam.cluster_ip(10, 53)))
             .build()
             .expect("frame");
     assert!(s.send(&no_payload).backend().is_some());
-    let mut zero_len = frame(empty, sa("192.168.5.2:40002"), sa("10.96.0.10:53"));
-    zero_len[14 + 20 + 4..14 + 20 + 6].copy_from_slice(&[0, 0]);
-    zero_len[14 + 20 + 6..14 + 20 + 8].copy_from_slice(&[0, 0]); // no checksum
-    assert!(s.send(&zero_len).backend().is_some());
 }
 
 /// Frames shorter than an Ethernet header pass; an IPv4 header cut short
@@ -1013,13 +1174,12 @@ pub fn short_frames(s: &mut Session) {
     for x in [Vec::new(), vec![0u8; 5], f[..13].to_vec()] {
         assert_eq!(s.send(&x).out.as_deref(), Some(&x[..]));
     }
-    let before = s.dut.drops();
-    for cut in [14, 14 + 1, 14 + 12, 14 + 19] {
-        assert_eq!(s.send(&f[..cut]).out, None, "IPv4 header cut at {cut}");
-    }
-    if let (Some(b), Some(a)) = (before, s.dut.drops()) {
-        assert_eq!(a.malformed - b.malformed, 4, "malformed drops counted");
-    }
+    // The IPv4 header cut at 14, 15, 26 and 33 bytes.
+    let cuts: Vec<Vec<u8>> = [14, 14 + 1, 14 + 12, 14 + 19]
+        .iter()
+        .map(|&cut| f[..cut].to_vec())
+        .collect();
+    assert_malformed_dropped(s, &cuts);
 }
 
 /// A service with NodePort, LoadBalancer, ExternalIP and ClusterIP
@@ -1037,8 +1197,7 @@ fn remote_modes_service() -> Service {
         &[],
     );
     for b in ["10.0.2.5:8080", "10.0.2.5:5353/UDP"] {
-        svc.backends
-            .push(BackendParams::new(b.parse().expect("addr")).on_node("node-2"));
+        svc.backends.push(remote(b));
     }
     svc
 }
@@ -1068,11 +1227,10 @@ pub fn dsr_remote_backend(s: &mut Session) {
         &[],
     );
     for b in ["[fd00:2:1::5]:8080", "[fd00:2:1::5]:5353/UDP"] {
-        v6.backends
-            .push(BackendParams::new(b.parse().expect("addr")).on_node("node-2"));
+        v6.backends.push(remote(b));
     }
     s.program(&[remote_modes_service(), v6]);
-    let node6 = super::scenarios_v6::NODE_IP6;
+    let node6 = NODE_IP6;
     for (client, fe) in [
         ("[fd00:5::2]:40000", format!("[{node6}]:30080")),
         ("[fd00:5::2]:40001", "[2001:db8::7]:80".to_string()),
