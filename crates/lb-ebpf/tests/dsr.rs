@@ -5,24 +5,22 @@
 //! Maglev seed send a flow to the same backend, and a TCP connection
 //! survives moving from one node to the other. Privileged (root); each test
 //! is bounded by 10 s socket timeouts and a few dozen requests (about 30 s
-//! each on a loaded 2-core machine).
+//! each on a loaded 2-core machine). The lab and the checks shared with
+//! `dsr6.rs` are in `common/dsr_lab.rs`.
 
 use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::Duration;
 
 mod common;
+#[path = "common/dsr_lab.rs"]
+mod dsr_lab;
 
-use common::{svc, web_and_dns_ip, Pins};
+use dsr_lab::*;
 use lb_core::*;
-use lb_ebpf::dsr::BackendSide;
-use lb_ebpf::{EbpfDataplane, LoadOptions, Loaded};
 use lb_testkit::dsr_topology::{DsrTopology, Host, VIP};
-use lb_testkit::{tcp_connect, tcp_request, BpffsGuard, EchoServer};
+use lb_testkit::{tcp_connect, tcp_request};
 
-/// Per connect/read/write. 5 s timed out once for the 256 KiB NodePort
-/// request while the whole workspace suite ran on 2 shared cores.
-const TIMEOUT: Duration = Duration::from_secs(10);
 /// At most this many TCP segments retransmitted by the client for the two
 /// 256 KiB echoes. The path is lossless veths: a handful at most under
 /// load; GSO packets lost on the node (their FIB lookup used to fail the
@@ -30,217 +28,37 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 /// in the node's stack as a martian) cost 300-750 retransmits per echo and
 /// 11-20 s each, where the echo now takes a few ms.
 const MAX_BULK_RETRANS: u64 = 64;
-const SEED: u32 = 4242;
 
-fn tag(k: usize) -> Vec<u8> {
-    format!("be{k}:").into_bytes()
-}
-
-fn who(reply: &[u8]) -> usize {
-    let s = String::from_utf8_lossy(reply);
-    s.strip_prefix("be")
-        .and_then(|r| r.split(':').next())
-        .and_then(|k| k.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected reply {s:?}"))
-}
-
-/// One node's load balancer: programs on its link, maps in a private bpffs.
-struct Lb {
-    dp: EbpfDataplane,
-    _loaded: Loaded,
-    _pins: Pins,
-    _bpffs: BpffsGuard,
-}
-
-fn node_config(n: usize, node: &Host, mode: LbMode) -> NodeConfig {
-    let mut cfg = NodeConfig::new(format!("node-{n}"), vec![node.v4.into()]);
-    cfg.mode = mode;
-    cfg.maglev = MaglevConfig::new(251, SEED).unwrap();
-    cfg
-}
-
-fn start_lb(node: &Host, cfg: &NodeConfig, services: &[Service]) -> Lb {
-    let bpffs = BpffsGuard::new().expect("bpffs");
-    let pin_dir = bpffs.pin_path("lb");
-    let pins = Pins(pin_dir.clone());
-    let dev = node.link.name.clone();
-    let loaded = node
-        .ns
-        .run_in(|| lb_ebpf::load(&LoadOptions::new(&pin_dir, &[&dev])))
-        .unwrap()
-        .expect("load and attach");
-    let mut dp = EbpfDataplane::open(&pin_dir, cfg).expect("open dataplane");
-    let desired = DesiredState::build(cfg, services).unwrap();
-    Reconciler::new()
-        .apply(&mut dp, &desired)
-        .expect("reconcile");
-    Lb {
-        dp,
-        _loaded: loaded,
-        _pins: pins,
-        _bpffs: bpffs,
-    }
-}
-
-/// Echo servers (TCP 8080, UDP 5353) and the DSR backend side on every
-/// backend, taking DSR traffic from every node.
-fn start_backends(topo: &DsrTopology) -> (Vec<EchoServer>, Vec<BackendSide>) {
-    let nodes: Vec<Ipv4Addr> = topo.nodes.iter().map(|n| n.v4).collect();
-    start_backends_for(topo, &nodes)
-}
-
-/// Like [`start_backends`], the backend side taking DSR traffic from
-/// `nodes` only.
-fn start_backends_for(
-    topo: &DsrTopology,
-    nodes: &[Ipv4Addr],
-) -> (Vec<EchoServer>, Vec<BackendSide>) {
-    let mut servers = Vec::new();
-    let mut sides = Vec::new();
-    for (i, b) in topo.backends.iter().enumerate() {
-        servers.push(EchoServer::tcp(&b.ns, SocketAddr::from((b.v4, 8080)), &tag(i + 1)).unwrap());
-        servers.push(EchoServer::udp(&b.ns, SocketAddr::from((b.v4, 5353)), &tag(i + 1)).unwrap());
-        let dev = b.link.name.clone();
-        sides.push(
-            b.ns.run_in(|| BackendSide::attach(&dev, nodes))
-                .unwrap()
-                .expect("attach the DSR backend side"),
-        );
-    }
-    (servers, sides)
-}
-
-/// `web` (TCP) and `dns` (UDP), each on a LoadBalancer VIP and a NodePort.
-fn services(topo: &DsrTopology) -> Vec<Service> {
-    let backends: Vec<IpAddr> = topo.backends.iter().map(|b| b.v4.into()).collect();
-    web_and_dns_ip(VIP.into(), &backends)
-}
-
-/// One UDP request from client port `sport` (0: any); the reply must come
-/// from `dst` itself.
-fn udp_from(topo: &DsrTopology, sport: u16, dst: SocketAddr, msg: &[u8]) -> Vec<u8> {
-    let sock = topo
-        .client
-        .ns
-        .run_in(|| UdpSocket::bind(("0.0.0.0", sport)))
-        .unwrap()
-        .unwrap();
-    sock.set_read_timeout(Some(TIMEOUT)).unwrap();
-    sock.send_to(msg, dst).unwrap();
-    let mut buf = [0u8; 2048];
-    let (n, from) = sock.recv_from(&mut buf).expect("UDP reply");
-    assert_eq!(from, dst, "the reply must come from the frontend");
-    buf[..n].to_vec()
-}
-
-/// The `Tcp: RetransSegs` counter of a namespace (`/proc/net/snmp`).
-fn tcp_retrans_segs(ns: &lb_testkit::NetNs) -> u64 {
-    let out = ns.exec_ok(&["cat", "/proc/net/snmp"]).expect("read snmp");
-    let mut tcp = out.lines().filter(|l| l.starts_with("Tcp:"));
-    let (names, values) = (tcp.next().unwrap(), tcp.next().unwrap());
-    let at = names
-        .split_whitespace()
-        .position(|n| n == "RetransSegs")
-        .expect("RetransSegs");
-    values.split_whitespace().nth(at).unwrap().parse().unwrap()
-}
-
-fn decapsulated(sides: &[BackendSide]) -> u64 {
-    sides.iter().map(|s| s.stats().unwrap().decapsulated).sum()
-}
-
-fn reversed(sides: &[BackendSide]) -> u64 {
-    sides.iter().map(|s| s.stats().unwrap().reversed).sum()
-}
-
-/// Sends `n` UDP requests to `dst` and returns how many packets the node
-/// received meanwhile: about `n` when replies bypass it, `2n` when they
-/// come back through it.
-fn node_rx_during_udp(topo: &DsrTopology, node: &Host, dst: SocketAddr, n: u64) -> u64 {
-    let before = DsrTopology::rx_packets(node).unwrap();
-    for i in 0..n {
-        let r = udp_from(topo, 0, dst, format!("q{i}").as_bytes());
-        assert!(r.ends_with(format!("q{i}").as_bytes()), "{r:?}");
-    }
-    DsrTopology::rx_packets(node).unwrap() - before
+/// Node `n` (1-based) of the IPv4 tests.
+fn node_config_n(n: usize, node: &Host, mode: LbMode) -> NodeConfig {
+    node_config(&format!("node-{n}"), &Fam::V4.node_ips(node), mode)
 }
 
 #[test]
 fn dsr_tcp_and_udp_reach_remote_backends_and_replies_bypass_the_node() {
-    lb_testkit::require_privileges();
-    let topo = DsrTopology::new(1, 2).expect("topology");
-    let (_servers, sides) = start_backends(&topo);
-    let node = &topo.nodes[0];
-    let cfg = node_config(1, node, LbMode::Dsr);
-    let mut lb = start_lb(node, &cfg, &services(&topo));
-
-    // TCP through the LoadBalancer VIP and the NodePort, small and large
-    // (the client link's MTU leaves room for the IPIP header).
-    let big = vec![b'x'; 256 * 1024];
-    let retrans0 = tcp_retrans_segs(&topo.client.ns);
-    for dst in [
-        SocketAddr::from((VIP, 80)),
-        SocketAddr::from((node.v4, 30080)),
-    ] {
-        for msg in [&b"hello"[..], &big[..]] {
-            let t0 = std::time::Instant::now();
-            let r = tcp_request(&topo.client.ns, dst, msg, TIMEOUT)
-                .unwrap_or_else(|e| panic!("DSR TCP, {} bytes to {dst}: {e}", msg.len()));
-            eprintln!("{dst}: {} bytes in {:?}", msg.len(), t0.elapsed());
-            assert!((1..=2).contains(&who(&r)), "{dst}");
-            assert!(r.ends_with(msg), "{dst}: echo of {} bytes", msg.len());
-        }
-    }
-    let retrans = tcp_retrans_segs(&topo.client.ns) - retrans0;
-    eprintln!("client retransmitted {retrans} TCP segments");
-    assert!(
-        retrans <= MAX_BULK_RETRANS,
-        "{retrans} retransmitted segments: packets are lost on the way"
+    tcp_and_udp_reach_remote_backends_and_replies_bypass_the_node(
+        Fam::V4,
+        Some(MAX_BULK_RETRANS),
+        |dp| {
+            // No CT reply or SNAT entries.
+            assert_eq!(dp.maps().snat.keys().count(), 0);
+            for k in dp.maps().ct.keys() {
+                assert_eq!(k.unwrap().dir, 0, "only client-direction CT entries");
+            }
+        },
     );
-    assert!(decapsulated(&sides) > 0 && reversed(&sides) > 0);
-
-    // UDP through both frontends; replies come from the frontend.
-    for dst in [
-        SocketAddr::from((VIP, 53)),
-        SocketAddr::from((node.v4, 30053)),
-    ] {
-        let r = udp_from(&topo, 0, dst, b"dns?");
-        assert!((1..=2).contains(&who(&r)) && r.ends_with(b"dns?"), "{r:?}");
-    }
-
-    // Replies bypass the node: it receives the requests only.
-    let (d0, r0) = (decapsulated(&sides), reversed(&sides));
-    let n = 30;
-    let rx = node_rx_during_udp(&topo, node, SocketAddr::from((VIP, 53)), n);
-    assert!(
-        rx < n + n / 2,
-        "node received {rx} packets for {n} requests"
-    );
-    assert!(decapsulated(&sides) - d0 >= n);
-    assert!(reversed(&sides) - r0 >= n);
-    // And the node holds no reply state: no CT reply or SNAT entries.
-    assert_eq!(lb.dp.maps().snat.keys().count(), 0);
-    for k in lb.dp.maps().ct.keys() {
-        assert_eq!(k.unwrap().dir, 0, "only client-direction CT entries");
-    }
 }
 
 #[test]
 fn hybrid_sends_tcp_with_dsr_and_udp_with_snat() {
     lb_testkit::require_privileges();
     let topo = DsrTopology::new(1, 2).expect("topology");
-    let (_servers, sides) = start_backends(&topo);
+    let (_servers, sides) = start_backends(&topo, Fam::V4);
     let node = &topo.nodes[0];
-    let cfg = node_config(1, node, LbMode::Hybrid);
-    let mut lb = start_lb(node, &cfg, &services(&topo));
+    let cfg = node_config_n(1, node, LbMode::Hybrid);
+    let mut lb = start_lb(node, &cfg, &services(&topo, Fam::V4));
 
-    let d0 = decapsulated(&sides);
-    for _ in 0..5 {
-        let r = tcp_request(&topo.client.ns, SocketAddr::from((VIP, 80)), b"t", TIMEOUT)
-            .expect("hybrid TCP");
-        assert!(r.ends_with(b"t"), "{r:?}");
-    }
-    assert!(decapsulated(&sides) - d0 >= 5, "TCP went through DSR");
+    tcp_goes_through_dsr(&topo, Fam::V4, &sides);
 
     let d1 = decapsulated(&sides);
     let n = 20;
@@ -266,13 +84,13 @@ fn exchange(conn: &mut TcpStream, msg: &[u8]) {
 fn two_nodes_agree_on_backends_and_a_tcp_flow_survives_a_node_switch() {
     lb_testkit::require_privileges();
     let topo = DsrTopology::new(2, 3).expect("topology");
-    let (_servers, _sides) = start_backends(&topo);
-    let services = services(&topo);
+    let (_servers, _sides) = start_backends(&topo, Fam::V4);
+    let services = services(&topo, Fam::V4);
     let cfgs: Vec<NodeConfig> = topo
         .nodes
         .iter()
         .enumerate()
-        .map(|(i, n)| node_config(i + 1, n, LbMode::Dsr))
+        .map(|(i, n)| node_config_n(i + 1, n, LbMode::Dsr))
         .collect();
     let lbs: Vec<Lb> = topo
         .nodes
@@ -385,50 +203,19 @@ fn service_packets(lb: &Lb) -> u64 {
 fn dsr_packets_over_the_mtu_after_encapsulation_get_frag_needed() {
     lb_testkit::require_privileges();
     let topo = DsrTopology::new(1, 1).expect("topology");
-    let (_servers, _sides) = start_backends(&topo);
+    let (_servers, _sides) = start_backends(&topo, Fam::V4);
     let node = &topo.nodes[0];
-    let cfg = node_config(1, node, LbMode::Dsr);
-    let lb = start_lb(node, &cfg, &services(&topo));
-    topo.client
-        .ns
-        .ip(&["link", "set", "dev", &topo.client.link.name, "mtu", "1500"])
-        .unwrap();
-    topo.router
-        .ip(&[
-            "link",
-            "set",
-            "dev",
-            &topo.client.router_link.name,
-            "mtu",
-            "1500",
-        ])
-        .unwrap();
-    let too_big = || {
-        lb.dp
-            .counters()
-            .unwrap()
-            .drops_for(lb_ebpf::abi::DropReason::FragNeeded)
-    };
+    let cfg = node_config_n(1, node, LbMode::Dsr);
+    let lb = start_lb(node, &cfg, &services(&topo, Fam::V4));
+    client_link_1500(&topo);
     let dst = SocketAddr::from((VIP, 53));
     let fits = vec![b'f'; 1400];
     assert!(udp_from(&topo, 0, dst, &fits).ends_with(&fits));
-    assert_eq!(too_big(), 0);
+    assert_eq!(too_big(&lb), 0);
 
     // 1472 bytes of UDP payload: a 1500-byte IPv4 packet, 1520 in IPIP.
-    let sock = topo
-        .client
-        .ns
-        .run_in(|| UdpSocket::bind(("0.0.0.0", 0)))
-        .unwrap()
-        .unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-    sock.send_to(&[b'b'; 1472], dst).unwrap();
-    let mut buf = [0u8; 2048];
-    assert!(
-        sock.recv_from(&mut buf).is_err(),
-        "no reply to a dropped request"
-    );
-    assert_eq!(too_big(), 1, "counted once as FragNeeded");
+    udp_unanswered(&topo, dst, &[b'b'; 1472]);
+    assert_eq!(too_big(&lb), 1, "counted once as FragNeeded");
     let snmp = topo.client.ns.exec_ok(&["cat", "/proc/net/snmp"]).unwrap();
     let icmp: Vec<Vec<&str>> = snmp
         .lines()
@@ -437,11 +224,7 @@ fn dsr_packets_over_the_mtu_after_encapsulation_get_frag_needed() {
         .collect();
     let col = icmp[0].iter().position(|k| *k == "InDestUnreachs").unwrap();
     assert_eq!(icmp[1][col], "1", "the client got fragmentation needed");
-    let route = topo
-        .client
-        .ns
-        .exec_ok(&["ip", "route", "get", &VIP.to_string()])
-        .unwrap();
+    let route = client_route(&topo, VIP.into());
     assert!(route.contains("mtu 1480"), "path MTU to the VIP: {route}");
     assert!(udp_from(&topo, 0, dst, &fits).ends_with(&fits));
 }
@@ -455,13 +238,13 @@ fn dsr_packets_over_the_mtu_after_encapsulation_get_frag_needed() {
 fn backends_take_dsr_traffic_only_from_their_load_balancing_nodes() {
     lb_testkit::require_privileges();
     let topo = DsrTopology::new(2, 1).expect("topology");
-    let (_servers, mut sides) = start_backends_for(&topo, &[topo.nodes[0].v4]);
-    let services = services(&topo);
+    let (_servers, mut sides) = start_backends_for(&topo, Fam::V4, &[topo.nodes[0].v4]);
+    let services = services(&topo, Fam::V4);
     let _lbs: Vec<Lb> = topo
         .nodes
         .iter()
         .enumerate()
-        .map(|(i, n)| start_lb(n, &node_config(i + 1, n, LbMode::Dsr), &services))
+        .map(|(i, n)| start_lb(n, &node_config_n(i + 1, n, LbMode::Dsr), &services))
         .collect();
     let dst = SocketAddr::from((VIP, 53));
 
@@ -469,13 +252,7 @@ fn backends_take_dsr_traffic_only_from_their_load_balancing_nodes() {
     assert_eq!(sides[0].stats().unwrap().unknown_node, 0);
 
     topo.route_vip_via(1).unwrap();
-    let sock = topo
-        .client
-        .ns
-        .run_in(|| UdpSocket::bind(("0.0.0.0", 0)))
-        .unwrap()
-        .unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let sock = client_udp(&topo, Fam::V4, 0, Duration::from_secs(2));
     let mut buf = [0u8; 256];
     for _ in 0..2 {
         sock.send_to(b"via 2", dst).unwrap();
@@ -497,37 +274,9 @@ fn backends_take_dsr_traffic_only_from_their_load_balancing_nodes() {
 }
 
 /// A UDP request through DSR to a backend port nobody listens on: the
-/// backend's port unreachable is translated back to the frontend on its way
-/// out, so the client's connected socket sees the refusal (without the
-/// translation the error names the backend and the socket just times out).
-/// Bounded: one request, 5 s read timeout.
+/// backend's port unreachable reaches the client's connected socket
+/// translated back to the frontend. Bounded: one request, 5 s read timeout.
 #[test]
 fn a_backends_port_unreachable_reaches_the_clients_socket_through_dsr() {
-    lb_testkit::require_privileges();
-    let topo = DsrTopology::new(1, 1).expect("topology");
-    let (_servers, sides) = start_backends(&topo);
-    let node = &topo.nodes[0];
-    let mut void = svc(
-        "default/void",
-        &[(format!("{VIP}:54/UDP"), FrontendType::LoadBalancer)],
-        vec![format!("{}:5454/UDP", topo.backends[0].v4)],
-    );
-    void.algorithm = Some(LbAlgorithm::Maglev);
-    let mut all = services(&topo);
-    all.push(void);
-    let _lb = start_lb(node, &node_config(1, node, LbMode::Dsr), &all);
-
-    let sock = topo
-        .client
-        .ns
-        .run_in(|| UdpSocket::bind(("0.0.0.0", 0)))
-        .unwrap()
-        .unwrap();
-    sock.connect(SocketAddr::from((VIP, 54))).unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    sock.send(b"anyone?").unwrap();
-    let mut buf = [0u8; 64];
-    let err = sock.recv(&mut buf).expect_err("no server behind VIP:54");
-    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
-    assert_eq!(sides[0].stats().unwrap().icmp_reversed, 1);
+    a_backends_port_unreachable_reaches_the_clients_socket(Fam::V4, "default/void");
 }
