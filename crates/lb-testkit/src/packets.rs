@@ -343,6 +343,61 @@ enum L4Spec {
     Udp,
 }
 
+/// The Ethernet and IP header setters and `build` of [`PacketBuilder`] and
+/// [`IcmpBuilder`] (both have `src_mac`, `dst_mac`, `ip: IpParams` and
+/// `build_ip`).
+macro_rules! header_setters {
+    () => {
+        /// Source MAC address.
+        pub fn src_mac(mut self, mac: MacAddr) -> Self {
+            self.src_mac = mac;
+            self
+        }
+
+        /// Destination MAC address.
+        pub fn dst_mac(mut self, mac: MacAddr) -> Self {
+            self.dst_mac = mac;
+            self
+        }
+
+        /// IPv4 TTL / IPv6 hop limit.
+        pub fn ttl(mut self, ttl: u8) -> Self {
+            self.ip.ttl = ttl;
+            self
+        }
+
+        /// IPv4 TOS / IPv6 traffic class.
+        pub fn tos(mut self, tos: u8) -> Self {
+            self.ip.tos = tos;
+            self
+        }
+
+        /// IPv4 identification field (ignored for IPv6).
+        pub fn ip_id(mut self, id: u16) -> Self {
+            self.ip.ip_id = id;
+            self
+        }
+
+        /// IPv4 don't-fragment bit (ignored for IPv6; the default is the
+        /// builder's).
+        pub fn dont_fragment(mut self, df: bool) -> Self {
+            self.ip.dont_fragment = df;
+            self
+        }
+
+        /// IPv6 flow label (20 bits; ignored for IPv4).
+        pub fn flow_label(mut self, label: u32) -> Self {
+            self.ip.flow_label = label;
+            self
+        }
+
+        /// The full Ethernet frame.
+        pub fn build(&self) -> Result<Vec<u8>, PacketError> {
+            Ok(ethernet(self.src_mac, self.dst_mac, &self.build_ip()?))
+        }
+    };
+}
+
 /// Builds Ethernet + IPv4/IPv6 + TCP/UDP frames with correct checksums.
 ///
 /// Defaults: MACs [`DEFAULT_SRC_MAC`] → [`DEFAULT_DST_MAC`], TTL/hop limit
@@ -391,47 +446,7 @@ impl PacketBuilder {
         Self::new(src, dst, L4Spec::Udp)
     }
 
-    /// Source MAC address.
-    pub fn src_mac(mut self, mac: MacAddr) -> Self {
-        self.src_mac = mac;
-        self
-    }
-
-    /// Destination MAC address.
-    pub fn dst_mac(mut self, mac: MacAddr) -> Self {
-        self.dst_mac = mac;
-        self
-    }
-
-    /// IPv4 TTL / IPv6 hop limit.
-    pub fn ttl(mut self, ttl: u8) -> Self {
-        self.ip.ttl = ttl;
-        self
-    }
-
-    /// IPv4 TOS / IPv6 traffic class.
-    pub fn tos(mut self, tos: u8) -> Self {
-        self.ip.tos = tos;
-        self
-    }
-
-    /// IPv4 identification field (ignored for IPv6).
-    pub fn ip_id(mut self, id: u16) -> Self {
-        self.ip.ip_id = id;
-        self
-    }
-
-    /// IPv4 don't-fragment bit (ignored for IPv6).
-    pub fn dont_fragment(mut self, df: bool) -> Self {
-        self.ip.dont_fragment = df;
-        self
-    }
-
-    /// IPv6 flow label (20 bits; ignored for IPv4).
-    pub fn flow_label(mut self, label: u32) -> Self {
-        self.ip.flow_label = label;
-        self
-    }
+    header_setters!();
 
     /// L4 payload.
     pub fn payload(mut self, data: impl AsRef<[u8]>) -> Self {
@@ -550,11 +565,6 @@ impl PacketBuilder {
         let (proto, seg) = self.segment()?;
         self.ip.wrap(proto, &seg)
     }
-
-    /// The full Ethernet frame.
-    pub fn build(&self) -> Result<Vec<u8>, PacketError> {
-        Ok(ethernet(self.src_mac, self.dst_mac, &self.build_ip()?))
-    }
 }
 
 /// Builds ICMP / ICMPv6 messages (errors carrying an inner packet, echo).
@@ -647,35 +657,7 @@ impl IcmpBuilder {
         Self::echo(src, dst, id, seq, data, true)
     }
 
-    /// Source MAC address.
-    pub fn src_mac(mut self, mac: MacAddr) -> Self {
-        self.src_mac = mac;
-        self
-    }
-
-    /// Destination MAC address.
-    pub fn dst_mac(mut self, mac: MacAddr) -> Self {
-        self.dst_mac = mac;
-        self
-    }
-
-    /// IPv4 TTL / IPv6 hop limit.
-    pub fn ttl(mut self, ttl: u8) -> Self {
-        self.ip.ttl = ttl;
-        self
-    }
-
-    /// IPv4 identification field.
-    pub fn ip_id(mut self, id: u16) -> Self {
-        self.ip.ip_id = id;
-        self
-    }
-
-    /// IPv4 don't-fragment bit (default off; ignored for IPv6).
-    pub fn dont_fragment(mut self, df: bool) -> Self {
-        self.ip.dont_fragment = df;
-        self
-    }
+    header_setters!();
 
     /// Cuts the body (the quoted inner packet) to at most `len` bytes, as
     /// routers do (RFC 792: IP header + 8 bytes; Linux: up to 576/1280 total).
@@ -697,11 +679,6 @@ impl IcmpBuilder {
         };
         msg[2..4].copy_from_slice(&c.to_be_bytes());
         self.ip.wrap(proto, &msg)
-    }
-
-    /// The full Ethernet frame.
-    pub fn build(&self) -> Result<Vec<u8>, PacketError> {
-        Ok(ethernet(self.src_mac, self.dst_mac, &self.build_ip()?))
     }
 }
 

@@ -264,8 +264,19 @@ pub fn tcp_request(
     msg: &[u8],
     timeout: Duration,
 ) -> Result<Vec<u8>, NetnsError> {
-    let mut s = tcp_connect(ns, dst, timeout)?;
-    let ctx = || format!("TCP request from {} to {dst}", ns.name());
+    let s = tcp_connect(ns, dst, timeout)?;
+    tcp_exchange(s, msg, || {
+        format!("TCP request from {} to {dst}", ns.name())
+    })
+}
+
+/// Sends `msg` on `s`, shuts down its write side and returns everything
+/// read until EOF; errors name `ctx()`.
+fn tcp_exchange(
+    mut s: TcpStream,
+    msg: &[u8],
+    ctx: impl Fn() -> String,
+) -> Result<Vec<u8>, NetnsError> {
     s.write_all(msg).map_err(|e| NetnsError::io(ctx(), e))?;
     s.shutdown(Shutdown::Write)
         .map_err(|e| NetnsError::io(ctx(), e))?;
@@ -288,22 +299,7 @@ pub fn udp_request(
     } else {
         SocketAddr::from(([0u16; 8], 0))
     };
-    let sock = ns_io(
-        ns,
-        || format!("UDP socket in {}", ns.name()),
-        || UdpSocket::bind(any),
-    )?;
-    let ctx = || format!("UDP request from {} to {dst}", ns.name());
-    sock.set_read_timeout(Some(timeout))
-        .map_err(|e| NetnsError::io(ctx(), e))?;
-    sock.send_to(msg, dst)
-        .map_err(|e| NetnsError::io(ctx(), e))?;
-    let mut buf = vec![0u8; 65536];
-    let (n, _) = sock
-        .recv_from(&mut buf)
-        .map_err(|e| NetnsError::io(ctx(), e))?;
-    buf.truncate(n);
-    Ok(buf)
+    udp_request_from(ns, any, dst, msg, timeout)
 }
 
 /// Like [`tcp_request`], from the local address `src` (port chosen by the
@@ -316,14 +312,8 @@ pub fn tcp_request_from(
     timeout: Duration,
 ) -> Result<Vec<u8>, NetnsError> {
     let ctx = || format!("TCP request from {src} in {} to {dst}", ns.name());
-    let mut s = ns_io(ns, ctx, || connect_from(src, dst, timeout))?;
-    s.write_all(msg).map_err(|e| NetnsError::io(ctx(), e))?;
-    s.shutdown(Shutdown::Write)
-        .map_err(|e| NetnsError::io(ctx(), e))?;
-    let mut out = Vec::new();
-    s.read_to_end(&mut out)
-        .map_err(|e| NetnsError::io(ctx(), e))?;
-    Ok(out)
+    let s = ns_io(ns, ctx, || connect_from(src, dst, timeout))?;
+    tcp_exchange(s, msg, ctx)
 }
 
 /// A TCP connection from `src` (IPv4) to `dst`, in the calling thread's
