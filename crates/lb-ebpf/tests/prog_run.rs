@@ -215,57 +215,12 @@ fn bpf_backend(fx: &mut Fixture, frame: &[u8]) -> std::net::SocketAddr {
     endpoints(&out).1
 }
 
+/// `lb_test_flow_hash` (the C flow hash) equals lb-core's
+/// `FlowKey::hash` for 512 random IPv4 5-tuples and seeds.
 #[test]
 fn c_flow_hash_equals_lb_core_flow_key_hash() {
-    use aya::maps::Array;
-    use aya::programs::SchedClassifier;
-    use lb_ebpf::abi::LbConfig;
     use proptest::prelude::*;
-    use proptest::test_runner::{Config, TestRunner};
-
-    lb_testkit::require_privileges();
-    let mut ebpf = aya::Ebpf::load(lb_ebpf::loader::TEST_OBJECT).expect("load test object");
-    let cfg: Array<_, LbConfig> = Array::try_from(ebpf.take_map("lb_config").unwrap()).unwrap();
-    let prog: &mut SchedClassifier = ebpf
-        .program_mut("lb_test_flow_hash")
-        .unwrap()
-        .try_into()
-        .unwrap();
-    prog.load().unwrap();
-    let strategy = (
-        any::<u32>(),
-        any::<[u8; 4]>(),
-        any::<[u8; 4]>(),
-        1u16..,
-        1u16..,
-        any::<bool>(),
-    );
-    let mut runner = TestRunner::new(Config::with_cases(512));
-    let cell = std::cell::RefCell::new((cfg, prog));
-    runner
-        .run(&strategy, |(seed, s, d, sport, dport, is_udp)| {
-            let (cfg, prog) = &mut *cell.borrow_mut();
-            cfg.set(
-                0,
-                LbConfig {
-                    maglev_seed: seed,
-                    ..LbConfig::default()
-                },
-                0,
-            )
-            .unwrap();
-            let src = std::net::SocketAddr::from((s, sport)).to_string();
-            let dst = std::net::SocketAddr::from((d, dport)).to_string();
-            let frame = if is_udp {
-                udp(&src, &dst)
-            } else {
-                tcp(&src, &dst)
-            };
-            let (rv, _) = run(prog, &frame);
-            prop_assert_eq!(rv, flow_key(&frame).hash(seed));
-            Ok(())
-        })
-        .unwrap();
+    assert_c_flow_hash_is_lb_cores(512, any::<[u8; 4]>().prop_map(std::net::IpAddr::from));
 }
 
 mod maglev_agrees_with_lb_core {

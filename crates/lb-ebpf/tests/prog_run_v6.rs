@@ -17,7 +17,7 @@ use std::net::{Ipv6Addr, SocketAddr};
 
 use common::*;
 use lb_core::*;
-use lb_ebpf::abi::{LbConfig, CT_F_CLOSING, PORTMAP_PORTS};
+use lb_ebpf::abi::{CT_F_CLOSING, PORTMAP_PORTS};
 use v6::Programmer6;
 
 /// The node's IPv6 address in these tests.
@@ -380,56 +380,15 @@ fn strip_ext_header(frame: &[u8]) -> Vec<u8> {
     x
 }
 
+/// `lb_test_flow_hash` (the C flow hash) equals lb-core's
+/// `FlowKey::hash` for 256 random IPv6 5-tuples and seeds.
 #[test]
 fn c_flow_hash6_equals_lb_core_flow_key_hash() {
-    use aya::maps::Array;
-    use aya::programs::SchedClassifier;
     use proptest::prelude::*;
-    use proptest::test_runner::{Config, TestRunner};
-
-    lb_testkit::require_privileges();
-    let mut ebpf = aya::Ebpf::load(lb_ebpf::loader::TEST_OBJECT).expect("load test object");
-    let cfg: Array<_, LbConfig> = Array::try_from(ebpf.take_map("lb_config").unwrap()).unwrap();
-    let prog: &mut SchedClassifier = ebpf
-        .program_mut("lb_test_flow_hash")
-        .unwrap()
-        .try_into()
-        .unwrap();
-    prog.load().unwrap();
-    let strategy = (
-        any::<u32>(),
-        any::<[u8; 16]>(),
-        any::<[u8; 16]>(),
-        1u16..,
-        1u16..,
-        any::<bool>(),
+    assert_c_flow_hash_is_lb_cores(
+        256,
+        any::<[u8; 16]>().prop_map(|a| std::net::IpAddr::from(Ipv6Addr::from(a))),
     );
-    let mut runner = TestRunner::new(Config::with_cases(256));
-    let cell = std::cell::RefCell::new((cfg, prog));
-    runner
-        .run(&strategy, |(seed, s, d, sport, dport, is_udp)| {
-            let (cfg, prog) = &mut *cell.borrow_mut();
-            cfg.set(
-                0,
-                LbConfig {
-                    maglev_seed: seed,
-                    ..LbConfig::default()
-                },
-                0,
-            )
-            .unwrap();
-            let src = SocketAddr::from((Ipv6Addr::from(s), sport)).to_string();
-            let dst = SocketAddr::from((Ipv6Addr::from(d), dport)).to_string();
-            let frame = if is_udp {
-                udp(&src, &dst)
-            } else {
-                tcp(&src, &dst)
-            };
-            let (rv, _) = run(prog, &frame);
-            prop_assert_eq!(rv, flow_key(&frame).hash(seed));
-            Ok(())
-        })
-        .unwrap();
 }
 
 /// Maglev over IPv6 through `EbpfDataplane::apply` (which writes the Maglev

@@ -29,7 +29,7 @@
 
 mod common;
 
-use std::net::{IpAddr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use common::*;
@@ -141,6 +141,66 @@ impl XdpFixture {
     fn stats(&self) -> xdp::XdpStats {
         xdp::stats(self.fx.loaded.pin_dir()).unwrap()
     }
+
+    /// lb_xdp passes `frame` untouched, with no backend hint.
+    fn assert_passed(&mut self, frame: &[u8], what: &str) {
+        let (rv, out, meta) = self.xdp(frame);
+        assert_eq!(
+            (rv, out.as_slice(), meta.len()),
+            (XDP_PASS, frame, 0),
+            "{what}"
+        );
+    }
+
+    /// lb_xdp drops `frame` and counts it for `reason`.
+    fn assert_dropped(&mut self, frame: &[u8], reason: DropReason, what: &str) {
+        let before = self.drops(reason);
+        let (rv, _, _) = self.xdp(frame);
+        assert_eq!(rv, XDP_DROP, "{what}");
+        assert_eq!(self.drops(reason), before + 1, "{reason:?}");
+    }
+
+    /// `frame`, forwarded by lb_xdp as `out`: sent again (the tracked
+    /// flow) it leaves the same, and tc on a fresh flow table produces the
+    /// very same frame. Leaves no flow behind.
+    fn assert_again_and_as_tc(&mut self, frame: &[u8], out: &[u8], what: &str) {
+        let (rv2, again, _) = self.xdp(frame);
+        assert_eq!((rv2, again.as_slice()), (XDP_TX, out), "{what}");
+        self.forget_flows();
+        let (trv, tc_out) = self.tc(frame);
+        assert_eq!(trv, 7, "{what}: tc redirects (TC_ACT_REDIRECT)");
+        assert_eq!(tc_out, out, "{what}: XDP and tc frames differ");
+        self.forget_flows();
+    }
+
+    /// A SNATed flow from `client` to `frontend` (`ADDR:PORT`): its reply
+    /// is not XDP's (passed untouched), and tc translates it back to the
+    /// client, from the frontend.
+    fn assert_snat_reply_is_tcs(&mut self, client: &str, frontend: &str) {
+        let frame = tcp(client, frontend);
+        let (rv, out, _) = self.xdp(&frame);
+        assert_eq!(rv, XDP_TX);
+        let (src, dst) = endpoints(&out);
+        let reply = tcp(&dst.to_string(), &src.to_string());
+        self.assert_passed(&reply, "the reply to the SNAT port");
+        let (_, back) = self.tc(&reply);
+        assert_eq!(endpoints(&back), (sa(frontend), sa(client)));
+    }
+}
+
+/// `meta` is lb_xdp's hint for tc (`struct lb_xdp_meta`): the magic, the
+/// frontend's rev-NAT id and the backend `f` chose.
+fn assert_backend_hint(meta: &[u8], f: &Forward) {
+    assert_eq!(meta.len(), 12, "struct lb_xdp_meta");
+    assert_eq!(&meta[0..4], &0x6c62_7864u32.to_ne_bytes(), "magic");
+    assert_eq!(
+        u32::from_ne_bytes(meta[4..8].try_into().unwrap()),
+        f.rev_nat.0
+    );
+    assert_eq!(
+        u32::from_ne_bytes(meta[8..12].try_into().unwrap()),
+        f.backend_id.0
+    );
 }
 
 /// Turns transmit checksum offload off on the client's device: its
@@ -239,28 +299,40 @@ fn add_ipv6(topo: &DsrTopology) {
         .unwrap();
 }
 
-/// `web` (TCP) and `dns` (UDP) on a LoadBalancer VIP and a NodePort, with
-/// one remote backend each (so selection is deterministic).
-fn remote_services(topo: &DsrTopology) -> Vec<Service> {
-    let be = topo.backends[0].v4;
+/// `web` (TCP) and `dns` (UDP) on the LoadBalancer `vip` and NodePorts on
+/// the wildcard of its family, with one remote backend `be` each (so
+/// selection is deterministic).
+fn remote_services_at(vip: IpAddr, be: IpAddr) -> Vec<Service> {
+    let any = if vip.is_ipv6() { "[::]" } else { "0.0.0.0" };
     vec![
         svc(
             "default/web",
             &[
-                (format!("{VIP}:80"), FrontendType::LoadBalancer),
-                ("0.0.0.0:30080".into(), FrontendType::NodePort),
+                (
+                    SocketAddr::new(vip, 80).to_string(),
+                    FrontendType::LoadBalancer,
+                ),
+                (format!("{any}:30080"), FrontendType::NodePort),
             ],
-            vec![format!("{be}:8080")],
+            vec![SocketAddr::new(be, 8080).to_string()],
         ),
         svc(
             "default/dns",
             &[
-                (format!("{VIP}:53/UDP"), FrontendType::LoadBalancer),
-                ("0.0.0.0:30053/UDP".into(), FrontendType::NodePort),
+                (
+                    format!("{}/UDP", SocketAddr::new(vip, 53)),
+                    FrontendType::LoadBalancer,
+                ),
+                (format!("{any}:30053/UDP"), FrontendType::NodePort),
             ],
-            vec![format!("{be}:5353/UDP")],
+            vec![format!("{}/UDP", SocketAddr::new(be, 5353))],
         ),
     ]
+}
+
+/// [`remote_services_at`] [`VIP`], backend 1.
+fn remote_services(topo: &DsrTopology) -> Vec<Service> {
+    remote_services_at(VIP.into(), topo.backends[0].v4.into())
 }
 
 /// The client-side frames of the remote services: TCP and UDP (also with a
@@ -316,15 +388,7 @@ fn remote_backends_are_forwarded_at_xdp_exactly_as_tc_forwards_them() {
                     assert_eq!(&out[14 + 20..], &frame[14..]);
                 }
             }
-            // The same packet again: the tracked flow, same output.
-            let (rv2, again, _) = x.xdp(&frame);
-            assert_eq!((rv2, &again), (XDP_TX, &out));
-            // tc, on a fresh flow table, produces the very same frame.
-            x.forget_flows();
-            let (trv, tc_out) = x.tc(&frame);
-            assert_eq!(trv, 7, "{mode:?}: tc redirects (TC_ACT_REDIRECT)");
-            assert_eq!(tc_out, out, "{mode:?}: XDP and tc frames differ");
-            x.forget_flows();
+            x.assert_again_and_as_tc(&frame, &out, &format!("{mode:?}"));
         }
         let s = x.stats();
         assert_eq!(s.tx, 10, "{s:?}");
@@ -342,20 +406,7 @@ fn snat_state_written_at_xdp_serves_tc_for_the_replies() {
     let services = remote_services(&x.topo);
     x.fx.apply(&services);
     let client = format!("{}:40000", lb_testkit::dsr_topology::CLIENT);
-    let frame = tcp(&client, &format!("{VIP}:80"));
-    let (rv, out, _) = x.xdp(&frame);
-    assert_eq!(rv, XDP_TX);
-    let (src, dst) = endpoints(&out);
-    // The reply to the SNAT port is not XDP's: it passes, untouched...
-    let reply = tcp(&dst.to_string(), &src.to_string());
-    let (rv, passed, meta) = x.xdp(&reply);
-    assert_eq!(
-        (rv, passed.as_slice(), meta.len()),
-        (XDP_PASS, &reply[..], 0)
-    );
-    // ...and tc translates it back to the client, from the frontend.
-    let (_, back) = x.tc(&reply);
-    assert_eq!(endpoints(&back), (sa(&format!("{VIP}:80")), sa(&client)));
+    x.assert_snat_reply_is_tcs(&client, &format!("{VIP}:80"));
 }
 
 #[test]
@@ -393,16 +444,7 @@ fn what_xdp_does_not_handle_is_passed_untouched_with_no_state() {
     };
     let (rv, out, meta) = x.xdp(&frame);
     assert_eq!((rv, out.as_slice()), (XDP_PASS, &frame[..]));
-    assert_eq!(meta.len(), 12, "struct lb_xdp_meta");
-    assert_eq!(&meta[0..4], &0x6c62_7864u32.to_ne_bytes(), "magic");
-    assert_eq!(
-        u32::from_ne_bytes(meta[4..8].try_into().unwrap()),
-        f.rev_nat.0
-    );
-    assert_eq!(
-        u32::from_ne_bytes(meta[8..12].try_into().unwrap()),
-        f.backend_id.0
-    );
+    assert_backend_hint(&meta, &f);
 
     // Traffic policy Local, ClusterIP, not a frontend: passed, no hint.
     for dst in [
@@ -410,13 +452,7 @@ fn what_xdp_does_not_handle_is_passed_untouched_with_no_state() {
         "10.96.0.10:80".to_string(),
         format!("{VIP}:9999"),
     ] {
-        let frame = tcp(&client, &dst);
-        let (rv, out, meta) = x.xdp(&frame);
-        assert_eq!(
-            (rv, out.as_slice(), meta.len()),
-            (XDP_PASS, &frame[..], 0),
-            "{dst}"
-        );
+        x.assert_passed(&tcp(&client, &dst), &dst);
     }
     // Nothing was committed: no flow, no counters.
     assert_eq!(x.fx.dp.maps().ct.keys().count(), 0);
@@ -442,12 +478,7 @@ fn what_xdp_does_not_handle_is_passed_untouched_with_no_state() {
         ("arp", arp),
         ("options", opts),
     ] {
-        let (rv, out, meta) = x.xdp(&frame);
-        assert_eq!(
-            (rv, out.as_slice(), meta.len()),
-            (XDP_PASS, &frame[..], 0),
-            "{what}"
-        );
+        x.assert_passed(&frame, what);
     }
     assert_eq!(x.stats().pass, 3);
     assert_eq!(x.stats().forwarded(), 0);
@@ -488,10 +519,7 @@ fn source_ranges_and_missing_backends_drop_and_count_as_in_tc() {
             matches!(v, Verdict::Drop { reason, .. } if reason == core),
             "{v:?}"
         );
-        let before = x.drops(reason);
-        let (rv, _, _) = x.xdp(&frame);
-        assert_eq!(rv, XDP_DROP, "{dst}");
-        assert_eq!(x.drops(reason), before + 1, "{reason:?}");
+        x.assert_dropped(&frame, reason, &dst);
     }
     assert_eq!(x.stats().drop, 2);
 }
@@ -507,6 +535,35 @@ fn tag(k: usize) -> Vec<u8> {
 /// `mode`; checks that every client packet was forwarded at XDP.
 fn backend_v4s(topo: &DsrTopology) -> Vec<std::net::Ipv4Addr> {
     topo.backends.iter().map(|b| b.v4).collect()
+}
+
+/// The pass-through XDP program on the router's end of `node`'s link: it
+/// must run XDP to receive what lb_xdp sends with XDP_TX.
+fn router_pass(topo: &DsrTopology, node: &Host) -> xdp::PassThrough {
+    let peer = node.router_link.name.clone();
+    topo.router
+        .run_in(|| xdp::attach_pass(&peer))
+        .unwrap()
+        .expect("pass-through XDP on the router end")
+}
+
+/// The tc programs and lb_xdp in `xdp_mode` on `node`'s link, over maps
+/// pinned in `pin_dir`.
+fn load_tc_and_xdp(
+    node: &Host,
+    pin_dir: &std::path::Path,
+    xdp_mode: XdpMode,
+) -> (lb_ebpf::Loaded, XdpLoaded) {
+    let dev = node.link.name.clone();
+    let devs = vec![dev.clone()];
+    node.ns
+        .run_in(|| {
+            let l = lb_ebpf::load(&LoadOptions::new(pin_dir, &[&dev])).expect("load tc");
+            let x =
+                xdp::attach(pin_dir, &devs, xdp_mode, &MapCapacity::default()).expect("attach XDP");
+            (l, x)
+        })
+        .unwrap()
 }
 
 fn e2e(mode: LbMode, xdp_mode: XdpMode) {
@@ -528,13 +585,7 @@ fn e2e(mode: LbMode, xdp_mode: XdpMode) {
         }
     }
     let node = &topo.nodes[0];
-    // The router's end must run XDP to receive what lb_xdp sends with XDP_TX.
-    let peer = node.router_link.name.clone();
-    let _pass = topo
-        .router
-        .run_in(|| xdp::attach_pass(&peer))
-        .unwrap()
-        .expect("pass-through XDP on the router end");
+    let _pass = router_pass(&topo, node);
     let mut cfg = NodeConfig::new("node-1", vec![node.v4.into()]);
     cfg.mode = mode;
     cfg.maglev = MaglevConfig::new(251, 99).unwrap();
@@ -542,16 +593,7 @@ fn e2e(mode: LbMode, xdp_mode: XdpMode) {
     let pin_dir = bpffs.pin_path("lb");
     let _pins = Pins(pin_dir.clone());
     let dev = node.link.name.clone();
-    let devs = vec![dev.clone()];
-    let (_loaded, xdp_loaded) = node
-        .ns
-        .run_in(|| {
-            let l = lb_ebpf::load(&LoadOptions::new(&pin_dir, &[&dev])).expect("load tc");
-            let x = xdp::attach(&pin_dir, &devs, xdp_mode, &MapCapacity::default())
-                .expect("attach XDP");
-            (l, x)
-        })
-        .unwrap();
+    let (_loaded, xdp_loaded) = load_tc_and_xdp(node, &pin_dir, xdp_mode);
     assert_eq!(xdp_loaded.mode(), xdp_mode);
     assert_eq!(
         xdp::attachments(&pin_dir).unwrap(),
@@ -570,43 +612,18 @@ fn e2e(mode: LbMode, xdp_mode: XdpMode) {
         .apply(&mut dp, &desired)
         .expect("reconcile");
 
-    let big = vec![b'x'; 64 * 1024];
-    let mut seen = std::collections::BTreeSet::new();
-    for dst in [
-        SocketAddr::from((VIP, 80)),
-        SocketAddr::from((node.v4, 30080)),
-    ] {
-        for _ in 0..4 {
-            for msg in [&b"hello"[..], &big[..]] {
-                let r = tcp_request(&topo.client.ns, dst, msg, TIMEOUT)
-                    .unwrap_or_else(|e| panic!("{mode:?}/{xdp_mode}: TCP to {dst}: {e}"));
-                assert!(r.ends_with(msg), "{dst}: echo of {} bytes", msg.len());
-                seen.insert(r[2]);
-            }
-        }
-    }
-    for dst in [
-        SocketAddr::from((VIP, 53)),
-        SocketAddr::from((node.v4, 30053)),
-    ] {
-        for i in 0..8 {
-            let sock = topo
-                .client
-                .ns
-                .run_in(|| UdpSocket::bind(("0.0.0.0", 0)))
-                .unwrap()
-                .unwrap();
-            sock.set_read_timeout(Some(TIMEOUT)).unwrap();
-            let msg = format!("q{i}");
-            sock.send_to(msg.as_bytes(), dst).unwrap();
-            let mut buf = [0u8; 2048];
-            let (n, from) = sock
-                .recv_from(&mut buf)
-                .unwrap_or_else(|e| panic!("{mode:?}/{xdp_mode}: UDP to {dst}: {e}"));
-            assert_eq!(from, dst, "the reply comes from the frontend");
-            assert!(buf[..n].ends_with(msg.as_bytes()));
-        }
-    }
+    let (seen, _) = echo_rounds(
+        &topo.client.ns,
+        &[
+            SocketAddr::from((VIP, 80)),
+            SocketAddr::from((node.v4, 30080)),
+        ],
+        &[
+            SocketAddr::from((VIP, 53)),
+            SocketAddr::from((node.v4, 30053)),
+        ],
+        &format!("{mode:?}/{xdp_mode}"),
+    );
     assert_eq!(seen.len(), 2, "both backends served ({seen:?})");
     let s = xdp::stats(&pin_dir).unwrap();
     let c = dp.counters().unwrap();
@@ -653,25 +670,7 @@ fn generic_xdp_snat_end_to_end() {
 /// [`remote_services`] over IPv6: `web` and `dns` on [`VIP6`] and on the
 /// `[::]` NodePorts, one remote backend each.
 fn remote_services6() -> Vec<Service> {
-    let be = backend6(1);
-    vec![
-        svc(
-            "default/web",
-            &[
-                (format!("[{VIP6}]:80"), FrontendType::LoadBalancer),
-                ("[::]:30080".into(), FrontendType::NodePort),
-            ],
-            vec![format!("[{be}]:8080")],
-        ),
-        svc(
-            "default/dns",
-            &[
-                (format!("[{VIP6}]:53/UDP"), FrontendType::LoadBalancer),
-                ("[::]:30053/UDP".into(), FrontendType::NodePort),
-            ],
-            vec![format!("[{be}]:5353/UDP")],
-        ),
-    ]
+    remote_services_at(VIP6.into(), backend6(1).into())
 }
 
 /// The IPv6 client frames of [`remote_services6`], from a client port in
@@ -707,15 +706,7 @@ fn ipv6_remote_backends_are_forwarded_at_xdp_exactly_as_tc_forwards_them() {
         assert_eq!(dst, SocketAddr::new(f.backend.addr, f.backend.port));
         assert_eq!(src, SocketAddr::new(node6(1).into(), 61500));
         assert_eq!(lb_testkit::parse(&out).unwrap().payload, b"hello");
-        // The tracked flow: the same output again.
-        let (rv2, again, _) = x.xdp(&frame);
-        assert_eq!((rv2, &again), (XDP_TX, &out));
-        // tc, on a fresh flow table, produces the very same frame.
-        x.forget_flows();
-        let (trv, tc_out) = x.tc(&frame);
-        assert_eq!(trv, 7, "tc redirects (TC_ACT_REDIRECT)");
-        assert_eq!(tc_out, out, "XDP and tc frames differ");
-        x.forget_flows();
+        x.assert_again_and_as_tc(&frame, &out, "IPv6");
     }
     let s = x.stats();
     assert_eq!(s.tx, 8, "{s:?}");
@@ -726,18 +717,7 @@ fn ipv6_remote_backends_are_forwarded_at_xdp_exactly_as_tc_forwards_them() {
 
     // The SNATed flow's reply is tc's: passed untouched, then translated.
     let client = format!("[{CLIENT6}]:40000");
-    let frame = tcp(&client, &format!("[{VIP6}]:80"));
-    let (rv, out, _) = x.xdp(&frame);
-    assert_eq!(rv, XDP_TX);
-    let (src, dst) = endpoints(&out);
-    let reply = tcp(&dst.to_string(), &src.to_string());
-    let (rv, passed, meta) = x.xdp(&reply);
-    assert_eq!(
-        (rv, passed.as_slice(), meta.len()),
-        (XDP_PASS, &reply[..], 0)
-    );
-    let (_, back) = x.tc(&reply);
-    assert_eq!(endpoints(&back), (sa(&format!("[{VIP6}]:80")), sa(&client)));
+    x.assert_snat_reply_is_tcs(&client, &format!("[{VIP6}]:80"));
 }
 
 #[test]
@@ -777,19 +757,10 @@ fn ipv6_what_xdp_does_not_handle_is_passed_and_drops_are_counted() {
     };
     let (rv, out, meta) = x.xdp(&frame);
     assert_eq!((rv, out.as_slice()), (XDP_PASS, &frame[..]));
-    assert_eq!(
-        u32::from_ne_bytes(meta[8..12].try_into().unwrap()),
-        f.backend_id.0
-    );
+    assert_backend_hint(&meta, &f);
     // ClusterIP, not a frontend: passed, no hint.
     for dst in ["[fd00:96::10]:80".to_string(), format!("[{VIP6}]:9999")] {
-        let frame = tcp(&client, &dst);
-        let (rv, out, meta) = x.xdp(&frame);
-        assert_eq!(
-            (rv, out.as_slice(), meta.len()),
-            (XDP_PASS, &frame[..], 0),
-            "{dst}"
-        );
+        x.assert_passed(&tcp(&client, &dst), &dst);
     }
     // Extension headers, ICMPv6: not XDP's.
     let base = tcp(&client, &format!("[{VIP6}]:82"));
@@ -802,12 +773,7 @@ fn ipv6_what_xdp_does_not_handle_is_passed_and_drops_are_counted() {
     let mut icmp6 = base.clone();
     icmp6[20] = 58;
     for (what, frame) in [("hop-by-hop", hbh), ("icmpv6", icmp6)] {
-        let (rv, out, meta) = x.xdp(&frame);
-        assert_eq!(
-            (rv, out.as_slice(), meta.len()),
-            (XDP_PASS, &frame[..], 0),
-            "{what}"
-        );
+        x.assert_passed(&frame, what);
     }
     assert_eq!(x.fx.dp.maps().ct6.keys().count(), 0, "nothing committed");
     // Source ranges and a frontend without backends: dropped, counted.
@@ -817,10 +783,7 @@ fn ipv6_what_xdp_does_not_handle_is_passed_and_drops_are_counted() {
             x.fx.decide(&flow_key(&frame), 0),
             Verdict::Drop { .. }
         ));
-        let before = x.drops(reason);
-        let (rv, _, _) = x.xdp(&frame);
-        assert_eq!(rv, XDP_DROP, "{port}");
-        assert_eq!(x.drops(reason), before + 1, "{reason:?}");
+        x.assert_dropped(&frame, reason, &port.to_string());
     }
     let s = x.stats();
     assert_eq!(
@@ -855,68 +818,28 @@ fn e2e6(xdp_mode: XdpMode) {
             node.router_link.mac,
         )
         .unwrap();
-    let peer = node.router_link.name.clone();
-    let _pass = topo
-        .router
-        .run_in(|| xdp::attach_pass(&peer))
-        .unwrap()
-        .expect("pass-through XDP on the router end");
+    let _pass = router_pass(&topo, node);
     let mut cfg = NodeConfig::new("node-1", vec![node.v4.into(), node6(1).into()]);
     cfg.maglev = MaglevConfig::new(251, 99).unwrap();
     let bpffs = BpffsGuard::new().expect("bpffs");
     let pin_dir = bpffs.pin_path("lb");
     let _pins = Pins(pin_dir.clone());
-    let dev = node.link.name.clone();
-    let devs = vec![dev.clone()];
-    let (_loaded, _xdp) = node
-        .ns
-        .run_in(|| {
-            let l = lb_ebpf::load(&LoadOptions::new(&pin_dir, &[&dev])).expect("load tc");
-            let x = xdp::attach(&pin_dir, &devs, xdp_mode, &MapCapacity::default())
-                .expect("attach XDP");
-            (l, x)
-        })
-        .unwrap();
+    let (_loaded, _xdp) = load_tc_and_xdp(node, &pin_dir, xdp_mode);
     let mut dp = EbpfDataplane::open(&pin_dir, &cfg).expect("open dataplane");
     let desired = DesiredState::build(&cfg, &web_and_dns_ip(VIP6.into(), &backends)).unwrap();
     Reconciler::new()
         .apply(&mut dp, &desired)
         .expect("reconcile");
 
-    let big = vec![b'x'; 64 * 1024];
-    let mut seen = std::collections::BTreeSet::new();
     let vip = IpAddr::from(VIP6);
     let node_ip = IpAddr::from(node6(1));
-    for dst in [SocketAddr::new(vip, 80), SocketAddr::new(node_ip, 30080)] {
-        for _ in 0..4 {
-            for msg in [&b"hello"[..], &big[..]] {
-                let r = tcp_request(&topo.client.ns, dst, msg, TIMEOUT)
-                    .unwrap_or_else(|e| panic!("{xdp_mode}: TCP to {dst}: {e}"));
-                assert!(r.ends_with(msg), "{dst}: echo of {} bytes", msg.len());
-                seen.insert(r[2]);
-            }
-        }
-    }
-    for dst in [SocketAddr::new(vip, 53), SocketAddr::new(node_ip, 30053)] {
-        for i in 0..8 {
-            let sock = topo
-                .client
-                .ns
-                .run_in(|| UdpSocket::bind("[::]:0"))
-                .unwrap()
-                .unwrap();
-            sock.set_read_timeout(Some(TIMEOUT)).unwrap();
-            let msg = format!("q{i}");
-            sock.send_to(msg.as_bytes(), dst).unwrap();
-            let mut buf = [0u8; 2048];
-            let (n, from) = sock
-                .recv_from(&mut buf)
-                .unwrap_or_else(|e| panic!("{xdp_mode}: UDP to {dst}: {e}"));
-            assert_eq!(from, dst, "the reply comes from the frontend");
-            assert!(buf[..n].ends_with(msg.as_bytes()));
-            seen.insert(buf[2]);
-        }
-    }
+    let (tcp_seen, udp_seen) = echo_rounds(
+        &topo.client.ns,
+        &[SocketAddr::new(vip, 80), SocketAddr::new(node_ip, 30080)],
+        &[SocketAddr::new(vip, 53), SocketAddr::new(node_ip, 30053)],
+        &xdp_mode.to_string(),
+    );
+    let seen: std::collections::BTreeSet<u8> = tcp_seen.union(&udp_seen).copied().collect();
     assert_eq!(seen.len(), 2, "both backends served ({seen:?})");
     let s = xdp::stats(&pin_dir).unwrap();
     let c = dp.counters().unwrap();

@@ -28,7 +28,7 @@
 
 mod common;
 
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use common::*;
@@ -144,8 +144,6 @@ fn two_armed(mode: LbMode, xdp_mode: XdpMode, v6: bool) {
             .expect("node -> backend");
     }
 
-    let big = vec![b'x'; 64 * 1024];
-    let mut seen = std::collections::BTreeSet::new();
     // DSR: the backends' replies come back through this node (their only
     // link), which discards those from its own address (NodePort) as
     // martians; a DSR node is not on the reply path in practice.
@@ -156,35 +154,13 @@ fn two_armed(mode: LbMode, xdp_mode: XdpMode, v6: bool) {
         }
         v
     };
-    for dst in frontends(80, 30080) {
-        for _ in 0..4 {
-            for msg in [&b"hello"[..], &big[..]] {
-                let r = tcp_request(&topo.client, dst, msg, TIMEOUT)
-                    .unwrap_or_else(|e| panic!("{mode:?}/{xdp_mode}: TCP to {dst}: {e}"));
-                assert!(r.ends_with(msg), "{dst}: echo of {} bytes", msg.len());
-                seen.insert(r[2]);
-            }
-        }
-    }
-    for dst in frontends(53, 30053) {
-        for i in 0..8 {
-            let sock = topo
-                .client
-                .run_in(|| UdpSocket::bind(if v6 { "[::]:0" } else { "0.0.0.0:0" }))
-                .unwrap()
-                .unwrap();
-            sock.set_read_timeout(Some(TIMEOUT)).unwrap();
-            let msg = format!("q{i}");
-            sock.send_to(msg.as_bytes(), dst).unwrap();
-            let mut buf = [0u8; 2048];
-            let (n, from) = sock
-                .recv_from(&mut buf)
-                .unwrap_or_else(|e| panic!("{mode:?}/{xdp_mode}: UDP to {dst}: {e}"));
-            assert_eq!(from, dst, "the reply comes from the frontend");
-            assert!(buf[..n].ends_with(msg.as_bytes()));
-            seen.insert(buf[2]);
-        }
-    }
+    let (tcp_seen, udp_seen) = echo_rounds(
+        &topo.client,
+        &frontends(80, 30080),
+        &frontends(53, 30053),
+        &format!("{mode:?}/{xdp_mode}"),
+    );
+    let seen: std::collections::BTreeSet<u8> = tcp_seen.union(&udp_seen).copied().collect();
     assert_eq!(seen.len(), 2, "both backends served ({seen:?})");
 
     let s = xdp::stats(&pin_dir).unwrap();

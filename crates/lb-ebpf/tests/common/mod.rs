@@ -327,3 +327,116 @@ pub fn counter_lines(maps: &lb_ebpf::Maps) -> Vec<String> {
     out.sort();
     out
 }
+
+/// The echo rounds of the XDP end-to-end tests, from the client namespace
+/// `client`: to each of `tcp`, four times a 5-byte and a 64 KiB TCP
+/// request; to each of `udp`, eight UDP requests whose replies must come
+/// from the frontend. Every echo is checked; failures name `what`. Returns
+/// the backends (the digit of their `beK:` tag) that answered TCP and UDP.
+/// Bounded: 10 s per connect, read and write.
+pub fn echo_rounds(
+    client: &lb_testkit::NetNs,
+    tcp: &[SocketAddr],
+    udp: &[SocketAddr],
+    what: &str,
+) -> (
+    std::collections::BTreeSet<u8>,
+    std::collections::BTreeSet<u8>,
+) {
+    const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+    let big = vec![b'x'; 64 * 1024];
+    let mut tcp_seen = std::collections::BTreeSet::new();
+    let mut udp_seen = std::collections::BTreeSet::new();
+    for &dst in tcp {
+        for _ in 0..4 {
+            for msg in [&b"hello"[..], &big[..]] {
+                let r = lb_testkit::tcp_request(client, dst, msg, TIMEOUT)
+                    .unwrap_or_else(|e| panic!("{what}: TCP to {dst}: {e}"));
+                assert!(r.ends_with(msg), "{dst}: echo of {} bytes", msg.len());
+                tcp_seen.insert(r[2]);
+            }
+        }
+    }
+    for &dst in udp {
+        for i in 0..8 {
+            let any: IpAddr = if dst.is_ipv6() {
+                std::net::Ipv6Addr::UNSPECIFIED.into()
+            } else {
+                std::net::Ipv4Addr::UNSPECIFIED.into()
+            };
+            let sock = client
+                .run_in(|| std::net::UdpSocket::bind(SocketAddr::new(any, 0)))
+                .unwrap()
+                .unwrap();
+            sock.set_read_timeout(Some(TIMEOUT)).unwrap();
+            let msg = format!("q{i}");
+            sock.send_to(msg.as_bytes(), dst).unwrap();
+            let mut buf = [0u8; 2048];
+            let (n, from) = sock
+                .recv_from(&mut buf)
+                .unwrap_or_else(|e| panic!("{what}: UDP to {dst}: {e}"));
+            assert_eq!(from, dst, "the reply comes from the frontend");
+            assert!(buf[..n].ends_with(msg.as_bytes()));
+            udp_seen.insert(buf[2]);
+        }
+    }
+    (tcp_seen, udp_seen)
+}
+
+/// `lb_test_flow_hash` of the test object (the C flow hash of a frame)
+/// equals lb-core's `FlowKey::hash` for `cases` random TCP or UDP
+/// 5-tuples with addresses from `addr` and random seeds (proptest).
+pub fn assert_c_flow_hash_is_lb_cores(
+    cases: u32,
+    addr: impl proptest::strategy::Strategy<Value = IpAddr> + Clone,
+) {
+    use aya::maps::Array;
+    use aya::programs::SchedClassifier;
+    use lb_ebpf::abi::LbConfig;
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+
+    lb_testkit::require_privileges();
+    let mut ebpf = aya::Ebpf::load(lb_ebpf::loader::TEST_OBJECT).expect("load test object");
+    let cfg: Array<_, LbConfig> = Array::try_from(ebpf.take_map("lb_config").unwrap()).unwrap();
+    let prog: &mut SchedClassifier = ebpf
+        .program_mut("lb_test_flow_hash")
+        .unwrap()
+        .try_into()
+        .unwrap();
+    prog.load().unwrap();
+    let strategy = (
+        any::<u32>(),
+        addr.clone(),
+        addr,
+        1u16..,
+        1u16..,
+        any::<bool>(),
+    );
+    let mut runner = TestRunner::new(Config::with_cases(cases));
+    let cell = std::cell::RefCell::new((cfg, prog));
+    runner
+        .run(&strategy, |(seed, s, d, sport, dport, is_udp)| {
+            let (cfg, prog) = &mut *cell.borrow_mut();
+            cfg.set(
+                0,
+                LbConfig {
+                    maglev_seed: seed,
+                    ..LbConfig::default()
+                },
+                0,
+            )
+            .unwrap();
+            let src = SocketAddr::new(s, sport).to_string();
+            let dst = SocketAddr::new(d, dport).to_string();
+            let frame = if is_udp {
+                udp(&src, &dst)
+            } else {
+                tcp(&src, &dst)
+            };
+            let (rv, _) = run(prog, &frame);
+            prop_assert_eq!(rv, flow_key(&frame).hash(seed));
+            Ok(())
+        })
+        .unwrap();
+}
