@@ -187,18 +187,36 @@ mod parity {
         }
     }
 
+    /// The `lb4_ct` / `lb4_snat` key of IPv4 tuple `t`.
+    fn key4(t: Tuple) -> Ct4Key {
+        Ct4Key {
+            saddr: v4(t.0),
+            daddr: v4(t.2),
+            sport: t.1.to_be(),
+            dport: t.3.to_be(),
+            proto: t.4,
+            dir: t.5,
+            pad: [0; 2],
+        }
+    }
+
+    /// The `lb6_ct` / `lb6_snat` key of IPv6 tuple `t`.
+    fn key6(t: Tuple) -> Ct6Key {
+        Ct6Key {
+            saddr: v6(t.0),
+            daddr: v6(t.2),
+            sport: t.1.to_be(),
+            dport: t.3.to_be(),
+            proto: t.4,
+            dir: t.5,
+            pad: [0; 2],
+        }
+    }
+
     pub fn ct(fx: &mut Fixture, t: Tuple, e: &Entry) {
         let maps = fx.dp.maps();
         if t.0.is_ipv4() {
-            let k = Ct4Key {
-                saddr: v4(t.0),
-                daddr: v4(t.2),
-                sport: t.1.to_be(),
-                dport: t.3.to_be(),
-                proto: t.4,
-                dir: t.5,
-                pad: [0; 2],
-            };
+            let k = key4(t);
             let v = Ct4Entry {
                 backend_id: e.backend_id,
                 rev_nat_index: e.rev_nat,
@@ -211,15 +229,7 @@ mod parity {
             };
             maps.ct.insert(k, v, 0).unwrap();
         } else {
-            let k = Ct6Key {
-                saddr: v6(t.0),
-                daddr: v6(t.2),
-                sport: t.1.to_be(),
-                dport: t.3.to_be(),
-                proto: t.4,
-                dir: t.5,
-                pad: [0; 2],
-            };
+            let k = key6(t);
             let v = Ct6Entry {
                 backend_id: e.backend_id,
                 rev_nat_index: e.rev_nat,
@@ -238,15 +248,7 @@ mod parity {
     pub fn snat(fx: &mut Fixture, t: Tuple, c: (IpAddr, u16), f: (IpAddr, u16), last_seen: u64) {
         let maps = fx.dp.maps();
         if t.0.is_ipv4() {
-            let k = Ct4Key {
-                saddr: v4(t.0),
-                daddr: v4(t.2),
-                sport: t.1.to_be(),
-                dport: t.3.to_be(),
-                proto: t.4,
-                dir: t.5,
-                pad: [0; 2],
-            };
+            let k = key4(t);
             let v = Lb4SnatEntry {
                 client_addr: v4(c.0),
                 frontend_addr: v4(f.0),
@@ -257,15 +259,7 @@ mod parity {
             };
             maps.snat.insert(k, v, 0).unwrap();
         } else {
-            let k = Ct6Key {
-                saddr: v6(t.0),
-                daddr: v6(t.2),
-                sport: t.1.to_be(),
-                dport: t.3.to_be(),
-                proto: t.4,
-                dir: t.5,
-                pad: [0; 2],
-            };
+            let k = key6(t);
             let v = Lb6SnatEntry {
                 client_addr: v6(c.0),
                 frontend_addr: v6(f.0),

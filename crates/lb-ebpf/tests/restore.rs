@@ -8,49 +8,71 @@ use common::*;
 use lb_core::*;
 use lb_ebpf::EbpfDataplane;
 
-/// Services that use every field a frontend carries: two scopes, source
-/// ranges in a non-sorted order, affinity, Maglev, backend states,
-/// weights, zones and locality, UDP, NodePort on the wildcard.
-fn rich_services() -> Vec<Service> {
-    let mut web = service(
-        "default/web",
-        &[
-            ("10.96.0.10:80", FrontendType::ClusterIp),
-            ("0.0.0.0:30080", FrontendType::NodePort),
-            ("203.0.113.7:80", FrontendType::LoadBalancer),
-        ],
-        &[],
-    );
+/// `name` with `frontends` and every backend field: the first of
+/// `backends` on this node in zone-a, then one on node-2 of weight 50, one
+/// terminating and one quarantined; traffic policy Local, ClientIP
+/// affinity, and the source ranges `ranges` in the order given.
+fn rich_web(
+    name: &str,
+    frontends: &[(&str, FrontendType)],
+    backends: [&str; 4],
+    ranges: [&str; 3],
+) -> Service {
+    let mut web = service(name, frontends, &[]);
     web.backends = vec![
-        BackendParams::new("10.0.1.5:8080".parse().unwrap()).on_node("node-1"),
-        BackendParams::new("10.0.2.5:8080".parse().unwrap())
+        BackendParams::new(backends[0].parse().unwrap()).on_node("node-1"),
+        BackendParams::new(backends[1].parse().unwrap())
             .on_node("node-2")
             .with_weight(50),
-        BackendParams::new("10.0.2.6:8080".parse().unwrap())
+        BackendParams::new(backends[2].parse().unwrap())
             .on_node("node-2")
             .with_state(BackendState::Terminating),
-        BackendParams::new("10.0.2.7:8080".parse().unwrap())
+        BackendParams::new(backends[3].parse().unwrap())
             .on_node("node-2")
             .with_state(BackendState::Quarantined),
     ];
     web.backends[0].zone = Some("zone-a".into());
     web.ext_traffic_policy = TrafficPolicy::Local;
     web.session_affinity = SessionAffinity::ClientIp { timeout_secs: 600 };
-    web.source_ranges = vec![
-        "192.168.0.0/16".parse().unwrap(),
-        "10.0.0.0/8".parse().unwrap(),
-        "172.16.5.0/24".parse().unwrap(),
-    ];
-    let mut dns = service(
+    web.source_ranges = ranges.iter().map(|r| r.parse().unwrap()).collect();
+    web
+}
+
+/// `name`: a UDP ClusterIP `frontend` with Maglev over `backends`.
+fn maglev_dns(name: &str, frontend: &str, backends: &[&str]) -> Service {
+    let mut dns = service(name, &[(frontend, FrontendType::ClusterIp)], backends);
+    dns.algorithm = Some(LbAlgorithm::Maglev);
+    dns
+}
+
+/// Services that use every field a frontend carries: two scopes, source
+/// ranges in a non-sorted order, affinity, Maglev, backend states,
+/// weights, zones and locality, UDP, NodePort on the wildcard.
+fn rich_services() -> Vec<Service> {
+    let web = rich_web(
+        "default/web",
+        &[
+            ("10.96.0.10:80", FrontendType::ClusterIp),
+            ("0.0.0.0:30080", FrontendType::NodePort),
+            ("203.0.113.7:80", FrontendType::LoadBalancer),
+        ],
+        [
+            "10.0.1.5:8080",
+            "10.0.2.5:8080",
+            "10.0.2.6:8080",
+            "10.0.2.7:8080",
+        ],
+        ["192.168.0.0/16", "10.0.0.0/8", "172.16.5.0/24"],
+    );
+    let dns = maglev_dns(
         "kube-system/dns",
-        &[("10.96.0.53:53/UDP", FrontendType::ClusterIp)],
+        "10.96.0.53:53/UDP",
         &[
             "10.0.1.8:5353/UDP",
             "10.0.1.9:5353/UDP",
             "10.0.2.8:5353/UDP",
         ],
     );
-    dns.algorithm = Some(LbAlgorithm::Maglev);
     // Maglev with nothing selectable: an empty table.
     let mut gone = service(
         "default/gone",
@@ -163,7 +185,7 @@ fn a_name_too_long_for_the_metadata_is_rewritten_in_place() {
 /// order, UDP Maglev), plus one service with frontends and backends of
 /// both families and source ranges of both.
 fn rich_services6() -> Vec<Service> {
-    let mut web = service(
+    let web = rich_web(
         "default/web6",
         &[
             ("[fd00:96::10]:80", FrontendType::ClusterIp),
@@ -172,38 +194,23 @@ fn rich_services6() -> Vec<Service> {
             ("[2001:db8:8::8]:8080", FrontendType::ExternalIp),
             ("[::]:9090", FrontendType::HostPort),
         ],
-        &[],
+        [
+            "[fd00:a::5]:8080",
+            "[fd00:b::5]:8080",
+            "[fd00:b::6]:8080",
+            "[fd00:b::7]:8080",
+        ],
+        ["fd00:c::/64", "2001:db8::/32", "fd00:1:2::/48"],
     );
-    web.backends = vec![
-        BackendParams::new("[fd00:a::5]:8080".parse().unwrap()).on_node("node-1"),
-        BackendParams::new("[fd00:b::5]:8080".parse().unwrap())
-            .on_node("node-2")
-            .with_weight(50),
-        BackendParams::new("[fd00:b::6]:8080".parse().unwrap())
-            .on_node("node-2")
-            .with_state(BackendState::Terminating),
-        BackendParams::new("[fd00:b::7]:8080".parse().unwrap())
-            .on_node("node-2")
-            .with_state(BackendState::Quarantined),
-    ];
-    web.backends[0].zone = Some("zone-a".into());
-    web.ext_traffic_policy = TrafficPolicy::Local;
-    web.session_affinity = SessionAffinity::ClientIp { timeout_secs: 600 };
-    web.source_ranges = vec![
-        "fd00:c::/64".parse().unwrap(),
-        "2001:db8::/32".parse().unwrap(),
-        "fd00:1:2::/48".parse().unwrap(),
-    ];
-    let mut dns = service(
+    let dns = maglev_dns(
         "kube-system/dns6",
-        &[("[fd00:96::53]:53/UDP", FrontendType::ClusterIp)],
+        "[fd00:96::53]:53/UDP",
         &[
             "[fd00:a::8]:5353/UDP",
             "[fd00:a::9]:5353/UDP",
             "[fd00:b::8]:5353/UDP",
         ],
     );
-    dns.algorithm = Some(LbAlgorithm::Maglev);
     let mut dual = service(
         "default/dual",
         &[

@@ -8,7 +8,7 @@ use aya::programs::{tc::TcAttachType, SchedClassifier};
 use common::*;
 use lb_core::*;
 use lb_ebpf::abi::LbSvcMeta;
-use lb_ebpf::{EbpfDataplane, LoadError, LoadOptions, MapCapacity, Maps};
+use lb_ebpf::{LoadError, LoadOptions, MapCapacity, Maps};
 use lb_testkit::{BpffsGuard, NetNs};
 
 /// Everything `apply` writes, as sorted debug lines.
@@ -56,28 +56,24 @@ fn snapshot(maps: &Maps) -> Vec<String> {
     out
 }
 
+/// A fixture for `node` with small service tables: the metadata map (not
+/// counted by the capacity check, which knows only the services map) can
+/// be filled up.
+fn small_services_fixture(node: NodeConfig) -> Fixture {
+    Fixture::with_capacity(
+        node,
+        MapCapacity {
+            services: 64,
+            ..MapCapacity::default()
+        },
+    )
+}
+
 #[test]
 fn a_batch_the_kernel_refuses_midway_is_rolled_back() {
     lb_testkit::require_privileges();
     let node = NodeConfig::new("node-1", vec![ip(NODE_IP)]);
-    let bpffs = BpffsGuard::new().expect("bpffs");
-    let mut opts = LoadOptions::new(bpffs.pin_path("lb"), &[]);
-    // Small service tables: the metadata map (not counted by the capacity
-    // check, which knows only the services map) can be filled up.
-    opts.capacity = MapCapacity {
-        services: 64,
-        ..MapCapacity::default()
-    };
-    let loaded = lb_ebpf::load(&opts).expect("load");
-    let dp = EbpfDataplane::open(loaded.pin_dir(), &node).expect("open dataplane");
-    let mut fx = Fixture {
-        loaded,
-        dp,
-        rec: Reconciler::new(),
-        node,
-        flows: FlowState::new(),
-        bpffs,
-    };
+    let mut fx = small_services_fixture(node);
     let mut web = service(
         "default/web",
         &[("10.96.0.10:80", FrontendType::ClusterIp)],
@@ -166,22 +162,7 @@ fn lb6_lines(snap: &[String]) -> usize {
 fn a_batch_with_ipv6_entries_refused_midway_is_rolled_back() {
     lb_testkit::require_privileges();
     let node = NodeConfig::new("node-1", vec![ip(NODE_IP), ip("fd00:1::10")]);
-    let bpffs = BpffsGuard::new().expect("bpffs");
-    let mut opts = LoadOptions::new(bpffs.pin_path("lb"), &[]);
-    opts.capacity = MapCapacity {
-        services: 64,
-        ..MapCapacity::default()
-    };
-    let loaded = lb_ebpf::load(&opts).expect("load");
-    let dp = EbpfDataplane::open(loaded.pin_dir(), &node).expect("open dataplane");
-    let mut fx = Fixture {
-        loaded,
-        dp,
-        rec: Reconciler::new(),
-        node,
-        flows: FlowState::new(),
-        bpffs,
-    };
+    let mut fx = small_services_fixture(node);
     let mut web = service(
         "default/web",
         &[

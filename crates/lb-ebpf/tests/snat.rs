@@ -86,10 +86,11 @@ fn node_fixture(rt: &RemoteTopology) -> Fixture {
     }
 }
 
-#[test]
-fn remote_backend_is_snated_and_the_reply_reverse_translated() {
-    let rt = remote_topology();
-    let mut fx = node_fixture(&rt);
+/// [`node_fixture`] with `default/web` (ClusterIP `10.96.0.10:80`) served
+/// by the remote backend (`REMOTE_BACKEND:8080`, on node-2); returns the
+/// fixture and the backend's `ADDR:PORT`.
+fn remote_web(rt: &RemoteTopology) -> (Fixture, String) {
+    let mut fx = node_fixture(rt);
     let be = format!("{REMOTE_BACKEND}:8080");
     fx.apply(&[remote_service(
         "default/web",
@@ -97,6 +98,13 @@ fn remote_backend_is_snated_and_the_reply_reverse_translated() {
         &be,
         "node-2",
     )]);
+    (fx, be)
+}
+
+#[test]
+fn remote_backend_is_snated_and_the_reply_reverse_translated() {
+    let rt = remote_topology();
+    let (mut fx, be) = remote_web(&rt);
     let client = format!("{}:61500", rt.topo.client_v4);
     let node_ip = rt.topo.node_v4;
 
@@ -249,14 +257,7 @@ fn remote_backend_end_to_end_through_the_client_link() {
 fn a_new_snated_flow_opened_by_fin_or_rst_is_closing() {
     use lb_ebpf::abi::{CT_F_CLOSING, CT_SERVICE};
     let rt = remote_topology();
-    let mut fx = node_fixture(&rt);
-    let be = format!("{REMOTE_BACKEND}:8080");
-    fx.apply(&[remote_service(
-        "default/web",
-        "10.96.0.10:80",
-        &be,
-        "node-2",
-    )]);
+    let (mut fx, be) = remote_web(&rt);
     let client = format!("{}:61501", rt.topo.client_v4);
     let rst = lb_testkit::PacketBuilder::tcp(sa(&client), sa("10.96.0.10:80"))
         .rst()

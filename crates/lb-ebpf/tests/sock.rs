@@ -8,14 +8,14 @@
 //! private bpffs.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 mod common;
 
 use common::{svc, Pins};
 use lb_core::*;
-use lb_ebpf::{EbpfDataplane, LoadError, LoadOptions};
+use lb_ebpf::{EbpfDataplane, LoadError, LoadOptions, Loaded};
 use lb_testkit::topology::VIP_V4;
 use lb_testkit::{cgroup2_mount, BpffsGuard, CgroupGuard, EchoServer, Topology};
 
@@ -96,21 +96,62 @@ fn req(kind: &str, addr: SocketAddr) -> Vec<String> {
     vec![kind.into(), addr.ip().to_string(), addr.port().to_string()]
 }
 
+/// One client process in `cg` sends each `(kind, frontend, message)` of
+/// `targets`: the application sees the frontend as its peer, and a
+/// backend's answer.
+fn answered_by_backends(ns: &lb_testkit::NetNs, cg: &Path, targets: &[(&str, SocketAddr, &str)]) {
+    let requests: Vec<String> = targets.iter().flat_map(|(k, a, _)| req(k, *a)).collect();
+    let lines = client(ns, Some(cg), &requests);
+    assert_eq!(lines.len(), targets.len(), "{lines:?}");
+    for ((kind, addr, msg), line) in targets.iter().zip(&lines) {
+        let want = format!("peer={addr} reply=be");
+        assert!(line.starts_with(&want), "{kind} {addr}: {line}");
+        assert!(line.ends_with(msg), "{kind} {addr}: {line}");
+    }
+}
+
+/// A private bpffs and a child cgroup (named after `label`) for the socket
+/// LB; dropped, the cgroup goes first, then the pins, then the bpffs.
+struct SockLab {
+    cg: CgroupGuard,
+    pin_dir: PathBuf,
+    _pins: Pins,
+    _bpffs: BpffsGuard,
+}
+
+impl SockLab {
+    fn new(label: &str) -> Self {
+        let bpffs = BpffsGuard::new().expect("bpffs");
+        let pin_dir = bpffs.pin_path("lb");
+        let pins = Pins(pin_dir.clone());
+        let cg = CgroupGuard::with_label(label).expect("child cgroup");
+        SockLab {
+            cg,
+            pin_dir,
+            _pins: pins,
+            _bpffs: bpffs,
+        }
+    }
+
+    /// Loads the tc programs on the node's client device and attaches the
+    /// socket programs to the cgroup.
+    fn load(&self, topo: &Topology) -> Loaded {
+        let dev = topo.node_client_dev.clone();
+        let opts = LoadOptions::new(&self.pin_dir, &[&dev]).with_cgroup(self.cg.path());
+        topo.node
+            .run_in(|| lb_ebpf::load(&opts))
+            .unwrap()
+            .expect("load and attach")
+    }
+}
+
 #[test]
 fn local_processes_are_connected_straight_to_backends() {
     lb_testkit::require_privileges();
     let topo = Topology::new(2).expect("topology");
-    let bpffs = BpffsGuard::new().expect("bpffs");
-    let pin_dir = bpffs.pin_path("lb");
-    let _pins = Pins(pin_dir.clone());
-    let cg = CgroupGuard::with_label("sock").expect("child cgroup");
-    let dev = topo.node_client_dev.clone();
-    let opts = LoadOptions::new(&pin_dir, &[&dev]).with_cgroup(cg.path());
-    let loaded = topo
-        .node
-        .run_in(|| lb_ebpf::load(&opts))
-        .unwrap()
-        .expect("load and attach");
+    let lab = SockLab::new("sock");
+    let (cg, pin_dir) = (&lab.cg, &lab.pin_dir);
+    let loaded = lab.load(&topo);
     assert!(loaded.has_socket_lb());
 
     let mut servers = Vec::new();
@@ -147,7 +188,7 @@ fn local_processes_are_connected_straight_to_backends() {
     ];
     let node = NodeConfig::new("node-1", vec![topo.node_v4.into()]);
     let desired = DesiredState::build(&node, &services).unwrap();
-    let mut dp = EbpfDataplane::open(&pin_dir, &node).expect("open dataplane");
+    let mut dp = EbpfDataplane::open(pin_dir, &node).expect("open dataplane");
     Reconciler::new()
         .apply(&mut dp, &desired)
         .expect("reconcile");
@@ -159,15 +200,7 @@ fn local_processes_are_connected_straight_to_backends() {
         ("udp", SocketAddr::from((VIP_V4, 53)), "q"),
         ("udpc", SocketAddr::from((VIP_V4, 53)), "q"),
     ];
-    let requests: Vec<String> = targets.iter().flat_map(|(k, a, _)| req(k, *a)).collect();
-    let lines = client(&topo.node, Some(cg.path()), &requests);
-    assert_eq!(lines.len(), targets.len(), "{lines:?}");
-    for ((kind, addr, msg), line) in targets.iter().zip(&lines) {
-        // The application sees the frontend as its peer, and a backend's answer.
-        let want = format!("peer={addr} reply=be");
-        assert!(line.starts_with(&want), "{kind} {addr}: {line}");
-        assert!(line.ends_with(msg), "{kind} {addr}: {line}");
-    }
+    answered_by_backends(&topo.node, cg.path(), &targets);
 
     // No per-packet NAT: the tc programs neither tracked nor counted any of
     // it, while the socket programs left reverse entries.
@@ -205,11 +238,7 @@ fn local_processes_are_connected_straight_to_backends() {
 
     // Reload: the cgroup links are swapped in place and keep working.
     drop(loaded);
-    let loaded = topo
-        .node
-        .run_in(|| lb_ebpf::load(&opts))
-        .unwrap()
-        .expect("reload");
+    let loaded = lab.load(&topo);
     let again = client(
         &topo.node,
         Some(cg.path()),
@@ -222,7 +251,7 @@ fn local_processes_are_connected_straight_to_backends() {
     drop(loaded);
 
     // Cleanup detaches: the cgroup's processes are no longer balanced.
-    lb_ebpf::cleanup(&pin_dir).expect("cleanup");
+    lb_ebpf::cleanup(pin_dir).expect("cleanup");
     let after = client(
         &topo.node,
         Some(cg.path()),
@@ -262,17 +291,9 @@ fn the_root_cgroup_and_non_cgroups_are_refused() {
 fn socket_lb_checks_load_balancer_source_ranges() {
     lb_testkit::require_privileges();
     let topo = Topology::new(1).expect("topology");
-    let bpffs = BpffsGuard::new().expect("bpffs");
-    let pin_dir = bpffs.pin_path("lb");
-    let _pins = Pins(pin_dir.clone());
-    let cg = CgroupGuard::with_label("sockrange").expect("child cgroup");
-    let dev = topo.node_client_dev.clone();
-    let opts = LoadOptions::new(&pin_dir, &[&dev]).with_cgroup(cg.path());
-    let _loaded = topo
-        .node
-        .run_in(|| lb_ebpf::load(&opts))
-        .unwrap()
-        .expect("load and attach");
+    let lab = SockLab::new("sockrange");
+    let (cg, pin_dir) = (&lab.cg, &lab.pin_dir);
+    let _loaded = lab.load(&topo);
     let b = &topo.backends[0];
     let _tcp = EchoServer::tcp(&b.ns, SocketAddr::from((b.v4, 8080)), b"be1:").unwrap();
     let _udp = EchoServer::udp(&b.ns, SocketAddr::from((b.v4, 5353)), b"be1:").unwrap();
@@ -295,7 +316,7 @@ fn socket_lb_checks_load_balancer_source_ranges() {
     ];
     let node = NodeConfig::new("node-1", vec![node_ip.into()]);
     let desired = DesiredState::build(&node, &services).unwrap();
-    let mut dp = EbpfDataplane::open(&pin_dir, &node).expect("open dataplane");
+    let mut dp = EbpfDataplane::open(pin_dir, &node).expect("open dataplane");
     let mut rec = Reconciler::new();
     rec.apply(&mut dp, &desired).expect("reconcile");
     let before = dp.counters().unwrap().drops;
@@ -381,17 +402,9 @@ fn ipv6_and_ipv4_mapped_sockets_are_connected_straight_to_backends() {
 
     lb_testkit::require_privileges();
     let topo = Topology::new(2).expect("topology");
-    let bpffs = BpffsGuard::new().expect("bpffs");
-    let pin_dir = bpffs.pin_path("lb");
-    let _pins = Pins(pin_dir.clone());
-    let cg = CgroupGuard::with_label("sock6").expect("child cgroup");
-    let dev = topo.node_client_dev.clone();
-    let opts = LoadOptions::new(&pin_dir, &[&dev]).with_cgroup(cg.path());
-    let _loaded = topo
-        .node
-        .run_in(|| lb_ebpf::load(&opts))
-        .unwrap()
-        .expect("load and attach");
+    let lab = SockLab::new("sock6");
+    let (cg, pin_dir) = (&lab.cg, &lab.pin_dir);
+    let _loaded = lab.load(&topo);
 
     let mut servers = Vec::new();
     for b in &topo.backends {
@@ -480,7 +493,7 @@ fn ipv6_and_ipv4_mapped_sockets_are_connected_straight_to_backends() {
     ];
     let node = NodeConfig::new("node-1", vec![topo.node_v6.into(), topo.node_v4.into()]);
     let desired = DesiredState::build(&node, &services).unwrap();
-    let mut dp = EbpfDataplane::open(&pin_dir, &node).expect("open dataplane");
+    let mut dp = EbpfDataplane::open(pin_dir, &node).expect("open dataplane");
     let mut rec = Reconciler::new();
     rec.apply(&mut dp, &desired).expect("reconcile");
     let drops_before = dp.counters().unwrap().drops;
@@ -496,14 +509,7 @@ fn ipv6_and_ipv4_mapped_sockets_are_connected_straight_to_backends() {
         ("udp", mapped(53), "q"),
         ("udpc", mapped(53), "q"),
     ];
-    let requests: Vec<String> = targets.iter().flat_map(|(k, a, _)| req(k, *a)).collect();
-    let lines = client(&topo.node, Some(cg.path()), &requests);
-    assert_eq!(lines.len(), targets.len(), "{lines:?}");
-    for ((kind, addr, msg), line) in targets.iter().zip(&lines) {
-        let want = format!("peer={addr} reply=be");
-        assert!(line.starts_with(&want), "{kind} {addr}: {line}");
-        assert!(line.ends_with(msg), "{kind} {addr}: {line}");
-    }
+    answered_by_backends(&topo.node, cg.path(), &targets);
     // Translated at the socket: no CT entry of either family; reverse
     // entries for the IPv6 sockets in lb6_sock_rev and for the mapped ones
     // in lb4_sock_rev; one new flow per socket.
