@@ -17,8 +17,8 @@ use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::agent::{cli, Agent, Dirs, BIN, CLUSTER_IP};
-use lb_testkit::{tcp_connect, tcp_request, CgroupGuard, EchoServer, Topology};
+use common::agent::{cli, tcp_echo_servers, Agent, Dirs, BIN, CLUSTER_IP};
+use lb_testkit::{tcp_connect, tcp_request, CgroupGuard, Topology};
 
 const TIMEOUT: Duration = Duration::from_secs(3);
 const OTHER_IP: &str = "10.96.0.11:80";
@@ -181,14 +181,7 @@ fn answering(topo: &Topology, frontend: &str, n: usize) -> BTreeSet<u8> {
 fn agent_follows_manifest_changes_restarts_and_cleans_up() {
     lb_testkit::require_privileges();
     let topo = Topology::new(3).expect("topology");
-    let _servers: Vec<EchoServer> = topo
-        .backends
-        .iter()
-        .map(|b| {
-            let tag = format!("be{}:", b.index + 1);
-            EchoServer::tcp(&b.ns, SocketAddr::from((b.v4, 8080)), tag.as_bytes()).unwrap()
-        })
-        .collect();
+    let _servers = tcp_echo_servers(&topo);
     // Declared first so it is removed after the pins are cleaned up.
     let cgroup = CgroupGuard::new().expect("cgroup");
     let dirs = Dirs::new();

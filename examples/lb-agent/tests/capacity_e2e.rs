@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::agent::*;
-use lb_testkit::{tcp_request, EchoServer, Topology};
+use lb_testkit::{tcp_request, Topology};
 
 const OTHER: &str = "10.96.0.20:80";
 const WAIT: Duration = Duration::from_secs(30);
@@ -68,14 +68,7 @@ fn answers(topo: &Topology, dst: &str) -> bool {
 #[test]
 fn a_full_service_map_leaves_out_only_what_does_not_fit() {
     let topo = Topology::new(2).expect("topology");
-    let _servers: Vec<EchoServer> = topo
-        .backends
-        .iter()
-        .map(|b| {
-            let tag = format!("be{}:", b.index + 1);
-            EchoServer::tcp(&b.ns, SocketAddr::from((b.v4, 8080)), tag.as_bytes()).unwrap()
-        })
-        .collect();
+    let _servers = tcp_echo_servers(&topo);
     let dirs = Dirs::new();
     dirs.write("web.yaml", &web_active(&[1]));
     dirs.write("other.yaml", &clusterip("other", "10.96.0.20", &[2], 0));

@@ -9,14 +9,14 @@
 
 mod common;
 
-use common::dsr::{dsr_topology_manifests, Procs};
+use common::dsr::{AgentDirs, Procs};
 
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use lb_testkit::dsr_topology::{DsrTopology, VIP};
-use lb_testkit::{tcp_request, BpffsGuard, EchoServer};
+use lb_testkit::{tcp_request, EchoServer};
 
 const BIN: &str = env!("CARGO_BIN_EXE_lb-agent");
 const TIMEOUT: Duration = Duration::from_secs(3);
@@ -40,14 +40,9 @@ enum Dataplane {
 fn dsr_mode_serves_remote_backends(dataplane: Dataplane) {
     lb_testkit::require_privileges();
     let topo = DsrTopology::new(1, 2).expect("topology");
-    let scratch = tempfile::tempdir().unwrap();
-    let bpffs = BpffsGuard::new().expect("bpffs");
-    let pins = bpffs.pin_path("lb");
-    let state = scratch.path().join("state");
-    let dir = scratch.path().join("manifests");
-    std::fs::create_dir(&dir).unwrap();
     let backends: Vec<String> = topo.backends.iter().map(|b| b.v4.to_string()).collect();
-    dsr_topology_manifests(&dir, &backends);
+    let dirs = AgentDirs::new(&backends);
+    let (state, dir, pins) = (&dirs.state, &dirs.manifests, &dirs.pins);
 
     let mut servers = Vec::new();
     let mut procs = Procs(Vec::new());
@@ -67,13 +62,13 @@ fn dsr_mode_serves_remote_backends(dataplane: Dataplane) {
     let node = &topo.nodes[0];
     let mut run = node.ns.command(BIN);
     run.args(["run", "--mode", "dsr", "--manifests"])
-        .arg(&dir)
+        .arg(dir)
         .args(["--node-ip", &node.v4.to_string()])
         .args(["--device", &node.link.name])
         .args(["--node-name", "node-1", "--state-dir"])
-        .arg(&state)
+        .arg(state)
         .arg("--bpffs")
-        .arg(&pins)
+        .arg(pins)
         .stdin(Stdio::null());
     if dataplane == Dataplane::Userspace {
         // One link to the router carries clients and backends.
@@ -108,7 +103,7 @@ fn dsr_mode_serves_remote_backends(dataplane: Dataplane) {
 
     let out = Command::new(BIN)
         .args(["status", "--verbose", "--state-dir"])
-        .arg(&state)
+        .arg(state)
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -122,5 +117,5 @@ fn dsr_mode_serves_remote_backends(dataplane: Dataplane) {
     for c in &mut procs.0 {
         assert!(common::terminate(c), "clean exit on SIGTERM");
     }
-    let _ = lb_ebpf::cleanup(&pins);
+    let _ = lb_ebpf::cleanup(pins);
 }

@@ -17,8 +17,8 @@ use std::ffi::OsStr;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::agent::{cli, service_list, within, Agent, Dirs};
-use lb_testkit::{tcp_request, udp_request, EchoServer, Topology};
+use common::agent::{cli, row_backends, service_list, tcp_answers, within, Agent, Dirs};
+use lb_testkit::{udp_request, EchoServer, Topology};
 
 const TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -69,21 +69,6 @@ endpoints:
   nodeName: node-1
 "#;
 
-/// The backend tags (`beK`) that answered `n` TCP requests to `dst`, each
-/// echoing its message after the tag and the peer it saw.
-fn tcp_answers(topo: &Topology, dst: SocketAddr, n: usize) -> BTreeSet<String> {
-    (0..n)
-        .map(|i| {
-            let msg = format!("hi-{i}");
-            let out = tcp_request(&topo.client, dst, msg.as_bytes(), TIMEOUT)
-                .unwrap_or_else(|e| panic!("{dst}: {e}"));
-            let out = String::from_utf8(out).unwrap();
-            assert!(out.ends_with(&msg), "{out:?}");
-            out.split(':').next().unwrap().to_string()
-        })
-        .collect()
-}
-
 /// Starts the agent with `args` (plus `--node-ip` of the node's IPv6
 /// address) in front of two dual-stack echo backends, checks `service list`
 /// and real clients of both families, then runs `check` with the agent
@@ -130,28 +115,25 @@ fn serves_a_dual_stack_service(args: &[&str], check: impl FnOnce(&Dirs, &mut Age
     ] {
         assert!(frontends.contains(want), "{want} in {frontends:?}");
     }
-    let v6_row = rows.iter().find(|r| r.1 == "[fd00:96::10]:80").unwrap();
-    let v6_backends: BTreeSet<&str> = v6_row
-        .2
-        .iter()
-        .map(|b| b.split_once(" => ").map_or(b.as_str(), |x| x.1))
-        .collect();
     assert_eq!(
-        v6_backends,
+        row_backends(&rows, "[fd00:96::10]:80"),
         BTreeSet::from([
-            "[fd00:200:1::2]:8080 (active)",
-            "[fd00:200:2::2]:8080 (active)"
+            "[fd00:200:1::2]:8080 (active)".to_string(),
+            "[fd00:200:2::2]:8080 (active)".to_string()
         ]),
         "{rows:?}"
     );
 
     let both = BTreeSet::from(["be1".to_string(), "be2".to_string()]);
     let vip6: SocketAddr = "[fd00:96::10]:80".parse().unwrap();
-    assert_eq!(tcp_answers(&topo, vip6, 20), both, "IPv6 ClusterIP");
+    assert_eq!(tcp_answers(&topo, vip6, 20, None), both, "IPv6 ClusterIP");
     let np6: SocketAddr = np6.parse().unwrap();
-    assert!(tcp_answers(&topo, np6, 5).is_subset(&both), "IPv6 NodePort");
+    assert!(
+        tcp_answers(&topo, np6, 5, None).is_subset(&both),
+        "IPv6 NodePort"
+    );
     let vip4: SocketAddr = "10.96.0.10:80".parse().unwrap();
-    assert_eq!(tcp_answers(&topo, vip4, 20), both, "IPv4 ClusterIP");
+    assert_eq!(tcp_answers(&topo, vip4, 20, None), both, "IPv4 ClusterIP");
     // UDP over IPv6: the node-local backend sees the client's own address.
     let out = udp_request(
         &topo.client,

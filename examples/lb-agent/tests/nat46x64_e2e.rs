@@ -17,8 +17,8 @@ use std::ffi::OsStr;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use common::agent::{cli, service_list, within, Agent, Dirs};
-use lb_testkit::{tcp_request, udp_request, EchoServer, Topology};
+use common::agent::{cli, row_backends, service_list, tcp_answers, within, Agent, Dirs};
+use lb_testkit::{udp_request, EchoServer, Topology};
 
 const TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -81,25 +81,6 @@ endpoints:
   nodeName: node-1
 "#;
 
-/// The backend tags (`beK`) that answered `n` TCP requests to `dst`; every
-/// answer must show `peer` as the address the backend saw.
-fn tcp_answers(topo: &Topology, dst: SocketAddr, n: usize, peer: &str) -> BTreeSet<String> {
-    (0..n)
-        .map(|i| {
-            let msg = format!("hi-{i}");
-            let out = tcp_request(&topo.client, dst, msg.as_bytes(), TIMEOUT)
-                .unwrap_or_else(|e| panic!("{dst}: {e}"));
-            let out = String::from_utf8(out).unwrap();
-            assert!(out.ends_with(&msg), "{out:?}");
-            assert!(
-                out.contains(peer),
-                "{dst}: backend saw another peer: {out:?}"
-            );
-            out.split(':').next().unwrap().to_string()
-        })
-        .collect()
-}
-
 #[test]
 fn userspace_agent_translates_between_families() {
     agent_translates_between_families("userspace");
@@ -156,16 +137,7 @@ fn agent_translates_between_families(dataplane: &str) {
         rows.iter()
             .any(|r| r.1 == "[fd00:96::64]:80" && r.2.len() == 2)
     });
-    let backends = |fe: &str| -> BTreeSet<String> {
-        let row = rows
-            .iter()
-            .find(|r| r.1 == fe)
-            .unwrap_or_else(|| panic!("{fe} in {rows:?}"));
-        row.2
-            .iter()
-            .map(|b| b.split_once(" => ").map_or(b.as_str(), |x| x.1).to_string())
-            .collect()
-    };
+    let backends = |fe: &str| row_backends(&rows, fe);
     let v6 = BTreeSet::from([
         "[fd00:200:1::2]:8080 (active)".to_string(),
         "[fd00:200:2::2]:8080 (active)".to_string(),
@@ -196,18 +168,18 @@ fn agent_translates_between_families(dataplane: &str) {
     let peer4 = format!("[{node4}:");
     let vip4: SocketAddr = "10.96.0.46:80".parse().unwrap();
     assert_eq!(
-        tcp_answers(&topo, vip4, 16, &peer6),
+        tcp_answers(&topo, vip4, 16, Some(&peer6)),
         both,
         "NAT46 ClusterIP"
     );
     let np4: SocketAddr = format!("{node4}:30046").parse().unwrap();
     assert!(
-        tcp_answers(&topo, np4, 4, &peer6).is_subset(&both),
+        tcp_answers(&topo, np4, 4, Some(&peer6)).is_subset(&both),
         "NAT46 NodePort"
     );
     let vip6: SocketAddr = "[fd00:96::64]:80".parse().unwrap();
     assert_eq!(
-        tcp_answers(&topo, vip6, 16, &peer4),
+        tcp_answers(&topo, vip6, 16, Some(&peer4)),
         both,
         "NAT64 ClusterIP"
     );

@@ -23,23 +23,13 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr};
+use std::net::Shutdown;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use common::agent::*;
 use lb_testkit::load::{Load, LoadConfig, LoadStats};
 use lb_testkit::{tcp_connect, EchoServer, NetNs, Topology};
-
-fn servers(topo: &Topology) -> Vec<EchoServer> {
-    topo.backends
-        .iter()
-        .map(|b| {
-            let tag = format!("be{}:", b.index + 1);
-            EchoServer::tcp(&b.ns, SocketAddr::from((b.v4, 8080)), tag.as_bytes()).unwrap()
-        })
-        .collect()
-}
 
 fn load(topo: &Topology, target: &str) -> Load {
     let mut cfg = LoadConfig::new(target.parse().unwrap());
@@ -135,17 +125,24 @@ fn hostile_files() -> Vec<(&'static str, Vec<u8>)> {
     ]
 }
 
+/// Echo servers on `topo`'s backends and an agent serving `web` with
+/// backends 1 and 2 active, once it has programmed them (20 s at most).
+fn serving_web(topo: &Topology) -> (Vec<EchoServer>, Dirs, Agent) {
+    let servers = tcp_echo_servers(topo);
+    let dirs = Dirs::new();
+    dirs.write("web.yaml", &web_active(&[1, 2]));
+    let agent = Agent::start(topo, &dirs);
+    within(Duration::from_secs(20), "web programmed", || {
+        backends_of(&dirs.state, CLUSTER_IP) == Some(active(&[1, 2]))
+    });
+    (servers, dirs, agent)
+}
+
 #[test]
 fn hostile_manifests_leave_the_last_good_state_serving() {
     lb_testkit::require_privileges();
     let topo = Topology::new(3).expect("topology");
-    let _servers = servers(&topo);
-    let dirs = Dirs::new();
-    dirs.write("web.yaml", &web_active(&[1, 2]));
-    let agent = Agent::start(&topo, &dirs);
-    within(Duration::from_secs(20), "web programmed", || {
-        backends_of(&dirs.state, CLUSTER_IP) == Some(active(&[1, 2]))
-    });
+    let (_servers, dirs, agent) = serving_web(&topo);
     let before = service_list(&dirs.state).unwrap();
     let (l1, l2) = (load(&topo, CLUSTER_IP), load(&topo, NODE_PORT));
 
@@ -277,13 +274,7 @@ fn agent_refuses_directories_other_users_can_write() {
 fn kill_9_under_load_then_restart_on_the_same_pins() {
     lb_testkit::require_privileges();
     let topo = Topology::new(3).expect("topology");
-    let _servers = servers(&topo);
-    let dirs = Dirs::new();
-    dirs.write("web.yaml", &web_active(&[1, 2]));
-    let mut agent = Agent::start(&topo, &dirs);
-    within(Duration::from_secs(20), "web programmed", || {
-        backends_of(&dirs.state, CLUSTER_IP) == Some(active(&[1, 2]))
-    });
+    let (_servers, dirs, mut agent) = serving_web(&topo);
     let before = service_list(&dirs.state).unwrap();
     let (l1, l2) = (load(&topo, CLUSTER_IP), load(&topo, NODE_PORT));
     std::thread::sleep(Duration::from_millis(500));
@@ -374,13 +365,7 @@ fn stream(
 fn terminating_backend_finishes_live_connections_and_gets_no_new_ones() {
     lb_testkit::require_privileges();
     let topo = Topology::new(2).expect("topology");
-    let _servers = servers(&topo);
-    let dirs = Dirs::new();
-    dirs.write("web.yaml", &web_active(&[1, 2]));
-    let _agent = Agent::start(&topo, &dirs);
-    within(Duration::from_secs(20), "web programmed", || {
-        backends_of(&dirs.state, CLUSTER_IP) == Some(active(&[1, 2]))
-    });
+    let (_servers, dirs, _agent) = serving_web(&topo);
     let stop = std::sync::atomic::AtomicBool::new(false);
     let results = std::thread::scope(|sc| {
         // Long-lived connections, until some land on backend 1; plus
@@ -483,13 +468,7 @@ fn backend_churn_under_load() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(10);
     let topo = Topology::new(4).expect("topology");
-    let _servers = servers(&topo);
-    let dirs = Dirs::new();
-    dirs.write("web.yaml", &web_active(&[1, 2]));
-    let _agent = Agent::start(&topo, &dirs);
-    within(Duration::from_secs(20), "web programmed", || {
-        backends_of(&dirs.state, CLUSTER_IP) == Some(active(&[1, 2]))
-    });
+    let (_servers, dirs, _agent) = serving_web(&topo);
     let syncs0 = status(&dirs.state)["sync"]["count"].as_u64().unwrap();
     let (l1, l2) = (load(&topo, CLUSTER_IP), load(&topo, NODE_PORT));
     // xorshift, seeded from the clock: every run churns differently.

@@ -7,16 +7,21 @@
 
 mod common;
 
+use common::agent::{tcp_answers, tcp_echo_servers};
+
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use lb_testkit::{tcp_request, EchoServer, Topology};
+use lb_testkit::Topology;
+
+fn sa(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
 
 const BIN: &str = env!("CARGO_BIN_EXE_lb-agent");
-const TIMEOUT: Duration = Duration::from_secs(3);
 /// The agent's metrics address (inside the node namespace).
 const METRICS: &str = "127.0.0.1:9963";
 
@@ -81,32 +86,11 @@ fn cli(args: &[&str], state: &Path) -> Output {
         .unwrap()
 }
 
-fn answering(topo: &Topology, dst: &str, n: usize) -> std::collections::BTreeSet<String> {
-    let dst: SocketAddr = dst.parse().unwrap();
-    (0..n)
-        .map(|i| {
-            let msg = format!("hi-{i}");
-            let out = tcp_request(&topo.client, dst, msg.as_bytes(), TIMEOUT)
-                .unwrap_or_else(|e| panic!("{dst}: {e}"));
-            let out = String::from_utf8(out).unwrap();
-            assert!(out.ends_with(&msg), "{out:?}");
-            out.split(':').next().unwrap().to_string()
-        })
-        .collect()
-}
-
 #[test]
 fn userspace_dataplane_serves_cluster_ip_and_node_port() {
     lb_testkit::require_privileges();
     let topo = Topology::new(2).expect("topology");
-    let _servers: Vec<EchoServer> = topo
-        .backends
-        .iter()
-        .map(|b| {
-            let tag = format!("be{}:", b.index + 1);
-            EchoServer::tcp(&b.ns, SocketAddr::from((b.v4, 8080)), tag.as_bytes()).unwrap()
-        })
-        .collect();
+    let _servers = tcp_echo_servers(&topo);
     let scratch = tempfile::tempdir().unwrap();
     let manifests = scratch.path().join("manifests");
     std::fs::create_dir(&manifests).unwrap();
@@ -174,9 +158,16 @@ fn userspace_dataplane_serves_cluster_ip_and_node_port() {
     }
 
     let both = std::collections::BTreeSet::from(["be1".to_string(), "be2".to_string()]);
-    assert_eq!(answering(&topo, "10.96.0.10:80", 20), both, "ClusterIP");
+    assert_eq!(
+        tcp_answers(&topo, sa("10.96.0.10:80"), 20, None),
+        both,
+        "ClusterIP"
+    );
     let np = format!("{}:30080", topo.node_v4);
-    assert!(answering(&topo, &np, 5).is_subset(&both), "NodePort");
+    assert!(
+        tcp_answers(&topo, sa(&np), 5, None).is_subset(&both),
+        "NodePort"
+    );
 
     let out = cli(&["status", "--verbose"], &state);
     assert!(out.status.success(), "{out:?}");
@@ -228,7 +219,11 @@ fn userspace_dataplane_serves_cluster_ip_and_node_port() {
         assert!(start.elapsed() < Duration::from_secs(15), "no agent");
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert_eq!(answering(&topo, "10.96.0.10:80", 20), both, "ClusterIP");
+    assert_eq!(
+        tcp_answers(&topo, sa("10.96.0.10:80"), 20, None),
+        both,
+        "ClusterIP"
+    );
     let st = String::from_utf8(cli(&["status", "--verbose"], &state).stdout).unwrap();
     for d in &backend_devs {
         assert!(st.contains(&format!("{d} (backend)")), "{d} in\n{st}");

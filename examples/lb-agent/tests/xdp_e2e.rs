@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::dsr::{dsr_topology_manifests, Procs};
+use common::dsr::{AgentDirs, Procs};
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -18,7 +18,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use lb_testkit::dsr_topology::{DsrTopology, VIP};
-use lb_testkit::{tcp_request, BpffsGuard, EchoServer};
+use lb_testkit::{tcp_request, EchoServer};
 
 const BIN: &str = env!("CARGO_BIN_EXE_lb-agent");
 const TIMEOUT: Duration = Duration::from_secs(3);
@@ -27,14 +27,9 @@ const TIMEOUT: Duration = Duration::from_secs(3);
 fn agent_with_native_xdp_forwards_external_traffic_at_xdp() {
     lb_testkit::require_privileges();
     let topo = DsrTopology::new(1, 2).expect("topology");
-    let scratch = tempfile::tempdir().unwrap();
-    let bpffs = BpffsGuard::new().expect("bpffs");
-    let pins = bpffs.pin_path("lb");
-    let state = scratch.path().join("state");
-    let dir = scratch.path().join("manifests");
-    std::fs::create_dir(&dir).unwrap();
     let backends: Vec<String> = topo.backends.iter().map(|b| b.v4.to_string()).collect();
-    dsr_topology_manifests(&dir, &backends);
+    let dirs = AgentDirs::new(&backends);
+    let (state, dir, pins) = (&dirs.state, &dirs.manifests, &dirs.pins);
 
     let mut servers = Vec::new();
     for (i, b) in topo.backends.iter().enumerate() {
@@ -63,13 +58,13 @@ fn agent_with_native_xdp_forwards_external_traffic_at_xdp() {
         node.ns
             .command(BIN)
             .args(["run", "--acceleration", accel, "--manifests"])
-            .arg(&dir)
+            .arg(dir)
             .args(["--node-ip", &node.v4.to_string()])
             .args(["--device", &node.link.name])
             .args(["--node-name", "node-1", "--state-dir"])
-            .arg(&state)
+            .arg(state)
             .arg("--bpffs")
-            .arg(&pins)
+            .arg(pins)
             .stdin(Stdio::null())
             .spawn()
             .expect("spawn lb-agent run")
@@ -89,7 +84,7 @@ fn agent_with_native_xdp_forwards_external_traffic_at_xdp() {
         .ip(&["-d", "link", "show", "dev", &node.link.name])
         .unwrap();
     assert!(link.contains("xdp "), "native XDP on the device: {link}");
-    let text = status(&state);
+    let text = status(state);
     let line = text
         .lines()
         .find(|l| l.contains("XDP Acceleration:"))
@@ -113,7 +108,7 @@ fn agent_with_native_xdp_forwards_external_traffic_at_xdp() {
     // (The pinned programs serve meanwhile: wait for the new agent's API.)
     procs.0[0] = Some(start_agent("disabled"));
     let start = Instant::now();
-    while !try_status(&state).is_some_and(|t| {
+    while !try_status(state).is_some_and(|t| {
         t.lines()
             .any(|l| l.contains("XDP Acceleration:") && l.contains("Disabled"))
     }) {
@@ -130,7 +125,7 @@ fn agent_with_native_xdp_forwards_external_traffic_at_xdp() {
     assert!(!link.contains("prog/xdp"), "XDP detached: {link}");
     wait_for_answer(&topo, vip);
     assert!(common::terminate(&mut procs.0[0]), "clean exit on SIGTERM");
-    let _ = lb_ebpf::cleanup(&pins);
+    let _ = lb_ebpf::cleanup(pins);
 }
 
 fn wait_for_answer(topo: &DsrTopology, vip: SocketAddr) {

@@ -257,3 +257,57 @@ pub fn within(limit: Duration, what: &str, mut f: impl FnMut() -> bool) -> Durat
     }
     start.elapsed()
 }
+
+/// The backend tags (`beK`) that answered `n` TCP requests from the client
+/// to `dst` (3 s timeout each), each echoing its message after the tag;
+/// with `peer`, every answer must contain it (the address the backend saw).
+pub fn tcp_answers(
+    topo: &Topology,
+    dst: std::net::SocketAddr,
+    n: usize,
+    peer: Option<&str>,
+) -> BTreeSet<String> {
+    (0..n)
+        .map(|i| {
+            let msg = format!("hi-{i}");
+            let out =
+                lb_testkit::tcp_request(&topo.client, dst, msg.as_bytes(), Duration::from_secs(3))
+                    .unwrap_or_else(|e| panic!("{dst}: {e}"));
+            let out = String::from_utf8(out).unwrap();
+            assert!(out.ends_with(&msg), "{out:?}");
+            if let Some(peer) = peer {
+                assert!(
+                    out.contains(peer),
+                    "{dst}: backend saw another peer: {out:?}"
+                );
+            }
+            out.split(':').next().unwrap().to_string()
+        })
+        .collect()
+}
+
+/// The backends of frontend `fe` in [`service_list`] rows, each without
+/// its slot prefix (`N => `); panics if `fe` is not listed.
+pub fn row_backends(rows: &[(u64, String, Vec<String>)], fe: &str) -> BTreeSet<String> {
+    let row = rows
+        .iter()
+        .find(|r| r.1 == fe)
+        .unwrap_or_else(|| panic!("{fe} in {rows:?}"));
+    row.2
+        .iter()
+        .map(|b| b.split_once(" => ").map_or(b.as_str(), |x| x.1).to_string())
+        .collect()
+}
+
+/// A TCP echo server on port 8080 of every backend of `topo`, tagging its
+/// echoes `beK:` (K = the backend's index + 1).
+pub fn tcp_echo_servers(topo: &Topology) -> Vec<lb_testkit::EchoServer> {
+    topo.backends
+        .iter()
+        .map(|b| {
+            let tag = format!("be{}:", b.index + 1);
+            let addr = std::net::SocketAddr::from((b.v4, 8080));
+            lb_testkit::EchoServer::tcp(&b.ns, addr, tag.as_bytes()).unwrap()
+        })
+        .collect()
+}

@@ -52,3 +52,35 @@ endpoints:
     );
     std::fs::write(dir.join("web.yaml"), text).unwrap();
 }
+
+/// The directories of an agent run over the DSR topology: a scratch dir
+/// with the agent's `state` dir and its `manifests` dir (holding
+/// [`dsr_topology_manifests`]), and a private bpffs with the agent's pin
+/// path `pins`. Dropped after the agent and servers declared after it.
+pub struct AgentDirs {
+    pub state: std::path::PathBuf,
+    pub manifests: std::path::PathBuf,
+    pub pins: std::path::PathBuf,
+    _bpffs: lb_testkit::BpffsGuard,
+    _scratch: tempfile::TempDir,
+}
+
+impl AgentDirs {
+    /// Fresh directories, the manifests serving `backends` (`ADDR`s).
+    pub fn new(backends: &[String]) -> AgentDirs {
+        let scratch = tempfile::tempdir().unwrap();
+        let bpffs = lb_testkit::BpffsGuard::new().expect("bpffs");
+        let pins = bpffs.pin_path("lb");
+        let state = scratch.path().join("state");
+        let manifests = scratch.path().join("manifests");
+        std::fs::create_dir(&manifests).unwrap();
+        dsr_topology_manifests(&manifests, backends);
+        AgentDirs {
+            state,
+            manifests,
+            pins,
+            _bpffs: bpffs,
+            _scratch: scratch,
+        }
+    }
+}
