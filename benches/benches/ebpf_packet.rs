@@ -291,23 +291,62 @@ fn bench_overhead(c: &mut Criterion) {
     g.finish();
 }
 
-/// [`SCALES`], or the counts listed in `LB_BENCH_SERVICES`.
-fn scales() -> Vec<usize> {
-    match std::env::var("LB_BENCH_SERVICES") {
+/// `default`, or the counts listed (comma-separated) in the environment
+/// variable `var`.
+fn scales(var: &str, default: &[usize]) -> Vec<usize> {
+    match std::env::var(var) {
         Ok(s) => s
             .split(',')
             .map(|x| {
                 x.trim()
                     .parse()
-                    .expect("LB_BENCH_SERVICES: comma-separated counts")
+                    .unwrap_or_else(|_| panic!("{var}: comma-separated counts"))
             })
             .collect(),
-        Err(_) => SCALES.to_vec(),
+        Err(_) => default.to_vec(),
     }
 }
 
+/// The ingress group `name` of one rig: `est`, `first_random` and
+/// `first_maglev` repeated, `est` in single runs, and true first packets in
+/// single runs through `first(rig, maglev, iters)` (random: a bulk service
+/// with 10 backends; Maglev: the 10-backend Maglev service).
+fn bench_ingress_group(
+    c: &mut Criterion,
+    name: String,
+    rig: &mut ebpf::Rig,
+    [est, first_random, first_maglev]: [&[u8]; 3],
+    mut first: impl FnMut(&mut ebpf::Rig, bool, u64) -> Duration,
+) {
+    let mut g = c.benchmark_group(name);
+    g.sample_size(20)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    g.bench_function("established/repeat", |b| {
+        b.iter_custom(|iters| repeated(rig.loaded.ingress(), est, iters))
+    });
+    g.bench_function("first_packet_random/repeat", |b| {
+        b.iter_custom(|iters| repeated(rig.loaded.ingress(), first_random, iters))
+    });
+    g.bench_function("first_packet_maglev/repeat", |b| {
+        b.iter_custom(|iters| repeated(rig.loaded.ingress(), first_maglev, iters))
+    });
+    // Single runs cost a syscall each: a shorter budget.
+    g.measurement_time(Duration::from_secs(1));
+    g.bench_function("established/single", |b| {
+        b.iter_custom(|iters| singles(rig.loaded.ingress(), est, iters))
+    });
+    g.bench_function("first_packet_random/single", |b| {
+        b.iter_custom(|iters| first(rig, false, iters))
+    });
+    g.bench_function("first_packet_maglev/single", |b| {
+        b.iter_custom(|iters| first(rig, true, iters))
+    });
+    g.finish();
+}
+
 fn bench_ingress(c: &mut Criterion) {
-    for services in scales() {
+    for services in scales("LB_BENCH_SERVICES", &SCALES) {
         let mut rig = rig_for(services);
         let est = tcp(client(0), vip_sa(EST_VIP), false);
         let first_random = tcp(client(0), vip_sa(FIRST_RANDOM_VIP), true);
@@ -318,32 +357,16 @@ fn bench_ingress(c: &mut Criterion) {
             IpAddr::V6(_) => unreachable!("IPv4 fixtures"),
         };
         let mut next = 1u64;
-
-        let mut g = c.benchmark_group(format!("ebpf_tc_ingress/{services}_services"));
-        g.sample_size(20)
-            .warm_up_time(Duration::from_millis(500))
-            .measurement_time(Duration::from_secs(2));
-        g.bench_function("established/repeat", |b| {
-            b.iter_custom(|iters| repeated(rig.loaded.ingress(), &est, iters))
-        });
-        g.bench_function("first_packet_random/repeat", |b| {
-            b.iter_custom(|iters| repeated(rig.loaded.ingress(), &first_random, iters))
-        });
-        g.bench_function("first_packet_maglev/repeat", |b| {
-            b.iter_custom(|iters| repeated(rig.loaded.ingress(), &first_maglev, iters))
-        });
-        // Single runs cost a syscall each: a shorter budget.
-        g.measurement_time(Duration::from_secs(1));
-        g.bench_function("established/single", |b| {
-            b.iter_custom(|iters| singles(rig.loaded.ingress(), &est, iters))
-        });
-        g.bench_function("first_packet_random/single", |b| {
-            b.iter_custom(|iters| first_singles(&mut rig, bulk_vip, &mut next, iters))
-        });
-        g.bench_function("first_packet_maglev/single", |b| {
-            b.iter_custom(|iters| first_singles(&mut rig, MAGLEV10_VIP, &mut next, iters))
-        });
-        g.finish();
+        bench_ingress_group(
+            c,
+            format!("ebpf_tc_ingress/{services}_services"),
+            &mut rig,
+            [&est, &first_random, &first_maglev],
+            |rig, maglev, iters| {
+                let vip = if maglev { MAGLEV10_VIP } else { bulk_vip };
+                first_singles(rig, vip, &mut next, iters)
+            },
+        );
     }
 }
 
@@ -527,14 +550,7 @@ fn rig_for6(services: usize) -> ebpf::Rig {
 }
 
 fn bench_ingress_v6(c: &mut Criterion) {
-    let scales: Vec<usize> = match std::env::var("LB_BENCH_SERVICES_V6") {
-        Ok(s) => s
-            .split(',')
-            .map(|x| x.trim().parse().expect("LB_BENCH_SERVICES_V6: counts"))
-            .collect(),
-        Err(_) => SCALES_V6.to_vec(),
-    };
-    for services in scales {
+    for services in scales("LB_BENCH_SERVICES_V6", &SCALES_V6) {
         let mut rig = rig_for6(services);
         let sa6 = |vip: Ipv6Addr| SocketAddr::new(vip.into(), PORT);
         let est = tcp(client6(0), sa6(vip6(1)), false);
@@ -542,30 +558,16 @@ fn bench_ingress_v6(c: &mut Criterion) {
         let first_maglev = tcp(client6(0), sa6(vip6(3)), true);
         let bulk_vip = Ipv6Addr::new(0xfd00, 0x96, 0, 0, 0, 0, 0, 1 + (services / 2) as u16);
         let mut next = 1u64;
-        let mut g = c.benchmark_group(format!("ebpf_tc_ingress_v6/{services}_services"));
-        g.sample_size(20)
-            .warm_up_time(Duration::from_millis(500))
-            .measurement_time(Duration::from_secs(2));
-        g.bench_function("established/repeat", |b| {
-            b.iter_custom(|iters| repeated(rig.loaded.ingress(), &est, iters))
-        });
-        g.bench_function("first_packet_random/repeat", |b| {
-            b.iter_custom(|iters| repeated(rig.loaded.ingress(), &first_random, iters))
-        });
-        g.bench_function("first_packet_maglev/repeat", |b| {
-            b.iter_custom(|iters| repeated(rig.loaded.ingress(), &first_maglev, iters))
-        });
-        g.measurement_time(Duration::from_secs(1));
-        g.bench_function("established/single", |b| {
-            b.iter_custom(|iters| singles(rig.loaded.ingress(), &est, iters))
-        });
-        g.bench_function("first_packet_random/single", |b| {
-            b.iter_custom(|iters| first_singles6(&mut rig, bulk_vip, &mut next, iters))
-        });
-        g.bench_function("first_packet_maglev/single", |b| {
-            b.iter_custom(|iters| first_singles6(&mut rig, vip6(4), &mut next, iters))
-        });
-        g.finish();
+        bench_ingress_group(
+            c,
+            format!("ebpf_tc_ingress_v6/{services}_services"),
+            &mut rig,
+            [&est, &first_random, &first_maglev],
+            |rig, maglev, iters| {
+                let vip = if maglev { vip6(4) } else { bulk_vip };
+                first_singles6(rig, vip, &mut next, iters)
+            },
+        );
     }
 }
 

@@ -14,32 +14,8 @@ use lb_core::*;
 use lb_userspace::rng::FastRng;
 use lb_userspace::{Direction, Outcome, PacketPath, UserspaceDataplane};
 
-const FLOWS: usize = 4096;
-
-fn frame(src: &str, dst: &str) -> Vec<u8> {
-    lb_testkit::PacketBuilder::tcp(src.parse().unwrap(), dst.parse().unwrap())
-        .ack()
-        .payload([0u8; 18])
-        .build()
-        .unwrap()
-}
-
-/// `[ADDR]:PORT` for IPv6, `ADDR:PORT` for IPv4.
-fn hp(addr: &str, port: u16) -> String {
-    if addr.contains(':') {
-        format!("[{addr}]:{port}")
-    } else {
-        format!("{addr}:{port}")
-    }
-}
-
-/// One family's worker and its client and reply frames.
-struct Case {
-    _dp: UserspaceDataplane,
-    w: PacketPath,
-    frames: Vec<Vec<u8>>,
-    replies: Vec<Vec<u8>>,
-}
+mod pps_common;
+use pps_common::*;
 
 fn case(v6: bool) -> Case {
     let node_ip = if v6 { "fd00:1::10" } else { "192.168.1.10" };
@@ -78,16 +54,7 @@ fn case(v6: bool) -> Case {
     Reconciler::new().apply(&mut dp, &desired).unwrap();
     let mut w = dp.worker_with_rng(FastRng::new(1));
     let dst = hp(&vip(6), 80);
-    let frames: Vec<Vec<u8>> = (0..FLOWS)
-        .map(|i| {
-            let src = if v6 {
-                format!("fd00:16:{:x}::{:x}", i / 250 % 250, i % 250 + 1)
-            } else {
-                format!("172.16.{}.{}", i / 250 % 250, i % 250 + 1)
-            };
-            frame(&hp(&src, (10000 + i) as u16), &dst)
-        })
-        .collect();
+    let frames = client_frames(v6, &dst);
     let mut replies = Vec::new();
     for f in &frames {
         let mut b = f.clone();
@@ -135,11 +102,6 @@ fn measure(w: &mut PacketPath, frames: &[Vec<u8>], dir: Direction, secs: f64, re
         }
     }
     n as f64 / spent.as_secs_f64()
-}
-
-fn median_spread(v: &mut [f64]) -> (f64, f64, f64) {
-    v.sort_by(|a, b| a.total_cmp(b));
-    (v[v.len() / 2], v[0], v[v.len() - 1])
 }
 
 fn main() {

@@ -16,31 +16,10 @@ use lb_core::*;
 use lb_userspace::rng::FastRng;
 use lb_userspace::{Direction, Outcome, PacketPath, UserspaceDataplane};
 
-const FLOWS: usize = 4096;
+mod pps_common;
+use pps_common::*;
+
 const NAMES: [&str; 3] = ["IPv4->IPv4 SNAT", "NAT46", "NAT64"];
-
-fn frame(src: &str, dst: &str) -> Vec<u8> {
-    lb_testkit::PacketBuilder::tcp(src.parse().unwrap(), dst.parse().unwrap())
-        .ack()
-        .payload([0u8; 18])
-        .build()
-        .unwrap()
-}
-
-fn hp(addr: &str, port: u16) -> String {
-    if addr.contains(':') {
-        format!("[{addr}]:{port}")
-    } else {
-        format!("{addr}:{port}")
-    }
-}
-
-struct Case {
-    _dp: UserspaceDataplane,
-    w: PacketPath,
-    frames: Vec<Vec<u8>>,
-    replies: Vec<Vec<u8>>,
-}
 
 /// `fe6`/`be6`: the frontend's and the backends' family.
 fn case(fe6: bool, be6: bool) -> Case {
@@ -74,16 +53,7 @@ fn case(fe6: bool, be6: bool) -> Case {
     let mut dp = UserspaceDataplane::new(node, Default::default());
     Reconciler::new().apply(&mut dp, &desired).unwrap();
     let mut w = dp.worker_with_rng(FastRng::new(1));
-    let frames: Vec<Vec<u8>> = (0..FLOWS)
-        .map(|i| {
-            let src = if fe6 {
-                format!("fd00:16:{:x}::{:x}", i / 250 % 250, i % 250 + 1)
-            } else {
-                format!("172.16.{}.{}", i / 250 % 250, i % 250 + 1)
-            };
-            frame(&hp(&src, (10000 + i) as u16), &vip)
-        })
-        .collect();
+    let frames = client_frames(fe6, &vip);
     let mut replies = Vec::new();
     let mut buf = vec![0u8; 2048];
     for f in &frames {
@@ -120,11 +90,6 @@ fn measure(w: &mut PacketPath, frames: &[Vec<u8>], dir: Direction, secs: f64) ->
         n += frames.len() as u64;
     }
     n as f64 / spent.as_secs_f64()
-}
-
-fn median_spread(v: &mut [f64]) -> (f64, f64, f64) {
-    v.sort_by(|a, b| a.total_cmp(b));
-    (v[v.len() / 2], v[0], v[v.len() - 1])
 }
 
 fn main() {
