@@ -28,6 +28,8 @@
 //! requests with 10 s socket timeouts.
 
 mod common;
+#[path = "common/xdp_rig.rs"]
+mod xdp_rig;
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
@@ -39,18 +41,15 @@ use lb_ebpf::xdp::{self, XdpLoaded, XdpMode};
 use lb_ebpf::{EbpfDataplane, LoadOptions, MapCapacity};
 use lb_testkit::dsr_topology::{DsrTopology, Host, VIP};
 use lb_testkit::{tcp_request, BpffsGuard, EchoServer};
+use xdp_rig::XdpRig;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The node of a one-node [`DsrTopology`] with the tc programs attached to
 /// its link and `lb_xdp` loaded (not attached) over the same maps.
-struct XdpFixture {
-    fx: Fixture,
-    xdp: XdpLoaded,
-    topo: DsrTopology,
-}
+type XdpFixture = XdpRig;
 
-impl XdpFixture {
+impl XdpRig {
     fn new(mode: LbMode) -> Self {
         lb_testkit::require_privileges();
         let topo = DsrTopology::new(1, 2).expect("topology");
@@ -75,71 +74,7 @@ impl XdpFixture {
         let mut cfg = NodeConfig::new("node-1", vec![node.v4.into(), node6(1).into()]);
         cfg.mode = mode;
         cfg.maglev = MaglevConfig::new(251, 7).unwrap();
-        let bpffs = BpffsGuard::new().expect("bpffs");
-        let dev = node.link.name.clone();
-        let pin_dir = bpffs.pin_path("lb");
-        let loaded = node
-            .ns
-            .run_in(|| lb_ebpf::load(&LoadOptions::new(&pin_dir, &[&dev])))
-            .unwrap()
-            .expect("load");
-        let xdp = xdp::load_program(&pin_dir, &MapCapacity::default()).expect("load lb_xdp");
-        let dp = EbpfDataplane::open(&pin_dir, &cfg).expect("open dataplane");
-        let fx = Fixture {
-            loaded,
-            dp,
-            rec: Reconciler::new(),
-            node: cfg,
-            flows: FlowState::new(),
-            bpffs,
-        };
-        XdpFixture { fx, xdp, topo }
-    }
-
-    fn node(&self) -> &Host {
-        &self.topo.nodes[0]
-    }
-
-    /// lb_xdp on `frame` arriving on the node link.
-    fn xdp(&mut self, frame: &[u8]) -> (u32, Vec<u8>, Vec<u8>) {
-        let ifindex = self.topo.nodes[0].link.ifindex;
-        let prog = self.xdp.program();
-        self.topo.nodes[0]
-            .ns
-            .run_in(|| xdp_run(prog, frame, ifindex))
-            .unwrap()
-    }
-
-    /// lb_tc_ingress on `frame`.
-    fn tc(&mut self, frame: &[u8]) -> (u32, Vec<u8>) {
-        let fx = &mut self.fx;
-        self.topo.nodes[0].ns.run_in(|| fx.ingress(frame)).unwrap()
-    }
-
-    /// Forgets every flow (CT, SNAT, affinity), as if it never was.
-    fn forget_flows(&mut self) {
-        let m = self.fx.dp.maps();
-        for k in m.ct.keys().collect::<Vec<_>>() {
-            m.ct.remove(&k.unwrap()).unwrap();
-        }
-        for k in m.snat.keys().collect::<Vec<_>>() {
-            m.snat.remove(&k.unwrap()).unwrap();
-        }
-        for k in m.ct6.keys().collect::<Vec<_>>() {
-            m.ct6.remove(&k.unwrap()).unwrap();
-        }
-        for k in m.snat6.keys().collect::<Vec<_>>() {
-            m.snat6.remove(&k.unwrap()).unwrap();
-        }
-    }
-
-    fn drops(&self, reason: DropReason) -> u64 {
-        let c = self.fx.dp.counters().unwrap();
-        c.drops.iter().find(|(r, _)| *r == reason).unwrap().1
-    }
-
-    fn stats(&self) -> xdp::XdpStats {
-        xdp::stats(self.fx.loaded.pin_dir()).unwrap()
+        XdpRig::load(topo, cfg)
     }
 
     /// lb_xdp passes `frame` untouched, with no backend hint.

@@ -28,6 +28,8 @@
 //! requests with 10 s socket timeouts.
 
 mod common;
+#[path = "common/xdp_rig.rs"]
+mod xdp_rig;
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::time::Duration;
@@ -40,6 +42,7 @@ use lb_ebpf::xdp::{self, XdpLoaded, XdpMode, XdpStats};
 use lb_ebpf::{EbpfDataplane, LoadOptions, Loaded, MapCapacity};
 use lb_testkit::dsr_topology::{DsrTopology, Host, CLIENT6, VIP6};
 use lb_testkit::{tcp_request, BpffsGuard, EchoServer};
+use xdp_rig::XdpRig;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 /// TC_ACT_REDIRECT.
@@ -80,70 +83,18 @@ fn backends6(topo: &DsrTopology) -> Vec<IpAddr> {
 /// The node of a one-node, two-backend [`DsrTopology`] with the tc
 /// programs attached to its link and `lb_xdp` loaded (not attached) over
 /// the same maps, `web` and `dns` on [`VIP6`] and the `[::]` NodePorts.
-struct Dsr6Fixture {
-    fx: Fixture,
-    xdp: XdpLoaded,
-    topo: DsrTopology,
-}
+type Dsr6Fixture = XdpRig;
 
-impl Dsr6Fixture {
+impl XdpRig {
     fn new(mode: LbMode) -> Self {
         lb_testkit::require_privileges();
         let topo = DsrTopology::new(1, 2).expect("topology");
-        let node = &topo.nodes[0];
-        resolve_router(node);
-        let cfg = node_config(node, mode);
-        let bpffs = BpffsGuard::new().expect("bpffs");
-        let dev = node.link.name.clone();
-        let pin_dir = bpffs.pin_path("lb");
-        let loaded = node
-            .ns
-            .run_in(|| lb_ebpf::load(&LoadOptions::new(&pin_dir, &[&dev])))
-            .unwrap()
-            .expect("load");
-        let xdp = xdp::load_program(&pin_dir, &MapCapacity::default()).expect("load lb_xdp");
-        let dp = EbpfDataplane::open(&pin_dir, &cfg).expect("open dataplane");
-        let mut fx = Fixture {
-            loaded,
-            dp,
-            rec: Reconciler::new(),
-            node: cfg,
-            flows: FlowState::new(),
-            bpffs,
-        };
-        fx.apply(&web_and_dns_ip(VIP6.into(), &backends6(&topo)));
-        Dsr6Fixture { fx, xdp, topo }
-    }
-
-    fn node(&self) -> &Host {
-        &self.topo.nodes[0]
-    }
-
-    /// lb_xdp on `frame` arriving on the node link: (verdict, frame, metadata).
-    fn xdp(&mut self, frame: &[u8]) -> (u32, Vec<u8>, Vec<u8>) {
-        let ifindex = self.topo.nodes[0].link.ifindex;
-        let prog = self.xdp.program();
-        self.topo.nodes[0]
-            .ns
-            .run_in(|| xdp_run(prog, frame, ifindex))
-            .unwrap()
-    }
-
-    /// lb_tc_ingress on `frame`.
-    fn tc(&mut self, frame: &[u8]) -> (u32, Vec<u8>) {
-        let fx = &mut self.fx;
-        self.topo.nodes[0].ns.run_in(|| fx.ingress(frame)).unwrap()
-    }
-
-    /// Forgets every IPv6 flow (CT, SNAT), as if it never was.
-    fn forget_flows(&mut self) {
-        let m = self.fx.dp.maps();
-        for k in m.ct6.keys().collect::<Vec<_>>() {
-            m.ct6.remove(&k.unwrap()).unwrap();
-        }
-        for k in m.snat6.keys().collect::<Vec<_>>() {
-            m.snat6.remove(&k.unwrap()).unwrap();
-        }
+        resolve_router(&topo.nodes[0]);
+        let cfg = node_config(&topo.nodes[0], mode);
+        let backends = backends6(&topo);
+        let mut x = XdpRig::load(topo, cfg);
+        x.fx.apply(&web_and_dns_ip(VIP6.into(), &backends));
+        x
     }
 
     /// The IPv6 CT entries: (direction, flags).
@@ -163,10 +114,6 @@ impl Dsr6Fixture {
     fn service_packets(&self) -> u64 {
         let c = self.fx.dp.counters().unwrap();
         c.services.values().map(|s| s.packets).sum()
-    }
-
-    fn stats(&self) -> XdpStats {
-        xdp::stats(self.fx.loaded.pin_dir()).unwrap()
     }
 }
 
