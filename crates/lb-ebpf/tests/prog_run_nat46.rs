@@ -8,109 +8,25 @@
 //! few dozen single test runs.
 
 mod common;
+#[path = "common/nat46_rig.rs"]
+mod nat46_rig;
 
 use std::net::{IpAddr, SocketAddr};
 
-use common::{flow_key, forwarded_to, ip, run, sa, service, tcp, udp};
+use common::{forwarded_to, ip, sa, service, tcp, udp};
 use lb_core::*;
 use lb_ebpf::abi::{DropReason, CT_F_SNAT, SVC_F_NAT46X64};
-use lb_ebpf::{EbpfDataplane, LoadOptions, Loaded};
+use lb_ebpf::EbpfDataplane;
 use lb_testkit::conformance::reference::translate;
-use lb_testkit::{BpffsGuard, NetNs};
-
-const NODE4: &str = "192.168.1.10";
-const NODE6: &str = "fd00:1::10";
-/// `TC_ACT_REDIRECT`: the FIB redirect (`bpf_redirect_neigh`, the
-/// namespace's neighbours are never resolved).
-const TC_ACT_REDIRECT: u32 = 7;
+use nat46_rig::*;
 
 /// Programs loaded in a namespace with routes to the backends, an
 /// `EbpfDataplane` with NAT46/64 on, and lb-core's reconciler and flows.
-struct Nat {
-    loaded: Loaded,
-    dp: EbpfDataplane,
-    rec: Reconciler,
-    node: NodeConfig,
-    flows: FlowState,
-    _bpffs: BpffsGuard,
-    netns: NetNs,
-}
+type Nat = NatRig;
 
-impl Nat {
+impl NatRig {
     fn new() -> Self {
-        lb_testkit::require_privileges();
-        let netns = NetNs::with_label("nat46-run").expect("netns");
-        netns
-            .ip(&[
-                "link", "add", "lbn0", "type", "veth", "peer", "name", "lbn1",
-            ])
-            .expect("veth");
-        netns.add_addr("lbn0", "172.31.255.1/30").expect("addr");
-        netns
-            .add_addr("lbn0", "fd00:ffff:ffff::1/64")
-            .expect("addr6");
-        netns.link_up("lbn1").expect("up");
-        netns.link_up("lbn0").expect("up");
-        netns
-            .add_route("10.0.0.0/8 via 172.31.255.2 dev lbn0")
-            .expect("route");
-        netns
-            .add_route("fd00:2::/32 via fd00:ffff:ffff::2 dev lbn0")
-            .expect("route6");
-        // The clients, behind the same device.
-        netns
-            .add_route("192.168.5.0/24 via 172.31.255.2 dev lbn0")
-            .expect("client route");
-        netns
-            .add_route("fd00:5::/64 via fd00:ffff:ffff::2 dev lbn0")
-            .expect("client route6");
-        netns.set_sysctl("net.ipv4.ip_forward", "1").expect("fwd");
-        netns
-            .set_sysctl("net.ipv6.conf.all.forwarding", "1")
-            .expect("fwd6");
-        let bpffs = BpffsGuard::new().expect("bpffs");
-        let opts = LoadOptions::new(bpffs.pin_path("lb"), &["lbn0"]);
-        let loaded = netns
-            .run_in(|| lb_ebpf::load(&opts))
-            .expect("netns")
-            .expect("load");
-        let mut node = NodeConfig::new("node-1", vec![ip(NODE4), ip(NODE6)]);
-        node.nat46x64 = true;
-        let dp = EbpfDataplane::open(loaded.pin_dir(), &node).expect("open");
-        Nat {
-            loaded,
-            dp,
-            rec: Reconciler::new(),
-            node,
-            flows: FlowState::new(),
-            _bpffs: bpffs,
-            netns,
-        }
-    }
-
-    fn apply(&mut self, services: &[Service]) {
-        let desired = DesiredState::build(&self.node, services).expect("desired");
-        self.rec.apply(&mut self.dp, &desired).expect("apply");
-    }
-
-    fn ingress(&mut self, frame: &[u8]) -> (u32, Vec<u8>) {
-        let prog = self.loaded.ingress();
-        self.netns.run_in(|| run(prog, frame)).expect("netns")
-    }
-
-    fn decide(&mut self, frame: &[u8]) -> Verdict {
-        let ctx = FlowContext {
-            now: 0,
-            entropy: 0,
-            scope: Scope::External,
-        };
-        flow::decide(
-            self.rec.current(),
-            &self.node,
-            &mut self.flows,
-            &flow_key(frame),
-            ctx,
-        )
+        NatRig::load("nat46-run")
     }
 
     /// Sends `frame` to its frontend: the oracle's verdict and the
@@ -143,14 +59,6 @@ impl Nat {
         lb_testkit::verify_checksums_strict(&out).expect("valid checksums");
         let want = translate(reply, proto, sa(frontend), sa(client)).expect("reference");
         assert_eq!(out, want, "reply translated back");
-    }
-}
-
-impl Drop for Nat {
-    fn drop(&mut self) {
-        if let Err(e) = lb_ebpf::cleanup(self.loaded.pin_dir()) {
-            eprintln!("cleanup: {e}");
-        }
     }
 }
 

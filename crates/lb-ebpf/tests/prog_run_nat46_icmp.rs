@@ -11,78 +11,28 @@
 //! one program load per test and a few dozen single test runs.
 
 mod common;
+#[path = "common/nat46_rig.rs"]
+mod nat46_rig;
 
 use std::net::IpAddr;
 
-use common::{ip, run, sa, service, tcp, udp};
+use common::{ip, sa, service, tcp, udp};
 use lb_core::*;
 use lb_ebpf::abi::DropReason;
-use lb_ebpf::{EbpfDataplane, LoadOptions, Loaded};
 use lb_testkit::conformance::reference_icmp::translate_icmp_error;
-use lb_testkit::{BpffsGuard, IcmpBuilder, NetNs, PacketBuilder};
+use lb_testkit::{IcmpBuilder, PacketBuilder};
+use nat46_rig::*;
 
-const NODE4: &str = "192.168.1.10";
-const NODE6: &str = "fd00:1::10";
-/// `TC_ACT_REDIRECT`: the FIB redirect towards the client.
-const TC_ACT_REDIRECT: u32 = 7;
 /// `TC_ACT_SHOT`.
 const TC_ACT_SHOT: u32 = 2;
 
 /// Programs loaded in a namespace with routes to backends and clients, and
 /// an `EbpfDataplane` with NAT46/64 on.
-struct Fixture {
-    loaded: Loaded,
-    dp: EbpfDataplane,
-    rec: Reconciler,
-    node: NodeConfig,
-    _bpffs: BpffsGuard,
-    netns: NetNs,
-}
+type Fixture = NatRig;
 
-impl Fixture {
+impl NatRig {
     fn new() -> Self {
-        lb_testkit::require_privileges();
-        let netns = NetNs::with_label("nat46icmp").expect("netns");
-        netns
-            .ip(&[
-                "link", "add", "lbi0", "type", "veth", "peer", "name", "lbi1",
-            ])
-            .expect("veth");
-        netns.add_addr("lbi0", "172.31.255.1/30").expect("addr");
-        netns
-            .add_addr("lbi0", "fd00:ffff:ffff::1/64")
-            .expect("addr6");
-        netns.link_up("lbi1").expect("up");
-        netns.link_up("lbi0").expect("up");
-        for r in [
-            "10.0.0.0/8 via 172.31.255.2 dev lbi0",
-            "192.168.5.0/24 via 172.31.255.2 dev lbi0",
-            "fd00:2::/32 via fd00:ffff:ffff::2 dev lbi0",
-            "fd00:5::/64 via fd00:ffff:ffff::2 dev lbi0",
-        ] {
-            netns.add_route(r).expect("route");
-        }
-        netns.set_sysctl("net.ipv4.ip_forward", "1").expect("fwd");
-        netns
-            .set_sysctl("net.ipv6.conf.all.forwarding", "1")
-            .expect("fwd6");
-        let bpffs = BpffsGuard::new().expect("bpffs");
-        let opts = LoadOptions::new(bpffs.pin_path("lb"), &["lbi0"]);
-        let loaded = netns
-            .run_in(|| lb_ebpf::load(&opts))
-            .expect("netns")
-            .expect("load");
-        let mut node = NodeConfig::new("node-1", vec![ip(NODE4), ip(NODE6)]);
-        node.nat46x64 = true;
-        let dp = EbpfDataplane::open(loaded.pin_dir(), &node).expect("open");
-        let mut fx = Fixture {
-            loaded,
-            dp,
-            rec: Reconciler::new(),
-            node,
-            _bpffs: bpffs,
-            netns,
-        };
+        let mut fx = NatRig::load("nat46icmp");
         let mut s46 = service(
             "default/web46",
             &[
@@ -102,14 +52,8 @@ impl Fixture {
         for b in s46.backends.iter_mut().chain(s64.backends.iter_mut()) {
             *b = b.clone().on_node("node-2");
         }
-        let desired = DesiredState::build(&fx.node, &[s46, s64]).expect("desired");
-        fx.rec.apply(&mut fx.dp, &desired).expect("apply");
+        fx.apply(&[s46, s64]);
         fx
-    }
-
-    fn ingress(&mut self, frame: &[u8]) -> (u32, Vec<u8>) {
-        let prog = self.loaded.ingress();
-        self.netns.run_in(|| run(prog, frame)).expect("netns")
     }
 
     /// Sends the client's `frame`; returns the translated packet.
@@ -135,14 +79,6 @@ impl Fixture {
             .counters()
             .expect("counters")
             .drops_for(DropReason::Nat46x64Icmp)
-    }
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        if let Err(e) = lb_ebpf::cleanup(self.loaded.pin_dir()) {
-            eprintln!("cleanup: {e}");
-        }
     }
 }
 
