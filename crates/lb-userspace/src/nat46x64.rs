@@ -43,7 +43,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use lb_core::L4Proto;
 
-use crate::packet::{PacketInfo, ETH_HLEN, IPV6_HLEN};
+use crate::packet::{addr_sum, fold, sum_words, PacketInfo, ETH_HLEN, IPV6_HLEN};
 
 /// How many bytes past a frame a buffer needs for any translation (an IPv4
 /// header of 20 bytes becomes an IPv6 header of 40).
@@ -65,34 +65,6 @@ pub enum XlateError {
     NoRoom,
     /// The endpoints are not of one family, or of the frame's own family.
     Family,
-}
-
-fn fold(mut sum: u32) -> u16 {
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    sum as u16
-}
-
-/// One's-complement sum of the 16-bit words of `bytes` (even length).
-fn sum_words(bytes: &[u8]) -> u32 {
-    let mut sum = 0u32;
-    let mut chunks = bytes.chunks_exact(2);
-    for c in &mut chunks {
-        sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
-    }
-    if let [last] = chunks.remainder() {
-        sum += u32::from(u16::from_be_bytes([*last, 0]));
-    }
-    // Fold now and then is not needed: at most 32 768 words of 0xffff.
-    u32::from(fold(sum))
-}
-
-fn addr_sum(a: IpAddr) -> u32 {
-    match a {
-        IpAddr::V4(a) => sum_words(&a.octets()),
-        IpAddr::V6(a) => sum_words(&a.octets()),
-    }
 }
 
 /// Translates the frame `buf[..len]`, which [`crate::packet::parse`]

@@ -43,7 +43,7 @@
 use std::net::IpAddr;
 
 use crate::nat46x64::Endpoint;
-use crate::packet::ETH_HLEN;
+use crate::packet::{addr_sum, fold, sum_words, ETH_HLEN};
 
 /// How many bytes past a frame a buffer needs for any error translation
 /// (two IPv4 headers of 20 bytes become two IPv6 headers of 40).
@@ -115,33 +115,6 @@ pub fn map_4to6(ty: u8, code: u8, rest: [u8; 4], quoted_total: u16) -> Option<(u
 
 fn word(b: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([b[at], b[at + 1]])
-}
-
-/// One's-complement sum of the 16-bit words of `bytes` (an odd byte last).
-fn sum16(bytes: &[u8]) -> u32 {
-    let mut sum = 0u32;
-    let mut chunks = bytes.chunks_exact(2);
-    for c in &mut chunks {
-        sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
-    }
-    if let [last] = chunks.remainder() {
-        sum += u32::from(u16::from_be_bytes([*last, 0]));
-    }
-    u32::from(fold(sum))
-}
-
-fn fold(mut sum: u32) -> u16 {
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    sum as u16
-}
-
-fn addr_sum(a: IpAddr) -> u32 {
-    match a {
-        IpAddr::V4(a) => sum16(&a.octets()),
-        IpAddr::V6(a) => sum16(&a.octets()),
-    }
 }
 
 /// The fields of the error the translation needs, read before any byte
@@ -276,7 +249,7 @@ pub fn translate_error(
     if csum_at + 2 <= l4 + l4_len {
         let c = word(buf, csum_at);
         if !(p.proto == 17 && c == 0) {
-            let old = addr_sum(p.q_src) + addr_sum(p.q_dst) + sum16(&buf[l4..l4 + 4]);
+            let old = addr_sum(p.q_src) + addr_sum(p.q_dst) + sum_words(&buf[l4..l4 + 4]);
             let new = addr_sum(client.addr)
                 + addr_sum(frontend.addr)
                 + u32::from(client.port)
@@ -305,7 +278,7 @@ pub fn translate_error(
             h[9] = p.proto;
             h[12..16].copy_from_slice(&c.octets());
             h[16..20].copy_from_slice(&f.octets());
-            let hc = !fold(sum16(h));
+            let hc = !fold(sum_words(h));
             h[10..12].copy_from_slice(&hc.to_be_bytes());
         }
         (IpAddr::V6(c), IpAddr::V6(f)) => {
@@ -329,7 +302,7 @@ pub fn translate_error(
     buf[icmp + 2..icmp + 4].copy_from_slice(&[0, 0]);
     buf[icmp + 4..icmp + 8].copy_from_slice(&rest);
     let msg_len = end - icmp;
-    let mut sum = sum16(&buf[icmp..end]);
+    let mut sum = sum_words(&buf[icmp..end]);
     if !p.v6 {
         sum += addr_sum(frontend.addr) + addr_sum(client.addr) + 58 + msg_len as u32;
     }
@@ -347,7 +320,7 @@ pub fn translate_error(
             h[9] = 1;
             h[12..16].copy_from_slice(&s.octets());
             h[16..20].copy_from_slice(&d.octets());
-            let hc = !fold(sum16(h));
+            let hc = !fold(sum_words(h));
             h[10..12].copy_from_slice(&hc.to_be_bytes());
             buf[12..14].copy_from_slice(&[0x08, 0x00]);
         }

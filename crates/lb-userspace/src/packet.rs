@@ -240,7 +240,7 @@ pub enum End {
 }
 
 /// Folds a 32-bit one's-complement sum to 16 bits.
-fn fold(mut sum: u32) -> u16 {
+pub(crate) fn fold(mut sum: u32) -> u16 {
     while sum >> 16 != 0 {
         sum = (sum & 0xffff) + (sum >> 16);
     }
@@ -393,8 +393,9 @@ pub fn set_port(frame: &mut [u8], info: &PacketInfo, end: End, new: u16) -> bool
     true
 }
 
-/// Sums 16-bit big-endian words (an odd last byte is padded with zero).
-fn sum_words(data: &[u8]) -> u32 {
+/// Sums 16-bit big-endian words (an odd last byte is padded with zero),
+/// unfolded.
+pub(crate) fn sum_words(data: &[u8]) -> u32 {
     let mut sum = 0u32;
     let mut chunks = data.chunks_exact(2);
     for c in &mut chunks {
@@ -404,6 +405,15 @@ fn sum_words(data: &[u8]) -> u32 {
         sum += u32::from(*b) << 8;
     }
     sum
+}
+
+/// The unfolded sum of an address's 16-bit words (its part of a
+/// pseudo-header).
+pub(crate) fn addr_sum(a: IpAddr) -> u32 {
+    match a {
+        IpAddr::V4(a) => sum_words(&a.octets()),
+        IpAddr::V6(a) => sum_words(&a.octets()),
+    }
 }
 
 /// Completes an L4 checksum left for offload (Linux `CHECKSUM_PARTIAL`:
